@@ -1,0 +1,51 @@
+#pragma once
+// A ublk device served by this process: control-plane setup (ADD_DEV, SET_PARAMS, START_DEV or
+// the USER_RECOVERY handshake), one QueueLoop thread per queue, and orderly teardown.
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ublk/queue_target.h"
+
+namespace ublkrdma::ublk {
+
+// What the target tells the block layer about itself.
+struct DeviceGeometry {
+  uint64_t size_bytes = 0;
+  uint8_t logical_bs_shift = 9;    // 512-byte sectors
+  uint8_t physical_bs_shift = 12;  // 4 KiB
+  bool read_only = false;
+  bool rotational = false;
+  bool volatile_cache = false;     // the target has a cache: the kernel sends FLUSH
+  bool fua = false;                // the target honours FUA on writes
+  bool discard = false;
+  bool write_zeroes = false;
+  uint32_t discard_granularity = 4096;
+};
+
+struct DeviceOptions {
+  int dev_id = -1;                 // -1: let the kernel choose
+  uint16_t nr_queues = 1;
+  uint16_t queue_depth = 128;
+  uint32_t max_io_bytes = 512 * 1024;
+  bool user_recovery = false;      // UBLK_F_USER_RECOVERY (+ REISSUE): survives a daemon crash
+  PollMode poll_mode = PollMode::kHybrid;
+};
+
+// Creates the per-queue targets of one device. Lives as long as the device.
+class TargetFactory {
+ public:
+  virtual ~TargetFactory() = default;
+  virtual std::string type_name() const = 0;       // "null", "loop", "rdma"
+  virtual DeviceGeometry geometry() const = 0;
+  // Called on queue thread `queue_id`; the result is owned and used only by that thread.
+  virtual std::unique_ptr<QueueTarget> make_queue_target(uint16_t queue_id) = 0;
+  // The target's own JSON description (for `list`, and to restart it on `recover`).
+  virtual std::string describe_json() const = 0;
+};
+
+}  // namespace ublkrdma::ublk

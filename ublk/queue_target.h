@@ -1,0 +1,116 @@
+#pragma once
+// The contract between a ublk queue thread (QueueLoop) and the target that serves its IO.
+//
+// One QueueTarget instance per ublk queue, created on and used only by that queue's thread
+// (functions ending in `_st` run on the owner thread only). The loop owns the io_uring, the
+// tag table and the IO buffer slab; the target turns an IoRequest into work (a syscall-free
+// completion for null, io_uring ops for loop, RDMA work requests for rdma) and reports the
+// result with QueueContext::complete_st(tag, result). No locks, no heap allocation per IO.
+#include <liburing.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "base/counter.h"
+#include "base/work_id.h"
+
+namespace ublkrdma::ublk {
+
+// One block request as the kernel described it, plus the tag's IO buffer.
+struct IoRequest {
+  uint16_t tag;
+  uint8_t op;           // kOpRead, kOpWrite, kOpFlush, kOpDiscard, kOpWriteZeroes
+  uint32_t flags;       // kIoFFua, kIoFNoUnmap, ...
+  uint64_t offset;      // bytes
+  uint32_t length;      // bytes (0 for flush)
+  std::byte* buffer;    // this tag's slice of the queue's slab; valid until complete_st(tag)
+};
+
+// How a queue thread waits for work. Chosen per device (--poll).
+enum class PollMode : uint8_t {
+  kBusy,    // never sleep: spin on the ring and the target's poll_st()
+  kEvent,   // always sleep in io_uring_submit_and_wait, woken by watched fds
+  kHybrid,  // spin while the target has work in flight, sleep when idle (default)
+};
+
+// Per-queue counters: single writer (the queue thread), read by the stats reporter with
+// relaxed loads. Targets add their own under `target_*` via QueueTarget::stats_json().
+struct QueueCounters {
+  RelaxedCounter ios;            // requests completed
+  RelaxedCounter errors;         // requests completed with a negative result
+  RelaxedCounter bytes_read;
+  RelaxedCounter bytes_written;
+  RelaxedCounter loop_passes;    // iterations of the queue loop
+  RelaxedCounter idle_sleeps;    // times the loop blocked waiting for events
+  RelaxedCounter busy_polls;     // passes that spun without blocking
+  RelaxedCounter max_inflight;   // high-water mark of requests held by the target
+  RelaxedCounter max_batch;      // most CQEs reaped in one pass
+};
+
+// What the loop offers a target. Implemented by QueueLoop.
+class QueueContext {
+ public:
+  virtual ~QueueContext() = default;
+  virtual uint16_t queue_id() const = 0;
+  virtual uint16_t depth() const = 0;
+  virtual uint32_t max_io_bytes() const = 0;
+  // The whole IO buffer slab of this queue: depth slices of max_io_bytes, page aligned.
+  // Registered once (e.g. as one RDMA memory region) by targets that need it.
+  virtual std::span<std::byte> io_slab() const = 0;
+  virtual std::byte* io_buffer(uint16_t tag) const = 0;
+
+  // Reports the result of the request on `tag`: bytes transferred (>= 0) or -errno.
+  virtual void complete_st(uint16_t tag, int result) = 0;
+
+  // An SQE on the queue's ring for the target's own IO; its user_data must be made with
+  // target_user_data(). Never returns null (flushes the SQ if it is full).
+  virtual io_uring_sqe* get_sqe_st() = 0;
+  static uint64_t target_user_data(uint16_t queue, uint16_t tag, uint8_t op) {
+    return WorkId{WorkKind::kTargetIo, queue, tag, op, 0}.encode();
+  }
+  // Registers buffers as the ring's fixed buffers (for READ_FIXED/WRITE_FIXED); -errno on failure.
+  virtual int register_fixed_buffers_st(std::span<const iovec> bufs) = 0;
+
+  // Asks the loop to watch `fd` for POLLIN while it sleeps; on readiness it calls
+  // QueueTarget::on_fd_ready_st(token). The watch is re-armed automatically.
+  virtual void watch_fd_st(int fd, uint8_t token) = 0;
+};
+
+class QueueTarget {
+ public:
+  virtual ~QueueTarget() = default;
+
+  // Called once on the queue thread before any FETCH is issued. Throws SetupError on failure.
+  virtual void start_st(QueueContext& ctx) = 0;
+
+  // A new request. The target must call ctx.complete_st(req.tag, ...) exactly once, now or later.
+  virtual void submit_st(const IoRequest& req) = 0;
+
+  // A completion of an io_uring op the target submitted (user_data from target_user_data()).
+  virtual void on_ring_cqe_st(uint16_t /*tag*/, uint8_t /*op*/, int /*res*/) {}
+
+  // Polls the target's own completion sources (e.g. an RDMA CQ) without blocking.
+  // Returns how many events it handled.
+  virtual int poll_st() { return 0; }
+
+  // True while the target holds requests or other work it must poll for (hybrid mode spins then).
+  virtual bool busy_st() const { return false; }
+
+  // Called right before the loop sleeps; arm notifications (e.g. ibv_req_notify_cq) here.
+  // Returns false if work arrived while arming, so the loop polls again instead of sleeping.
+  virtual bool prepare_to_sleep_st() { return true; }
+
+  // A watched fd became readable.
+  virtual void on_fd_ready_st(uint8_t /*token*/) {}
+
+  // The queue is shutting down (all tags retired): release per-queue resources in order.
+  virtual void stop_st() {}
+
+  // Target-specific counters for `list --json`, as a JSON object text ("{}" if none).
+  // Called from the stats thread: read only relaxed atomics or immutable state.
+  virtual std::string stats_json() const { return "{}"; }
+};
+
+}  // namespace ublkrdma::ublk

@@ -1,0 +1,114 @@
+#pragma once
+// The storage behind one export, as the server's connection threads see it.
+//
+// Backend: one per export, opened at startup, shared by all connection threads. Immutable after
+// open and thread-safe (all accessors const; open_queue may be called from any thread).
+//
+// BackendQueue: one per connection thread (functions run on that thread only; no locks). The
+// server hands it commands that passed validate_command() (command_validator.h); a backend
+// re-checks nothing but the tag and the buffer, so never submit an unvalidated command.
+//
+// The data path, per backend:
+//  - ram:  direct_memory() is the export itself. The server registers it as an RDMA memory
+//          region once and moves data with RDMA READ/WRITE straight between the client's buffer
+//          and direct_memory() + offset. submit(READ/WRITE) must then be given exactly that
+//          buffer and completes at once without touching the data (zero copy). Any other
+//          buffer is refused with -EINVAL (a copy would hide a server bug). DISCARD and
+//          WRITE_ZEROES zero the range in place with memset: the memory is pinned by the NIC,
+//          so MADV_DONTNEED would make the CPU's and the NIC's views of it diverge.
+//  - file: io_uring per queue, O_DIRECT where the file system allows it. The buffers given to
+//          open_queue() (the server's RDMA-registered buffers) become io_uring fixed buffers,
+//          so data goes disk <-> NIC memory without a copy; a buffer outside them still works
+//          (plain READ/WRITE). FLUSH = fdatasync, FUA = write with RWF_DSYNC, DISCARD = punch
+//          hole / BLKDISCARD, WRITE_ZEROES = zero range (punch hole where unsupported) /
+//          BLKZEROOUT. Short transfers are resubmitted; a read past EOF fails with -EIO.
+//  - null: everything completes at once; reads leave the buffer as it is (whatever the server
+//          last had there: the server should give each connection its own buffers), writes
+//          are dropped.
+//
+// Completion contract: submit() only queues. poll() pushes everything queued since the last
+// poll() to the kernel (one syscall per pass) and then reaps without blocking. So call poll()
+// after each batch of submit()s, and always before sleeping on event_fd(): completions that
+// finish inside submit() (ram, null, block-device ioctls, immediate errors) are only handed
+// out by poll() and do not make event_fd() readable.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "targets/server/export_spec.h"
+
+namespace ublkrdma::server {
+
+// Same numbering as the ublk ops (ublk/uapi.h kOp*) so a decoded command maps 1:1.
+enum class BackendOp : uint8_t {
+  kRead = 0,
+  kWrite = 1,
+  kFlush = 2,
+  kDiscard = 3,
+  kWriteZeroes = 5,
+};
+
+// submit() flags.
+inline constexpr uint32_t kBackendFlagFua = 1u << 0;  // WRITE: durable before completion
+
+// supported_ops() bits. READ and WRITE are always supported.
+inline constexpr uint32_t kSupportsFlush = 1u << 0;
+inline constexpr uint32_t kSupportsFua = 1u << 1;
+inline constexpr uint32_t kSupportsDiscard = 1u << 2;
+inline constexpr uint32_t kSupportsWriteZeroes = 1u << 3;
+
+struct BackendCompletion {
+  uint16_t tag;
+  int32_t result;  // READ/WRITE: bytes transferred (== length); others: 0; or -errno
+};
+
+class BackendQueue {
+ public:
+  virtual ~BackendQueue() = default;
+
+  // Queues one command for `tag` (< depth, at most one command per tag in flight). `buffer`
+  // holds `length` bytes (READ/WRITE only; null otherwise). Returns 0 if queued (its
+  // completion comes from poll(), possibly already on the next call), or -errno if refused
+  // outright (-EINVAL bad tag/buffer, -EBUSY tag in flight, -EROFS on a read-only export);
+  // a refused command produces no completion.
+  virtual int submit(uint16_t tag, BackendOp op, uint64_t offset, uint32_t length, std::byte* buffer,
+                     uint32_t flags) = 0;
+
+  // Pushes queued commands to the kernel, then copies up to out.size() finished commands into
+  // `out` without blocking. Returns how many (>= 0), or -errno if the ring failed.
+  virtual int poll(std::span<BackendCompletion> out) = 0;
+
+  // -1 if every command completes synchronously (poll() right after submit() finds them).
+  // Otherwise an fd that is readable (level-triggered: POLLIN) while completions wait to be
+  // reaped by poll(); watch it with epoll or an IORING_OP_POLL_ADD. Never read it.
+  virtual int event_fd() const = 0;
+
+  // True while any submitted command has not yet been returned by poll().
+  virtual bool busy() const = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual uint64_t size() const = 0;        // bytes, a multiple of block_size()
+  virtual uint32_t block_size() const = 0;  // logical block size: 512 or 4096
+  virtual bool read_only() const = 0;
+  virtual uint32_t supported_ops() const = 0;  // kSupports* bits
+
+  // The export's own memory when the server may RDMA straight into it (ram), else empty.
+  virtual std::span<std::byte> direct_memory() const = 0;
+
+  // A queue for one connection thread. `registered_buffers` is the server's RDMA-registered
+  // memory that will be passed to submit() (file backends register it as io_uring fixed
+  // buffers; empty is allowed). `depth` bounds the tags. Throws SetupError.
+  virtual std::unique_ptr<BackendQueue> open_queue(std::span<std::byte> registered_buffers,
+                                                   uint16_t depth) const = 0;
+};
+
+// Opens the storage of `spec`, read-only if `read_only` or spec.read_only. Throws SetupError
+// with the export name and path in the message.
+std::unique_ptr<Backend> open_backend(const ExportSpec& spec, bool read_only = false);
+
+}  // namespace ublkrdma::server

@@ -1,0 +1,335 @@
+// ublk-rdma: command line. ublksrv-compatible verbs (add, del, list, recover, features) plus
+// `serve`, the RDMA target server. Exit codes: 0 success, 1 failure, 2 usage error.
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdlib>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "base/errors.h"
+#include "base/log.h"
+#include "base/size.h"
+#include "cli/daemon.h"
+#include "cli/device_listing.h"
+#include "cli/device_state.h"
+#include "cli/serve_command.h"
+#include "ublk/control_device.h"
+#include "ublk/uapi.h"
+
+namespace ublkrdma::cli {
+namespace {
+
+constexpr int kExitOk = 0, kExitFailure = 1, kExitUsage = 2;
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Parses a size option ("4G", "512k", "1048576"); a bad one is a usage error.
+uint64_t size_option(const std::string& what, const std::string& text) {
+  auto r = parse_size(text);
+  if (!r) throw UsageError(fmt::format("{}: '{}' is not a size (examples: 512M, 4G, 1048576)", what, text));
+  return *r;
+}
+
+ublk::PollMode poll_mode_option(const std::string& s) {
+  if (s == "busy") return ublk::PollMode::kBusy;
+  if (s == "event") return ublk::PollMode::kEvent;
+  return ublk::PollMode::kHybrid;
+}
+
+struct AddArgs {
+  std::string type;
+  int dev_id = -1;
+  int queues = 1;
+  int depth = 128;
+  std::string size;
+  std::string file;
+  int recovery = 0;
+  bool foreground = false;
+  std::string max_io = "512K";
+  std::string poll = "hybrid";
+  bool buffered = false;
+  std::string traddr;
+  int trsvcid = 18520;
+  std::string export_name;
+  int io_timeout_ms = 30000;
+};
+
+int cmd_add(const AddArgs& a) {
+  DaemonPlan plan;
+  plan.foreground = a.foreground;
+  plan.dev_opts.dev_id = a.dev_id;
+  plan.dev_opts.nr_queues = uint16_t(a.queues);
+  plan.dev_opts.queue_depth = uint16_t(a.depth);
+  plan.dev_opts.user_recovery = a.recovery == 1;
+  plan.dev_opts.poll_mode = poll_mode_option(a.poll);
+  uint64_t max_io = size_option("--max-io", a.max_io);
+  if (max_io < 4096 || max_io > (32u << 20) || max_io % 4096)
+    throw UsageError(fmt::format("--max-io {}: must be a multiple of 4K between 4K and 32M", a.max_io));
+  plan.dev_opts.max_io_bytes = uint32_t(max_io);
+  unsigned ncpu = std::thread::hardware_concurrency();
+  if (ncpu && unsigned(a.queues) > ncpu)
+    throw UsageError(fmt::format("-q {}: at most one queue per CPU ({} CPUs here)", a.queues, ncpu));
+
+  if (a.type == "null") {
+    plan.target_args = {{"type", "null"}, {"size", a.size.empty() ? (250ull << 30) : size_option("--size", a.size)}};
+  } else if (a.type == "loop") {
+    if (a.file.empty()) throw UsageError("-t loop needs a backing file: -f FILE");
+    if (!a.size.empty()) throw UsageError("-t loop takes its size from the backing file; drop --size");
+    plan.target_args = {{"type", "loop"}, {"file", a.file}, {"direct_io", !a.buffered}};
+  } else if (a.type == "rdma") {
+    if (a.traddr.empty()) throw UsageError("-t rdma needs the server's address: --traddr ADDR");
+    if (a.export_name.empty()) throw UsageError("-t rdma needs an export name: --export NAME");
+    plan.target_args = {{"type", "rdma"},
+                        {"traddr", a.traddr},
+                        {"trsvcid", a.trsvcid},
+                        {"export", a.export_name},
+                        {"io_timeout_ms", a.io_timeout_ms}};
+  }
+  if (a.dev_id >= 0) {
+    ublk::ControlDevice ctrl;
+    ublk::CtrlDevInfo info;
+    if (ctrl.get_dev_info(uint32_t(a.dev_id), info) == 0) {
+      std::cerr << "ublk-rdma: device " << a.dev_id << " already exists (ublk-rdma list -n " << a.dev_id << ")\n";
+      return kExitFailure;
+    }
+  } else {
+    ublk::ControlDevice probe;  // fails early with "ublk_drv is not loaded" before forking
+  }
+  return run_device_daemon(plan);
+}
+
+int cmd_recover(int dev_id, bool foreground) {
+  ublk::ControlDevice ctrl;
+  ublk::CtrlDevInfo info;
+  if (ctrl.get_dev_info(uint32_t(dev_id), info) < 0) {
+    std::cerr << "ublk-rdma: device " << dev_id << " does not exist\n";
+    return kExitFailure;
+  }
+  auto state = read_state(uint32_t(dev_id));
+  if (!state) {
+    std::cerr << "ublk-rdma: no record of device " << dev_id << " in " << run_dir()
+              << ": it was not created by ublk-rdma on this machine\n";
+    return kExitFailure;
+  }
+  pid_t old = state->value("daemon_pid", 0);
+  if (info.state == ublk::kStateLive && process_alive(old)) {
+    std::cerr << "ublk-rdma: device " << dev_id << " is live and its daemon (pid " << old
+              << ") is running: nothing to recover\n";
+    return kExitFailure;
+  }
+  DaemonPlan plan;
+  plan.foreground = foreground;
+  plan.recover_id = uint32_t(dev_id);
+  plan.dev_opts.dev_id = dev_id;
+  plan.dev_opts.nr_queues = info.nr_hw_queues;
+  plan.dev_opts.queue_depth = info.queue_depth;
+  plan.dev_opts.max_io_bytes = info.max_io_buf_bytes;
+  plan.dev_opts.user_recovery = true;
+  plan.dev_opts.poll_mode = poll_mode_option(state->value("poll_mode", std::string("hybrid")));
+  plan.target_args = state->value("target_args", nlohmann::json::object());
+  return run_device_daemon(plan);
+}
+
+// STOP_DEV then DEL_DEV (which returns once the daemon has released /dev/ublkcN).
+int delete_device(ublk::ControlDevice& ctrl, uint32_t id) {
+  ublk::CtrlDevInfo info;
+  if (ctrl.get_dev_info(id, info) < 0) {
+    std::cerr << "ublk-rdma: device " << id << " does not exist\n";
+    return kExitFailure;
+  }
+  auto state = read_state(id);
+  pid_t daemon = state ? pid_t(state->value("daemon_pid", 0)) : info.ublksrv_pid;
+  int rc = ctrl.stop_dev(id);
+  if (rc < 0 && rc != -ENODEV) log::cli()->debug("STOP_DEV {}: {}", id, errno_text(rc));
+  rc = ctrl.del_dev(id);
+  if (rc < 0) {
+    std::cerr << "ublk-rdma: deleting device " << id << " failed: " << errno_text(rc) << "\n";
+    return kExitFailure;
+  }
+  // DEL_DEV returned: the daemon has closed the device; give it a moment to exit entirely.
+  for (int i = 0; i < 100 && process_alive(daemon); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  remove_state(id);
+  return kExitOk;
+}
+
+int cmd_del(int dev_id, bool all) {
+  ublk::ControlDevice ctrl;
+  if (!all) return delete_device(ctrl, uint32_t(dev_id));
+  int rc = kExitOk;
+  for (uint32_t id : ublk::ControlDevice::list_dev_ids())
+    if (delete_device(ctrl, id) != kExitOk) rc = kExitFailure;
+  return rc;
+}
+
+int cmd_list(int dev_id, bool json) {
+  ublk::ControlDevice ctrl;
+  std::vector<uint32_t> ids;
+  if (dev_id >= 0) {
+    ids.push_back(uint32_t(dev_id));
+  } else {
+    ids = ublk::ControlDevice::list_dev_ids();
+  }
+  nlohmann::json arr = nlohmann::json::array();
+  for (uint32_t id : ids) {
+    auto d = describe_device(ctrl, id);
+    if (!d) {
+      if (dev_id >= 0) {
+        std::cerr << "ublk-rdma: device " << id << " does not exist\n";
+        return kExitFailure;
+      }
+      continue;  // vanished between the directory scan and the query
+    }
+    if (json) {
+      arr.push_back(*d);
+    } else {
+      std::cout << format_device_text(*d);
+    }
+  }
+  if (json) std::cout << arr.dump(2) << "\n";
+  return kExitOk;
+}
+
+int cmd_features(bool json) {
+  ublk::ControlDevice ctrl;
+  const auto& k = ctrl.kernel();
+  if (json) {
+    std::cout << nlohmann::json{{"get_features", k.get_features_supported},
+                                {"features", k.features},
+                                {"names", ublk::feature_names(k.features)},
+                                {"ioctl_encode", k.ioctl_encode()}}
+                     .dump(2)
+              << "\n";
+    return kExitOk;
+  }
+  if (!k.get_features_supported) {
+    std::cout << "ublk driver: GET_FEATURES unsupported (old kernel): legacy opcodes only\n";
+    return kExitOk;
+  }
+  std::cout << fmt::format("ublk driver features: {:#x}\n", k.features);
+  for (auto& n : ublk::feature_names(k.features)) std::cout << "\t" << n << "\n";
+  return kExitOk;
+}
+
+int run(int argc, char** argv) {
+  CLI::App app{"ublk-rdma: a remote disk over RDMA, served through the Linux ublk driver"};
+  app.set_version_flag("-V,--version", std::string("ublk-rdma ") + UBLK_RDMA_VERSION);
+  app.require_subcommand(1);
+  std::string log_level;
+  app.add_option("--log-level", log_level, "Log levels, e.g. 'info' or 'warn,rdma=debug' (env UBLK_RDMA_LOG)");
+
+  AddArgs add;
+  auto* add_cmd = app.add_subcommand("add", "Create a ublk device served by a new daemon");
+  add_cmd->add_option("-t,--type", add.type, "Target type")->required()->check(CLI::IsMember({"null", "loop", "rdma"}));
+  add_cmd->add_option("-n,--number", add.dev_id, "Device id (default: first free)")->check(CLI::Range(0, 1 << 20));
+  add_cmd->add_option("-q,--queues", add.queues, "Number of queues (one thread each)")
+      ->check(CLI::Range(1, int(ublk::kMaxQueues)));
+  add_cmd->add_option("-d,--depth", add.depth, "Queue depth")->check(CLI::Range(1, int(ublk::kMaxQueueDepth)));
+  add_cmd->add_option("--size", add.size, "Device size for null (e.g. 1G)");
+  add_cmd->add_option("-f,--file", add.file, "Backing file or block device for loop");
+  add_cmd->add_option("-r,--recovery", add.recovery, "1: survive a daemon crash (recover -n ID)")
+      ->check(CLI::IsMember({0, 1}));
+  add_cmd->add_flag("--foreground", add.foreground, "Serve from this process instead of a detached daemon");
+  add_cmd->add_option("--max-io", add.max_io, "Largest IO in bytes (default 512K)");
+  add_cmd->add_option("--poll", add.poll, "Completion mode: busy, event or hybrid")
+      ->check(CLI::IsMember({"busy", "event", "hybrid"}));
+  add_cmd->add_flag("--buffered", add.buffered, "loop: do not use O_DIRECT");
+  add_cmd->add_option("--traddr", add.traddr, "rdma: server address");
+  add_cmd->add_option("--trsvcid", add.trsvcid, "rdma: server port (default 18520)")->check(CLI::Range(1, 65535));
+  add_cmd->add_option("--export", add.export_name, "rdma: export name on the server");
+  add_cmd->add_option("--io-timeout", add.io_timeout_ms, "rdma: fail an IO after this many ms")
+      ->check(CLI::Range(100, 3600000));
+
+  int del_id = -1;
+  bool del_all = false;
+  auto* del_cmd = app.add_subcommand("del", "Stop and delete a device (and its daemon)");
+  auto* del_n = del_cmd->add_option("-n,--number", del_id, "Device id")->check(CLI::NonNegativeNumber);
+  auto* del_a = del_cmd->add_flag("-a,--all", del_all, "All devices");
+  del_n->excludes(del_a);
+
+  int list_id = -1;
+  bool list_json = false;
+  auto* list_cmd = app.add_subcommand("list", "Show devices");
+  list_cmd->add_option("-n,--number", list_id, "Device id")->check(CLI::NonNegativeNumber);
+  list_cmd->add_flag("--json", list_json, "JSON output");
+  bool list_verbose = false;  // accepted for ublksrv compatibility: the output is always complete
+  list_cmd->add_flag("-v,--verbose", list_verbose, "Accepted for ublksrv compatibility");
+
+  int rec_id = -1;
+  bool rec_fg = false;
+  auto* rec_cmd = app.add_subcommand("recover", "Restart the daemon of a -r 1 device whose daemon died");
+  rec_cmd->add_option("-n,--number", rec_id, "Device id")->required()->check(CLI::NonNegativeNumber);
+  rec_cmd->add_flag("--foreground", rec_fg, "Serve from this process");
+
+  bool feat_json = false;
+  auto* feat_cmd = app.add_subcommand("features", "Show what the running kernel's ublk driver supports");
+  feat_cmd->add_flag("--json", feat_json, "JSON output");
+
+  ServeArgs serve;
+  auto* serve_cmd = app.add_subcommand("serve", "Run the RDMA target server (foreground)");
+  add_serve_options(*serve_cmd, serve);
+
+  std::string help_topic;
+  auto* help_cmd = app.add_subcommand("help", "Show help for a command");
+  help_cmd->add_option("command", help_topic, "Command name");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "ublk-rdma: " << e.what() << "\n";
+    std::cerr << "Run 'ublk-rdma --help' or 'ublk-rdma help COMMAND' for usage.\n";
+    return kExitUsage;
+  }
+
+  const char* env_level = std::getenv("UBLK_RDMA_LOG");
+  log::apply_levels(!log_level.empty() ? log_level : (env_level ? env_level : "info"));
+
+  try {
+    if (*help_cmd) {
+      if (help_topic.empty()) {
+        std::cout << app.help();
+        return kExitOk;
+      }
+      for (auto* sub : app.get_subcommands({})) {
+        if (sub->get_name() == help_topic) {
+          std::cout << sub->help();
+          return kExitOk;
+        }
+      }
+      std::cerr << "ublk-rdma: no such command '" << help_topic << "'\n";
+      return kExitUsage;
+    }
+    if (*add_cmd) return cmd_add(add);
+    if (*del_cmd) {
+      if (del_id < 0 && !del_all) throw UsageError("del needs -n ID or -a");
+      return cmd_del(del_id, del_all);
+    }
+    if (*list_cmd) return cmd_list(list_id, list_json);
+    if (*rec_cmd) return cmd_recover(rec_id, rec_fg);
+    if (*feat_cmd) return cmd_features(feat_json);
+    if (*serve_cmd) return run_serve(serve);
+  } catch (const UsageError& e) {
+    std::cerr << "ublk-rdma: " << e.what() << "\n";
+    return kExitUsage;
+  } catch (const SetupError& e) {
+    std::cerr << "ublk-rdma: " << e.what() << "\n";
+    return kExitFailure;
+  } catch (const std::exception& e) {
+    std::cerr << "ublk-rdma: unexpected error: " << e.what() << "\n";
+    return kExitFailure;
+  }
+  return kExitUsage;
+}
+
+}  // namespace
+}  // namespace ublkrdma::cli
+
+int main(int argc, char** argv) { return ublkrdma::cli::run(argc, argv); }

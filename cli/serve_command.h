@@ -1,0 +1,20 @@
+#pragma once
+// `serve`: the RDMA target server, in the foreground (systemd-friendly).
+#include <CLI/CLI.hpp>
+#include <string>
+#include <vector>
+
+namespace ublkrdma::cli {
+
+struct ServeArgs {
+  std::string listen;                  // ADDR[:PORT]
+  std::vector<std::string> exports;    // NAME=ram:SIZE | NAME=file:PATH | NAME=null:SIZE
+  std::vector<std::string> read_only;  // export names
+  std::vector<std::string> allow;      // CIDRs
+  std::string stats_path;
+};
+
+void add_serve_options(CLI::App& cmd, ServeArgs& args);
+int run_serve(const ServeArgs& args);  // exit code
+
+}  // namespace ublkrdma::cli

@@ -1,0 +1,42 @@
+#include "cli/target_args.h"
+
+#include <chrono>
+
+#include "base/errors.h"
+#include "targets/loop_target.h"
+#include "targets/null_target.h"
+#if __has_include("targets/rdma_target.h")
+#include "targets/rdma_target.h"
+#define UBLK_RDMA_HAVE_RDMA_TARGET 1
+#endif
+
+namespace ublkrdma::cli {
+
+std::unique_ptr<ublk::TargetFactory> make_target_factory(const nlohmann::json& args,
+                                                         const ublk::DeviceOptions& dev_opts) {
+  std::string type = args.value("type", "");
+  if (type == "null") return targets::make_null_target_factory(args.at("size").get<uint64_t>());
+  if (type == "loop") {
+    targets::LoopTargetOptions o;
+    o.path = args.at("file").get<std::string>();
+    o.direct_io = args.value("direct_io", true);
+    return targets::make_loop_target_factory(o);
+  }
+#ifdef UBLK_RDMA_HAVE_RDMA_TARGET
+  if (type == "rdma") {
+    targets::RdmaTargetOptions o;
+    o.traddr = args.at("traddr").get<std::string>();
+    o.trsvcid = args.value("trsvcid", o.trsvcid);
+    o.export_name = args.at("export").get<std::string>();
+    o.nr_queues = dev_opts.nr_queues;
+    o.queue_depth = dev_opts.queue_depth;
+    o.max_io_bytes = dev_opts.max_io_bytes;
+    o.poll_mode = dev_opts.poll_mode;
+    o.io_timeout = std::chrono::milliseconds(args.value("io_timeout_ms", 30000));
+    return targets::make_rdma_target_factory(o);
+  }
+#endif
+  throw_setup("unknown target type '{}'", type);
+}
+
+}  // namespace ublkrdma::cli

@@ -1,0 +1,240 @@
+#include "ublk/queue_loop.h"
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "base/log.h"
+
+namespace ublkrdma::ublk {
+namespace {
+
+size_t page_size() {
+  static const size_t ps = size_t(::sysconf(_SC_PAGESIZE));
+  return ps;
+}
+
+size_t round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
+
+unsigned ring_entries(uint16_t depth) {
+  // Every tag's FETCH must fit at once, plus room for target ops and fd polls.
+  unsigned want = 2u * depth + 32, n = 1;
+  while (n < want) n <<= 1;
+  return n;
+}
+
+const char* op_name(uint32_t nr) {
+  switch (nr) {
+    case kIoFetchReq: return "FETCH_REQ";
+    case kIoCommitAndFetchReq: return "COMMIT_AND_FETCH_REQ";
+    case kIoNeedGetData: return "NEED_GET_DATA";
+    default: return "?";
+  }
+}
+
+}  // namespace
+
+QueueLoop::QueueLoop(const QueueLoopConfig& cfg)
+    : cfg_(cfg), tags_(cfg.depth, TagState::kIdle),
+      tag_lengths_(cfg.depth, 0), tag_ops_(cfg.depth, 0) {}
+
+QueueLoop::~QueueLoop() { published_target_.store(nullptr); }
+
+std::string QueueLoop::target_stats_json() const {
+  const QueueTarget* t = published_target_.load();
+  return t ? t->stats_json() : "{}";
+}
+
+void QueueLoop::setup_st() {
+  // The kernel lays out one descriptor array per queue at a fixed stride of the largest
+  // possible array; we map just ours.
+  size_t stride = round_up(kMaxQueueDepth * sizeof(IoDesc), page_size());
+  size_t len = round_up(size_t(cfg_.depth) * sizeof(IoDesc), page_size());
+  off_t off = off_t(kCmdBufOffset + cfg_.queue_id * stride);
+  void* p = ::mmap(nullptr, len, PROT_READ, MAP_SHARED | MAP_POPULATE, cfg_.char_fd, off);
+  if (p == MAP_FAILED) throw_errno(errno, "queue {}: mmap of the IO descriptor array", cfg_.queue_id);
+  descs_ = MappedRegion(p, len);
+
+  slab_ = MappedRegion::anonymous(size_t(cfg_.depth) * cfg_.max_io_bytes, /*populate=*/true);
+  ring_.init(ring_entries(cfg_.depth), 0, 2 * ring_entries(cfg_.depth));
+}
+
+void QueueLoop::run_st(std::unique_ptr<QueueTarget> target, const std::function<void()>& on_fetched) {
+  target_ = std::move(target);
+  setup_st();
+  target_->start_st(*this);
+  published_target_.store(target_.get());
+  for (uint16_t tag = 0; tag < cfg_.depth; ++tag) {
+    queue_io_cmd_st(kIoFetchReq, tag, 0);
+    tags_[tag] = TagState::kInKernel;
+  }
+  if (cfg_.exit_fd >= 0) {
+    io_uring_sqe* sqe = get_sqe_st();
+    io_uring_prep_poll_add(sqe, cfg_.exit_fd, POLLIN);
+    sqe->user_data = WorkId{WorkKind::kControl, cfg_.queue_id, 0, 0, 0}.encode();
+  }
+  int rc = io_uring_submit(ring_.get());
+  if (rc < 0) throw_errno(rc, "queue {}: submitting FETCH_REQ for {} tags", cfg_.queue_id, cfg_.depth);
+  log::ublk_io()->debug("queue {}: {} tags fetched, serving", cfg_.queue_id, cfg_.depth);
+  on_fetched();
+
+  io_uring* ring = ring_.get();
+  while (retired_ < cfg_.depth && !exiting_) {
+    counters_.loop_passes.add_st();
+    unsigned head, reaped = 0;
+    io_uring_cqe* cqe;
+    io_uring_for_each_cqe(ring, head, cqe) {
+      handle_cqe_st(*cqe);
+      ++reaped;
+    }
+    io_uring_cq_advance(ring, reaped);
+    counters_.max_batch.max_st(reaped);
+    int polled = target_->poll_st();
+    if (retired_ == cfg_.depth || exiting_) break;
+
+    bool spin = cfg_.poll_mode == PollMode::kBusy || (cfg_.poll_mode == PollMode::kHybrid && target_->busy_st());
+    if (spin || reaped || polled) {
+      counters_.busy_polls.add_st();
+      rc = io_uring_submit_and_get_events(ring);
+    } else {
+      arm_watches_st();
+      if (!target_->prepare_to_sleep_st()) continue;
+      counters_.idle_sleeps.add_st();
+      rc = io_uring_submit_and_wait(ring, 1);
+    }
+    if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
+      // Not recoverable for this queue: the kernel will abort our commands when the device
+      // stops; keep reaping so in-flight target work drains.
+      log::ublk_io()->error("queue {}: io_uring_enter failed: {}", cfg_.queue_id, errno_text(rc));
+      ::usleep(1000);
+    }
+  }
+  target_->stop_st();
+  log::ublk_io()->debug("queue {}: {}, exiting", cfg_.queue_id, exiting_ ? "told to exit" : "all tags retired");
+}
+
+void QueueLoop::handle_cqe_st(const io_uring_cqe& cqe) {
+  WorkId id = WorkId::decode(cqe.user_data);
+  switch (id.kind) {
+    case WorkKind::kUblkCmd:
+      handle_ublk_cqe_st(id.tag, cqe.res);
+      break;
+    case WorkKind::kTargetIo:
+      target_->on_ring_cqe_st(id.tag, id.op, cqe.res);
+      break;
+    case WorkKind::kFdPoll:
+      for (auto& w : watches_) {
+        if (w.token == id.op) w.armed = false;
+      }
+      if (cqe.res < 0 && cqe.res != -ECANCELED)
+        log::ublk_io()->warn("queue {}: poll on watched fd (token {}) failed: {}", cfg_.queue_id, id.op,
+                             errno_text(cqe.res));
+      target_->on_fd_ready_st(id.op);
+      break;
+    case WorkKind::kControl:
+      log::ublk_io()->debug("queue {}: asked to exit with {} tags still in the kernel", cfg_.queue_id,
+                            cfg_.depth - retired_);
+      exiting_ = true;
+      break;
+    default:
+      log::ublk_io()->error("queue {}: completion with unexpected user_data {:#x}", cfg_.queue_id, cqe.user_data);
+  }
+}
+
+void QueueLoop::handle_ublk_cqe_st(uint16_t tag, int res) {
+  if (tag >= cfg_.depth) {
+    log::ublk_io()->error("queue {}: completion for tag {} beyond depth {}", cfg_.queue_id, tag, cfg_.depth);
+    return;
+  }
+  if (res == kIoResOk) {
+    if (!set_state_st(tag, TagState::kInKernel, TagState::kInTarget)) return;
+    const IoDesc& d = static_cast<const IoDesc*>(descs_.get())[tag];
+    IoRequest req{tag, d.op(), d.flags(), d.start_sector << 9, d.nr_sectors << 9, io_buffer(tag)};
+    tag_lengths_[tag] = req.length;
+    tag_ops_[tag] = req.op;
+    ++in_target_;
+    counters_.max_inflight.max_st(in_target_);
+    SPDLOG_LOGGER_TRACE(log::ublk_io(), "q{} tag {} op {} off {} len {}", cfg_.queue_id, tag, req.op, req.offset,
+                        req.length);
+    target_->submit_st(req);
+  } else if (res == kIoResNeedGetData) {
+    queue_io_cmd_st(kIoNeedGetData, tag, 0);
+  } else {
+    // ABORT (-ENODEV) when the device stops or the queue is torn down; anything else is
+    // unexpected but equally final for this tag.
+    if (res != kIoResAbort)
+      log::ublk_io()->warn("queue {}: io command for tag {} failed: {}", cfg_.queue_id, tag, errno_text(res));
+    if (tags_[tag] != TagState::kRetired) {
+      tags_[tag] = TagState::kRetired;
+      ++retired_;
+    }
+  }
+}
+
+void QueueLoop::complete_st(uint16_t tag, int result) {
+  if (!set_state_st(tag, TagState::kInTarget, TagState::kInKernel)) return;
+  --in_target_;
+  counters_.ios.add_st();
+  if (result < 0) {
+    counters_.errors.add_st();
+  } else if (tag_ops_[tag] == kOpRead) {
+    counters_.bytes_read.add_st(uint64_t(result));
+  } else if (tag_ops_[tag] == kOpWrite) {
+    counters_.bytes_written.add_st(uint64_t(result));
+  }
+  queue_io_cmd_st(kIoCommitAndFetchReq, tag, result);
+}
+
+bool QueueLoop::set_state_st(uint16_t tag, TagState from, TagState to) {
+  if (tag >= cfg_.depth || tags_[tag] != from) {
+    log::ublk_io()->error("queue {}: tag {} in state {} cannot move to {} (expected {}): dropped", cfg_.queue_id, tag,
+                          tag < cfg_.depth ? int(tags_[tag]) : -1, int(to), int(from));
+    return false;
+  }
+  tags_[tag] = to;
+  return true;
+}
+
+void QueueLoop::queue_io_cmd_st(uint32_t cmd_nr, uint16_t tag, int result) {
+  io_uring_sqe* sqe = get_sqe_st();
+  std::memset(sqe, 0, sizeof(*sqe));
+  sqe->opcode = IORING_OP_URING_CMD;
+  sqe->fd = cfg_.char_fd;
+  sqe->cmd_op = cfg_.ioctl_encode ? ioctl_io_op(cmd_nr) : cmd_nr;
+  IoCmd cmd{cfg_.queue_id, tag, result, reinterpret_cast<uint64_t>(io_buffer(tag))};
+  static_assert(sizeof(IoCmd) <= 16, "IO command must fit a 64-byte SQE's command area");
+  std::memcpy(sqe->cmd, &cmd, sizeof(cmd));
+  sqe->user_data = WorkId{WorkKind::kUblkCmd, cfg_.queue_id, tag, uint8_t(cmd_nr), 0}.encode();
+  SPDLOG_LOGGER_TRACE(log::ublk_io(), "q{} tag {} {} result {}", cfg_.queue_id, tag, op_name(cmd_nr), result);
+}
+
+io_uring_sqe* QueueLoop::get_sqe_st() {
+  io_uring* ring = ring_.get();
+  io_uring_sqe* sqe = io_uring_get_sqe(ring);
+  while (!sqe) {
+    int rc = io_uring_submit(ring);
+    if (rc < 0 && rc != -EAGAIN && rc != -EBUSY && rc != -EINTR)
+      log::ublk_io()->error("queue {}: flushing a full SQ failed: {}", cfg_.queue_id, errno_text(rc));
+    sqe = io_uring_get_sqe(ring);
+  }
+  return sqe;
+}
+
+int QueueLoop::register_fixed_buffers_st(std::span<const iovec> bufs) {
+  return io_uring_register_buffers(ring_.get(), bufs.data(), unsigned(bufs.size()));
+}
+
+void QueueLoop::watch_fd_st(int fd, uint8_t token) { watches_.push_back(FdWatch{fd, token, false}); }
+
+void QueueLoop::arm_watches_st() {
+  for (auto& w : watches_) {
+    if (w.armed) continue;
+    io_uring_sqe* sqe = get_sqe_st();
+    io_uring_prep_poll_add(sqe, w.fd, POLLIN);
+    sqe->user_data = WorkId{WorkKind::kFdPoll, cfg_.queue_id, 0, w.token, 0}.encode();
+    w.armed = true;
+  }
+}
+
+}  // namespace ublkrdma::ublk

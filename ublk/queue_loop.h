@@ -1,0 +1,97 @@
+#pragma once
+// One ublk queue, served by one thread: its io_uring, the mmap'd IO descriptor array, the tag
+// table and the IO buffer slab all belong to that thread. The loop is:
+//   reap CQEs -> dispatch by tag (new request -> target, target op -> target) -> poll target
+//   -> commit completions (COMMIT_AND_FETCH) -> submit, and sleep in exactly one place
+//   (io_uring_submit_and_wait) when there is nothing to spin for.
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "base/io_ring.h"
+#include "base/mapped_region.h"
+#include "ublk/queue_target.h"
+#include "ublk/uapi.h"
+
+namespace ublkrdma::ublk {
+
+// Life of one tag. Transitions are checked; a violation is a bug and is logged loudly.
+enum class TagState : uint8_t {
+  kIdle,         // no command in the kernel yet
+  kInKernel,     // FETCH or COMMIT_AND_FETCH (or NEED_GET_DATA) outstanding: waiting for a request
+  kInTarget,     // the target holds the request
+  kRetired,      // the kernel aborted the command (device stopping): never used again
+};
+
+struct QueueLoopConfig {
+  uint32_t dev_id = 0;
+  uint16_t queue_id = 0;
+  uint16_t depth = 0;
+  uint32_t max_io_bytes = 0;
+  int char_fd = -1;          // /dev/ublkcN, owned by the device
+  bool ioctl_encode = true;  // UBLK_U_IO_* vs legacy opcodes
+  PollMode poll_mode = PollMode::kHybrid;
+  int exit_fd = -1;          // eventfd: readable when the loop must exit now (forced teardown)
+};
+
+class QueueLoop final : public QueueContext {
+ public:
+  explicit QueueLoop(const QueueLoopConfig& cfg);
+  ~QueueLoop() override;
+
+  // Runs on the owner thread: takes `target`, sets up, issues FETCH for every tag, calls
+  // `on_fetched` (the device then starts or recovers), and serves IO until the kernel retires
+  // every tag. Throws SetupError if setup fails (before on_fetched).
+  void run_st(std::unique_ptr<QueueTarget> target, const std::function<void()>& on_fetched);
+
+  const QueueCounters& counters() const { return counters_; }
+  // The target's stats ("{}" before the target is running); safe from any thread.
+  std::string target_stats_json() const;
+
+  // QueueContext
+  uint16_t queue_id() const override { return cfg_.queue_id; }
+  uint16_t depth() const override { return cfg_.depth; }
+  uint32_t max_io_bytes() const override { return cfg_.max_io_bytes; }
+  std::span<std::byte> io_slab() const override { return slab_.bytes(); }
+  std::byte* io_buffer(uint16_t tag) const override {
+    return static_cast<std::byte*>(slab_.get()) + size_t(tag) * cfg_.max_io_bytes;
+  }
+  void complete_st(uint16_t tag, int result) override;
+  io_uring_sqe* get_sqe_st() override;
+  int register_fixed_buffers_st(std::span<const iovec> bufs) override;
+  void watch_fd_st(int fd, uint8_t token) override;
+
+ private:
+  struct FdWatch {
+    int fd;
+    uint8_t token;
+    bool armed;
+  };
+
+  void setup_st();
+  void queue_io_cmd_st(uint32_t cmd_nr, uint16_t tag, int result);
+  void handle_cqe_st(const io_uring_cqe& cqe);
+  void handle_ublk_cqe_st(uint16_t tag, int res);
+  void arm_watches_st();
+  bool set_state_st(uint16_t tag, TagState from, TagState to);
+
+  QueueLoopConfig cfg_;
+  std::unique_ptr<QueueTarget> target_;
+  std::atomic<const QueueTarget*> published_target_{nullptr};  // for the stats reader
+  IoRing ring_;
+  MappedRegion descs_;  // const IoDesc[depth], written by the kernel
+  MappedRegion slab_;   // depth x max_io_bytes IO buffers
+  std::vector<TagState> tags_;
+  std::vector<uint32_t> tag_lengths_;  // length of the request the target holds, for counters
+  std::vector<uint8_t> tag_ops_;
+  std::vector<FdWatch> watches_;
+  uint32_t retired_ = 0;
+  bool exiting_ = false;
+  uint32_t in_target_ = 0;
+  QueueCounters counters_;
+};
+
+}  // namespace ublkrdma::ublk

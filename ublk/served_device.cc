@@ -1,0 +1,240 @@
+#include "ublk/served_device.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <exception>
+#include <latch>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "base/log.h"
+
+namespace ublkrdma::ublk {
+namespace {
+
+uint8_t shift_of(uint32_t v) {
+  uint8_t s = 0;
+  while ((1u << s) < v) ++s;
+  return s;
+}
+
+UniqueFd make_eventfd() {
+  int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (fd < 0) throw_errno(errno, "eventfd");
+  return UniqueFd(fd);
+}
+
+}  // namespace
+
+Params make_params(const DeviceGeometry& g, uint32_t max_io_bytes) {
+  Params p{};
+  p.len = sizeof(p);
+  p.types = kParamTypeBasic;
+  p.basic.attrs = (g.read_only ? kAttrReadOnly : 0) | (g.rotational ? kAttrRotational : 0) |
+                  (g.volatile_cache ? kAttrVolatileCache : 0) | (g.fua ? kAttrFua : 0);
+  p.basic.logical_bs_shift = g.logical_bs_shift;
+  p.basic.physical_bs_shift = g.physical_bs_shift;
+  p.basic.io_min_shift = g.logical_bs_shift;
+  p.basic.io_opt_shift = g.physical_bs_shift;
+  p.basic.max_sectors = max_io_bytes >> 9;
+  p.basic.dev_sectors = g.size_bytes >> 9;
+  if (g.discard || g.write_zeroes) {
+    p.types |= kParamTypeDiscard;
+    p.discard.discard_granularity = g.discard_granularity;
+    p.discard.max_discard_sectors = g.discard ? (UINT32_MAX >> 9) : 0;
+    p.discard.max_write_zeroes_sectors = g.write_zeroes ? (UINT32_MAX >> 9) : 0;
+    p.discard.max_discard_segments = 1;
+  }
+  return p;
+}
+
+void ServedDevice::open_char_device() {
+  std::string path = fmt::format("/dev/ublkc{}", info_.dev_id);
+  // devtmpfs creates the node right after ADD_DEV; allow a moment for it (and for udev, if any).
+  for (int i = 0; i < 300; ++i) {
+    int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd >= 0) {
+      char_fd_.reset(fd);
+      return;
+    }
+    if (errno != ENOENT) throw_errno(errno, "cannot open {}", path);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  throw_setup("{} did not appear within 3 s of ADD_DEV", path);
+}
+
+void ServedDevice::start_queues(ControlDevice& ctrl, TargetFactory& factory, PollMode mode) {
+  done_fd_ = make_eventfd();
+  exit_fd_ = make_eventfd();
+  uint16_t nq = info_.nr_hw_queues;
+  tids_ = std::vector<std::atomic<pid_t>>(nq);
+  for (uint16_t q = 0; q < nq; ++q) loops_.push_back(nullptr);
+  fetched_ = std::make_unique<std::latch>(nq);
+
+  for (uint16_t q = 0; q < nq; ++q) {
+    cpu_set_t cpus;
+    int rc = ctrl.get_queue_affinity(info_.dev_id, q, cpus);
+    bool pin = rc == 0 && CPU_COUNT(&cpus) > 0;
+    if (rc < 0) log::ctrl()->warn("dev {} queue {}: GET_QUEUE_AFFINITY failed: {}", info_.dev_id, q, errno_text(rc));
+    QueueLoopConfig cfg{info_.dev_id, q, info_.queue_depth, info_.max_io_buf_bytes, char_fd_.get(),
+                        ctrl.kernel().ioctl_encode(), mode, exit_fd_.get()};
+    loops_[q] = std::make_unique<QueueLoop>(cfg);
+    threads_.emplace_back([&, q, nq, cpus, pin] {
+      tids_[q] = pid_t(::syscall(SYS_gettid));
+      pthread_setname_np(pthread_self(), fmt::format("ublk-q{}", q).c_str());
+      if (pin) pthread_setaffinity_np(pthread_self(), sizeof(cpus), &cpus);
+      bool counted = false;
+      try {
+        loops_[q]->run_st(factory.make_queue_target(q), [&] {
+          counted = true;
+          fetched_->count_down();
+        });
+      } catch (const std::exception& e) {
+        log::ctrl()->error("dev {} queue {}: {}", info_.dev_id, q, e.what());
+        if (!counted) {
+          std::lock_guard lk(setup_mu_);
+          if (!setup_error_) setup_error_ = std::current_exception();
+          fetched_->count_down();
+        }
+      }
+      if (++exited_ == nq) {
+        uint64_t one = 1;
+        (void)!::write(done_fd_.get(), &one, sizeof(one));
+      }
+    });
+  }
+  fetched_->wait();
+  std::lock_guard lk(setup_mu_);
+  if (setup_error_) std::rethrow_exception(setup_error_);
+}
+
+std::unique_ptr<ServedDevice> ServedDevice::create(ControlDevice& ctrl, const DeviceOptions& opts,
+                                                   TargetFactory& factory) {
+  DeviceGeometry geo = factory.geometry();
+  std::unique_ptr<ServedDevice> dev(new ServedDevice());
+  CtrlDevInfo& info = dev->info_;
+  info.nr_hw_queues = opts.nr_queues;
+  info.queue_depth = opts.queue_depth;
+  info.max_io_buf_bytes = opts.max_io_bytes;
+  info.dev_id = opts.dev_id < 0 ? UINT32_MAX : uint32_t(opts.dev_id);
+  info.flags = ctrl.kernel().features & kFCmdIoctlEncode;
+  if (opts.user_recovery) {
+    uint64_t want = kFUserRecovery | kFUserRecoveryReissue;
+    if (ctrl.kernel().get_features_supported && (ctrl.kernel().features & want) != want)
+      throw_setup("this kernel's ublk driver lacks USER_RECOVERY(_REISSUE): cannot use -r 1");
+    info.flags |= want;
+  }
+  int rc = ctrl.add_dev(info);
+  if (rc == -EEXIST) throw SetupError(fmt::format("ublk device {} already exists", opts.dev_id), EEXIST);
+  if (rc < 0) throw_errno(rc, "ADD_DEV (queues {}, depth {}, max io {})", opts.nr_queues, opts.queue_depth,
+                          opts.max_io_bytes);
+  log::ctrl()->debug("added ublk device {} (flags {:#x})", info.dev_id, info.flags);
+  if (info.nr_hw_queues != opts.nr_queues || info.queue_depth != opts.queue_depth) {
+    uint32_t id = info.dev_id;
+    ctrl.del_dev(id);
+    throw_setup("the kernel changed the queue layout ({} queues x {} deep requested, {} x {} granted); "
+                "use at most as many queues as CPUs",
+                opts.nr_queues, opts.queue_depth, info.nr_hw_queues, info.queue_depth);
+  }
+
+  uint32_t id = info.dev_id;
+  try {
+    Params params = make_params(geo, info.max_io_buf_bytes);
+    rc = ctrl.set_params(id, params);
+    if (rc < 0) throw_errno(rc, "SET_PARAMS on device {}", id);
+    dev->open_char_device();
+    dev->start_queues(ctrl, factory, opts.poll_mode);
+    rc = ctrl.start_dev(id, ::getpid());
+    if (rc < 0) throw_errno(rc, "START_DEV on device {}", id);
+    ctrl.get_dev_info(id, info);
+  } catch (...) {
+    dev->force_exit();
+    dev.reset();  // joins threads, closes /dev/ublkcN so DEL_DEV can finish
+    int drc = ctrl.del_dev(id);
+    if (drc < 0) log::ctrl()->warn("cleanup: DEL_DEV {} failed: {}", id, errno_text(drc));
+    throw;
+  }
+  return dev;
+}
+
+std::unique_ptr<ServedDevice> ServedDevice::recover(ControlDevice& ctrl, uint32_t dev_id, PollMode poll_mode,
+                                                    TargetFactory& factory) {
+  std::unique_ptr<ServedDevice> dev(new ServedDevice());
+  int rc = ctrl.get_dev_info(dev_id, dev->info_);
+  if (rc < 0) throw_errno(rc, "device {} not found", dev_id);
+  if (!(dev->info_.flags & kFUserRecovery))
+    throw_setup("device {} was not created with -r 1 (USER_RECOVERY): it cannot be recovered", dev_id);
+  // The old daemon's teardown may still be finishing in the kernel: retry while busy.
+  for (int i = 0;; ++i) {
+    rc = ctrl.start_user_recovery(dev_id);
+    if (rc != -EBUSY || i >= 100) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (rc < 0)
+    throw_errno(rc, "START_USER_RECOVERY on device {} (state {}; is its daemon still alive?)", dev_id,
+                device_state_name(dev->info_.state));
+  dev->open_char_device();
+  try {
+    dev->start_queues(ctrl, factory, poll_mode);
+  } catch (...) {
+    dev->force_exit();
+    throw;
+  }
+  rc = ctrl.end_user_recovery(dev_id, ::getpid());
+  if (rc < 0) {
+    dev->force_exit();
+    throw_errno(rc, "END_USER_RECOVERY on device {}", dev_id);
+  }
+  ctrl.get_dev_info(dev_id, dev->info_);
+  return dev;
+}
+
+ServedDevice::~ServedDevice() {
+  for (auto& t : threads_)
+    if (t.joinable()) t.join();
+  loops_.clear();
+  char_fd_.reset();
+}
+
+std::vector<pid_t> ServedDevice::queue_tids() const {
+  std::vector<pid_t> out;
+  for (auto& t : tids_) out.push_back(t.load());
+  return out;
+}
+
+int ServedDevice::stop(ControlDevice& ctrl) { return ctrl.stop_dev(info_.dev_id); }
+
+void ServedDevice::force_exit() {
+  if (!exit_fd_) return;
+  uint64_t one = 1;
+  (void)!::write(exit_fd_.get(), &one, sizeof(one));
+}
+
+std::string ServedDevice::stats_json() const {
+  nlohmann::json arr = nlohmann::json::array();
+  for (size_t q = 0; q < loops_.size(); ++q) {
+    const QueueCounters& c = loops_[q]->counters();
+    nlohmann::json j = {{"queue", q},
+                        {"tid", tids_[q].load()},
+                        {"ios", c.ios.get()},
+                        {"errors", c.errors.get()},
+                        {"bytes_read", c.bytes_read.get()},
+                        {"bytes_written", c.bytes_written.get()},
+                        {"loop_passes", c.loop_passes.get()},
+                        {"idle_sleeps", c.idle_sleeps.get()},
+                        {"busy_polls", c.busy_polls.get()},
+                        {"max_inflight", c.max_inflight.get()},
+                        {"max_batch", c.max_batch.get()}};
+    j["target"] = nlohmann::json::parse(loops_[q]->target_stats_json(), nullptr, false);
+    arr.push_back(std::move(j));
+  }
+  return arr.dump();
+}
+
+}  // namespace ublkrdma::ublk

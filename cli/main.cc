@@ -281,8 +281,9 @@ int run(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
     return app.exit(e);
-  } catch (const CLI::CallForVersion& e) {
-    return app.exit(e);
+  } catch (const CLI::CallForVersion&) {
+    std::cout << "ublk-rdma " << UBLK_RDMA_VERSION << "\n";
+    return kExitOk;
   } catch (const CLI::ParseError& e) {
     std::cerr << "ublk-rdma: " << e.what() << "\n";
     std::cerr << "Run 'ublk-rdma --help' or 'ublk-rdma help COMMAND' for usage.\n";

@@ -19,7 +19,10 @@ namespace ublkrdma::targets {
 namespace {
 
 // Sub-operations encoded in the target user_data's op field.
-enum LoopOp : uint8_t { kRw = 1, kFsync = 2, kFallocate = 3 };
+enum LoopOp : uint8_t { kRw = 1, kFsync = 2, kFallocate = 3, kZeroRange = 4 };
+
+constexpr int kPunchHole = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+constexpr int kZeroRangeMode = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
 
 class LoopQueue final : public ublk::QueueTarget {
  public:
@@ -44,14 +47,12 @@ class LoopQueue final : public ublk::QueueTarget {
         break;
       }
       case ublk::kOpDiscard:
-      case ublk::kOpWriteZeroes: {
-        int mode = req.op == ublk::kOpDiscard ? (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)
-                                              : (FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE);
-        io_uring_sqe* sqe = ctx_->get_sqe_st();
-        io_uring_prep_fallocate(sqe, fd_, mode, off_t(req.offset), off_t(req.length));
-        sqe->user_data = ublk::QueueContext::target_user_data(ctx_->queue_id(), req.tag, kFallocate);
+        issue_fallocate_st(req, kPunchHole, kFallocate);
         break;
-      }
+      case ublk::kOpWriteZeroes:
+        // Some file systems (tmpfs) lack ZERO_RANGE: then punching a hole reads back zeros too.
+        issue_fallocate_st(req, zero_range_ok_ ? kZeroRangeMode : kPunchHole, kZeroRange);
+        break;
       default:
         ctx_->complete_st(req.tag, -EOPNOTSUPP);
     }
@@ -59,6 +60,11 @@ class LoopQueue final : public ublk::QueueTarget {
 
   void on_ring_cqe_st(uint16_t tag, uint8_t op, int res) override {
     InFlight& f = reqs_[tag];
+    if (op == kZeroRange && res == -EOPNOTSUPP && zero_range_ok_) {
+      zero_range_ok_ = false;
+      issue_fallocate_st(f.req, kPunchHole, kZeroRange);
+      return;
+    }
     if (op != kRw) {
       // fallocate returns 0; the request's result is its length.
       ctx_->complete_st(tag, res < 0 ? res : int(f.req.length));
@@ -88,6 +94,12 @@ class LoopQueue final : public ublk::QueueTarget {
     uint32_t done;
   };
 
+  void issue_fallocate_st(const ublk::IoRequest& req, int mode, uint8_t op) {
+    io_uring_sqe* sqe = ctx_->get_sqe_st();
+    io_uring_prep_fallocate(sqe, fd_, mode, off_t(req.offset), off_t(req.length));
+    sqe->user_data = ublk::QueueContext::target_user_data(ctx_->queue_id(), req.tag, op);
+  }
+
   void issue_rw_st(uint16_t tag) {
     InFlight& f = reqs_[tag];
     io_uring_sqe* sqe = ctx_->get_sqe_st();
@@ -104,6 +116,7 @@ class LoopQueue final : public ublk::QueueTarget {
   }
 
   int fd_;
+  bool zero_range_ok_ = true;
   ublk::QueueContext* ctx_ = nullptr;
   std::vector<InFlight> reqs_;
 };

@@ -173,14 +173,12 @@ int ControlDevice::end_user_recovery(uint32_t dev_id, pid_t pid) {
 std::vector<uint32_t> ControlDevice::list_dev_ids() {
   std::vector<uint32_t> ids;
   std::error_code ec;
-  for (auto& e : std::filesystem::directory_iterator("/sys/class/ublk-char-dev", ec)) {
+  // The driver's character-device class is "ublk-char" (each device: ublkcN).
+  for (auto& e : std::filesystem::directory_iterator("/sys/class/ublk-char", ec)) {
     std::string name = e.path().filename();
-    if (name.rfind("ublkc", 0) == 0) {
-      try {
-        ids.push_back(uint32_t(std::stoul(name.substr(5))));
-      } catch (...) {
-      }
-    }
+    if (name.rfind("ublkc", 0) == 0 && name.size() > 5 &&
+        name.find_first_not_of("0123456789", 5) == std::string::npos)
+      ids.push_back(uint32_t(std::stoul(name.substr(5))));
   }
   std::sort(ids.begin(), ids.end());
   return ids;

@@ -5,8 +5,9 @@
 // open and thread-safe (all accessors const; open_queue may be called from any thread).
 //
 // BackendQueue: one per connection thread (functions run on that thread only; no locks). The
-// server hands it commands that passed validate_command() (command_validator.h); a backend
-// re-checks nothing but the tag and the buffer, so never submit an unvalidated command.
+// server hands it commands that passed validate_command() (command_validator.h). A backend
+// re-checks only what keeps memory safe (tag, buffer, range, read-only), not alignment,
+// limits or flags, so never submit an unvalidated command. A Backend outlives its queues.
 //
 // The data path, per backend:
 //  - ram:  direct_memory() is the export itself. The server registers it as an RDMA memory
@@ -106,6 +107,11 @@ class Backend {
   virtual std::unique_ptr<BackendQueue> open_queue(std::span<std::byte> registered_buffers,
                                                    uint16_t depth) const = 0;
 };
+
+// offset + length <= size without overflow.
+inline bool within_export(uint64_t export_size, uint64_t offset, uint64_t length) {
+  return offset <= export_size && length <= export_size - offset;
+}
 
 // Opens the storage of `spec`, read-only if `read_only` or spec.read_only. Throws SetupError
 // with the export name and path in the message.

@@ -1,0 +1,249 @@
+#include "targets/server/export_spec.h"
+
+#include <arpa/inet.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "base/errors.h"
+#include "base/size.h"
+
+namespace ublkrdma::server {
+namespace {
+
+constexpr const char* kExportForms = "expected NAME=ram:SIZE[,hugepages][,populate], NAME=file:PATH or NAME=null:SIZE";
+constexpr uint64_t kSizeGranularity = 512;  // the ram and null block size
+
+[[noreturn]] void bad_export(std::string_view text, std::string_view why) {
+  throw SetupError(fmt::format("invalid --export '{}': {} ({})", text, why, kExportForms), EINVAL);
+}
+
+uint64_t parse_export_size(std::string_view text, std::string_view size_text) {
+  if (size_text.empty()) bad_export(text, "missing SIZE");
+  Result<uint64_t> size = parse_size(size_text);
+  if (!size) {
+    bad_export(text, fmt::format("bad SIZE '{}': {}", size_text,
+                                 size.error() == -ERANGE ? "too large" : "expected e.g. 512M, 4G, 1048576"));
+  }
+  if (*size == 0) bad_export(text, "SIZE must not be 0");
+  if (*size % kSizeGranularity != 0)
+    bad_export(text, fmt::format("SIZE {} is not a multiple of {} bytes", *size, kSizeGranularity));
+  return *size;
+}
+
+}  // namespace
+
+bool is_valid_export_name(std::string_view name) {
+  if (name.empty() || name.size() > kMaxExportNameLength) return false;
+  for (char c : name) {
+    bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+              c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+ExportSpec parse_export_spec(std::string_view text) {
+  size_t eq = text.find('=');
+  if (eq == std::string_view::npos) bad_export(text, "missing '='");
+  std::string_view name = text.substr(0, eq);
+  if (name.empty()) bad_export(text, "missing NAME");
+  if (!is_valid_export_name(name))
+    bad_export(text, fmt::format("bad NAME '{}': use 1 to {} of A-Z a-z 0-9 . _ -", name, kMaxExportNameLength));
+
+  std::string_view rest = text.substr(eq + 1);
+  size_t colon = rest.find(':');
+  if (colon == std::string_view::npos) bad_export(text, "missing KIND: (ram:, file: or null:)");
+  std::string_view kind = rest.substr(0, colon);
+  std::string_view arg = rest.substr(colon + 1);
+
+  ExportSpec spec;
+  spec.name = std::string(name);
+  if (kind == "file") {
+    spec.kind = BackendKind::kFile;
+    if (arg.empty()) bad_export(text, "missing PATH");
+    spec.path = std::string(arg);
+    return spec;
+  }
+  if (kind == "ram") {
+    spec.kind = BackendKind::kRam;
+  } else if (kind == "null") {
+    spec.kind = BackendKind::kNull;
+  } else {
+    bad_export(text, fmt::format("unknown KIND '{}'", kind));
+  }
+
+  size_t comma = arg.find(',');
+  spec.size = parse_export_size(text, arg.substr(0, comma));
+  while (comma != std::string_view::npos) {
+    arg = arg.substr(comma + 1);
+    comma = arg.find(',');
+    std::string_view option = arg.substr(0, comma);
+    if (spec.kind == BackendKind::kRam && option == "hugepages") {
+      spec.hugepages = true;
+    } else if (spec.kind == BackendKind::kRam && option == "populate") {
+      spec.populate = true;
+    } else if (option.empty()) {
+      bad_export(text, "empty option after ','");
+    } else {
+      bad_export(text, fmt::format("unknown option '{}' for {} (ram takes hugepages, populate; null takes none)",
+                                   option, kind));
+    }
+  }
+  return spec;
+}
+
+std::string describe(const ExportSpec& spec) {
+  std::string s;
+  switch (spec.kind) {
+    case BackendKind::kRam:
+      s = fmt::format("{}=ram:{}{}{}", spec.name, format_size(spec.size), spec.hugepages ? ",hugepages" : "",
+                      spec.populate ? ",populate" : "");
+      break;
+    case BackendKind::kNull:
+      s = fmt::format("{}=null:{}", spec.name, format_size(spec.size));
+      break;
+    case BackendKind::kFile:
+      s = fmt::format("{}=file:{}", spec.name, spec.path);
+      break;
+  }
+  if (spec.read_only) s += " (read-only)";
+  return s;
+}
+
+// ---- CIDR ----
+
+namespace {
+
+[[noreturn]] void bad_cidr(std::string_view text, std::string_view why) {
+  throw SetupError(fmt::format("invalid --allow '{}': {} (expected an IPv4 or IPv6 network such as 192.0.2.0/24 "
+                               "or 2001:db8::/32, or a single address)",
+                               text, why),
+                   EINVAL);
+}
+
+bool prefix_matches(const uint8_t* a, const uint8_t* b, unsigned prefix_bits) {
+  unsigned full = prefix_bits / 8, rest = prefix_bits % 8;
+  if (std::memcmp(a, b, full) != 0) return false;
+  if (rest == 0) return true;
+  uint8_t mask = uint8_t(0xff << (8 - rest));
+  return (a[full] & mask) == (b[full] & mask);
+}
+
+constexpr uint8_t kV4MappedPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+}  // namespace
+
+Cidr parse_cidr(std::string_view text) {
+  if (text.empty()) bad_cidr(text, "empty");
+  size_t slash = text.find('/');
+  std::string address(text.substr(0, slash));
+  if (address.empty()) bad_cidr(text, "missing address");
+
+  Cidr cidr;
+  unsigned max_prefix;
+  if (address.find(':') != std::string::npos) {
+    cidr.family = AF_INET6;
+    max_prefix = 128;
+    if (inet_pton(AF_INET6, address.c_str(), cidr.address.data()) != 1)
+      bad_cidr(text, fmt::format("'{}' is not an IPv6 address", address));
+  } else {
+    cidr.family = AF_INET;
+    max_prefix = 32;
+    // inet_pton accepts only the dotted-quad form: no "10.1", no octal, no hex.
+    if (inet_pton(AF_INET, address.c_str(), cidr.address.data()) != 1)
+      bad_cidr(text, fmt::format("'{}' is not an IPv4 address", address));
+  }
+
+  unsigned prefix = max_prefix;
+  if (slash != std::string_view::npos) {
+    std::string_view p = text.substr(slash + 1);
+    if (p.empty()) bad_cidr(text, "missing prefix length after '/'");
+    if (p.size() > 3) bad_cidr(text, fmt::format("bad prefix length '{}'", p));
+    prefix = 0;
+    for (char c : p) {
+      if (c < '0' || c > '9') bad_cidr(text, fmt::format("bad prefix length '{}'", p));
+      prefix = prefix * 10 + unsigned(c - '0');
+    }
+    if (prefix > max_prefix)
+      bad_cidr(text, fmt::format("prefix length {} is larger than {}", prefix, max_prefix));
+  }
+  cidr.prefix_length = uint8_t(prefix);
+
+  // Clear host bits so that to_string() shows the network and comparisons stay simple.
+  for (unsigned bit = prefix; bit < max_prefix; ++bit) cidr.address[bit / 8] &= uint8_t(~(0x80u >> (bit % 8)));
+  return cidr;
+}
+
+bool Cidr::contains(const sockaddr* peer) const {
+  if (peer == nullptr) return false;
+  uint8_t v4[4];
+  uint8_t v6[16];
+  bool have_v4 = false, have_v6 = false;
+  if (peer->sa_family == AF_INET) {
+    std::memcpy(v4, &reinterpret_cast<const sockaddr_in*>(peer)->sin_addr, 4);
+    have_v4 = true;
+    std::memcpy(v6, kV4MappedPrefix, 12);
+    std::memcpy(v6 + 12, v4, 4);
+    have_v6 = true;
+  } else if (peer->sa_family == AF_INET6) {
+    std::memcpy(v6, &reinterpret_cast<const sockaddr_in6*>(peer)->sin6_addr, 16);
+    have_v6 = true;
+    if (std::memcmp(v6, kV4MappedPrefix, 12) == 0) {
+      std::memcpy(v4, v6 + 12, 4);
+      have_v4 = true;
+    }
+  } else {
+    return false;
+  }
+  if (family == AF_INET) return have_v4 && prefix_matches(v4, address.data(), prefix_length);
+  if (family == AF_INET6) return have_v6 && prefix_matches(v6, address.data(), prefix_length);
+  return false;
+}
+
+std::string Cidr::to_string() const {
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (family != AF_INET && family != AF_INET6) return "(none)";
+  inet_ntop(family, address.data(), buf, sizeof(buf));
+  return fmt::format("{}/{}", buf, prefix_length);
+}
+
+bool is_allowed(std::span<const Cidr> allow, const sockaddr* peer) {
+  if (allow.empty()) return true;
+  for (const Cidr& c : allow)
+    if (c.contains(peer)) return true;
+  return false;
+}
+
+// ---- the whole configuration ----
+
+const ExportSpec* ExportConfig::find(std::string_view name) const {
+  for (const ExportSpec& e : exports)
+    if (e.name == name) return &e;
+  return nullptr;
+}
+
+ExportConfig build_export_config(std::span<const std::string> export_options,
+                                 std::span<const std::string> read_only_names,
+                                 std::span<const std::string> allow_options) {
+  ExportConfig config;
+  if (export_options.empty()) throw SetupError("no --export given: the server needs at least one export", EINVAL);
+  for (const std::string& option : export_options) {
+    ExportSpec spec = parse_export_spec(option);
+    if (config.find(spec.name))
+      throw SetupError(fmt::format("invalid --export '{}': export name '{}' is used twice", option, spec.name), EINVAL);
+    config.exports.push_back(std::move(spec));
+  }
+  for (const std::string& name : read_only_names) {
+    auto it = std::find_if(config.exports.begin(), config.exports.end(),
+                           [&](const ExportSpec& e) { return e.name == name; });
+    if (it == config.exports.end())
+      throw SetupError(fmt::format("invalid --read-only '{}': no --export has that name", name), EINVAL);
+    it->read_only = true;
+  }
+  for (const std::string& option : allow_options) config.allow.push_back(parse_cidr(option));
+  return config;
+}
+
+}  // namespace ublkrdma::server

@@ -36,7 +36,7 @@ const char* op_name(uint32_t nr) {
 }  // namespace
 
 QueueLoop::QueueLoop(const QueueLoopConfig& cfg)
-    : cfg_(cfg), tags_(cfg.depth, TagState::kIdle),
+    : cfg_(cfg), tags_(cfg.depth),
       tag_lengths_(cfg.depth, 0), tag_ops_(cfg.depth, 0) {}
 
 QueueLoop::~QueueLoop() { published_target_.store(nullptr); }
@@ -67,7 +67,7 @@ void QueueLoop::run_st(std::unique_ptr<QueueTarget> target, const std::function<
   published_target_.store(target_.get());
   for (uint16_t tag = 0; tag < cfg_.depth; ++tag) {
     queue_io_cmd_st(kIoFetchReq, tag, 0);
-    tags_[tag] = TagState::kInKernel;
+    tags_.transition(tag, TagState::kIdle, TagState::kInKernel);
   }
   if (cfg_.exit_fd >= 0) {
     io_uring_sqe* sqe = get_sqe_st();
@@ -80,7 +80,7 @@ void QueueLoop::run_st(std::unique_ptr<QueueTarget> target, const std::function<
   on_fetched();
 
   io_uring* ring = ring_.get();
-  while (retired_ < cfg_.depth && !exiting_) {
+  while (!tags_.all_retired() && !exiting_) {
     counters_.loop_passes.add_st();
     unsigned head, reaped = 0;
     io_uring_cqe* cqe;
@@ -91,7 +91,7 @@ void QueueLoop::run_st(std::unique_ptr<QueueTarget> target, const std::function<
     io_uring_cq_advance(ring, reaped);
     counters_.max_batch.max_st(reaped);
     int polled = target_->poll_st();
-    if (retired_ == cfg_.depth || exiting_) break;
+    if (tags_.all_retired() || exiting_) break;
 
     bool spin = cfg_.poll_mode == PollMode::kBusy || (cfg_.poll_mode == PollMode::kHybrid && target_->busy_st());
     if (spin || reaped || polled) {
@@ -134,7 +134,7 @@ void QueueLoop::handle_cqe_st(const io_uring_cqe& cqe) {
       break;
     case WorkKind::kControl:
       log::ublk_io()->debug("queue {}: asked to exit with {} tags still in the kernel", cfg_.queue_id,
-                            cfg_.depth - retired_);
+                            cfg_.depth - tags_.retired());
       exiting_ = true;
       break;
     default:
@@ -148,13 +148,12 @@ void QueueLoop::handle_ublk_cqe_st(uint16_t tag, int res) {
     return;
   }
   if (res == kIoResOk) {
-    if (!set_state_st(tag, TagState::kInKernel, TagState::kInTarget)) return;
+    if (!move_tag_st(tag, TagState::kInKernel, TagState::kInTarget)) return;
     const IoDesc& d = static_cast<const IoDesc*>(descs_.get())[tag];
     IoRequest req{tag, d.op(), d.flags(), d.start_sector << 9, d.nr_sectors << 9, io_buffer(tag)};
     tag_lengths_[tag] = req.length;
     tag_ops_[tag] = req.op;
-    ++in_target_;
-    counters_.max_inflight.max_st(in_target_);
+    counters_.max_inflight.max_st(tags_.in_target());
     SPDLOG_LOGGER_TRACE(log::ublk_io(), "q{} tag {} op {} off {} len {}", cfg_.queue_id, tag, req.op, req.offset,
                         req.length);
     target_->submit_st(req);
@@ -165,16 +164,12 @@ void QueueLoop::handle_ublk_cqe_st(uint16_t tag, int res) {
     // unexpected but equally final for this tag.
     if (res != kIoResAbort)
       log::ublk_io()->warn("queue {}: io command for tag {} failed: {}", cfg_.queue_id, tag, errno_text(res));
-    if (tags_[tag] != TagState::kRetired) {
-      tags_[tag] = TagState::kRetired;
-      ++retired_;
-    }
+    tags_.retire(tag);
   }
 }
 
 void QueueLoop::complete_st(uint16_t tag, int result) {
-  if (!set_state_st(tag, TagState::kInTarget, TagState::kInKernel)) return;
-  --in_target_;
+  if (!move_tag_st(tag, TagState::kInTarget, TagState::kInKernel)) return;
   counters_.ios.add_st();
   if (result < 0) {
     counters_.errors.add_st();
@@ -186,14 +181,12 @@ void QueueLoop::complete_st(uint16_t tag, int result) {
   queue_io_cmd_st(kIoCommitAndFetchReq, tag, result);
 }
 
-bool QueueLoop::set_state_st(uint16_t tag, TagState from, TagState to) {
-  if (tag >= cfg_.depth || tags_[tag] != from) {
-    log::ublk_io()->error("queue {}: tag {} in state {} cannot move to {} (expected {}): dropped", cfg_.queue_id, tag,
-                          tag < cfg_.depth ? int(tags_[tag]) : -1, int(to), int(from));
-    return false;
-  }
-  tags_[tag] = to;
-  return true;
+bool QueueLoop::move_tag_st(uint16_t tag, TagState from, TagState to) {
+  if (tags_.transition(tag, from, to)) return true;
+  log::ublk_io()->error("queue {}: tag {} cannot move from {} to {} (it is {}): dropped", cfg_.queue_id, tag,
+                        tag_state_name(from), tag_state_name(to),
+                        tag < cfg_.depth ? tag_state_name(tags_.state(tag)) : "out of range");
+  return false;
 }
 
 void QueueLoop::queue_io_cmd_st(uint32_t cmd_nr, uint16_t tag, int result) {

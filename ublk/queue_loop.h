@@ -14,17 +14,10 @@
 #include "base/io_ring.h"
 #include "base/mapped_region.h"
 #include "ublk/queue_target.h"
+#include "ublk/tag_table.h"
 #include "ublk/uapi.h"
 
 namespace ublkrdma::ublk {
-
-// Life of one tag. Transitions are checked; a violation is a bug and is logged loudly.
-enum class TagState : uint8_t {
-  kIdle,         // no command in the kernel yet
-  kInKernel,     // FETCH or COMMIT_AND_FETCH (or NEED_GET_DATA) outstanding: waiting for a request
-  kInTarget,     // the target holds the request
-  kRetired,      // the kernel aborted the command (device stopping): never used again
-};
 
 struct QueueLoopConfig {
   uint32_t dev_id = 0;
@@ -76,7 +69,7 @@ class QueueLoop final : public QueueContext {
   void handle_cqe_st(const io_uring_cqe& cqe);
   void handle_ublk_cqe_st(uint16_t tag, int res);
   void arm_watches_st();
-  bool set_state_st(uint16_t tag, TagState from, TagState to);
+  bool move_tag_st(uint16_t tag, TagState from, TagState to);
 
   QueueLoopConfig cfg_;
   std::unique_ptr<QueueTarget> target_;
@@ -84,13 +77,11 @@ class QueueLoop final : public QueueContext {
   IoRing ring_;
   MappedRegion descs_;  // const IoDesc[depth], written by the kernel
   MappedRegion slab_;   // depth x max_io_bytes IO buffers
-  std::vector<TagState> tags_;
+  TagTable tags_;
   std::vector<uint32_t> tag_lengths_;  // length of the request the target holds, for counters
   std::vector<uint8_t> tag_ops_;
   std::vector<FdWatch> watches_;
-  uint32_t retired_ = 0;
   bool exiting_ = false;
-  uint32_t in_target_ = 0;
   QueueCounters counters_;
 };
 

@@ -1,0 +1,701 @@
+#include "targets/rdma_target.h"
+
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <vector>
+
+#include "base/counter.h"
+#include "base/errors.h"
+#include "base/log.h"
+#include "base/mapped_region.h"
+#include "base/unique_fd.h"
+#include "base/work_id.h"
+#include "transport/connection.h"
+#include "transport/wire_protocol.h"
+#include "ublk/uapi.h"
+
+namespace ublkrdma::targets {
+namespace {
+
+using transport::Connection;
+
+// Every kSignalEvery-th SEND is signaled; its completion retires the unsignaled ones before
+// it. The send queue holds the in-flight commands plus two signaling windows, so a signaled
+// send is always outstanding when the queue is close to full (no stall, no overflow).
+constexpr uint32_t kSignalEvery = 16;
+constexpr uint32_t kSqSlack = 2 * kSignalEvery;
+static_assert(ublk::kMaxQueueDepth + kSqSlack <= 0xffff, "send queue size must fit the QP limits we ask for");
+static_assert(kSignalEvery >= 1 && kSqSlack >= 2 * kSignalEvery, "selective signaling needs two windows of slack");
+
+constexpr int kPollBatch = 32;
+constexpr size_t kMsgSlot = 64;  // one cache line per command / response slot
+static_assert(wire::kCommandSize <= kMsgSlot && wire::kResponseSize <= kMsgSlot);
+
+// Watched fds (QueueContext::watch_fd_st tokens).
+constexpr uint8_t kTokenCq = 1;
+constexpr uint8_t kTokenCm = 2;
+constexpr uint8_t kTokenTimer = 3;
+
+// Ticks of the IO timer per io_timeout: a request times out between 1x and 1.25x io_timeout.
+constexpr uint32_t kTicksPerTimeout = 4;
+// In busy mode the loop never arms fd watches: poll the cm channel and the timer ourselves.
+constexpr uint32_t kHousekeepingEvery = 1024;
+
+// One queue's connection, made on the daemon's main thread and handed to the queue thread.
+struct QueueLink {
+  MappedRegion msgs;  // [depth response slots][depth command slots], registered below
+  std::unique_ptr<Connection> conn;  // declared after msgs: destroyed (and deregistered) first
+  ibv_mr* msgs_mr = nullptr;
+  wire::AcceptData accepted;
+  uint16_t depth = 0;
+};
+
+struct RdmaCounters {
+  RelaxedCounter rdma_bytes;         // data the server moved by RDMA for completed READ/WRITE
+  RelaxedCounter copied_bytes;       // IO data copied in userspace (no such path exists: stays 0)
+  RelaxedCounter commands;           // commands sent
+  RelaxedCounter completed;          // responses matched to a command
+  RelaxedCounter errors;             // requests completed with an error
+  RelaxedCounter stale_completions;  // responses for a tag/generation no longer in flight
+  RelaxedCounter timeouts;           // requests that exceeded io_timeout
+  RelaxedCounter connection_lost;    // 1 once the connection is gone
+  RelaxedCounter sq_depth_max;       // send-queue slots in use, high water
+  RelaxedCounter recv_reposts;
+  RelaxedCounter polls;              // ibv_poll_cq calls
+  RelaxedCounter idle_polls;         // ... that found nothing
+  RelaxedCounter max_poll_batch;     // most completions from one ibv_poll_cq
+  RelaxedCounter doorbells;          // ibv_post_send calls
+  RelaxedCounter max_post_batch;     // most commands in one ibv_post_send
+  RelaxedCounter signaled_sends;
+  RelaxedCounter inline_sends;
+  RelaxedCounter cq_arms;            // ibv_req_notify_cq calls
+  RelaxedCounter cq_events;          // completion channel wakeups
+};
+
+class RdmaQueueTarget final : public ublk::QueueTarget {
+ public:
+  RdmaQueueTarget(QueueLink link, const RdmaTargetOptions& opts, uint16_t queue_id)
+      : link_(std::move(link)), opts_(opts), queue_id_(queue_id), depth_(link_.depth) {}
+
+  ~RdmaQueueTarget() override {
+    if (link_.conn) link_.conn->close_st();
+  }
+
+  void start_st(ublk::QueueContext& ctx) override {
+    ctx_ = &ctx;
+    if (ctx.depth() != depth_)
+      throw_setup("rdma queue {}: ublk queue depth {} differs from the negotiated {}", queue_id_, ctx.depth(), depth_);
+    if (ctx.max_io_bytes() > link_.accepted.max_io_bytes)
+      throw_setup("rdma queue {}: ublk max IO {} exceeds the negotiated {}", queue_id_, ctx.max_io_bytes(),
+                  link_.accepted.max_io_bytes);
+    max_io_ = ctx.max_io_bytes();
+    auto slab = ctx.io_slab();
+    // The server reads write data from and writes read data into the slab: one MR, remote
+    // read+write, covering only the slab.
+    slab_mr_ = link_.conn->register_memory(
+        slab.data(), slab.size(), IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE,
+        fmt::format("queue {} IO slab", queue_id_));
+    slab_base_ = reinterpret_cast<uint64_t>(slab.data());
+
+    tags_.assign(depth_, TagSlot{});
+    send_wrs_.resize(depth_);
+    send_sges_.resize(depth_);
+    pending_.reserve(depth_);
+    recv_wrs_.resize(depth_);
+    recv_sges_.resize(depth_);
+    signal_fifo_.assign(depth_ + kSqSlack, 0);
+    sq_capacity_ = depth_ + kSqSlack;
+    use_inline_ = link_.conn->max_inline() >= wire::kCommandSize;
+
+    ctx.watch_fd_st(link_.conn->cq_fd(), kTokenCq);
+    ctx.watch_fd_st(link_.conn->cm_fd(), kTokenCm);
+    if (opts_.io_timeout.count() > 0) {
+      timer_.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+      if (!timer_) throw_errno(errno, "rdma queue {}: timerfd_create", queue_id_);
+      auto period = std::max<int64_t>(opts_.io_timeout.count() / kTicksPerTimeout, 10);
+      itimerspec its{};
+      its.it_interval.tv_sec = period / 1000;
+      its.it_interval.tv_nsec = (period % 1000) * 1000000;
+      its.it_value = its.it_interval;
+      if (::timerfd_settime(timer_.get(), 0, &its, nullptr) != 0)
+        throw_errno(errno, "rdma queue {}: timerfd_settime", queue_id_);
+      ctx.watch_fd_st(timer_.get(), kTokenTimer);
+    }
+    log::rdma()->debug("queue {}: connected to {} via {} (depth {}, max IO {}, inline {} bytes)", queue_id_,
+                       link_.conn->peer_address(), link_.conn->device_name(), depth_, max_io_,
+                       link_.conn->max_inline());
+  }
+
+  void submit_st(const ublk::IoRequest& req) override {
+    if (dead_) return fail_now(req.tag, -EIO);
+    TagSlot& t = tags_[req.tag];
+    if (t.state != TagState::kFree) {
+      log::rdma()->error("queue {}: tag {} submitted while in use (state {})", queue_id_, req.tag, int(t.state));
+      return fail_now(req.tag, -EIO);
+    }
+    wire::Command cmd;
+    cmd.tag = req.tag;
+    cmd.offset = req.offset;
+    cmd.length = req.length;
+    switch (req.op) {
+      case ublk::kOpRead:
+        cmd.opcode = wire::Opcode::kRead;
+        break;
+      case ublk::kOpWrite:
+        cmd.opcode = wire::Opcode::kWrite;
+        if (req.flags & ublk::kIoFFua) cmd.flags = wire::kCmdFlagFua;
+        break;
+      case ublk::kOpFlush:
+        cmd.opcode = wire::Opcode::kFlush;
+        cmd.offset = 0;
+        cmd.length = 0;
+        break;
+      case ublk::kOpDiscard:
+        cmd.opcode = wire::Opcode::kDiscard;
+        break;
+      case ublk::kOpWriteZeroes:
+        cmd.opcode = wire::Opcode::kWriteZeroes;
+        break;
+      default:
+        return fail_now(req.tag, -EOPNOTSUPP);
+    }
+    if (cmd.opcode == wire::Opcode::kRead || cmd.opcode == wire::Opcode::kWrite) {
+      if (req.length > max_io_) return fail_now(req.tag, -EINVAL);
+      cmd.addr = reinterpret_cast<uint64_t>(req.buffer);
+      cmd.rkey = slab_mr_->rkey;
+    }
+    t.generation = (t.generation + 1) & WorkId::kGenMask;
+    cmd.generation = t.generation;
+    t.state = TagState::kQueued;
+    t.op = uint8_t(cmd.opcode);
+    t.length = cmd.length;
+    t.tick = tick_;
+
+    uint8_t* slot = command_slot(req.tag);
+    wire::encode_into(cmd, std::span<uint8_t, wire::kCommandSize>(slot, wire::kCommandSize));
+    pending_.push_back(req.tag);
+    ++inflight_;
+  }
+
+  int poll_st() override {
+    if (!pending_.empty()) flush_sends_st();
+    int handled = poll_cq_st();
+    if (++polls_since_housekeeping_ >= kHousekeepingEvery) {
+      polls_since_housekeeping_ = 0;
+      housekeeping_st();
+    }
+    return handled;
+  }
+
+  bool busy_st() const override { return inflight_ > 0 || !pending_.empty(); }
+
+  bool prepare_to_sleep_st() override {
+    if (!pending_.empty()) flush_sends_st();
+    if (dead_) return true;
+    if (!cq_armed_) {
+      if (int rc = link_.conn->arm_cq_st(); rc < 0) {
+        log::rdma()->error("queue {}: ibv_req_notify_cq: {}", queue_id_, errno_text(rc));
+        return false;  // keep spinning rather than sleep without a wakeup
+      }
+      cq_armed_ = true;
+      counters_.cq_arms.add_st();
+    }
+    // Armed before this last poll: a completion that lands after it raises the event.
+    return poll_cq_st() == 0 && pending_.empty();
+  }
+
+  void on_fd_ready_st(uint8_t token) override {
+    switch (token) {
+      case kTokenCq:
+        while (link_.conn->consume_cq_event_st()) counters_.cq_events.add_st();
+        cq_armed_ = false;
+        poll_cq_st();
+        break;
+      case kTokenCm:
+        handle_cm_events_st();
+        break;
+      case kTokenTimer:
+        handle_timer_st();
+        break;
+      default:
+        break;
+    }
+  }
+
+  void stop_st() override {
+    // The loop is done with the slab: make sure the device is too before it is unmapped.
+    dead_ = true;
+    if (link_.conn) link_.conn->close_st();
+    log::rdma()->debug("queue {}: stopped ({} commands, {} errors, {} stale)", queue_id_, counters_.commands.get(),
+                       counters_.errors.get(), counters_.stale_completions.get());
+  }
+
+  std::string stats_json() const override {
+    const RdmaCounters& c = counters_;
+    nlohmann::json j = {
+        {"rdma_bytes", c.rdma_bytes.get()},
+        {"copied_bytes", c.copied_bytes.get()},
+        {"commands", c.commands.get()},
+        {"completed", c.completed.get()},
+        {"errors", c.errors.get()},
+        {"stale_completions", c.stale_completions.get()},
+        {"timeouts", c.timeouts.get()},
+        {"connection_lost", c.connection_lost.get()},
+        {"sq_depth_max", c.sq_depth_max.get()},
+        {"recv_reposts", c.recv_reposts.get()},
+        {"polls", c.polls.get()},
+        {"idle_polls", c.idle_polls.get()},
+        {"max_poll_batch", c.max_poll_batch.get()},
+        {"doorbells", c.doorbells.get()},
+        {"max_post_batch", c.max_post_batch.get()},
+        {"signaled_sends", c.signaled_sends.get()},
+        {"inline_sends", c.inline_sends.get()},
+        {"cq_arms", c.cq_arms.get()},
+        {"cq_events", c.cq_events.get()},
+    };
+    return j.dump();
+  }
+
+ private:
+  enum class TagState : uint8_t { kFree, kQueued, kInFlight };
+  struct TagSlot {
+    uint32_t generation = 0;
+    uint32_t length = 0;
+    uint32_t tick = 0;
+    TagState state = TagState::kFree;
+    uint8_t op = 0;
+  };
+
+  uint8_t* response_slot(uint16_t i) const { return static_cast<uint8_t*>(link_.msgs.get()) + size_t(i) * kMsgSlot; }
+  uint8_t* command_slot(uint16_t tag) const {
+    return static_cast<uint8_t*>(link_.msgs.get()) + size_t(depth_ + tag) * kMsgSlot;
+  }
+
+  void fail_now(uint16_t tag, int err) {
+    counters_.errors.add_st();
+    ctx_->complete_st(tag, err);
+  }
+
+  void complete_tag_st(uint16_t tag, int result) {
+    TagSlot& t = tags_[tag];
+    t.state = TagState::kFree;
+    --inflight_;
+    if (result < 0) {
+      counters_.errors.add_st();
+    } else if (t.op == uint8_t(wire::Opcode::kRead) || t.op == uint8_t(wire::Opcode::kWrite)) {
+      counters_.rdma_bytes.add_st(t.length);
+    }
+    ctx_->complete_st(tag, result);
+  }
+
+  // Posts every queued command with one ibv_post_send (one doorbell).
+  void flush_sends_st() {
+    if (dead_) return;
+    size_t room = sq_capacity_ - sq_used_;
+    size_t n = std::min(pending_.size(), room);
+    if (n == 0) return;  // wait for a signaled completion to free slots
+    for (size_t i = 0; i < n; ++i) {
+      uint16_t tag = pending_[i];
+      TagSlot& t = tags_[tag];
+      ibv_sge& sge = send_sges_[i];
+      sge.addr = reinterpret_cast<uint64_t>(command_slot(tag));
+      sge.length = wire::kCommandSize;
+      sge.lkey = link_.msgs_mr->lkey;
+      ibv_send_wr& wr = send_wrs_[i];
+      wr = ibv_send_wr{};
+      wr.wr_id = WorkId{WorkKind::kRdmaSend, queue_id_, tag, t.op, t.generation}.encode();
+      wr.sg_list = &sge;
+      wr.num_sge = 1;
+      wr.opcode = IBV_WR_SEND;
+      wr.next = i + 1 < n ? &send_wrs_[i + 1] : nullptr;
+      if (use_inline_) wr.send_flags |= IBV_SEND_INLINE;
+      ++since_signal_;
+      bool last = i + 1 == n;
+      // Signal every kSignalEvery-th send, and the last of a batch when the queue is filling
+      // up, so that a completion is always on its way to free slots.
+      if (since_signal_ >= kSignalEvery || (last && sq_used_ + n + kSignalEvery > sq_capacity_)) {
+        wr.send_flags |= IBV_SEND_SIGNALED;
+        signal_fifo_[fifo_tail_] = since_signal_;
+        fifo_tail_ = (fifo_tail_ + 1) % signal_fifo_.size();
+        since_signal_ = 0;
+        counters_.signaled_sends.add_st();
+      }
+      t.state = TagState::kInFlight;
+    }
+    ibv_send_wr* bad = nullptr;
+    int rc = ibv_post_send(link_.conn->qp(), &send_wrs_[0], &bad);
+    counters_.doorbells.add_st();
+    counters_.max_post_batch.max_st(n);
+    counters_.commands.add_st(n);
+    if (use_inline_) counters_.inline_sends.add_st(n);
+    sq_used_ += n;
+    counters_.sq_depth_max.max_st(sq_used_);
+    pending_.erase(pending_.begin(), pending_.begin() + ptrdiff_t(n));
+    if (rc != 0) {
+      log::rdma()->error("queue {}: ibv_post_send of {} commands failed: {}", queue_id_, n, errno_text(rc));
+      connection_lost_st("posting commands failed");
+    }
+  }
+
+  int poll_cq_st() {
+    if (!link_.conn || link_.conn->closed()) return 0;
+    ibv_wc wcs[kPollBatch];
+    int n = ibv_poll_cq(link_.conn->cq(), kPollBatch, wcs);
+    counters_.polls.add_st();
+    if (n <= 0) {
+      if (n < 0) {
+        log::rdma()->error("queue {}: ibv_poll_cq: {}", queue_id_, errno_text(-n));
+        connection_lost_st("polling the CQ failed");
+      }
+      counters_.idle_polls.add_st();
+      return 0;
+    }
+    counters_.max_poll_batch.max_st(uint64_t(n));
+    size_t reposts = 0;
+    for (int i = 0; i < n; ++i) {
+      const ibv_wc& wc = wcs[i];
+      WorkId id = WorkId::decode(wc.wr_id);
+      if (wc.status != IBV_WC_SUCCESS) {
+        if (!dead_) {
+          log::rdma()->error("queue {}: {} completion failed: {} (vendor error {:#x})", queue_id_,
+                             id.kind == WorkKind::kRdmaRecv ? "receive" : "send", ibv_wc_status_str(wc.status),
+                             wc.vendor_err);
+          connection_lost_st("work request failed");
+        }
+        continue;
+      }
+      if (id.kind == WorkKind::kRdmaSend) {
+        if (fifo_head_ != fifo_tail_) {
+          sq_used_ -= signal_fifo_[fifo_head_];
+          fifo_head_ = (fifo_head_ + 1) % signal_fifo_.size();
+        }
+      } else if (id.kind == WorkKind::kRdmaRecv) {
+        handle_response_st(wc);
+        if (!dead_ && id.tag < depth_) {
+          ibv_recv_wr& wr = recv_wrs_[reposts];
+          ibv_sge& sge = recv_sges_[reposts];
+          sge.addr = reinterpret_cast<uint64_t>(response_slot(id.tag));
+          sge.length = kMsgSlot;
+          sge.lkey = link_.msgs_mr->lkey;
+          wr = ibv_recv_wr{};
+          wr.wr_id = wc.wr_id;
+          wr.sg_list = &sge;
+          wr.num_sge = 1;
+          if (reposts > 0) recv_wrs_[reposts - 1].next = &wr;
+          ++reposts;
+        }
+      }
+    }
+    if (reposts && !dead_) {
+      ibv_recv_wr* bad = nullptr;
+      if (int rc = ibv_post_recv(link_.conn->qp(), &recv_wrs_[0], &bad)) {
+        log::rdma()->error("queue {}: reposting {} receives failed: {}", queue_id_, reposts, errno_text(rc));
+        connection_lost_st("reposting receives failed");
+      } else {
+        counters_.recv_reposts.add_st(reposts);
+      }
+    }
+    return n;
+  }
+
+  void handle_response_st(const ibv_wc& wc) {
+    WorkId id = WorkId::decode(wc.wr_id);
+    if (id.tag >= depth_ || wc.byte_len != wire::kResponseSize) {
+      log::rdma()->error("queue {}: response of {} bytes in slot {}: protocol error", queue_id_, wc.byte_len, id.tag);
+      return connection_lost_st("malformed response");
+    }
+    auto d = wire::decode_response(std::span<const uint8_t>(response_slot(id.tag), wire::kResponseSize));
+    if (!d.ok()) {
+      log::rdma()->error("queue {}: malformed response: {}", queue_id_, wire::decode_error_text(d.error));
+      return connection_lost_st("malformed response");
+    }
+    const wire::Response& r = d.value;
+    if (r.tag >= depth_ || tags_[r.tag].state != TagState::kInFlight || tags_[r.tag].generation != r.generation ||
+        tags_[r.tag].op != uint8_t(r.opcode)) {
+      counters_.stale_completions.add_st();
+      SPDLOG_LOGGER_DEBUG(log::rdma_cq(), "queue {}: stale response tag {} generation {}", queue_id_, r.tag,
+                          r.generation);
+      return;
+    }
+    counters_.completed.add_st();
+    int err = wire::status_to_errno(r.status);
+    SPDLOG_LOGGER_TRACE(log::rdma_cq(), "q{} tag {} gen {} status {}", queue_id_, r.tag, r.generation, r.status);
+    complete_tag_st(r.tag, err < 0 ? err : int(tags_[r.tag].length));
+  }
+
+  void handle_cm_events_st() {
+    while (auto ev = link_.conn->poll_cm_event_st()) {
+      switch (ev->type) {
+        case RDMA_CM_EVENT_DISCONNECTED:
+        case RDMA_CM_EVENT_DEVICE_REMOVAL:
+        case RDMA_CM_EVENT_CONNECT_ERROR:
+        case RDMA_CM_EVENT_UNREACHABLE:
+        case RDMA_CM_EVENT_ADDR_CHANGE:
+          if (!dead_) {
+            log::rdma()->warn("queue {}: connection to {}: {}", queue_id_, link_.conn->peer_address(),
+                              rdma_event_str(ev->type));
+            connection_lost_st(rdma_event_str(ev->type));
+          }
+          break;
+        default:
+          log::rdma()->debug("queue {}: rdma_cm event {}", queue_id_, rdma_event_str(ev->type));
+      }
+    }
+  }
+
+  void handle_timer_st() {
+    uint64_t expirations = 0;
+    if (::read(timer_.get(), &expirations, sizeof(expirations)) != sizeof(expirations)) return;
+    tick_ += uint32_t(expirations);
+    if (dead_ || inflight_ == 0) return;
+    for (uint16_t tag = 0; tag < depth_; ++tag) {
+      const TagSlot& t = tags_[tag];
+      if (t.state != TagState::kFree && tick_ - t.tick > kTicksPerTimeout) {
+        counters_.timeouts.add_st();
+        log::rdma()->error("queue {}: tag {} got no response within {} ms: failing the connection", queue_id_, tag,
+                           opts_.io_timeout.count());
+        return connection_lost_st("IO timeout");
+      }
+    }
+  }
+
+  void housekeeping_st() {
+    handle_cm_events_st();
+    if (timer_) handle_timer_st();
+  }
+
+  // The connection is unusable: stop the device from touching our memory, then fail every
+  // request we hold, and every later one, with -EIO (no reconnect yet).
+  void connection_lost_st(const char* why) {
+    if (dead_) return;
+    dead_ = true;
+    counters_.connection_lost.add_st();
+    log::rdma()->warn("queue {}: connection to {} lost ({}): failing {} requests with EIO", queue_id_,
+                      link_.conn->peer_address(), why, inflight_);
+    // After the drain the QP is in error and flushed: no RDMA from the server lands in the
+    // slab any more, so the kernel may reuse the buffers of the requests failed below.
+    link_.conn->disconnect_st();
+    link_.conn->drain_st(nullptr, std::chrono::milliseconds(1000));
+    pending_.clear();
+    for (uint16_t tag = 0; tag < depth_; ++tag)
+      if (tags_[tag].state != TagState::kFree) complete_tag_st(tag, -EIO);
+  }
+
+  QueueLink link_;
+  RdmaTargetOptions opts_;
+  uint16_t queue_id_;
+  uint16_t depth_;
+  ublk::QueueContext* ctx_ = nullptr;
+  uint32_t max_io_ = 0;
+  ibv_mr* slab_mr_ = nullptr;  // owned by the connection
+  uint64_t slab_base_ = 0;
+  bool use_inline_ = false;
+  bool dead_ = false;
+  bool cq_armed_ = false;
+
+  std::vector<TagSlot> tags_;
+  uint32_t inflight_ = 0;  // tags in kQueued or kInFlight
+
+  std::vector<uint16_t> pending_;  // tags encoded but not yet posted
+  std::vector<ibv_send_wr> send_wrs_;
+  std::vector<ibv_sge> send_sges_;
+  std::vector<ibv_recv_wr> recv_wrs_;
+  std::vector<ibv_sge> recv_sges_;
+
+  // Send-queue accounting: slots used, and for each outstanding signaled send how many
+  // slots its completion frees.
+  size_t sq_capacity_ = 0;
+  size_t sq_used_ = 0;
+  uint32_t since_signal_ = 0;
+  std::vector<uint32_t> signal_fifo_;
+  size_t fifo_head_ = 0, fifo_tail_ = 0;
+
+  UniqueFd timer_;
+  uint32_t tick_ = 0;
+  uint32_t polls_since_housekeeping_ = 0;
+  RdmaCounters counters_;
+};
+
+// ------------------------------------------------------------------------------ factory
+
+const char* poll_mode_name(ublk::PollMode m) {
+  switch (m) {
+    case ublk::PollMode::kBusy: return "busy";
+    case ublk::PollMode::kEvent: return "event";
+    case ublk::PollMode::kHybrid: return "hybrid";
+  }
+  return "?";
+}
+
+// IB CM reject reasons rdma_cm reports in REJECTED events.
+constexpr int kIbCmRejInvalidServiceId = 8;   // nothing listens on that port
+constexpr int kIbCmRejConsumerDefined = 28;  // the server called rdma_reject
+
+[[noreturn]] void throw_rejected(const RdmaTargetOptions& o, const transport::ConnectOutcome& out) {
+  std::string where = fmt::format("{}:{}", o.traddr, o.trsvcid);
+  auto d = wire::decode_reject_data(out.private_data);
+  if (d.ok()) {
+    const wire::RejectData& r = d.value;
+    switch (r.status) {
+      case wire::ConnectStatus::kUnknownExport:
+        throw SetupError(fmt::format("server {} has no export named '{}'", where, o.export_name), ENOENT);
+      case wire::ConnectStatus::kAccessDenied:
+        throw SetupError(fmt::format("server {} denies access to this client (check its --allow)", where), EACCES);
+      case wire::ConnectStatus::kBadVersion:
+        throw SetupError(fmt::format("server {} speaks protocol versions {}..{}, this client {}..{}", where,
+                                     r.min_version, r.version, wire::kMinVersion, wire::kVersion),
+                         EPROTO);
+      default:
+        throw SetupError(fmt::format("server {} refused the connection: {}", where, wire::connect_status_text(r.status)),
+                         ECONNREFUSED);
+    }
+  }
+  if (out.reject_status == kIbCmRejInvalidServiceId)
+    throw SetupError(fmt::format("connection refused by {}: nothing listens there (is `ublk-rdma serve` running?)", where),
+                     ECONNREFUSED);
+  throw SetupError(fmt::format("connection to {} rejected (rdma_cm reason {}{})", where, out.reject_status,
+                               out.reject_status == kIbCmRejConsumerDefined ? ", by the peer" : ""),
+                   ECONNREFUSED);
+}
+
+QueueLink connect_queue(const RdmaTargetOptions& o, uint16_t queue_id, uint64_t session_id) {
+  wire::ConnectRequest req;
+  req.queue_id = queue_id;
+  req.queue_depth = o.queue_depth;
+  req.max_io_bytes = o.max_io_bytes;
+  req.session_id = session_id;
+  if (!req.set_name(o.export_name))
+    throw SetupError(fmt::format("export name '{}' is invalid: use 1..32 of [A-Za-z0-9._-]", o.export_name), EINVAL);
+  auto pdata = wire::encode(req);
+
+  QueueLink link;
+  link.depth = o.queue_depth;
+  link.msgs = MappedRegion::anonymous(size_t(2) * o.queue_depth * kMsgSlot, true);
+
+  transport::ClientConnectParams p;
+  p.address = o.traddr;
+  p.port = o.trsvcid;
+  p.connect_timeout = o.connect_timeout;
+  p.sizes.send_wrs = uint32_t(o.queue_depth) + kSqSlack;
+  p.sizes.recv_wrs = o.queue_depth;
+  p.sizes.max_inline = 64;
+  p.private_data = pdata;
+  p.responder_resources = 128;  // the server's RDMA READs of write data run against us
+  p.initiator_depth = 0;
+
+  auto before_connect = [&](Connection& conn) {
+    link.msgs_mr = conn.register_memory(link.msgs.get(), link.msgs.size(), IBV_ACCESS_LOCAL_WRITE,
+                                        fmt::format("queue {} message slots", queue_id));
+    // One receive per tag, posted before CONNECT so no response can find the queue empty.
+    std::vector<ibv_recv_wr> wrs(o.queue_depth);
+    std::vector<ibv_sge> sges(o.queue_depth);
+    for (uint16_t i = 0; i < o.queue_depth; ++i) {
+      sges[i] = ibv_sge{reinterpret_cast<uint64_t>(link.msgs.get()) + uint64_t(i) * kMsgSlot, uint32_t(kMsgSlot),
+                        link.msgs_mr->lkey};
+      wrs[i].wr_id = WorkId{WorkKind::kRdmaRecv, queue_id, i, 0, 0}.encode();
+      wrs[i].sg_list = &sges[i];
+      wrs[i].num_sge = 1;
+      wrs[i].next = i + 1 < o.queue_depth ? &wrs[i + 1] : nullptr;
+    }
+    ibv_recv_wr* bad = nullptr;
+    if (int rc = ibv_post_recv(conn.qp(), wrs.data(), &bad)) throw_errno(rc, "posting {} receives", o.queue_depth);
+  };
+
+  transport::ConnectOutcome out = transport::connect_client(p, before_connect);
+  if (out.rejected) throw_rejected(o, out);
+  auto d = wire::decode_accept_data(out.private_data);
+  if (!d.ok())
+    throw SetupError(fmt::format("server {}:{} sent an invalid accept: {}", o.traddr, o.trsvcid,
+                                 wire::decode_error_text(d.error)),
+                     EPROTO);
+  link.accepted = d.value;
+  if (link.accepted.queue_depth != o.queue_depth || link.accepted.max_io_bytes != o.max_io_bytes)
+    throw SetupError(fmt::format("server {}:{} limits queue depth to {} and max IO to {} bytes (asked for {} and {}): "
+                                 "use -d {} --max-io {}",
+                                 o.traddr, o.trsvcid, link.accepted.queue_depth, link.accepted.max_io_bytes,
+                                 o.queue_depth, o.max_io_bytes, link.accepted.queue_depth,
+                                 link.accepted.max_io_bytes),
+                     EINVAL);
+  link.conn = std::move(out.conn);
+  return link;
+}
+
+class RdmaTargetFactory final : public ublk::TargetFactory {
+ public:
+  explicit RdmaTargetFactory(const RdmaTargetOptions& o) : opts_(o) {
+    if (o.traddr.empty()) throw SetupError("rdma target: no server address (--traddr)", EINVAL);
+    if (o.nr_queues == 0 || o.queue_depth == 0) throw SetupError("rdma target: queues and depth must be > 0", EINVAL);
+    if (transport::rdma_device_names().empty())
+      throw SetupError("no RDMA device found (load a driver, e.g. `modprobe rdma_rxe` and "
+                       "`rdma link add rxe0 type rxe netdev IFACE`)",
+                       ENODEV);
+    std::random_device rd;
+    uint64_t session = (uint64_t(rd()) << 32) | rd();
+    for (uint16_t q = 0; q < o.nr_queues; ++q) {
+      links_.push_back(connect_queue(o, q, session));
+      const wire::AcceptData& a = links_.back().accepted;
+      const wire::AcceptData& a0 = links_.front().accepted;
+      if (a.export_size != a0.export_size || a.block_shift != a0.block_shift || a.export_flags != a0.export_flags)
+        throw SetupError(fmt::format("server {}:{} described export '{}' differently on queue {}", o.traddr,
+                                     o.trsvcid, o.export_name, q),
+                         EPROTO);
+    }
+    const wire::AcceptData& a = links_.front().accepted;
+    geo_.size_bytes = a.export_size;
+    geo_.logical_bs_shift = a.block_shift;
+    geo_.physical_bs_shift = std::max<uint8_t>(a.block_shift, 12);
+    geo_.read_only = a.read_only();
+    geo_.volatile_cache = a.flush();
+    geo_.fua = a.fua() && a.flush();
+    geo_.discard = a.discard();
+    geo_.write_zeroes = a.write_zeroes();
+    geo_.discard_granularity = std::max<uint32_t>(4096, 1u << a.block_shift);
+    log::target()->info("rdma: export '{}' on {}:{}: {} bytes, {}-byte blocks{}, {} queue(s) x depth {}",
+                        o.export_name, o.traddr, o.trsvcid, a.export_size, 1u << a.block_shift,
+                        a.read_only() ? ", read-only" : "", o.nr_queues, o.queue_depth);
+  }
+
+  std::string type_name() const override { return "rdma"; }
+  ublk::DeviceGeometry geometry() const override { return geo_; }
+
+  std::unique_ptr<ublk::QueueTarget> make_queue_target(uint16_t queue_id) override {
+    if (queue_id >= links_.size() || !links_[queue_id].conn)
+      throw_setup("rdma: no connection for queue {} (have {})", queue_id, links_.size());
+    return std::make_unique<RdmaQueueTarget>(std::move(links_[queue_id]), opts_, queue_id);
+  }
+
+  std::string describe_json() const override {
+    nlohmann::json j = {{"traddr", opts_.traddr},
+                        {"trsvcid", opts_.trsvcid},
+                        {"export", opts_.export_name},
+                        {"poll", poll_mode_name(opts_.poll_mode)},
+                        {"io_timeout_ms", opts_.io_timeout.count()},
+                        {"size", geo_.size_bytes},
+                        {"block_size", 1u << geo_.logical_bs_shift},
+                        {"read_only", geo_.read_only},
+                        {"flush", geo_.volatile_cache},
+                        {"fua", geo_.fua},
+                        {"discard", geo_.discard},
+                        {"write_zeroes", geo_.write_zeroes},
+                        {"protocol_version", wire::kVersion}};
+    return j.dump();
+  }
+
+ private:
+  RdmaTargetOptions opts_;
+  std::vector<QueueLink> links_;
+  ublk::DeviceGeometry geo_;
+};
+
+}  // namespace
+
+std::unique_ptr<ublk::TargetFactory> make_rdma_target_factory(const RdmaTargetOptions& opts) {
+  return std::make_unique<RdmaTargetFactory>(opts);
+}
+
+}  // namespace ublkrdma::targets

@@ -1,0 +1,33 @@
+#pragma once
+// The `rdma` target: each ublk queue is one RC connection to a ublk-rdma server (protocol in
+// docs/protocol.md). The queue's IO slab is registered once as a memory region; a request is a
+// small SEND {op, tag, generation, offset, length, addr, rkey}; the server moves the data with
+// RDMA READ/WRITE straight from/to the slab and SENDs a response. No copy in userspace.
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "ublk/device.h"
+
+namespace ublkrdma::targets {
+
+struct RdmaTargetOptions {
+  std::string traddr;          // server address (IPv4/IPv6 literal or host name)
+  uint16_t trsvcid = 18520;    // server port
+  std::string export_name;     // [A-Za-z0-9._-]{1,32}
+  uint16_t nr_queues = 1;
+  uint16_t queue_depth = 128;
+  uint32_t max_io_bytes = 512 * 1024;
+  ublk::PollMode poll_mode = ublk::PollMode::kHybrid;
+  std::chrono::milliseconds io_timeout{30000};  // 0 = never time out
+  std::chrono::milliseconds connect_timeout{10000};
+};
+
+// Connects all nr_queues connections now (call after daemonizing: verbs and fork do not mix)
+// and takes the geometry from the server's answer. Throws SetupError with the reason: unknown
+// export, refused, unreachable, no RDMA device or route, negotiated limits below the request.
+// make_queue_target(q) hands connection q to queue thread q.
+std::unique_ptr<ublk::TargetFactory> make_rdma_target_factory(const RdmaTargetOptions& opts);
+
+}  // namespace ublkrdma::targets

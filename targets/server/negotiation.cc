@@ -1,0 +1,72 @@
+#include "targets/server/negotiation.h"
+
+#include <bit>
+
+#include "targets/server/backend.h"
+
+namespace ublkrdma::server {
+
+uint32_t export_flags_of(const ExportInfo& info) {
+  uint32_t f = 0;
+  if (info.read_only) f |= wire::kExportReadOnly;
+  if (info.supported_ops & kSupportsFlush) f |= wire::kExportFlush;
+  if (info.supported_ops & kSupportsFua) f |= wire::kExportFua;
+  // A read-only export refuses these anyway: do not advertise them.
+  if (!info.read_only && (info.supported_ops & kSupportsDiscard)) f |= wire::kExportDiscard;
+  if (!info.read_only && (info.supported_ops & kSupportsWriteZeroes)) f |= wire::kExportWriteZeroes;
+  return f;
+}
+
+Negotiation negotiate(std::span<const uint8_t> private_data, const sockaddr* peer, std::span<const Cidr> allow,
+                      const ExportLookup& find, const ServerLimits& limits) {
+  Negotiation n;
+  auto refuse = [&](wire::ConnectStatus s, const char* why) {
+    n.accepted = false;
+    n.reject = wire::RejectData{wire::kVersion, s, wire::kMinVersion};
+    n.reason = why;
+    return n;
+  };
+
+  // Who may connect comes first: a stranger learns nothing, not even which names exist.
+  if (!is_allowed(allow, peer)) return refuse(wire::ConnectStatus::kAccessDenied, "peer not in --allow");
+
+  auto d = wire::decode_connect_request(private_data);
+  n.request = d.value;
+  switch (d.error) {
+    case wire::DecodeError::kOk:
+      break;
+    case wire::DecodeError::kBadVersion:
+      return refuse(wire::ConnectStatus::kBadVersion, "unsupported protocol version");
+    case wire::DecodeError::kBadName:
+      return refuse(wire::ConnectStatus::kUnknownExport, "malformed export name");
+    default:
+      return refuse(wire::ConnectStatus::kBadParams, wire::decode_error_text(d.error));
+  }
+
+  ExportInfo info;
+  int idx = find(n.request.name(), info);
+  if (idx < 0) return refuse(wire::ConnectStatus::kUnknownExport, "unknown export");
+
+  const wire::ConnectRequest& r = n.request;
+  if (r.queue_depth > limits.max_queue_depth) return refuse(wire::ConnectStatus::kBadParams, "queue depth too large");
+  if (r.max_io_bytes > limits.max_io_bytes) return refuse(wire::ConnectStatus::kBadParams, "max IO size too large");
+  if (r.max_io_bytes % info.block_size != 0)
+    return refuse(wire::ConnectStatus::kBadParams, "max IO size not a multiple of the block size");
+  if (!info.direct_memory && uint64_t(r.queue_depth) * r.max_io_bytes > limits.max_pool_bytes)
+    return refuse(wire::ConnectStatus::kBadParams, "depth x max IO exceeds the per-connection buffer limit");
+  if (limits.max_rdma_reads == 0) return refuse(wire::ConnectStatus::kBadParams, "client allows no RDMA READ");
+  if (info.block_size < 512 || info.block_size > 4096 || !std::has_single_bit(info.block_size))
+    return refuse(wire::ConnectStatus::kInternal, "export block size not 512..4096");
+
+  n.accepted = true;
+  n.export_index = idx;
+  n.accept.version = std::min<uint16_t>(r.version, wire::kVersion);
+  n.accept.export_size = info.size;
+  n.accept.queue_depth = r.queue_depth;
+  n.accept.block_shift = uint8_t(std::countr_zero(info.block_size));
+  n.accept.max_io_bytes = r.max_io_bytes;
+  n.accept.export_flags = export_flags_of(info);
+  return n;
+}
+
+}  // namespace ublkrdma::server

@@ -1,0 +1,52 @@
+#pragma once
+// The server's answer to a CONNECT request: decode, check the peer against --allow, find the
+// export, bound the client's queue depth and max IO size, and build the ACCEPT or REJECT
+// private data. Pure (no verbs, no IO) so that every branch is unit tested.
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string_view>
+
+#include "targets/server/export_spec.h"
+#include "transport/wire_protocol.h"
+
+namespace ublkrdma::server {
+
+// What the server knows of one export when it answers.
+struct ExportInfo {
+  uint64_t size = 0;
+  uint32_t block_size = 512;
+  bool read_only = false;
+  uint32_t supported_ops = 0;  // kSupports* (backend.h)
+  bool direct_memory = false;  // RDMA straight into the export: no per-connection buffer pool
+};
+
+struct ServerLimits {
+  uint16_t max_queue_depth = 4096;
+  uint32_t max_io_bytes = 4u << 20;
+  // Bound on one connection's buffer pool (depth x max IO) when the export is not direct.
+  uint64_t max_pool_bytes = 512ull << 20;
+  uint8_t max_rdma_reads = 16;  // RDMA READs the server's device lets it have in flight (must be > 0)
+};
+
+struct Negotiation {
+  bool accepted = false;
+  wire::ConnectRequest request;   // as decoded (valid if the decode succeeded)
+  wire::AcceptData accept;        // when accepted
+  wire::RejectData reject;        // when not
+  int export_index = -1;          // what find() returned, when accepted
+  const char* reason = "";        // for the log: why it was refused
+};
+
+// `find` maps an export name to its index and info, or returns -1.
+using ExportLookup = std::function<int(std::string_view name, ExportInfo& info)>;
+
+Negotiation negotiate(std::span<const uint8_t> private_data, const sockaddr* peer, std::span<const Cidr> allow,
+                      const ExportLookup& find, const ServerLimits& limits);
+
+// The accept's export_flags for an export.
+uint32_t export_flags_of(const ExportInfo& info);
+
+}  // namespace ublkrdma::server

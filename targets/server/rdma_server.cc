@@ -1,0 +1,846 @@
+#include "targets/server/rdma_server.h"
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "base/counter.h"
+#include "base/errors.h"
+#include "base/log.h"
+#include "base/mapped_region.h"
+#include "base/work_id.h"
+#include "targets/server/backend.h"
+#include "targets/server/command_validator.h"
+#include "targets/server/negotiation.h"
+#include "transport/connection.h"
+#include "transport/wire_protocol.h"
+
+namespace ublkrdma::server {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using transport::Connection;
+
+constexpr size_t kMsgSlot = 64;  // one cache line per receive / response slot
+static_assert(wire::kCommandSize <= kMsgSlot && wire::kResponseSize <= kMsgSlot);
+constexpr uint32_t kSignalEvery = 16;
+constexpr uint32_t kSqSlack = 2 * kSignalEvery;
+// Per tag at most two send-queue entries wait to be posted (RDMA WRITE + SEND).
+constexpr uint32_t kWrsPerTag = 2;
+static_assert(4096 * kWrsPerTag + kSqSlack <= 0xffff);
+constexpr int kPollBatch = 32;
+constexpr uint32_t kCmCheckEvery = 4096;  // passes between cm-channel checks while spinning
+
+// Rejections the validator does not know: malformed commands and a tag already in flight.
+constexpr unsigned kRejectMalformed = kCommandCheckCount;
+constexpr unsigned kRejectTagBusy = kCommandCheckCount + 1;
+constexpr unsigned kRejectReasons = kCommandCheckCount + 2;
+
+const char* reject_reason_name(unsigned i) {
+  if (i == kRejectMalformed) return "malformed";
+  if (i == kRejectTagBusy) return "tag_busy";
+  return command_check_name(CommandCheck(i));
+}
+
+struct ConnCounters {
+  RelaxedCounter commands;
+  RelaxedCounter reads, writes, flushes, discards, write_zeroes;
+  RelaxedCounter rdma_bytes;          // READ data RDMA-written + WRITE data RDMA-read
+  RelaxedCounter copied_bytes;        // IO data copied in userspace: no such path, stays 0
+  RelaxedCounter errors;              // responses with a non-zero status
+  RelaxedCounter rejected;            // commands refused by validation (subset of errors)
+  std::array<RelaxedCounter, kRejectReasons> rejected_by;
+  RelaxedCounter backend_errors;
+  RelaxedCounter polls, idle_polls, sleeps;
+  RelaxedCounter doorbells, max_post_batch, sq_depth_max, rdma_reads_max;
+
+  nlohmann::json to_json() const {
+    nlohmann::json by = nlohmann::json::object();
+    for (unsigned i = 1; i < kRejectReasons; ++i)
+      if (rejected_by[i].get()) by[reject_reason_name(i)] = rejected_by[i].get();
+    return {{"commands", commands.get()},
+            {"reads", reads.get()},
+            {"writes", writes.get()},
+            {"flushes", flushes.get()},
+            {"discards", discards.get()},
+            {"write_zeroes", write_zeroes.get()},
+            {"rdma_bytes", rdma_bytes.get()},
+            {"copied_bytes", copied_bytes.get()},
+            {"errors", errors.get()},
+            {"rejected_commands", rejected.get()},
+            {"rejected_by_reason", by},
+            {"backend_errors", backend_errors.get()},
+            {"polls", polls.get()},
+            {"idle_polls", idle_polls.get()},
+            {"sleeps", sleeps.get()},
+            {"doorbells", doorbells.get()},
+            {"max_post_batch", max_post_batch.get()},
+            {"sq_depth_max", sq_depth_max.get()},
+            {"rdma_reads_max", rdma_reads_max.get()}};
+  }
+};
+
+// One accepted connection (one client queue), served by its own thread.
+class ServerConnection {
+ public:
+  ServerConnection(std::unique_ptr<Connection> conn, const Backend& backend, std::string export_name,
+                   const wire::AcceptData& acc, uint8_t max_reads, uint16_t queue_id, const ServerOptions& opts)
+      : export_name_(std::move(export_name)), queue_id_(queue_id), peer_(conn->peer_address()), backend_(backend),
+        depth_(acc.queue_depth), max_io_(acc.max_io_bytes), max_reads_(max_reads), spin_(opts.spin),
+        conn_(std::move(conn)) {
+    limits_ = CommandLimits{backend.size(), backend.block_size(), backend.read_only(), backend.supported_ops(),
+                            max_io_, depth_};
+  }
+
+  ~ServerConnection() {
+    if (thread_.joinable()) thread_.join();
+  }
+
+  // On the listener thread, before accepting: buffers, MRs, backend queue, receives.
+  void setup() {
+    msgs_ = MappedRegion::anonymous(size_t(3) * depth_ * kMsgSlot, true);
+    msgs_mr_ = conn_->register_memory(msgs_.get(), msgs_.size(), IBV_ACCESS_LOCAL_WRITE, "message slots");
+    std::span<std::byte> direct = backend_.direct_memory();
+    std::span<std::byte> registered;
+    if (!direct.empty()) {
+      // RDMA straight into the export: RDMA READ lands there (local write), RDMA WRITE reads it.
+      direct_ = direct;
+      data_mr_ = conn_->register_memory(direct.data(), direct.size(), IBV_ACCESS_LOCAL_WRITE,
+                                        fmt::format("export '{}' memory", export_name_));
+      registered = direct;
+    } else {
+      pool_ = MappedRegion::anonymous(size_t(depth_) * max_io_, true);
+      data_mr_ = conn_->register_memory(pool_.get(), pool_.size(), IBV_ACCESS_LOCAL_WRITE, "buffer pool");
+      registered = pool_.bytes();
+    }
+    bq_ = backend_.open_queue(registered, depth_);
+    tags_.assign(depth_, Tag{});
+    batch_wrs_.resize(size_t(depth_) * kWrsPerTag + 2);
+    batch_sges_.resize(batch_wrs_.size());
+    recv_wrs_.resize(depth_);
+    recv_sges_.resize(depth_);
+    read_wait_.assign(depth_, 0);
+    signal_fifo_.assign(size_t(depth_) * kWrsPerTag + kSqSlack + 1, 0);
+    sq_capacity_ = size_t(depth_) * kWrsPerTag + kSqSlack;
+    inline_ok_ = conn_->max_inline() >= wire::kResponseSize;
+    for (uint16_t i = 0; i < depth_; ++i) queue_recv(i);
+    post_recvs();
+    if (failed_) throw_setup("posting {} receives for {} failed", depth_, peer_);
+  }
+
+  Connection& connection() { return *conn_; }
+
+  void start(const std::atomic<bool>& stop) {
+    thread_ = std::thread([this, &stop] { run(stop); });
+  }
+
+  bool done() const { return done_.load(std::memory_order_acquire); }
+  const ConnCounters& counters() const { return c_; }
+  const std::string& export_name() const { return export_name_; }
+
+  nlohmann::json to_json() const {
+    nlohmann::json j = c_.to_json();
+    j["peer"] = peer_;
+    j["export"] = export_name_;
+    j["queue"] = queue_id_;
+    j["depth"] = depth_;
+    j["max_io_bytes"] = max_io_;
+    j["direct"] = !direct_.empty();
+    return j;
+  }
+
+ private:
+  enum class TagState : uint8_t { kFree, kWaitReadCredit, kRdmaRead, kBackend };
+  struct Tag {
+    wire::Command cmd;
+    TagState state = TagState::kFree;
+  };
+
+  uint8_t* recv_slot(uint16_t i) const { return static_cast<uint8_t*>(msgs_.get()) + size_t(i) * kMsgSlot; }
+  uint8_t* resp_slot(uint16_t tag) const {
+    return static_cast<uint8_t*>(msgs_.get()) + size_t(depth_ + tag) * kMsgSlot;
+  }
+  // Answers to refused commands: their tag may be out of range or busy, so they never use
+  // a tag's slot. A client flooding bad commands can only garble its own answers.
+  uint8_t* scratch_slot() {
+    size_t i = scratch_next_++ % depth_;
+    return static_cast<uint8_t*>(msgs_.get()) + size_t(2 * depth_ + i) * kMsgSlot;
+  }
+  std::byte* data_buffer(const wire::Command& cmd) const {
+    if (!direct_.empty()) return direct_.data() + cmd.offset;  // validated: within the export
+    return static_cast<std::byte*>(pool_.get()) + size_t(cmd.tag) * max_io_;
+  }
+
+  // ------------------------------------------------------------------ thread body
+  void run(const std::atomic<bool>& stop) {
+    log::server()->debug("{}: serving export '{}' queue {} (depth {}, max IO {}, {} RDMA READs, {})", peer_,
+                         export_name_, queue_id_, depth_, max_io_, max_reads_,
+                         direct_.empty() ? "buffer pool" : "direct to export memory");
+    if (wait_established()) serve(stop);
+    // Let the backend finish what it holds (its buffers are ours), then tear down in order:
+    // QP drained and destroyed, MRs deregistered, then the backend queue and the buffers.
+    while (bq_->busy()) {
+      BackendCompletion done[kPollBatch];
+      if (bq_->poll(done) < 0) break;
+      if (bq_->busy()) ::usleep(200);
+    }
+    conn_->close_st();
+    bq_.reset();
+    log::server()->info("{}: export '{}' queue {} closed ({} commands, {} errors, {} rejected)", peer_, export_name_,
+                        queue_id_, c_.commands.get(), c_.errors.get(), c_.rejected.get());
+    done_.store(true, std::memory_order_release);
+  }
+
+  bool wait_established() {
+    auto deadline = Clock::now() + std::chrono::seconds(10);
+    while (Clock::now() < deadline) {
+      auto ev = conn_->wait_cm_event_st(std::chrono::milliseconds(200));
+      if (!ev) continue;
+      if (ev->type == RDMA_CM_EVENT_ESTABLISHED) return true;
+      log::server()->warn("{}: connection not established: {} (status {})", peer_, rdma_event_str(ev->type),
+                          ev->status);
+      return false;
+    }
+    log::server()->warn("{}: connection not established within 10 s", peer_);
+    return false;
+  }
+
+  void serve(const std::atomic<bool>& stop) {
+    auto last_active = Clock::now();
+    uint32_t passes = 0;
+    for (;;) {
+      if (!draining_ && stop.load(std::memory_order_relaxed)) {
+        draining_ = true;
+        log::server()->debug("{}: stopping: finishing {} commands in flight", peer_, inflight_);
+      }
+      int work = poll_cq() + poll_backend();
+      flush_batch();
+      if (failed_ && inflight_ == 0 && batch_len_ == 0) return;
+      if (draining_ && inflight_ == 0 && batch_len_ == 0 && fifo_head_ == fifo_tail_) {
+        // Every answer posted since the stop was signaled and has completed; an unsignaled
+        // tail from before the stop gets a moment to leave before the QP is flushed.
+        if (since_signal_ > 0) ::usleep(20000);
+        return;
+      }
+      if (failed_ && !bq_->busy()) return;  // what is left waits on a dead QP
+      if (++passes % kCmCheckEvery == 0) handle_cm_events();
+      if (work > 0) {
+        last_active = Clock::now();
+        continue;
+      }
+      if (spin_.count() > 0 && Clock::now() - last_active < spin_) continue;
+      sleep_once();
+      last_active = Clock::now() - spin_;  // woken: poll, and sleep again at once if idle
+    }
+  }
+
+  void sleep_once() {
+    if (batch_len_ > 0) return;  // waiting for send-queue room: keep polling
+    if (int rc = conn_->arm_cq_st(); rc < 0) {
+      log::server()->error("{}: ibv_req_notify_cq: {}", peer_, errno_text(rc));
+      failed_ = true;
+      return;
+    }
+    if (poll_cq() > 0 || poll_backend() > 0) return;  // armed before this poll: nothing lost
+    c_.sleeps.add_st();
+    pollfd fds[3] = {{conn_->cq_fd(), POLLIN, 0}, {conn_->cm_fd(), POLLIN, 0}, {bq_->event_fd(), POLLIN, 0}};
+    int nfds = bq_->event_fd() >= 0 ? 3 : 2;
+    int rc = ::poll(fds, nfds, 100);  // bounded: the stop flag is checked at least 10x/s
+    if (rc < 0 && errno != EINTR) log::server()->warn("{}: poll: {}", peer_, errno_text(errno));
+    if (fds[0].revents) conn_->consume_cq_event_st();
+    if (fds[1].revents) handle_cm_events();
+  }
+
+  void handle_cm_events() {
+    while (auto ev = conn_->poll_cm_event_st()) {
+      switch (ev->type) {
+        case RDMA_CM_EVENT_DISCONNECTED:
+        case RDMA_CM_EVENT_DEVICE_REMOVAL:
+        case RDMA_CM_EVENT_TIMEWAIT_EXIT:
+          if (!failed_) log::server()->info("{}: {}", peer_, rdma_event_str(ev->type));
+          fail("peer disconnected");
+          break;
+        default:
+          log::server()->debug("{}: rdma_cm event {}", peer_, rdma_event_str(ev->type));
+      }
+    }
+  }
+
+  // The QP is unusable: stop posting; flushed completions free the tags that wait on it.
+  void fail(const char* why) {
+    if (failed_) return;
+    failed_ = true;
+    log::server()->debug("{}: connection failed ({}), {} commands in flight", peer_, why, inflight_);
+    conn_->disconnect_st();
+    batch_len_ = 0;
+    // Tags waiting for an RDMA READ credit or on the send queue will never get one.
+    for (auto& t : tags_) {
+      if (t.state == TagState::kWaitReadCredit) release_tag(t);
+    }
+    read_wait_len_ = 0;
+  }
+
+  // ------------------------------------------------------------------ completions
+  int poll_cq() {
+    ibv_wc wcs[kPollBatch];
+    int n = ibv_poll_cq(conn_->cq(), kPollBatch, wcs);
+    c_.polls.add_st();
+    if (n <= 0) {
+      if (n < 0) {
+        log::server()->error("{}: ibv_poll_cq: {}", peer_, errno_text(-n));
+        fail("poll_cq failed");
+      }
+      c_.idle_polls.add_st();
+      return 0;
+    }
+    for (int i = 0; i < n; ++i) {
+      const ibv_wc& wc = wcs[i];
+      WorkId id = WorkId::decode(wc.wr_id);
+      if (wc.status != IBV_WC_SUCCESS) {
+        if (!failed_ && wc.status != IBV_WC_WR_FLUSH_ERR)
+          log::server()->warn("{}: {} failed: {} (vendor error {:#x})", peer_,
+                              id.kind == WorkKind::kRdmaRecv   ? "receive"
+                              : id.kind == WorkKind::kRdmaRead ? "RDMA READ of write data"
+                                                               : "send",
+                              ibv_wc_status_str(wc.status), wc.vendor_err);
+        fail("work request failed");
+        if (id.kind == WorkKind::kRdmaRead && id.tag < depth_ && tags_[id.tag].state == TagState::kRdmaRead) {
+          --reads_outstanding_;
+          release_tag(tags_[id.tag]);
+        }
+        continue;
+      }
+      switch (id.kind) {
+        case WorkKind::kRdmaRecv:
+          on_command(id.tag, wc.byte_len);
+          break;
+        case WorkKind::kRdmaRead:
+          retire_signaled();
+          --reads_outstanding_;
+          on_write_data(id.tag);
+          start_waiting_reads();
+          break;
+        case WorkKind::kRdmaSend:
+        case WorkKind::kRdmaWrite:
+          retire_signaled();
+          break;
+        default:
+          break;
+      }
+    }
+    post_recvs();
+    return n;
+  }
+
+  void retire_signaled() {
+    if (fifo_head_ == fifo_tail_) return;
+    sq_used_ -= signal_fifo_[fifo_head_];
+    fifo_head_ = (fifo_head_ + 1) % signal_fifo_.size();
+  }
+
+  void on_command(uint16_t slot, uint32_t byte_len) {
+    if (slot >= depth_) return;
+    auto d = wire::decode_command(std::span<const uint8_t>(recv_slot(slot), wire::kCommandSize));
+    bool short_msg = byte_len != wire::kCommandSize;
+    queue_recv(slot);  // the command is decoded: the slot may take the next one
+    if (failed_) return;
+    c_.commands.add_st();
+    const wire::Command& cmd = d.value;
+    if (short_msg || !d.ok()) {
+      SPDLOG_LOGGER_DEBUG(log::server(), "{}: malformed command ({} bytes): {}", peer_, byte_len,
+                          wire::decode_error_text(d.error));
+      return reject(cmd, kRejectMalformed, -EINVAL);
+    }
+    CommandCheck check = validate_command(
+        CommandToValidate{uint8_t(cmd.opcode), cmd.flags, cmd.tag, cmd.offset, cmd.length}, limits_);
+    if (check != CommandCheck::kOk) {
+      SPDLOG_LOGGER_DEBUG(log::server(), "{}: command tag {} refused: {}", peer_, cmd.tag, command_check_name(check));
+      return reject(cmd, unsigned(check), command_check_errno(check));
+    }
+    Tag& t = tags_[cmd.tag];
+    if (t.state != TagState::kFree) return reject(cmd, kRejectTagBusy, -EBUSY);
+    if (draining_) {
+      // Shutting down: answer, do not start new work.
+      c_.errors.add_st();
+      return respond(cmd, -EIO, scratch_slot());
+    }
+    t.cmd = cmd;
+    ++inflight_;
+    switch (cmd.opcode) {
+      case wire::Opcode::kRead:
+        c_.reads.add_st();
+        return submit_backend(t);
+      case wire::Opcode::kWrite:
+        c_.writes.add_st();
+        t.state = TagState::kWaitReadCredit;
+        if (reads_outstanding_ < max_reads_) return post_rdma_read(t);
+        read_wait_[read_wait_len_++] = cmd.tag;  // at most depth entries: one per tag
+        return;
+      case wire::Opcode::kFlush:
+        c_.flushes.add_st();
+        return submit_backend(t);
+      case wire::Opcode::kDiscard:
+        c_.discards.add_st();
+        return submit_backend(t);
+      case wire::Opcode::kWriteZeroes:
+        c_.write_zeroes.add_st();
+        return submit_backend(t);
+    }
+  }
+
+  void reject(const wire::Command& cmd, unsigned reason, int err) {
+    c_.rejected.add_st();
+    c_.rejected_by[reason].add_st();
+    c_.errors.add_st();
+    respond(cmd, err, scratch_slot());
+  }
+
+  void submit_backend(Tag& t) {
+    const wire::Command& cmd = t.cmd;
+    t.state = TagState::kBackend;
+    bool data = cmd.opcode == wire::Opcode::kRead || cmd.opcode == wire::Opcode::kWrite;
+    uint32_t flags = (cmd.flags & wire::kCmdFlagFua) ? kBackendFlagFua : 0;
+    int rc = bq_->submit(cmd.tag, BackendOp(uint8_t(cmd.opcode)), cmd.offset, cmd.length,
+                         data ? data_buffer(cmd) : nullptr, flags);
+    if (rc < 0) {
+      c_.backend_errors.add_st();
+      finish(t, rc);
+    }
+  }
+
+  int poll_backend() {
+    BackendCompletion done[kPollBatch];
+    int n = bq_->poll(done);
+    if (n < 0) {
+      log::server()->error("{}: backend queue failed: {}", peer_, errno_text(n));
+      return 0;
+    }
+    for (int i = 0; i < n; ++i) {
+      if (done[i].tag >= depth_ || tags_[done[i].tag].state != TagState::kBackend) {
+        log::server()->error("{}: backend completed tag {} that is not with it", peer_, done[i].tag);
+        continue;
+      }
+      Tag& t = tags_[done[i].tag];
+      int res = done[i].result;
+      if (res < 0) {
+        c_.backend_errors.add_st();
+        SPDLOG_LOGGER_DEBUG(log::server(), "{}: backend error on tag {}: {}", peer_, t.cmd.tag, errno_text(res));
+      }
+      finish(t, res < 0 ? res : 0);
+    }
+    return n;
+  }
+
+  // The backend is done with the tag (or refused it): answer, with the read data first.
+  void finish(Tag& t, int err) {
+    const wire::Command cmd = t.cmd;
+    if (failed_) return release_tag(t);
+    if (err == 0 && cmd.opcode == wire::Opcode::kRead) {
+      ibv_sge& sge = batch_sges_[batch_len_];
+      sge = ibv_sge{reinterpret_cast<uint64_t>(data_buffer(cmd)), cmd.length, data_mr_->lkey};
+      ibv_send_wr& wr = batch_wrs_[batch_len_++];
+      wr = ibv_send_wr{};
+      wr.wr_id = WorkId{WorkKind::kRdmaWrite, queue_id_, cmd.tag, 0, cmd.generation}.encode();
+      wr.sg_list = &sge;
+      wr.num_sge = 1;
+      wr.opcode = IBV_WR_RDMA_WRITE;
+      wr.wr.rdma.remote_addr = cmd.addr;
+      wr.wr.rdma.rkey = cmd.rkey;
+      c_.rdma_bytes.add_st(cmd.length);
+    }
+    if (err < 0) c_.errors.add_st();
+    release_tag(t);
+    respond(cmd, err);
+  }
+
+  void release_tag(Tag& t) {
+    if (t.state == TagState::kFree) return;
+    t.state = TagState::kFree;
+    --inflight_;
+  }
+
+  // Queues the response SEND (after any RDMA WRITE already queued for it: RC keeps order).
+  void respond(const wire::Command& cmd, int err, uint8_t* slot = nullptr) {
+    if (failed_) return;
+    uint8_t* p = slot ? slot : resp_slot(cmd.tag);
+    wire::Response r{cmd.tag, wire::is_known_opcode(uint8_t(cmd.opcode)) ? cmd.opcode : wire::Opcode::kRead,
+                     cmd.generation, wire::errno_to_status(err)};
+    wire::encode_into(r, std::span<uint8_t, wire::kResponseSize>(p, wire::kResponseSize));
+    ibv_sge& sge = batch_sges_[batch_len_];
+    sge = ibv_sge{reinterpret_cast<uint64_t>(p), uint32_t(wire::kResponseSize), msgs_mr_->lkey};
+    ibv_send_wr& wr = batch_wrs_[batch_len_++];
+    wr = ibv_send_wr{};
+    wr.wr_id = WorkId{WorkKind::kRdmaSend, queue_id_, cmd.tag, 0, cmd.generation}.encode();
+    wr.sg_list = &sge;
+    wr.num_sge = 1;
+    wr.opcode = IBV_WR_SEND;
+    if (inline_ok_) wr.send_flags = IBV_SEND_INLINE;
+  }
+
+  void post_rdma_read(Tag& t) {
+    const wire::Command& cmd = t.cmd;
+    t.state = TagState::kRdmaRead;
+    ++reads_outstanding_;
+    c_.rdma_reads_max.max_st(reads_outstanding_);
+    ibv_sge& sge = batch_sges_[batch_len_];
+    sge = ibv_sge{reinterpret_cast<uint64_t>(data_buffer(cmd)), cmd.length, data_mr_->lkey};
+    ibv_send_wr& wr = batch_wrs_[batch_len_++];
+    wr = ibv_send_wr{};
+    wr.wr_id = WorkId{WorkKind::kRdmaRead, queue_id_, cmd.tag, 0, cmd.generation}.encode();
+    wr.sg_list = &sge;
+    wr.num_sge = 1;
+    wr.opcode = IBV_WR_RDMA_READ;
+    wr.send_flags = IBV_SEND_SIGNALED;  // the data must be here before the backend sees it
+    wr.wr.rdma.remote_addr = cmd.addr;
+    wr.wr.rdma.rkey = cmd.rkey;
+  }
+
+  void start_waiting_reads() {
+    size_t started = 0;
+    while (started < read_wait_len_ && reads_outstanding_ < max_reads_) {
+      Tag& t = tags_[read_wait_[started++]];
+      if (t.state == TagState::kWaitReadCredit) post_rdma_read(t);
+    }
+    if (started) {
+      std::copy(read_wait_.begin() + ptrdiff_t(started), read_wait_.begin() + ptrdiff_t(read_wait_len_),
+                read_wait_.begin());
+      read_wait_len_ -= started;
+    }
+  }
+
+  void on_write_data(uint16_t tag) {
+    if (tag >= depth_ || tags_[tag].state != TagState::kRdmaRead) return;
+    Tag& t = tags_[tag];
+    c_.rdma_bytes.add_st(t.cmd.length);
+    submit_backend(t);
+  }
+
+  // ------------------------------------------------------------------ posting
+  void queue_recv(uint16_t slot) {
+    ibv_sge& sge = recv_sges_[recv_len_];
+    sge = ibv_sge{reinterpret_cast<uint64_t>(recv_slot(slot)), uint32_t(kMsgSlot), msgs_mr_->lkey};
+    ibv_recv_wr& wr = recv_wrs_[recv_len_];
+    wr = ibv_recv_wr{};
+    wr.wr_id = WorkId{WorkKind::kRdmaRecv, queue_id_, slot, 0, 0}.encode();
+    wr.sg_list = &sge;
+    wr.num_sge = 1;
+    if (recv_len_ > 0) recv_wrs_[recv_len_ - 1].next = &wr;
+    ++recv_len_;
+  }
+
+  void post_recvs() {
+    if (recv_len_ == 0) return;
+    size_t n = recv_len_;
+    recv_len_ = 0;
+    if (failed_) return;
+    ibv_recv_wr* bad = nullptr;
+    if (int rc = ibv_post_recv(conn_->qp(), &recv_wrs_[0], &bad)) {
+      log::server()->error("{}: posting {} receives: {}", peer_, n, errno_text(rc));
+      fail("post_recv failed");
+    }
+  }
+
+  // Posts as much of the batch as the send queue has room for, with one doorbell.
+  void flush_batch() {
+    if (batch_len_ == 0 || failed_) return;
+    size_t room = sq_capacity_ - sq_used_;
+    size_t n = std::min(batch_len_, room);
+    if (n == 0) return;
+    for (size_t i = 0; i < n; ++i) {
+      ibv_send_wr& wr = batch_wrs_[i];
+      wr.next = i + 1 < n ? &batch_wrs_[i + 1] : nullptr;
+      ++since_signal_;
+      bool last = i + 1 == n;
+      if ((wr.send_flags & IBV_SEND_SIGNALED) || since_signal_ >= kSignalEvery || draining_ ||
+          (last && sq_used_ + n + kSignalEvery > sq_capacity_)) {
+        wr.send_flags |= IBV_SEND_SIGNALED;
+        signal_fifo_[fifo_tail_] = since_signal_;
+        fifo_tail_ = (fifo_tail_ + 1) % signal_fifo_.size();
+        since_signal_ = 0;
+      }
+    }
+    ibv_send_wr* bad = nullptr;
+    int rc = ibv_post_send(conn_->qp(), &batch_wrs_[0], &bad);
+    c_.doorbells.add_st();
+    c_.max_post_batch.max_st(n);
+    sq_used_ += n;
+    c_.sq_depth_max.max_st(sq_used_);
+    if (n < batch_len_) {
+      // Keep the rest for the next pass; their sges move with them.
+      for (size_t i = n; i < batch_len_; ++i) {
+        batch_wrs_[i - n] = batch_wrs_[i];
+        batch_sges_[i - n] = batch_sges_[i];
+        batch_wrs_[i - n].sg_list = &batch_sges_[i - n];
+      }
+    }
+    batch_len_ -= n;
+    if (rc != 0) {
+      log::server()->error("{}: ibv_post_send of {} work requests: {}", peer_, n, errno_text(rc));
+      fail("post_send failed");
+    }
+  }
+
+  const std::string export_name_;
+  const uint16_t queue_id_;
+  const std::string peer_;
+  const Backend& backend_;
+  const uint16_t depth_;
+  const uint32_t max_io_;
+  const uint32_t max_reads_;
+  const std::chrono::microseconds spin_;
+  CommandLimits limits_{};
+
+  // Destruction order matters: the backend queue (fixed buffers) and the connection (QP,
+  // MRs) go before the memory they point at.
+  MappedRegion msgs_;  // [depth receive slots][depth response slots]
+  MappedRegion pool_;  // depth x max IO, when the export has no direct memory
+  std::span<std::byte> direct_;
+  std::unique_ptr<Connection> conn_;
+  std::unique_ptr<BackendQueue> bq_;
+  ibv_mr* msgs_mr_ = nullptr;
+  ibv_mr* data_mr_ = nullptr;
+  bool inline_ok_ = false;
+
+  std::vector<Tag> tags_;
+  uint32_t inflight_ = 0;
+  uint32_t reads_outstanding_ = 0;
+  std::vector<uint16_t> read_wait_;
+  size_t read_wait_len_ = 0;
+
+  std::vector<ibv_send_wr> batch_wrs_;
+  std::vector<ibv_sge> batch_sges_;
+  size_t batch_len_ = 0;
+  std::vector<ibv_recv_wr> recv_wrs_;
+  std::vector<ibv_sge> recv_sges_;
+  size_t recv_len_ = 0;
+
+  size_t sq_capacity_ = 0, sq_used_ = 0;
+  uint32_t since_signal_ = 0;
+  std::vector<uint32_t> signal_fifo_;
+  size_t fifo_head_ = 0, fifo_tail_ = 0;
+  size_t scratch_next_ = 0;
+
+  bool draining_ = false;
+  bool failed_ = false;
+  ConnCounters c_;
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+};
+
+struct ExportTotals {
+  uint64_t connections = 0;
+  uint64_t commands = 0, rdma_bytes = 0, copied_bytes = 0, errors = 0, rejected_commands = 0;
+};
+
+}  // namespace
+
+struct RdmaServer::Impl {
+  ServerOptions opts;
+  std::vector<std::unique_ptr<Backend>> backends;  // by export index
+  std::unique_ptr<transport::Listener> listener;
+  mutable std::mutex mu;  // guards conns and totals against stats_json() from other threads
+  std::vector<std::unique_ptr<ServerConnection>> conns;
+  std::map<std::string, ExportTotals> totals;  // of closed connections
+  RelaxedCounter rejected_connections;
+  RelaxedCounter accepted_connections;
+
+  int find_export(std::string_view name, ExportInfo& info) const {
+    for (size_t i = 0; i < opts.exports.size(); ++i) {
+      if (opts.exports[i].name != name) continue;
+      const Backend& b = *backends[i];
+      info.size = b.size();
+      info.block_size = b.block_size();
+      info.read_only = b.read_only();
+      info.supported_ops = b.supported_ops();
+      info.direct_memory = !b.direct_memory().empty();
+      return int(i);
+    }
+    return -1;
+  }
+
+  void handle(transport::IncomingRequest req, const std::atomic<bool>& stop) {
+    std::string peer = req.peer_address();
+    ServerLimits limits;
+    limits.max_queue_depth = opts.max_queue_depth;
+    limits.max_io_bytes = opts.max_io_bytes;
+    limits.max_rdma_reads = req.initiator_depth();
+    Negotiation n = negotiate(
+        req.private_data(), req.peer(), opts.allow,
+        [this](std::string_view name, ExportInfo& info) { return find_export(name, info); }, limits);
+    if (!n.accepted) {
+      rejected_connections.add_st();
+      log::server()->warn("refused {} (export '{}', queue {}): {}: {}", peer, n.request.name(), n.request.queue_id,
+                          wire::connect_status_text(n.reject.status), n.reason);
+      req.reject(wire::encode(n.reject));
+      return;
+    }
+    const ExportSpec& spec = opts.exports[size_t(n.export_index)];
+    std::unique_ptr<ServerConnection> sc;
+    try {
+      uint32_t depth = n.accept.queue_depth;
+      transport::QpSizes sizes;
+      sizes.send_wrs = depth * kWrsPerTag + kSqSlack;
+      sizes.recv_wrs = depth;
+      sizes.max_inline = 64;
+      auto conn = req.take(sizes);
+      uint8_t reads = uint8_t(std::min<int>(req.initiator_depth(), conn->device_attr().max_qp_init_rd_atom));
+      if (reads == 0) throw_setup("no RDMA READ possible (client responder resources {})", req.initiator_depth());
+      sc = std::make_unique<ServerConnection>(std::move(conn), *backends[size_t(n.export_index)], spec.name, n.accept,
+                                              reads, n.request.queue_id, opts);
+      sc->setup();
+      transport::accept_connection(sc->connection(), wire::encode(n.accept), reads, 0);
+    } catch (const SetupError& e) {
+      rejected_connections.add_st();
+      log::server()->error("cannot serve {} (export '{}'): {}", peer, spec.name, e.what());
+      auto rej = wire::encode(wire::RejectData{wire::kVersion, wire::ConnectStatus::kInternal, wire::kMinVersion});
+      if (sc) {
+        rdma_reject(sc->connection().id(), rej.data(), uint8_t(rej.size()));
+      } else {
+        req.reject(rej);
+      }
+      return;
+    }
+    accepted_connections.add_st();
+    log::server()->info("accepted {}: export '{}' queue {}, depth {}, max IO {}", peer, spec.name,
+                        n.request.queue_id, n.accept.queue_depth, n.accept.max_io_bytes);
+    sc->start(stop);
+    std::lock_guard lk(mu);
+    conns.push_back(std::move(sc));
+  }
+
+  void reap_finished() {
+    std::lock_guard lk(mu);
+    for (auto it = conns.begin(); it != conns.end();) {
+      if (!(*it)->done()) {
+        ++it;
+        continue;
+      }
+      fold((*it)->export_name(), (*it)->counters());
+      it = conns.erase(it);  // joins the finished thread
+    }
+  }
+
+  void fold(const std::string& name, const ConnCounters& c) {
+    ExportTotals& t = totals[name];
+    t.connections += 1;
+    t.commands += c.commands.get();
+    t.rdma_bytes += c.rdma_bytes.get();
+    t.copied_bytes += c.copied_bytes.get();
+    t.errors += c.errors.get();
+    t.rejected_commands += c.rejected.get();
+  }
+
+  std::string stats() const {
+    std::lock_guard lk(mu);
+    std::map<std::string, ExportTotals> per = totals;
+    for (const auto& spec : opts.exports) per[spec.name];  // every export, even unused
+    nlohmann::json jconns = nlohmann::json::array();
+    for (const auto& c : conns) {
+      jconns.push_back(c->to_json());
+      ExportTotals& t = per[c->export_name()];
+      const ConnCounters& cc = c->counters();
+      t.connections += 1;
+      t.commands += cc.commands.get();
+      t.rdma_bytes += cc.rdma_bytes.get();
+      t.copied_bytes += cc.copied_bytes.get();
+      t.errors += cc.errors.get();
+      t.rejected_commands += cc.rejected.get();
+    }
+    nlohmann::json jexp = nlohmann::json::object();
+    for (const auto& [name, t] : per)
+      jexp[name] = {{"connections", t.connections},   {"commands", t.commands},
+                    {"rdma_bytes", t.rdma_bytes},     {"copied_bytes", t.copied_bytes},
+                    {"errors", t.errors},             {"rejected_commands", t.rejected_commands}};
+    nlohmann::json j = {{"exports", jexp},
+                        {"connections", jconns},
+                        {"accepted_connections", accepted_connections.get()},
+                        {"rejected_connections", rejected_connections.get()}};
+    return j.dump();
+  }
+
+  void write_stats() const {
+    if (opts.stats_path.empty()) return;
+    std::string tmp = opts.stats_path + ".tmp";
+    {
+      std::ofstream f(tmp, std::ios::trunc);
+      if (!f) {
+        log::server()->warn("cannot write stats to {}: {}", tmp, errno_text(errno));
+        return;
+      }
+      f << stats() << "\n";
+    }
+    if (std::rename(tmp.c_str(), opts.stats_path.c_str()) != 0)
+      log::server()->warn("cannot rename {} to {}: {}", tmp, opts.stats_path, errno_text(errno));
+  }
+};
+
+RdmaServer::RdmaServer(const ServerOptions& opts) : impl_(std::make_unique<Impl>()) {
+  impl_->opts = opts;
+  if (opts.exports.empty()) throw_setup("serve: no export given (--export NAME=ram:SIZE|file:PATH|null:SIZE)");
+  for (const auto& spec : opts.exports) {
+    impl_->backends.push_back(open_backend(spec, spec.read_only));
+    const Backend& b = *impl_->backends.back();
+    log::server()->info("export '{}': {} ({} bytes, {}-byte blocks{})", spec.name, describe(spec), b.size(),
+                        b.block_size(), b.read_only() ? ", read-only" : "");
+  }
+  if (transport::rdma_device_names().empty())
+    throw_setup("no RDMA device found (load a driver, e.g. `modprobe rdma_rxe` and "
+                "`rdma link add rxe0 type rxe netdev IFACE`)");
+  impl_->listener = std::make_unique<transport::Listener>(opts.listen_addr, opts.port);
+  log::server()->info("listening on {}:{}", opts.listen_addr.empty() ? "*" : opts.listen_addr, port());
+}
+
+RdmaServer::~RdmaServer() = default;
+
+uint16_t RdmaServer::port() const { return impl_->listener->port(); }
+
+std::string RdmaServer::stats_json() const { return impl_->stats(); }
+
+void RdmaServer::run(const std::atomic<bool>& stop) {
+  auto next_stats = Clock::now() + impl_->opts.stats_interval;
+  while (!stop.load()) {
+    try {
+      if (auto req = impl_->listener->next_request(std::chrono::milliseconds(100))) impl_->handle(std::move(*req), stop);
+    } catch (const SetupError& e) {
+      log::server()->error("listener: {}", e.what());
+      ::usleep(100000);
+    }
+    impl_->reap_finished();
+    if (Clock::now() >= next_stats) {
+      impl_->write_stats();
+      next_stats = Clock::now() + impl_->opts.stats_interval;
+    }
+  }
+  log::server()->info("stopping: draining {} connection(s)", impl_->conns.size());
+  for (;;) {
+    impl_->reap_finished();
+    {
+      std::lock_guard lk(impl_->mu);
+      if (impl_->conns.empty()) break;
+    }
+    ::usleep(10000);
+  }
+  impl_->write_stats();
+  log::server()->info("stopped");
+}
+
+int run_server(const ServerOptions& opts, std::atomic<bool>& stop) {
+  try {
+    RdmaServer server(opts);
+    server.run(stop);
+    return 0;
+  } catch (const SetupError& e) {
+    log::server()->error("{}", e.what());
+    return 1;
+  }
+}
+
+}  // namespace ublkrdma::server

@@ -1,0 +1,280 @@
+// The wire codec: round trips, exact byte layout (little endian, fixed offsets), and every
+// malformed case each decoder must refuse.
+#include "transport/wire_protocol.h"
+
+#include <gtest/gtest.h>
+
+#include <cerrno>
+#include <vector>
+
+namespace ublkrdma::wire {
+namespace {
+
+ConnectRequest sample_request() {
+  ConnectRequest r;
+  r.queue_id = 3;
+  r.queue_depth = 128;
+  r.max_io_bytes = 512 * 1024;
+  r.session_id = 0x0102030405060708ull;
+  EXPECT_TRUE(r.set_name("vol0"));
+  return r;
+}
+
+TEST(WireProtocol, ConnectRequestRoundTripAndLayout) {
+  ConnectRequest r = sample_request();
+  auto b = encode(r);
+  ASSERT_EQ(b.size(), 56u);
+  // "URDM" in wire order, then little-endian fields at their documented offsets.
+  EXPECT_EQ(b[0], 'U');
+  EXPECT_EQ(b[1], 'R');
+  EXPECT_EQ(b[2], 'D');
+  EXPECT_EQ(b[3], 'M');
+  EXPECT_EQ(b[4], 1);  // version
+  EXPECT_EQ(b[5], 0);
+  EXPECT_EQ(b[8], 3);     // queue id
+  EXPECT_EQ(b[10], 128);  // depth
+  EXPECT_EQ(b[12], 0);
+  EXPECT_EQ(b[14], 0x08);  // 512 KiB = 0x80000
+  EXPECT_EQ(b[16], 0x08);  // session id, low byte first
+  EXPECT_EQ(b[23], 0x01);
+  EXPECT_EQ(b[24], 'v');
+  EXPECT_EQ(b[28], 0);
+
+  auto d = decode_connect_request(b);
+  ASSERT_TRUE(d.ok()) << decode_error_text(d.error);
+  EXPECT_EQ(d.value.queue_id, 3);
+  EXPECT_EQ(d.value.queue_depth, 128);
+  EXPECT_EQ(d.value.max_io_bytes, 512u * 1024);
+  EXPECT_EQ(d.value.session_id, 0x0102030405060708ull);
+  EXPECT_EQ(d.value.name(), "vol0");
+}
+
+TEST(WireProtocol, ConnectRequestNameLimits) {
+  ConnectRequest r;
+  EXPECT_FALSE(r.set_name(""));
+  EXPECT_FALSE(r.set_name(std::string(33, 'a')));
+  EXPECT_FALSE(r.set_name("bad name"));
+  EXPECT_FALSE(r.set_name("a/b"));
+  EXPECT_TRUE(r.set_name(std::string(32, 'z')));
+  r.queue_depth = 1;
+  r.max_io_bytes = 4096;
+  auto d = decode_connect_request(encode(r));
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d.value.name(), std::string(32, 'z'));  // no terminating NUL needed at 32
+}
+
+TEST(WireProtocol, ConnectRequestMalformed) {
+  auto good = encode(sample_request());
+  auto with = [&](size_t off, uint8_t v) {
+    auto b = good;
+    b[off] = v;
+    return decode_connect_request(b).error;
+  };
+  EXPECT_EQ(decode_connect_request(std::span(good).first(55)).error, DecodeError::kTooShort);
+  EXPECT_EQ(decode_connect_request({}).error, DecodeError::kTooShort);
+  EXPECT_EQ(with(0, 'X'), DecodeError::kBadMagic);
+  EXPECT_EQ(with(4, 0), DecodeError::kBadVersion);  // version 0
+  EXPECT_EQ(with(6, 1), DecodeError::kBadFlags);    // no flags in v1
+  EXPECT_EQ(with(24, 0), DecodeError::kBadName);    // empty name
+  EXPECT_EQ(with(25, ' '), DecodeError::kBadName);  // bad character
+  EXPECT_EQ(with(30, 'x'), DecodeError::kBadName);  // junk after the NUL
+  {
+    auto b = good;
+    b[10] = 0;  // depth 0
+    b[11] = 0;
+    EXPECT_EQ(decode_connect_request(b).error, DecodeError::kBadParams);
+  }
+  {
+    auto b = good;
+    b[11] = 0x20;  // depth 8192 + 128
+    EXPECT_EQ(decode_connect_request(b).error, DecodeError::kBadParams);
+  }
+  EXPECT_EQ(with(12, 1), DecodeError::kBadParams);  // max IO not a multiple of 4096
+  {
+    auto b = good;
+    for (int i = 12; i < 16; ++i) b[i] = 0;  // max IO 0
+    EXPECT_EQ(decode_connect_request(b).error, DecodeError::kBadParams);
+  }
+  // A newer client version decodes (the server decides what to do with it), even with flags.
+  {
+    auto b = good;
+    b[4] = 7;
+    b[6] = 1;
+    auto d = decode_connect_request(b);
+    EXPECT_TRUE(d.ok());
+    EXPECT_EQ(d.value.version, 7);
+  }
+}
+
+TEST(WireProtocol, AcceptRoundTrip) {
+  AcceptData a;
+  a.export_size = 4ull << 30;
+  a.queue_depth = 64;
+  a.block_shift = 12;
+  a.max_io_bytes = 1 << 20;
+  a.export_flags = kExportFlush | kExportDiscard | kExportReadOnly;
+  auto b = encode(a);
+  ASSERT_EQ(b.size(), 48u);
+  auto d = decode_accept_data(b);
+  ASSERT_TRUE(d.ok()) << decode_error_text(d.error);
+  EXPECT_EQ(d.value.export_size, 4ull << 30);
+  EXPECT_EQ(d.value.queue_depth, 64);
+  EXPECT_EQ(d.value.block_shift, 12);
+  EXPECT_EQ(d.value.max_io_bytes, 1u << 20);
+  EXPECT_TRUE(d.value.read_only());
+  EXPECT_TRUE(d.value.flush());
+  EXPECT_TRUE(d.value.discard());
+  EXPECT_FALSE(d.value.fua());
+  EXPECT_FALSE(d.value.write_zeroes());
+  // rdma_cm may hand over more bytes than were sent (padded with zeros): still fine.
+  std::vector<uint8_t> padded(b.begin(), b.end());
+  padded.resize(196, 0);
+  EXPECT_TRUE(decode_accept_data(padded).ok());
+}
+
+TEST(WireProtocol, AcceptMalformed) {
+  AcceptData a;
+  a.export_size = 1 << 20;
+  a.queue_depth = 8;
+  a.max_io_bytes = 4096;
+  auto good = encode(a);
+  auto with = [&](size_t off, uint8_t v) {
+    auto b = good;
+    b[off] = v;
+    return decode_accept_data(b).error;
+  };
+  EXPECT_EQ(decode_accept_data(std::span(good).first(47)).error, DecodeError::kTooShort);
+  EXPECT_EQ(with(1, 0), DecodeError::kBadMagic);
+  EXPECT_EQ(with(4, 0), DecodeError::kBadVersion);
+  EXPECT_EQ(with(4, 2), DecodeError::kBadVersion);  // newer than we speak: the server must not pick it
+  EXPECT_EQ(with(6, 1), DecodeError::kBadParams);   // status != ok inside an accept
+  EXPECT_EQ(with(19, 1), DecodeError::kReservedNonZero);
+  EXPECT_EQ(with(28, 1), DecodeError::kReservedNonZero);
+  EXPECT_EQ(with(47, 1), DecodeError::kReservedNonZero);
+  EXPECT_EQ(with(24, 0x20), DecodeError::kBadFlags);
+  EXPECT_EQ(with(18, 8), DecodeError::kBadParams);   // 256-byte blocks
+  EXPECT_EQ(with(18, 13), DecodeError::kBadParams);  // 8 KiB blocks
+  EXPECT_EQ(with(16, 0), DecodeError::kBadParams);   // depth 0
+  EXPECT_EQ(with(8, 1), DecodeError::kBadParams);    // size not a multiple of the block size
+  {
+    auto b = good;
+    for (int i = 20; i < 24; ++i) b[i] = 0;
+    EXPECT_EQ(decode_accept_data(b).error, DecodeError::kBadParams);  // max IO 0
+  }
+}
+
+TEST(WireProtocol, RejectRoundTripAndMalformed) {
+  for (auto s : {ConnectStatus::kUnknownExport, ConnectStatus::kAccessDenied, ConnectStatus::kBadVersion,
+                 ConnectStatus::kBusy, ConnectStatus::kBadParams, ConnectStatus::kInternal}) {
+    auto d = decode_reject_data(encode(RejectData{kVersion, s, kMinVersion}));
+    ASSERT_TRUE(d.ok());
+    EXPECT_EQ(d.value.status, s);
+    EXPECT_STRNE(connect_status_text(s), "unknown reason");
+  }
+  auto good = encode(RejectData{kVersion, ConnectStatus::kUnknownExport, kMinVersion});
+  EXPECT_EQ(decode_reject_data(std::span(good).first(15)).error, DecodeError::kTooShort);
+  {
+    auto b = good;
+    b[0] = 0;
+    EXPECT_EQ(decode_reject_data(b).error, DecodeError::kBadMagic);
+  }
+  {
+    auto b = good;
+    b[6] = 0;  // "ok" is not a rejection
+    EXPECT_EQ(decode_reject_data(b).error, DecodeError::kBadParams);
+  }
+  {
+    auto b = good;
+    b[12] = 1;
+    EXPECT_EQ(decode_reject_data(b).error, DecodeError::kReservedNonZero);
+  }
+  {
+    auto b = good;
+    b[6] = 200;  // a reason from a newer server: still a rejection
+    auto d = decode_reject_data(b);
+    EXPECT_TRUE(d.ok());
+    EXPECT_EQ(d.value.status, ConnectStatus::kInternal);
+  }
+}
+
+TEST(WireProtocol, CommandRoundTripAndLayout) {
+  Command c{Opcode::kWrite, kCmdFlagFua, 77, 0x01020304, 0x1000, 8192, 0xaabbccdd, 0x7f0000001000};
+  auto b = encode(c);
+  ASSERT_EQ(b.size(), 48u);
+  EXPECT_EQ(b[0], 1);  // WRITE
+  EXPECT_EQ(b[1], 1);  // FUA
+  EXPECT_EQ(b[2], 77);
+  EXPECT_EQ(b[4], 0x04);
+  EXPECT_EQ(b[9], 0x10);  // offset 0x1000
+  EXPECT_EQ(b[17], 0x20);  // length 8192
+  EXPECT_EQ(b[20], 0xdd);
+  EXPECT_EQ(b[25], 0x10);
+  auto d = decode_command(b);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d.value.opcode, Opcode::kWrite);
+  EXPECT_EQ(d.value.tag, 77);
+  EXPECT_EQ(d.value.generation, 0x01020304u);
+  EXPECT_EQ(d.value.offset, 0x1000u);
+  EXPECT_EQ(d.value.length, 8192u);
+  EXPECT_EQ(d.value.rkey, 0xaabbccddu);
+  EXPECT_EQ(d.value.addr, 0x7f0000001000u);
+  for (Opcode op : {Opcode::kRead, Opcode::kFlush, Opcode::kDiscard, Opcode::kWriteZeroes}) {
+    c.opcode = op;
+    c.flags = 0;
+    EXPECT_TRUE(decode_command(encode(c)).ok());
+  }
+}
+
+TEST(WireProtocol, CommandMalformedKeepsTagForTheAnswer) {
+  Command c{Opcode::kRead, 0, 9, 42, 0, 4096, 1, 2};
+  auto good = encode(c);
+  auto with = [&](size_t off, uint8_t v) {
+    auto b = good;
+    b[off] = v;
+    return decode_command(b);
+  };
+  EXPECT_EQ(decode_command(std::span(good).first(47)).error, DecodeError::kTooShort);
+  for (uint8_t op : {4, 6, 7, 0x80, 0xff}) {
+    auto d = with(0, op);
+    EXPECT_EQ(d.error, DecodeError::kBadOpcode) << int(op);
+    EXPECT_EQ(d.value.tag, 9);  // still readable: the server answers tag 9, generation 42
+    EXPECT_EQ(d.value.generation, 42u);
+  }
+  EXPECT_EQ(with(1, 2).error, DecodeError::kBadFlags);
+  EXPECT_EQ(with(1, 0x80).error, DecodeError::kBadFlags);
+  for (size_t off = 32; off < 48; ++off) EXPECT_EQ(with(off, 1).error, DecodeError::kReservedNonZero) << off;
+}
+
+TEST(WireProtocol, ResponseRoundTripAndMalformed) {
+  Response r{5, Opcode::kWrite, 1234, int32_t(Status::kReadOnly)};
+  auto good = encode(r);
+  ASSERT_EQ(good.size(), 16u);
+  auto d = decode_response(good);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d.value.tag, 5);
+  EXPECT_EQ(d.value.generation, 1234u);
+  EXPECT_EQ(status_to_errno(d.value.status), -EROFS);
+  auto with = [&](size_t off, uint8_t v) {
+    auto b = good;
+    b[off] = v;
+    return decode_response(b).error;
+  };
+  EXPECT_EQ(decode_response(std::span(good).first(15)).error, DecodeError::kTooShort);
+  EXPECT_EQ(with(2, 9), DecodeError::kBadOpcode);
+  EXPECT_EQ(with(3, 1), DecodeError::kReservedNonZero);
+  EXPECT_EQ(with(12, 1), DecodeError::kReservedNonZero);
+  {
+    auto b = encode(Response{5, Opcode::kRead, 1, 7});  // positive status is not a thing
+    EXPECT_EQ(decode_response(b).error, DecodeError::kBadParams);
+  }
+}
+
+TEST(WireProtocol, StatusErrnoMapping) {
+  for (int e : {0, -EIO, -EACCES, -EBUSY, -EINVAL, -ENOSPC, -EROFS, -ERANGE, -EOPNOTSUPP, -ETIMEDOUT})
+    EXPECT_EQ(status_to_errno(errno_to_status(e)), e) << e;
+  EXPECT_EQ(errno_to_status(-ENOMEM), int32_t(Status::kIoError));  // no wire code: EIO
+  EXPECT_EQ(status_to_errno(-9999), -EIO);                           // unknown code: EIO
+}
+
+}  // namespace
+}  // namespace ublkrdma::wire

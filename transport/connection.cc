@@ -1,0 +1,442 @@
+#include "transport/connection.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+
+#include <cstring>
+
+#include "base/errors.h"
+#include "base/log.h"
+#include "base/work_id.h"
+
+namespace ublkrdma::transport {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int remaining_ms(Clock::time_point deadline) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  return left < 0 ? 0 : int(left);
+}
+
+// Waits for the next event on a non-blocking channel until `deadline`. Returns the event
+// (acked when the pointer is released) or null on timeout.
+CmEventPtr wait_event(rdma_event_channel* ch, Clock::time_point deadline) {
+  for (;;) {
+    rdma_cm_event* ev = nullptr;
+    if (rdma_get_cm_event(ch, &ev) == 0) return CmEventPtr(ev);
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+      throw_errno(errno, "rdma_get_cm_event");
+    int left = remaining_ms(deadline);
+    if (left == 0) return nullptr;
+    pollfd pfd{ch->fd, POLLIN, 0};
+    int rc = ::poll(&pfd, 1, left);
+    if (rc < 0 && errno != EINTR) throw_errno(errno, "poll on the rdma_cm event channel");
+  }
+}
+
+CmEventInfo info_of(const rdma_cm_event& ev) {
+  CmEventInfo info;
+  info.type = ev.event;
+  info.status = ev.status;
+  const auto* pd = static_cast<const uint8_t*>(ev.param.conn.private_data);
+  // Only connection events carry private data; for the others the union holds other things.
+  bool has_pd = ev.event == RDMA_CM_EVENT_CONNECT_REQUEST || ev.event == RDMA_CM_EVENT_ESTABLISHED ||
+                ev.event == RDMA_CM_EVENT_REJECTED || ev.event == RDMA_CM_EVENT_CONNECT_RESPONSE;
+  if (has_pd && pd && ev.param.conn.private_data_len) info.private_data.assign(pd, pd + ev.param.conn.private_data_len);
+  return info;
+}
+
+EventChannelPtr make_channel() {
+  EventChannelPtr ch(rdma_create_event_channel());
+  if (!ch) {
+    int err = errno;
+    if (err == ENODEV || err == ENOENT)
+      throw_errno(err, "rdma_create_event_channel (is rdma_ucm loaded and an RDMA device present?)");
+    throw_errno(err, "rdma_create_event_channel");
+  }
+  set_nonblocking(ch->fd, "rdma_cm event channel");
+  return ch;
+}
+
+// Resolves `address:port` (numeric or host name) to a sockaddr.
+sockaddr_storage resolve_ip(const std::string& address, uint16_t port, bool passive) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = passive ? AI_PASSIVE : 0;
+  addrinfo* res = nullptr;
+  std::string service = std::to_string(port);
+  const char* node = (address.empty() || (passive && address == "*")) ? nullptr : address.c_str();
+  int rc = ::getaddrinfo(node, service.c_str(), &hints, &res);
+  if (rc != 0) throw_setup("cannot resolve '{}': {}", address, gai_strerror(rc));
+  sockaddr_storage ss{};
+  std::memcpy(&ss, res->ai_addr, res->ai_addrlen);
+  ::freeaddrinfo(res);
+  return ss;
+}
+
+}  // namespace
+
+void set_nonblocking(int fd, const char* what) {
+  int fl = ::fcntl(fd, F_GETFL);
+  if (fl < 0 || ::fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) throw_errno(errno, "making the {} fd non-blocking", what);
+}
+
+std::string sockaddr_text(const sockaddr* sa) {
+  if (!sa) return "?";
+  char buf[INET6_ADDRSTRLEN] = "?";
+  if (sa->sa_family == AF_INET) {
+    auto* in = reinterpret_cast<const sockaddr_in*>(sa);
+    ::inet_ntop(AF_INET, &in->sin_addr, buf, sizeof(buf));
+    return fmt::format("{}:{}", buf, ntohs(in->sin_port));
+  }
+  if (sa->sa_family == AF_INET6) {
+    auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
+    ::inet_ntop(AF_INET6, &in6->sin6_addr, buf, sizeof(buf));
+    return fmt::format("[{}]:{}", buf, ntohs(in6->sin6_port));
+  }
+  return fmt::format("(family {})", sa->sa_family);
+}
+
+std::vector<std::string> rdma_device_names() {
+  std::vector<std::string> names;
+  int n = 0;
+  DeviceListPtr list(ibv_get_device_list(&n));
+  if (!list) return names;
+  for (int i = 0; i < n; ++i) names.emplace_back(ibv_get_device_name(list.get()[i]));
+  return names;
+}
+
+// ------------------------------------------------------------------------- Connection
+
+Connection::Connection(EventChannelPtr channel, CmIdPtr id) : channel_(std::move(channel)), id_(std::move(id)) {}
+
+Connection::~Connection() {
+  close_st();
+  // Members go in reverse declaration order: MRs, CQ, completion channel, PD, id, channel.
+  // The CQ and MRs must go before the PD, which the declaration order guarantees.
+  mrs_.clear();
+  cq_.reset();
+  comp_.reset();
+  pd_.reset();
+}
+
+uint64_t Connection::drain_marker_wr_id(bool send) {
+  return WorkId{WorkKind::kControl, 0, 0, uint8_t(send ? 0xff : 0xfe), 0}.encode();
+}
+
+void Connection::create_verbs(const QpSizes& sizes) {
+  ibv_context* ctx = id_->verbs;
+  if (!ctx) throw_setup("rdma_cm id has no device (address not resolved)");
+  if (int rc = ibv_query_device(ctx, &dev_attr_)) throw_errno(rc, "ibv_query_device({})", device_name());
+  sizes_ = sizes;
+  uint32_t send = sizes.send_wrs + 1, recv = sizes.recv_wrs + 1;  // +1: the drain markers
+  if (send > uint32_t(dev_attr_.max_qp_wr) || recv > uint32_t(dev_attr_.max_qp_wr))
+    throw_setup("{}: needs {} send / {} receive work requests, the device allows {} per queue", device_name(), send,
+                recv, dev_attr_.max_qp_wr);
+  uint32_t cqe = send + recv;
+  if (cqe > uint32_t(dev_attr_.max_cqe))
+    throw_setup("{}: needs a CQ of {} entries, the device allows {}", device_name(), cqe, dev_attr_.max_cqe);
+
+  pd_.reset(ibv_alloc_pd(ctx));
+  if (!pd_) throw_errno(errno, "ibv_alloc_pd({})", device_name());
+  comp_.reset(ibv_create_comp_channel(ctx));
+  if (!comp_) throw_errno(errno, "ibv_create_comp_channel({})", device_name());
+  set_nonblocking(comp_->fd, "completion channel");
+  cq_.reset(ibv_create_cq(ctx, int(cqe), nullptr, comp_.get(), 0));
+  if (!cq_) throw_errno(errno, "ibv_create_cq({} entries on {})", cqe, device_name());
+
+  ibv_qp_init_attr attr{};
+  attr.send_cq = cq_.get();
+  attr.recv_cq = cq_.get();
+  attr.qp_type = IBV_QPT_RC;
+  attr.sq_sig_all = 0;  // we signal selectively
+  attr.cap.max_send_wr = send;
+  attr.cap.max_recv_wr = recv;
+  attr.cap.max_send_sge = sizes.max_send_sge;
+  attr.cap.max_recv_sge = 1;
+  attr.cap.max_inline_data = sizes.max_inline;
+  if (rdma_create_qp(id_.get(), pd_.get(), &attr) != 0) {
+    int err = errno;
+    if (sizes.max_inline == 0) throw_errno(err, "rdma_create_qp({} send, {} recv WRs on {})", send, recv, device_name());
+    // Some devices refuse inline data altogether: fall back to plain sends.
+    log::rdma()->debug("rdma_create_qp with {} inline bytes failed ({}); retrying without inline data",
+                       sizes.max_inline, errno_text(err));
+    attr.cap.max_inline_data = 0;
+    if (rdma_create_qp(id_.get(), pd_.get(), &attr) != 0)
+      throw_errno(errno, "rdma_create_qp({} send, {} recv WRs on {})", send, recv, device_name());
+  }
+  qp_created_ = true;
+  max_inline_ = attr.cap.max_inline_data;
+}
+
+ibv_mr* Connection::register_memory(void* addr, size_t len, int access, const std::string& what) {
+  MrPtr mr(ibv_reg_mr(pd_.get(), addr, len, access));
+  if (!mr) throw_errno(errno, "ibv_reg_mr of {} ({} bytes at {}) on {}", what, len, addr, device_name());
+  mrs_.push_back(std::move(mr));
+  return mrs_.back().get();
+}
+
+std::string Connection::peer_address() const {
+  return id_ ? sockaddr_text(rdma_get_peer_addr(id_.get())) : "?";
+}
+
+std::string Connection::device_name() const {
+  return (id_ && id_->verbs) ? ibv_get_device_name(id_->verbs->device) : "?";
+}
+
+int Connection::arm_cq_st() {
+  int rc = ibv_req_notify_cq(cq_.get(), 0);
+  return rc > 0 ? -rc : rc;
+}
+
+bool Connection::consume_cq_event_st() {
+  ibv_cq* cq = nullptr;
+  void* ctx = nullptr;
+  if (ibv_get_cq_event(comp_.get(), &cq, &ctx) != 0) return false;  // EAGAIN: nothing pending
+  ibv_ack_cq_events(cq, 1);
+  return true;
+}
+
+std::optional<CmEventInfo> Connection::poll_cm_event_st() {
+  rdma_cm_event* ev = nullptr;
+  if (rdma_get_cm_event(channel_.get(), &ev) != 0) {
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+      log::rdma()->warn("rdma_get_cm_event on the connection to {}: {}", peer_address(), errno_text(errno));
+    return std::nullopt;
+  }
+  CmEventPtr owned(ev);
+  return info_of(*ev);
+}
+
+std::optional<CmEventInfo> Connection::wait_cm_event_st(std::chrono::milliseconds timeout) {
+  try {
+    CmEventPtr ev = wait_event(channel_.get(), Clock::now() + timeout);
+    if (!ev) return std::nullopt;
+    return info_of(*ev);
+  } catch (const SetupError& e) {
+    log::rdma()->warn("waiting for an rdma_cm event from {}: {}", peer_address(), e.what());
+    return std::nullopt;
+  }
+}
+
+void Connection::disconnect_st() {
+  if (disconnected_ || !id_) return;
+  disconnected_ = true;
+  if (!established_) return;
+  // EINVAL here means the peer disconnected first; nothing to report.
+  if (rdma_disconnect(id_.get()) != 0 && errno != EINVAL)
+    log::rdma()->debug("rdma_disconnect from {}: {}", peer_address(), errno_text(errno));
+}
+
+void Connection::drain_st(const std::function<void(const ibv_wc&)>& on_wc, std::chrono::milliseconds timeout) {
+  if (drained_ || !qp_created_) return;
+  drained_ = true;
+  ibv_qp_attr attr{};
+  attr.qp_state = IBV_QPS_ERR;
+  if (int rc = ibv_modify_qp(qp(), &attr, IBV_QP_STATE))
+    log::rdma()->warn("moving the QP to {} to the error state: {}", peer_address(), errno_text(rc));
+
+  // Markers: posted after the transition, so they complete (flushed) after everything
+  // posted before it. A QP that never left RESET/INIT may refuse them: then only poll.
+  bool want_send = false, want_recv = false;
+  ibv_recv_wr rwr{}, *bad_r = nullptr;
+  rwr.wr_id = drain_marker_wr_id(false);
+  if (ibv_post_recv(qp(), &rwr, &bad_r) == 0) want_recv = true;
+  ibv_send_wr swr{}, *bad_s = nullptr;
+  swr.wr_id = drain_marker_wr_id(true);
+  swr.opcode = IBV_WR_SEND;
+  swr.send_flags = IBV_SEND_SIGNALED;
+  if (established_ && ibv_post_send(qp(), &swr, &bad_s) == 0) want_send = true;
+
+  auto deadline = Clock::now() + timeout;
+  ibv_wc wcs[32];
+  unsigned idle_rounds = 0;
+  while (want_send || want_recv) {
+    int n = ibv_poll_cq(cq_.get(), 32, wcs);
+    if (n < 0) {
+      log::rdma()->warn("ibv_poll_cq while draining the QP to {}: {}", peer_address(), errno_text(-n));
+      break;
+    }
+    for (int i = 0; i < n; ++i) {
+      if (wcs[i].wr_id == drain_marker_wr_id(true)) {
+        want_send = false;
+      } else if (wcs[i].wr_id == drain_marker_wr_id(false)) {
+        want_recv = false;
+      } else if (on_wc) {
+        on_wc(wcs[i]);
+      }
+    }
+    if (n == 0) {
+      if (Clock::now() > deadline) {
+        log::rdma()->warn("draining the QP to {} timed out after {} ms (send marker {}, recv marker {})",
+                          peer_address(), timeout.count(), want_send ? "missing" : "seen",
+                          want_recv ? "missing" : "seen");
+        break;
+      }
+      if (++idle_rounds > 64) ::usleep(100);
+    }
+  }
+  // Whatever else is still queued in the CQ belongs to the dead QP.
+  int n;
+  while ((n = ibv_poll_cq(cq_.get(), 32, wcs)) > 0)
+    for (int i = 0; i < n; ++i)
+      if (on_wc && wcs[i].wr_id != drain_marker_wr_id(true) && wcs[i].wr_id != drain_marker_wr_id(false)) on_wc(wcs[i]);
+}
+
+void Connection::destroy_qp() {
+  if (!qp_created_) return;
+  qp_created_ = false;
+  rdma_destroy_qp(id_.get());
+}
+
+void Connection::close_st() {
+  if (closed_) return;
+  closed_ = true;
+  disconnect_st();
+  drain_st(nullptr);
+  destroy_qp();
+  mrs_.clear();  // the device no longer touches them
+}
+
+// ------------------------------------------------------------------------- client side
+
+ConnectOutcome connect_client(const ClientConnectParams& p, const std::function<void(Connection&)>& before_connect) {
+  std::string where = fmt::format("{}:{}", p.address, p.port);
+  sockaddr_storage dst = resolve_ip(p.address, p.port, false);
+
+  EventChannelPtr channel = make_channel();
+  rdma_cm_id* raw = nullptr;
+  if (rdma_create_id(channel.get(), &raw, nullptr, RDMA_PS_TCP) != 0) throw_errno(errno, "rdma_create_id");
+  auto conn = std::make_unique<Connection>(std::move(channel), CmIdPtr(raw));
+  rdma_event_channel* ch = conn->id()->channel;
+
+  auto expect = [&](rdma_cm_event_type want, std::chrono::milliseconds timeout, const char* step) -> CmEventInfo {
+    CmEventPtr ev = wait_event(ch, Clock::now() + timeout);
+    if (!ev) throw SetupError(fmt::format("{} to {} timed out after {} ms", step, where, timeout.count()), ETIMEDOUT);
+    CmEventInfo info = info_of(*ev);
+    if (info.type != want && info.type != RDMA_CM_EVENT_REJECTED && info.type != RDMA_CM_EVENT_ESTABLISHED) {
+      std::string hint;
+      if (info.type == RDMA_CM_EVENT_ADDR_ERROR || info.type == RDMA_CM_EVENT_ROUTE_ERROR)
+        hint = " (no RDMA device reaches this address: is an rxe/RoCE device bound to the interface that routes to it? "
+               "rdma_cm cannot route over rxe on lo)";
+      else if (info.type == RDMA_CM_EVENT_UNREACHABLE)
+        hint = " (no answer: is `ublk-rdma serve` running there and reachable?)";
+      throw SetupError(fmt::format("{} to {} failed: {} (status {}){}", step, where, rdma_event_str(info.type),
+                                   info.status, hint),
+                       info.status < 0 ? -info.status : EHOSTUNREACH);
+    }
+    return info;
+  };
+
+  if (rdma_resolve_addr(conn->id(), nullptr, reinterpret_cast<sockaddr*>(&dst), int(p.resolve_timeout.count())) != 0) {
+    int err = errno;
+    throw_errno(err, "rdma_resolve_addr({}){}", where,
+                err == ENODEV || err == EADDRNOTAVAIL ? " (no RDMA device has an address that routes there)" : "");
+  }
+  expect(RDMA_CM_EVENT_ADDR_RESOLVED, p.resolve_timeout + std::chrono::milliseconds(1000), "address resolution");
+  if (rdma_resolve_route(conn->id(), int(p.resolve_timeout.count())) != 0) throw_errno(errno, "rdma_resolve_route({})", where);
+  expect(RDMA_CM_EVENT_ROUTE_RESOLVED, p.resolve_timeout + std::chrono::milliseconds(1000), "route resolution");
+
+  conn->create_verbs(p.sizes);
+  if (before_connect) before_connect(*conn);
+
+  rdma_conn_param param{};
+  param.private_data = p.private_data.data();
+  param.private_data_len = uint8_t(p.private_data.size());
+  const ibv_device_attr& da = conn->device_attr();
+  param.responder_resources = uint8_t(std::min<int>(p.responder_resources, da.max_qp_rd_atom));
+  param.initiator_depth = uint8_t(std::min<int>(p.initiator_depth, da.max_qp_init_rd_atom));
+  param.retry_count = 7;
+  param.rnr_retry_count = 7;  // the server always has receives posted; wait rather than fail
+  if (rdma_connect(conn->id(), &param) != 0) throw_errno(errno, "rdma_connect({})", where);
+
+  CmEventInfo info = expect(RDMA_CM_EVENT_ESTABLISHED, p.connect_timeout, "connecting");
+  ConnectOutcome out;
+  out.private_data = std::move(info.private_data);
+  if (info.type == RDMA_CM_EVENT_REJECTED) {
+    out.rejected = true;
+    out.reject_status = info.status;
+    return out;
+  }
+  conn->mark_established();
+  out.conn = std::move(conn);
+  return out;
+}
+
+// ------------------------------------------------------------------------- server side
+
+IncomingRequest::IncomingRequest(rdma_cm_id* id, std::vector<uint8_t> private_data, uint8_t initiator_depth,
+                                 uint8_t responder_resources)
+    : id_(id), private_data_(std::move(private_data)), initiator_depth_(initiator_depth),
+      responder_resources_(responder_resources) {}
+
+const sockaddr* IncomingRequest::peer() const { return id_ ? rdma_get_peer_addr(id_.get()) : nullptr; }
+std::string IncomingRequest::peer_address() const { return sockaddr_text(peer()); }
+
+void IncomingRequest::reject(std::span<const uint8_t> private_data) {
+  if (!id_) return;
+  if (rdma_reject(id_.get(), private_data.data(), uint8_t(private_data.size())) != 0)
+    log::rdma()->warn("rdma_reject of {}: {}", peer_address(), errno_text(errno));
+  id_.reset();
+}
+
+std::unique_ptr<Connection> IncomingRequest::take(const QpSizes& sizes) {
+  EventChannelPtr channel = make_channel();
+  if (rdma_migrate_id(id_.get(), channel.get()) != 0) throw_errno(errno, "rdma_migrate_id({})", peer_address());
+  auto conn = std::make_unique<Connection>(std::move(channel), std::move(id_));
+  conn->create_verbs(sizes);
+  return conn;
+}
+
+void accept_connection(Connection& conn, std::span<const uint8_t> private_data, uint8_t initiator_depth,
+                       uint8_t responder_resources) {
+  rdma_conn_param param{};
+  param.private_data = private_data.data();
+  param.private_data_len = uint8_t(private_data.size());
+  const ibv_device_attr& da = conn.device_attr();
+  param.initiator_depth = uint8_t(std::min<int>(initiator_depth, da.max_qp_init_rd_atom));
+  param.responder_resources = uint8_t(std::min<int>(responder_resources, da.max_qp_rd_atom));
+  param.retry_count = 7;
+  param.rnr_retry_count = 7;
+  if (rdma_accept(conn.id(), &param) != 0) throw_errno(errno, "rdma_accept({})", conn.peer_address());
+  conn.mark_established();  // the QP is in RTS now; the ESTABLISHED event confirms the peer
+}
+
+Listener::Listener(const std::string& address, uint16_t port, int backlog) : channel_(make_channel()) {
+  rdma_cm_id* raw = nullptr;
+  if (rdma_create_id(channel_.get(), &raw, nullptr, RDMA_PS_TCP) != 0) throw_errno(errno, "rdma_create_id");
+  id_.reset(raw);
+  sockaddr_storage ss = resolve_ip(address, port, true);
+  if (rdma_bind_addr(id_.get(), reinterpret_cast<sockaddr*>(&ss)) != 0) {
+    int err = errno;
+    throw_errno(err, "binding the RDMA listener to {}{}", sockaddr_text(reinterpret_cast<sockaddr*>(&ss)),
+                err == EADDRNOTAVAIL || err == ENODEV ? " (no RDMA device has this address)"
+                : err == EADDRINUSE                   ? " (port in use: another server?)"
+                                                      : "");
+  }
+  if (rdma_listen(id_.get(), backlog) != 0) throw_errno(errno, "rdma_listen on {}", sockaddr_text(reinterpret_cast<sockaddr*>(&ss)));
+}
+
+uint16_t Listener::port() const { return ntohs(rdma_get_src_port(id_.get())); }
+
+std::optional<IncomingRequest> Listener::next_request(std::chrono::milliseconds timeout) {
+  auto deadline = Clock::now() + timeout;
+  for (;;) {
+    CmEventPtr ev = wait_event(channel_.get(), deadline);
+    if (!ev) return std::nullopt;
+    if (ev->event == RDMA_CM_EVENT_CONNECT_REQUEST) {
+      CmEventInfo info = info_of(*ev);
+      rdma_cm_id* id = ev->id;
+      uint8_t init = ev->param.conn.initiator_depth, resp = ev->param.conn.responder_resources;
+      ev.reset();  // ack before the id may be migrated (rdma_migrate_id waits for acks)
+      return IncomingRequest(id, std::move(info.private_data), init, resp);
+    }
+    log::rdma()->debug("listener: ignoring rdma_cm event {} (status {})", rdma_event_str(ev->event), ev->status);
+  }
+}
+
+}  // namespace ublkrdma::transport

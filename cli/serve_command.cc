@@ -1,33 +1,73 @@
 #include "cli/serve_command.h"
 
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
 #include <iostream>
 
 #include "base/errors.h"
-
-#if __has_include("targets/server/rdma_server.h")
+#include "targets/server/export_spec.h"
 #include "targets/server/rdma_server.h"
-#define UBLK_RDMA_HAVE_SERVER 1
-#endif
 
 namespace ublkrdma::cli {
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+void on_stop_signal(int) { g_stop.store(true); }
+
+// "ADDR", "ADDR:PORT", "[V6ADDR]:PORT" or "V6ADDR" (no port).
+void parse_listen(const std::string& text, std::string& addr, uint16_t& port) {
+  std::string port_text;
+  if (!text.empty() && text[0] == '[') {
+    size_t close = text.find(']');
+    if (close == std::string::npos) throw_setup("--listen {}: missing ']'", text);
+    addr = text.substr(1, close - 1);
+    if (close + 1 < text.size()) {
+      if (text[close + 1] != ':') throw_setup("--listen {}: expected ':PORT' after ']'", text);
+      port_text = text.substr(close + 2);
+    }
+  } else if (std::count(text.begin(), text.end(), ':') == 1) {
+    size_t colon = text.find(':');
+    addr = text.substr(0, colon);
+    port_text = text.substr(colon + 1);
+  } else {
+    addr = text;  // IPv4 without port, or a bare IPv6 address
+  }
+  if (!port_text.empty()) {
+    char* end = nullptr;
+    unsigned long p = std::strtoul(port_text.c_str(), &end, 10);
+    if (*end || p == 0 || p > 65535) throw_setup("--listen {}: '{}' is not a port (1-65535)", text, port_text);
+    port = uint16_t(p);
+  }
+}
+
+}  // namespace
 
 void add_serve_options(CLI::App& cmd, ServeArgs& a) {
   cmd.add_option("--listen", a.listen, "ADDR[:PORT] to listen on (port default 18520)")->required();
-  cmd.add_option("--export", a.exports, "NAME=ram:SIZE[,hugepages] | NAME=file:PATH | NAME=null:SIZE")->required();
-  cmd.add_option("--read-only", a.read_only, "Export NAME refuses writes");
+  cmd.add_option("--export", a.exports, "NAME=ram:SIZE[,hugepages] | NAME=file:PATH | NAME=null:SIZE (repeatable)")
+      ->required();
+  cmd.add_option("--read-only", a.read_only, "Export NAME refuses writes (repeatable)");
   cmd.add_option("--allow", a.allow, "Only peers in this CIDR may connect (repeatable)");
-  cmd.add_option("--stats", a.stats_path, "Write statistics as JSON to this file");
+  cmd.add_option("--stats", a.stats_path, "Write statistics as JSON to this file (every second and at exit)");
 }
 
 int run_serve(const ServeArgs& a) {
-#ifdef UBLK_RDMA_HAVE_SERVER
-  (void)a;
-  return 1;
-#else
-  (void)a;
-  std::cerr << "ublk-rdma: serve is not built in\n";
-  return 1;
-#endif
+  server::ServerOptions opts;
+  parse_listen(a.listen, opts.listen_addr, opts.port);
+  server::ExportConfig cfg = server::build_export_config(a.exports, a.read_only, a.allow);
+  opts.exports = cfg.exports;
+  opts.allow = cfg.allow;
+  opts.stats_path = a.stats_path;
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  return server::run_server(opts, g_stop);
 }
 
 }  // namespace ublkrdma::cli

@@ -5,10 +5,7 @@
 #include "base/errors.h"
 #include "targets/loop_target.h"
 #include "targets/null_target.h"
-#if __has_include("targets/rdma_target.h")
 #include "targets/rdma_target.h"
-#define UBLK_RDMA_HAVE_RDMA_TARGET 1
-#endif
 
 namespace ublkrdma::cli {
 
@@ -22,7 +19,6 @@ std::unique_ptr<ublk::TargetFactory> make_target_factory(const nlohmann::json& a
     o.direct_io = args.value("direct_io", true);
     return targets::make_loop_target_factory(o);
   }
-#ifdef UBLK_RDMA_HAVE_RDMA_TARGET
   if (type == "rdma") {
     targets::RdmaTargetOptions o;
     o.traddr = args.at("traddr").get<std::string>();
@@ -35,7 +31,6 @@ std::unique_ptr<ublk::TargetFactory> make_target_factory(const nlohmann::json& a
     o.io_timeout = std::chrono::milliseconds(args.value("io_timeout_ms", 30000));
     return targets::make_rdma_target_factory(o);
   }
-#endif
   throw_setup("unknown target type '{}'", type);
 }
 

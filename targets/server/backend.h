@@ -71,8 +71,8 @@ class BackendQueue {
   // Queues one command for `tag` (< depth, at most one command per tag in flight). `buffer`
   // holds `length` bytes (READ/WRITE only; null otherwise). Returns 0 if queued (its
   // completion comes from poll(), possibly already on the next call), or -errno if refused
-  // outright (-EINVAL bad tag/buffer, -EBUSY tag in flight, -EROFS on a read-only export);
-  // a refused command produces no completion.
+  // outright (-EINVAL bad tag/buffer/range, -EBUSY tag in flight, -EROFS on a read-only
+  // export, -EAGAIN if the kernel ring stays full); a refused command produces no completion.
   virtual int submit(uint16_t tag, BackendOp op, uint64_t offset, uint32_t length, std::byte* buffer,
                      uint32_t flags) = 0;
 

@@ -174,7 +174,7 @@ class FileQueue final : public FileBackendQueue {
     if (!sqe) {
       io_uring_submit(ring_.get());
       sqe = io_uring_get_sqe(ring_.get());
-      if (!sqe) return -EBUSY;
+      if (!sqe) return -EAGAIN;
     }
     prep(sqe);
     io_uring_sqe_set_data64(sqe, user_data(tag));
@@ -252,6 +252,8 @@ class FileQueue final : public FileBackendQueue {
       case BackendOp::kWriteZeroes:
         if (res == -EOPNOTSUPP && !s.punch) {
           // Some file systems (tmpfs) punch holes but cannot zero a range; a hole reads as zeros.
+          SPDLOG_LOGGER_DEBUG(log::server(), "export '{}': no FALLOC_FL_ZERO_RANGE here; punching holes instead",
+                              info_.name);
           zero_range_unsupported_ = true;
           s.punch = true;
           int rc = prep_fallocate_st(id.tag);

@@ -25,6 +25,11 @@ namespace ublkrdma::server {
 
 inline constexpr size_t kMaxExportNameLength = 32;
 
+// For the CLI's --export help text.
+inline constexpr const char* kExportSpecHelp =
+    "NAME=ram:SIZE[,hugepages][,populate] | NAME=file:PATH | NAME=null:SIZE "
+    "(NAME: 1-32 of A-Z a-z 0-9 . _ -; SIZE: e.g. 512M, 4G; PATH: a regular file or block device)";
+
 enum class BackendKind : uint8_t { kRam, kFile, kNull };
 
 struct ExportSpec {

@@ -241,8 +241,17 @@ void Connection::drain_st(const std::function<void(const ibv_wc&)>& on_wc, std::
     log::rdma()->warn("moving the QP to {} to the error state: {}", peer_address(), errno_text(rc));
 
   // Markers: posted after the transition, so they complete (flushed) after everything
-  // posted before it. A QP that never left RESET/INIT may refuse them: then only poll.
+  // posted before it. A QP that was never connected may not flush: then only poll what is
+  // there (its receives die with it; nothing else was posted).
   bool want_send = false, want_recv = false;
+  if (!established_) {
+    ibv_wc wc[32];
+    int n;
+    while ((n = ibv_poll_cq(cq_.get(), 32, wc)) > 0)
+      for (int i = 0; i < n; ++i)
+        if (on_wc) on_wc(wc[i]);
+    return;
+  }
   ibv_recv_wr rwr{}, *bad_r = nullptr;
   rwr.wr_id = drain_marker_wr_id(false);
   if (ibv_post_recv(qp(), &rwr, &bad_r) == 0) want_recv = true;

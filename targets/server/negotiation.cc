@@ -27,11 +27,10 @@ Negotiation negotiate(std::span<const uint8_t> private_data, const sockaddr* pee
     return n;
   };
 
+  auto d = wire::decode_connect_request(private_data);
+  n.request = d.value;  // for the log, even when refused
   // Who may connect comes first: a stranger learns nothing, not even which names exist.
   if (!is_allowed(allow, peer)) return refuse(wire::ConnectStatus::kAccessDenied, "peer not in --allow");
-
-  auto d = wire::decode_connect_request(private_data);
-  n.request = d.value;
   switch (d.error) {
     case wire::DecodeError::kOk:
       break;

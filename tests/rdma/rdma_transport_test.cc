@@ -1,0 +1,431 @@
+// Transport tests over real verbs: the server (RdmaServer) and the client (the rdma target's
+// queue targets, driven by an in-process stand-in for the ublk queue loop) in one process,
+// talking over an RDMA device (rxe in the test guest). Skips, saying so, only when the
+// machine has no RDMA device at all.
+//
+// The address: $UBLK_RDMA_TEST_ADDR, else the first IPv4 address of the netdev behind the
+// first RDMA device.
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <poll.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "base/errors.h"
+#include "base/log.h"
+#include "base/mapped_region.h"
+#include "targets/rdma_target.h"
+#include "targets/server/rdma_server.h"
+#include "transport/connection.h"
+#include "transport/wire_protocol.h"
+#include "ublk/queue_target.h"
+#include "ublk/uapi.h"
+
+namespace ublkrdma {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+std::string find_rdma_ipv4() {
+  if (const char* a = std::getenv("UBLK_RDMA_TEST_ADDR"); a && *a) return a;
+  auto devs = transport::rdma_device_names();
+  if (devs.empty()) return "";
+  std::string ifname;
+  std::ifstream f("/sys/class/infiniband/" + devs[0] + "/ports/1/gid_attrs/ndevs/0");
+  std::getline(f, ifname);
+  ifaddrs* ifa = nullptr;
+  if (getifaddrs(&ifa) != 0) return "";
+  std::string found;
+  for (ifaddrs* p = ifa; p; p = p->ifa_next) {
+    if (!p->ifa_addr || p->ifa_addr->sa_family != AF_INET) continue;
+    if (!ifname.empty() && ifname != p->ifa_name) continue;
+    char buf[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(p->ifa_addr)->sin_addr, buf, sizeof(buf));
+    found = buf;
+    break;
+  }
+  freeifaddrs(ifa);
+  return found;
+}
+
+// Stands in for ublk's QueueLoop: a slab, a completion record, and the fd watches.
+class FakeQueue final : public ublk::QueueContext {
+ public:
+  FakeQueue(uint16_t q, uint16_t depth, uint32_t max_io)
+      : q_(q), depth_(depth), max_io_(max_io), slab_(MappedRegion::anonymous(size_t(depth) * max_io, true)) {}
+  uint16_t queue_id() const override { return q_; }
+  uint16_t depth() const override { return depth_; }
+  uint32_t max_io_bytes() const override { return max_io_; }
+  std::span<std::byte> io_slab() const override { return slab_.bytes(); }
+  std::byte* io_buffer(uint16_t tag) const override {
+    return static_cast<std::byte*>(slab_.get()) + size_t(tag) * max_io_;
+  }
+  void complete_st(uint16_t tag, int result) override {
+    EXPECT_FALSE(results.count(tag)) << "tag " << tag << " completed twice";
+    results[tag] = result;
+  }
+  io_uring_sqe* get_sqe_st() override {
+    ADD_FAILURE() << "the rdma target must not use the ring";
+    std::abort();
+  }
+  int register_fixed_buffers_st(std::span<const iovec>) override { return -EOPNOTSUPP; }
+  void watch_fd_st(int fd, uint8_t token) override { watches.push_back({fd, token}); }
+
+  std::map<uint16_t, int> results;
+  std::vector<std::pair<int, uint8_t>> watches;
+
+ private:
+  uint16_t q_, depth_;
+  uint32_t max_io_;
+  MappedRegion slab_;
+};
+
+// Runs the target like the queue loop does in `mode` until `done()` or the deadline.
+bool drive(ublk::QueueTarget& t, FakeQueue& q, ublk::PollMode mode, const std::function<bool()>& done,
+           std::chrono::milliseconds limit = 20s) {
+  auto deadline = Clock::now() + limit;
+  while (!done()) {
+    if (Clock::now() > deadline) return false;
+    int n = t.poll_st();
+    bool spin = mode == ublk::PollMode::kBusy || (mode == ublk::PollMode::kHybrid && t.busy_st());
+    if (spin || n > 0) continue;
+    if (!t.prepare_to_sleep_st()) continue;
+    std::vector<pollfd> fds;
+    for (auto [fd, tok] : q.watches) fds.push_back({fd, POLLIN, 0});
+    ::poll(fds.data(), fds.size(), 50);
+    for (size_t i = 0; i < fds.size(); ++i)
+      if (fds[i].revents) t.on_fd_ready_st(q.watches[i].second);
+  }
+  return true;
+}
+
+class RdmaTransport : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (transport::rdma_device_names().empty())
+      GTEST_SKIP() << "no RDMA device on this machine (the e2e suite runs this test in the guest with rxe)";
+    addr_ = find_rdma_ipv4();
+    ASSERT_FALSE(addr_.empty()) << "an RDMA device exists but no IPv4 address on its netdev: set UBLK_RDMA_TEST_ADDR";
+    if (const char* l = std::getenv("UBLK_RDMA_LOG")) log::apply_levels(l);
+  }
+  void TearDown() override { stop_server(); }
+
+  void start_server(std::vector<server::ExportSpec> exports, std::vector<server::Cidr> allow = {}) {
+    server::ServerOptions o;
+    o.listen_addr = addr_;
+    o.port = 0;  // ephemeral
+    o.exports = std::move(exports);
+    o.allow = std::move(allow);
+    server_ = std::make_unique<server::RdmaServer>(o);
+    port_ = server_->port();
+    stop_ = false;
+    server_thread_ = std::thread([this] { server_->run(stop_); });
+  }
+  void stop_server() {
+    stop_ = true;
+    if (server_thread_.joinable()) server_thread_.join();
+  }
+
+  targets::RdmaTargetOptions client_opts(const std::string& exp, uint16_t queues = 1, uint16_t depth = 16,
+                                         uint32_t max_io = 128 * 1024) {
+    targets::RdmaTargetOptions o;
+    o.traddr = addr_;
+    o.trsvcid = port_;
+    o.export_name = exp;
+    o.nr_queues = queues;
+    o.queue_depth = depth;
+    o.max_io_bytes = max_io;
+    o.io_timeout = 5000ms;
+    return o;
+  }
+
+  std::string addr_;
+  uint16_t port_ = 0;
+  std::unique_ptr<server::RdmaServer> server_;
+  std::atomic<bool> stop_{false};
+  std::thread server_thread_;
+};
+
+void fill(std::byte* p, size_t n, uint32_t seed) {
+  for (size_t i = 0; i < n; ++i) p[i] = std::byte(uint8_t((i * 131 + seed * 7) ^ (i >> 9)));
+}
+bool check(const std::byte* p, size_t n, uint32_t seed) {
+  for (size_t i = 0; i < n; ++i)
+    if (p[i] != std::byte(uint8_t((i * 131 + seed * 7) ^ (i >> 9)))) return false;
+  return true;
+}
+
+// Writes a pattern with every tag, reads it back into other tags, for a ram (direct) and a
+// file-less null-free path, in each completion mode.
+void write_read_roundtrip(ublk::QueueTarget& t, FakeQueue& q, ublk::PollMode mode, uint16_t depth, uint32_t len) {
+  for (uint16_t tag = 0; tag < depth; ++tag) {
+    fill(q.io_buffer(tag), len, tag + 1);
+    t.submit_st(ublk::IoRequest{tag, ublk::kOpWrite, 0, uint64_t(tag) * len, len, q.io_buffer(tag)});
+  }
+  ASSERT_TRUE(drive(t, q, mode, [&] { return q.results.size() == depth; }));
+  for (auto [tag, res] : q.results) ASSERT_EQ(res, int(len)) << "write tag " << tag;
+  q.results.clear();
+  for (uint16_t tag = 0; tag < depth; ++tag) {
+    std::memset(q.io_buffer(tag), 0, len);
+    // Read back what the mirror tag wrote.
+    uint16_t src = uint16_t(depth - 1 - tag);
+    t.submit_st(ublk::IoRequest{tag, ublk::kOpRead, 0, uint64_t(src) * len, len, q.io_buffer(tag)});
+  }
+  ASSERT_TRUE(drive(t, q, mode, [&] { return q.results.size() == depth; }));
+  for (uint16_t tag = 0; tag < depth; ++tag) {
+    ASSERT_EQ(q.results[tag], int(len)) << "read tag " << tag;
+    ASSERT_TRUE(check(q.io_buffer(tag), len, uint32_t(depth - 1 - tag) + 1)) << "data of tag " << tag;
+  }
+  q.results.clear();
+}
+
+TEST_F(RdmaTransport, RamExportRoundTripInEveryPollMode) {
+  start_server({server::parse_export_spec("vol0=ram:64M")});
+  for (auto mode : {ublk::PollMode::kBusy, ublk::PollMode::kEvent, ublk::PollMode::kHybrid}) {
+    SCOPED_TRACE(int(mode));
+    auto o = client_opts("vol0", 2, 16, 64 * 1024);
+    o.poll_mode = mode;
+    auto factory = targets::make_rdma_target_factory(o);
+    EXPECT_EQ(factory->geometry().size_bytes, 64ull << 20);
+    EXPECT_FALSE(factory->geometry().read_only);
+    for (uint16_t qid = 0; qid < 2; ++qid) {
+      FakeQueue q(qid, 16, 64 * 1024);
+      auto t = factory->make_queue_target(qid);
+      t->start_st(q);
+      write_read_roundtrip(*t, q, mode, 16, 64 * 1024);
+      auto stats = nlohmann::json::parse(t->stats_json());
+      EXPECT_EQ(stats["copied_bytes"], 0);
+      EXPECT_EQ(stats["rdma_bytes"], 2u * 16 * 64 * 1024);
+      EXPECT_EQ(stats["errors"], 0);
+      EXPECT_EQ(stats["stale_completions"], 0);
+      t->stop_st();
+    }
+  }
+  auto s = nlohmann::json::parse(server_->stats_json());
+  EXPECT_EQ(s["exports"]["vol0"]["copied_bytes"], 0);
+}
+
+TEST_F(RdmaTransport, FileExportThroughBufferPool) {
+  std::string path = "/tmp/rdma_transport_test.img";
+  {
+    std::ofstream f(path, std::ios::trunc);
+  }
+  ASSERT_EQ(::truncate(path.c_str(), 16 << 20), 0);
+  start_server({server::parse_export_spec("disk=file:" + path)});
+  auto factory = targets::make_rdma_target_factory(client_opts("disk", 1, 8, 64 * 1024));
+  EXPECT_EQ(factory->geometry().size_bytes, 16ull << 20);
+  FakeQueue q(0, 8, 64 * 1024);
+  auto t = factory->make_queue_target(0);
+  t->start_st(q);
+  write_read_roundtrip(*t, q, ublk::PollMode::kHybrid, 8, 64 * 1024);
+  // FLUSH, DISCARD and WRITE_ZEROES reach the file and answer.
+  t->submit_st(ublk::IoRequest{0, ublk::kOpFlush, 0, 0, 0, q.io_buffer(0)});
+  t->submit_st(ublk::IoRequest{1, ublk::kOpWriteZeroes, 0, 0, 64 * 1024, q.io_buffer(1)});
+  t->submit_st(ublk::IoRequest{2, ublk::kOpWrite, ublk::kIoFFua, 1 << 20, 4096, q.io_buffer(2)});
+  ASSERT_TRUE(drive(*t, q, ublk::PollMode::kHybrid, [&] { return q.results.size() == 3; }));
+  EXPECT_GE(q.results[0], 0);
+  EXPECT_GE(q.results[1], 0);
+  EXPECT_EQ(q.results[2], 4096);
+  q.results.clear();
+  t->submit_st(ublk::IoRequest{3, ublk::kOpRead, 0, 0, 64 * 1024, q.io_buffer(3)});
+  ASSERT_TRUE(drive(*t, q, ublk::PollMode::kHybrid, [&] { return q.results.size() == 1; }));
+  const std::byte* p = q.io_buffer(3);
+  EXPECT_TRUE(std::all_of(p, p + 64 * 1024, [](std::byte b) { return b == std::byte{0}; })) << "zeroed range reads zeros";
+  t->stop_st();
+  ::unlink(path.c_str());
+}
+
+TEST_F(RdmaTransport, UnknownExportIsRefusedWithTheReason) {
+  start_server({server::parse_export_spec("vol0=ram:16M")});
+  try {
+    targets::make_rdma_target_factory(client_opts("nosuch"));
+    FAIL() << "connect to an unknown export succeeded";
+  } catch (const SetupError& e) {
+    EXPECT_NE(std::string(e.what()).find("no export named 'nosuch'"), std::string::npos) << e.what();
+    EXPECT_EQ(e.errno_value(), ENOENT);
+  }
+  auto s = nlohmann::json::parse(server_->stats_json());
+  EXPECT_EQ(s["rejected_connections"], 1);
+}
+
+TEST_F(RdmaTransport, AllowListRefusesOtherPeers) {
+  start_server({server::parse_export_spec("vol0=ram:16M")}, {server::parse_cidr("198.51.100.0/24")});
+  try {
+    targets::make_rdma_target_factory(client_opts("vol0"));
+    FAIL() << "a peer outside --allow connected";
+  } catch (const SetupError& e) {
+    EXPECT_NE(std::string(e.what()).find("denies access"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(RdmaTransport, NothingListeningIsConnectionRefused) {
+  // A port nobody listens on (server never started).
+  port_ = 18599;
+  try {
+    targets::make_rdma_target_factory(client_opts("vol0"));
+    FAIL() << "connected to nothing";
+  } catch (const SetupError& e) {
+    EXPECT_NE(std::string(e.what()).find("refused"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(RdmaTransport, ReadOnlyExportRefusesWrites) {
+  auto spec = server::parse_export_spec("ro=ram:16M");
+  spec.read_only = true;
+  start_server({spec});
+  auto factory = targets::make_rdma_target_factory(client_opts("ro", 1, 4, 64 * 1024));
+  EXPECT_TRUE(factory->geometry().read_only);
+  FakeQueue q(0, 4, 64 * 1024);
+  auto t = factory->make_queue_target(0);
+  t->start_st(q);
+  t->submit_st(ublk::IoRequest{0, ublk::kOpWrite, 0, 0, 4096, q.io_buffer(0)});
+  t->submit_st(ublk::IoRequest{1, ublk::kOpRead, 0, 0, 4096, q.io_buffer(1)});
+  ASSERT_TRUE(drive(*t, q, ublk::PollMode::kBusy, [&] { return q.results.size() == 2; }));
+  EXPECT_EQ(q.results[0], -EROFS);
+  EXPECT_EQ(q.results[1], 4096);
+  t->stop_st();
+}
+
+// Raw commands the client target would never send: each gets an error answer, the server
+// survives and still serves a good command on the same connection.
+TEST_F(RdmaTransport, MalformedCommandsGetErrorAnswers) {
+  start_server({server::parse_export_spec("vol0=ram:1M")});
+  constexpr uint16_t kDepth = 8;
+  MappedRegion mem = MappedRegion::anonymous(1 << 20, true);
+  ibv_mr* mr = nullptr;
+  wire::ConnectRequest req;
+  req.queue_depth = kDepth;
+  req.max_io_bytes = 64 * 1024;
+  ASSERT_TRUE(req.set_name("vol0"));
+  auto pdata = wire::encode(req);
+  transport::ClientConnectParams p;
+  p.address = addr_;
+  p.port = port_;
+  p.sizes = {64, kDepth, 64, 1};
+  p.private_data = pdata;
+  p.responder_resources = 16;
+  auto out = transport::connect_client(p, [&](transport::Connection& c) {
+    mr = c.register_memory(mem.get(), mem.size(),
+                           IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE, "test memory");
+    for (uint16_t i = 0; i < kDepth; ++i) {
+      ibv_sge sge{reinterpret_cast<uint64_t>(mem.get()) + 4096u * i, 64, mr->lkey};
+      ibv_recv_wr wr{}, *bad = nullptr;
+      wr.wr_id = i;
+      wr.sg_list = &sge;
+      wr.num_sge = 1;
+      ASSERT_EQ(ibv_post_recv(c.qp(), &wr, &bad), 0);
+    }
+  });
+  ASSERT_FALSE(out.rejected);
+  auto& conn = *out.conn;
+  auto send = [&](const std::array<uint8_t, wire::kCommandSize>& b) {
+    ibv_sge sge{reinterpret_cast<uint64_t>(b.data()), uint32_t(b.size()), 0};
+    ibv_send_wr wr{}, *bad = nullptr;
+    wr.sg_list = &sge;
+    wr.num_sge = 1;
+    wr.opcode = IBV_WR_SEND;
+    wr.send_flags = IBV_SEND_INLINE | IBV_SEND_SIGNALED;
+    wr.wr_id = 1000;
+    ASSERT_EQ(ibv_post_send(conn.qp(), &wr, &bad), 0);
+  };
+  auto answer = [&]() -> wire::Response {
+    auto deadline = Clock::now() + 10s;
+    while (Clock::now() < deadline) {
+      ibv_wc wc;
+      int n = ibv_poll_cq(conn.cq(), 1, &wc);
+      if (n <= 0) continue;
+      EXPECT_EQ(wc.status, IBV_WC_SUCCESS) << ibv_wc_status_str(wc.status);
+      if (wc.wr_id == 1000) continue;  // our send
+      auto* slot = static_cast<uint8_t*>(mem.get()) + 4096u * wc.wr_id;
+      auto d = wire::decode_response(std::span<const uint8_t>(slot, wire::kResponseSize));
+      EXPECT_TRUE(d.ok());
+      // repost
+      ibv_sge sge{reinterpret_cast<uint64_t>(slot), 64, mr->lkey};
+      ibv_recv_wr wr{}, *bad = nullptr;
+      wr.wr_id = wc.wr_id;
+      wr.sg_list = &sge;
+      wr.num_sge = 1;
+      EXPECT_EQ(ibv_post_recv(conn.qp(), &wr, &bad), 0);
+      return d.value;
+    }
+    ADD_FAILURE() << "no answer";
+    return {};
+  };
+  uint64_t buf = reinterpret_cast<uint64_t>(mem.get()) + 512 * 1024;
+  auto cmd = [&](wire::Opcode op, uint16_t tag, uint64_t off, uint32_t len) {
+    return wire::Command{op, 0, tag, 7, off, len, mr->rkey, buf};
+  };
+  struct Case {
+    const char* what;
+    std::array<uint8_t, wire::kCommandSize> bytes;
+    int want;
+  };
+  auto bad_opcode = wire::encode(cmd(wire::Opcode::kRead, 1, 0, 4096));
+  bad_opcode[0] = 9;
+  auto reserved = wire::encode(cmd(wire::Opcode::kRead, 1, 0, 4096));
+  reserved[40] = 1;
+  std::vector<Case> cases = {
+      {"beyond the export", wire::encode(cmd(wire::Opcode::kRead, 1, (1 << 20) - 4096, 8192)), -ERANGE},
+      {"offset overflow", wire::encode(cmd(wire::Opcode::kWrite, 1, ~0ull - 100, 4096)), -ERANGE},
+      {"longer than max IO", wire::encode(cmd(wire::Opcode::kRead, 1, 0, 128 * 1024)), -EINVAL},
+      {"misaligned", wire::encode(cmd(wire::Opcode::kRead, 1, 100, 4096)), -EINVAL},
+      {"tag beyond depth", wire::encode(cmd(wire::Opcode::kRead, kDepth + 3, 0, 4096)), -EINVAL},
+      {"zero length", wire::encode(cmd(wire::Opcode::kWrite, 1, 0, 0)), -EINVAL},
+      {"unknown opcode", bad_opcode, -EINVAL},
+      {"reserved bytes", reserved, -EINVAL},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.what);
+    send(c.bytes);
+    wire::Response r = answer();
+    EXPECT_EQ(wire::status_to_errno(r.status), c.want);
+    EXPECT_EQ(r.generation, 7u);
+  }
+  // Still alive: a good write then read.
+  std::memset(reinterpret_cast<void*>(buf), 0x5a, 4096);
+  send(wire::encode(cmd(wire::Opcode::kWrite, 2, 8192, 4096)));
+  EXPECT_EQ(answer().status, 0);
+  std::memset(reinterpret_cast<void*>(buf), 0, 4096);
+  send(wire::encode(cmd(wire::Opcode::kRead, 3, 8192, 4096)));
+  EXPECT_EQ(answer().status, 0);
+  EXPECT_EQ(static_cast<uint8_t*>(reinterpret_cast<void*>(buf))[4095], 0x5a);
+  auto s = nlohmann::json::parse(server_->stats_json());
+  EXPECT_EQ(s["exports"]["vol0"]["rejected_commands"], cases.size());
+  conn.close_st();
+}
+
+TEST_F(RdmaTransport, ServerStopFailsClientIoPromptly) {
+  start_server({server::parse_export_spec("vol0=ram:16M")});
+  auto factory = targets::make_rdma_target_factory(client_opts("vol0", 1, 4, 64 * 1024));
+  FakeQueue q(0, 4, 64 * 1024);
+  auto t = factory->make_queue_target(0);
+  t->start_st(q);
+  t->submit_st(ublk::IoRequest{0, ublk::kOpRead, 0, 0, 4096, q.io_buffer(0)});
+  ASSERT_TRUE(drive(*t, q, ublk::PollMode::kEvent, [&] { return q.results.size() == 1; }));
+  q.results.clear();
+  auto t0 = Clock::now();
+  stop_server();  // drains and disconnects
+  // The client notices the disconnect without any IO in flight, then fails new IO at once.
+  ASSERT_TRUE(drive(*t, q, ublk::PollMode::kEvent, [&] {
+    return nlohmann::json::parse(t->stats_json())["connection_lost"] == 1;
+  }, 15s));
+  t->submit_st(ublk::IoRequest{1, ublk::kOpRead, 0, 0, 4096, q.io_buffer(1)});
+  ASSERT_TRUE(drive(*t, q, ublk::PollMode::kEvent, [&] { return q.results.size() == 1; }, 5s));
+  EXPECT_EQ(q.results[1], -EIO);
+  EXPECT_LT(Clock::now() - t0, 15s);
+  t->stop_st();
+}
+
+}  // namespace
+}  // namespace ublkrdma

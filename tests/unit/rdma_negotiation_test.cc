@@ -1,0 +1,140 @@
+// The server's answer to a CONNECT request: every reason to refuse, and what an accept says.
+#include "targets/server/negotiation.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+
+#include "targets/server/backend.h"
+
+namespace ublkrdma::server {
+namespace {
+
+sockaddr_in peer(const char* ip) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  inet_pton(AF_INET, ip, &a.sin_addr);
+  return a;
+}
+
+struct Fixture {
+  ExportInfo vol0{64ull << 20, 512, false, kSupportsFlush | kSupportsFua | kSupportsDiscard | kSupportsWriteZeroes,
+                  true};
+  ExportInfo file4k{1ull << 30, 4096, false, kSupportsFlush, false};
+  ExportInfo ro{1ull << 20, 512, true, kSupportsFlush | kSupportsDiscard | kSupportsWriteZeroes, true};
+  ServerLimits limits;
+  std::vector<Cidr> allow;
+
+  ExportLookup lookup() {
+    return [this](std::string_view name, ExportInfo& info) {
+      if (name == "vol0") return info = vol0, 0;
+      if (name == "file4k") return info = file4k, 1;
+      if (name == "ro") return info = ro, 2;
+      return -1;
+    };
+  }
+  Negotiation run(const wire::ConnectRequest& r, const char* from = "192.0.2.7") {
+    auto b = wire::encode(r);
+    auto p = peer(from);
+    return negotiate(b, reinterpret_cast<sockaddr*>(&p), allow, lookup(), limits);
+  }
+};
+
+wire::ConnectRequest request(const char* name, uint16_t depth = 128, uint32_t max_io = 512 * 1024) {
+  wire::ConnectRequest r;
+  r.queue_depth = depth;
+  r.max_io_bytes = max_io;
+  r.queue_id = 1;
+  EXPECT_TRUE(r.set_name(name));
+  return r;
+}
+
+TEST(RdmaNegotiation, AcceptCarriesTheExport) {
+  Fixture f;
+  Negotiation n = f.run(request("vol0"));
+  ASSERT_TRUE(n.accepted) << n.reason;
+  EXPECT_EQ(n.export_index, 0);
+  EXPECT_EQ(n.accept.export_size, 64ull << 20);
+  EXPECT_EQ(n.accept.block_shift, 9);
+  EXPECT_EQ(n.accept.queue_depth, 128);
+  EXPECT_EQ(n.accept.max_io_bytes, 512u * 1024);
+  EXPECT_EQ(n.accept.version, wire::kVersion);
+  EXPECT_TRUE(n.accept.flush() && n.accept.fua() && n.accept.discard() && n.accept.write_zeroes());
+  EXPECT_FALSE(n.accept.read_only());
+  // What the client decodes is what was built.
+  auto d = wire::decode_accept_data(wire::encode(n.accept));
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d.value.export_flags, n.accept.export_flags);
+
+  Negotiation m = f.run(request("file4k", 64, 1 << 20));
+  ASSERT_TRUE(m.accepted) << m.reason;
+  EXPECT_EQ(m.accept.block_shift, 12);
+  EXPECT_TRUE(m.accept.flush());
+  EXPECT_FALSE(m.accept.discard());
+}
+
+TEST(RdmaNegotiation, ReadOnlyExportAdvertisesNoWritingOps) {
+  Fixture f;
+  Negotiation n = f.run(request("ro"));
+  ASSERT_TRUE(n.accepted);
+  EXPECT_TRUE(n.accept.read_only());
+  EXPECT_FALSE(n.accept.discard());
+  EXPECT_FALSE(n.accept.write_zeroes());
+}
+
+TEST(RdmaNegotiation, UnknownExport) {
+  Fixture f;
+  Negotiation n = f.run(request("vol1"));
+  EXPECT_FALSE(n.accepted);
+  EXPECT_EQ(n.reject.status, wire::ConnectStatus::kUnknownExport);
+  EXPECT_EQ(n.request.name(), "vol1");
+}
+
+TEST(RdmaNegotiation, AllowListIsCheckedBeforeTheName) {
+  Fixture f;
+  f.allow.push_back(parse_cidr("10.0.0.0/8"));
+  EXPECT_EQ(f.run(request("vol1"), "192.0.2.7").reject.status, wire::ConnectStatus::kAccessDenied);
+  EXPECT_EQ(f.run(request("vol0"), "192.0.2.7").reject.status, wire::ConnectStatus::kAccessDenied);
+  EXPECT_TRUE(f.run(request("vol0"), "10.1.2.3").accepted);
+}
+
+TEST(RdmaNegotiation, LimitsRefuseWithBadParams) {
+  Fixture f;
+  f.limits.max_queue_depth = 256;
+  f.limits.max_io_bytes = 1 << 20;
+  f.limits.max_pool_bytes = 64ull << 20;
+  EXPECT_EQ(f.run(request("vol0", 512)).reject.status, wire::ConnectStatus::kBadParams);
+  EXPECT_EQ(f.run(request("vol0", 128, 2 << 20)).reject.status, wire::ConnectStatus::kBadParams);
+  // The pool bound applies only where the server needs buffers of its own (not direct).
+  EXPECT_TRUE(f.run(request("vol0", 256, 1 << 20)).accepted);
+  EXPECT_EQ(f.run(request("file4k", 256, 1 << 20)).reject.status, wire::ConnectStatus::kBadParams);
+  EXPECT_TRUE(f.run(request("file4k", 64, 1 << 20)).accepted);
+  f.limits.max_rdma_reads = 0;
+  EXPECT_EQ(f.run(request("vol0")).reject.status, wire::ConnectStatus::kBadParams);
+}
+
+TEST(RdmaNegotiation, MalformedPrivateData) {
+  Fixture f;
+  auto p = peer("192.0.2.7");
+  auto* sa = reinterpret_cast<sockaddr*>(&p);
+  std::vector<uint8_t> junk(56, 0xab);
+  EXPECT_EQ(negotiate(junk, sa, f.allow, f.lookup(), f.limits).reject.status, wire::ConnectStatus::kBadParams);
+  EXPECT_EQ(negotiate({}, sa, f.allow, f.lookup(), f.limits).reject.status, wire::ConnectStatus::kBadParams);
+  auto b = wire::encode(request("vol0"));
+  b[4] = 0;  // version 0
+  EXPECT_EQ(negotiate(b, sa, f.allow, f.lookup(), f.limits).reject.status, wire::ConnectStatus::kBadVersion);
+  b = wire::encode(request("vol0"));
+  b[26] = '/';
+  EXPECT_EQ(negotiate(b, sa, f.allow, f.lookup(), f.limits).reject.status, wire::ConnectStatus::kUnknownExport);
+}
+
+TEST(RdmaNegotiation, NewerClientGetsOurVersion) {
+  Fixture f;
+  auto r = request("vol0");
+  r.version = 9;
+  Negotiation n = f.run(r);
+  ASSERT_TRUE(n.accepted);
+  EXPECT_EQ(n.accept.version, wire::kVersion);
+}
+
+}  // namespace
+}  // namespace ublkrdma::server

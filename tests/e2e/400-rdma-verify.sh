@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# rdma target: fio write-then-verify (crc32c, randwrite, bs 4k..1M, QD 1, 8, 32 and 64) with 0
+# errors, 256 MiB per export on 2 queues, on a ram and a file export of one server. Afterwards
+# the data is still there: read back through a new connection (ram) and straight from the
+# server's backing file (file).
+# e2e-timeout: 900
+. "$(dirname "$0")/lib.sh"
+require_ublk
+require_cmd fio jq
+setup_rxe
+
+M=$((1 << 20))
+img=$E2E_WORK/export.img
+truncate -s 256M "$img"
+serve_start --export vol0=ram:256M --export f=file:"$img"
+
+# verify_256 TAG DEV [ARGS...]: four jobs on disjoint 64 MiB quarters, QD 1, 8, 32 and 64.
+verify_256() {
+  local tag=$1 dev=$2
+  shift 2
+  fio_run "$tag" --filename="$dev" --rw=randwrite --bsrange=4k-1m --verify=crc32c \
+    --verify_fatal=1 --do_verify=1 --size=64M "$@" \
+    --name=qd1 --offset=0 --iodepth=1 \
+    --name=qd8 --offset=64M --iodepth=8 \
+    --name=qd32 --offset=128M --iodepth=32 \
+    --name=qd64 --offset=192M --iodepth=64
+}
+
+for export in vol0 f; do
+  id=$([[ $export == vol0 ]] && echo 0 || echo 1)
+  rdma_add $id $export -q 2 -d 64
+  jq -e '.state == "LIVE" and .target_args.type == "rdma" and .nr_hw_queues == 2' <(ublk_json $id) >/dev/null ||
+    fail "device $id is not a LIVE rdma device with 2 queues: $(ublk_json $id)"
+  [[ $(blockdev --getsize64 /dev/ublkb$id) == $((256 * M)) ]] || fail "/dev/ublkb$id is not 256 MiB"
+  verify_256 verify-$export /dev/ublkb$id
+  errs=$(ublk_json $id | jq '[.queues[].stats.target.errors // 0] | add')
+  [[ $errs == 0 ]] || fail "device $id counted $errs IO errors"
+done
+
+log "ram export: the data survives a new connection"
+must "$UBLK" del -n 0
+wait_gone /dev/ublkb0
+rdma_add 0 vol0 -q 2 -d 64
+verify_256 reverify-vol0 /dev/ublkb0 --verify_only
+
+log "file export: the server's backing file holds what was verified"
+must "$UBLK" del -n 1
+wait_gone /dev/ublkb1
+verify_256 verify-file "$img" --verify_only --direct=0
+
+serve_stop

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Refused connections: `add -t rdma` for an export the server does not have, and for a port
+# nothing listens on, fails with exit status 1 and a message that says why; no device, no daemon
+# is left behind, and the server still serves a good request afterwards.
+. "$(dirname "$0")/lib.sh"
+require_ublk
+require_cmd jq
+setup_rxe
+serve_start --export vol0=ram:16M
+
+# add_refused WHAT PATTERN ARGS...: add must exit 1 within 60 s, saying PATTERN; nothing left.
+add_refused() {
+  local what=$1 pattern=$2 out rc
+  shift 2
+  log "+ ublk-rdma add $* ($what: expecting exit status 1)"
+  out=$(bounded 60 "$UBLK" add "$@" 2>&1)
+  rc=$?
+  printf '%s\n' "$out" | sed 's/^/    | /' >&2
+  ((rc != 124)) || fail "add ($what) hung"
+  ((rc == 1)) || fail "add ($what) exited with $rc, expected 1"
+  grep -qE "$pattern" <<<"$out" || fail "add ($what): the message does not match /$pattern/"
+  no_ublk_devices
+  [[ $("$UBLK" list --json | jq length) == 0 ]] || fail "list shows devices after a refused add: $("$UBLK" list)"
+  pgrep -f "ublk-rdma add" >/dev/null && fail "a daemon of the refused add is still running: $(pgrep -af 'ublk-rdma add')"
+  log "  refused as expected"
+}
+
+defer "$UBLK" del -a
+add_refused "unknown export" "no export named 'nosuch'" -t rdma --traddr "$E2E_RDMA_ADDR" --export nosuch
+add_refused "nothing listens" "nothing listens|refused|rejected" -t rdma --traddr "$E2E_RDMA_ADDR" --trsvcid 4 --export vol0
+kill -0 "$E2E_SERVE_PID" || fail "the server died"
+jq -e '.rejected_connections >= 1' <(serve_stats wait) >/dev/null || fail "the server did not count the refused connection"
+
+log "the server still serves"
+rdma_add 0 vol0
+must dd if=/dev/ublkb0 of=/dev/null bs=1M iflag=direct status=none
+must "$UBLK" del -n 0
+serve_stop

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# rdma target: `del` while fio runs at QD 32 on 2 queues: del returns, fio gets errors and exits,
+# nothing hangs, the device and its daemon are gone; the server lets go of the connections, stays
+# up and serves a new `add`, whose data verifies.
+. "$(dirname "$0")/lib.sh"
+require_ublk
+require_cmd fio jq
+setup_rxe
+serve_start --export vol0=ram:64M
+
+id=0
+rdma_add $id vol0 -q 2 -d 64
+pid=$(ublk_daemon_pid $id)
+out=$E2E_LOG_DIR/del.fio
+log "+ fio (background) on /dev/ublkb$id, QD 32, 2 jobs"
+fio "${E2E_FIO_COMMON[@]}" --filename=/dev/ublkb$id --rw=randrw --bsrange=4k-256k --iodepth=32 \
+  --numjobs=2 --runtime=120 --time_based --name=del-under-io >"$out" 2>&1 &
+fio_pid=$!
+defer kill -9 "$fio_pid"
+sleep 5
+kill -0 $fio_pid 2>/dev/null || fail "fio ended early: $(tail -n 5 "$out")"
+[[ $(serve_counter vol0 commands) -gt 0 ]] || fail "no command reached the server"
+
+log "+ ublk-rdma del -n $id (fio running)"
+t0=$SECONDS
+bounded 60 "$UBLK" del -n $id || fail "del under IO failed or hung"
+log "  del returned after $((SECONDS - t0)) s"
+for ((i = 0; i < 300; i++)); do kill -0 $fio_pid 2>/dev/null || break; sleep 0.1; done
+kill -0 $fio_pid 2>/dev/null && fail "fio still runs 30 s after del"
+wait $fio_pid
+rc=$?
+grep -E 'err=|error' "$out" | head -n 5 | sed 's/^/    /'
+((rc != 0)) || grep -qE 'err= *[1-9]' "$out" || fail "fio reported no error although the device was deleted"
+log "  fio ended with status $rc and errors, as expected"
+wait_gone /dev/ublkb$id 10
+[[ ! -e /dev/ublkc$id ]] || fail "/dev/ublkc$id still exists"
+wait_pid_gone "$pid" 10
+
+log "the server drops the connections and stays up"
+kill -0 "$E2E_SERVE_PID" || fail "the server died"
+wait_until 30 "the server to close both connections" eval "[[ \$(jq '.connections | length' '$E2E_SERVE_STATS') == 0 ]]"
+rdma_add $id vol0 -q 2 -d 64
+fio_write_verify verify /dev/ublkb$id 24M
+must "$UBLK" del -n $id
+no_ublk_devices
+serve_stop

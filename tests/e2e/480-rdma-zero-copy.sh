@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# rdma target, zero copy shown: after fio (writes and reads pinned to both CPUs, so both queues
+# work), every queue of the client counts copied_bytes == 0 and rdma_bytes > 0, rdma_bytes equals
+# what the ublk queue moved (bytes_read + bytes_written) and, summed, covers what fio moved; the
+# server's stats (per connection, and per export after it stopped) say copied_bytes == 0 and
+# rdma_bytes equal to the client's. On a ram and a file export.
+. "$(dirname "$0")/lib.sh"
+require_ublk
+require_cmd fio jq
+setup_rxe
+
+M=$((1 << 20))
+img=$E2E_WORK/export.img
+truncate -s 64M "$img"
+serve_start --export vol0=ram:64M --export f=file:"$img"
+
+zero_copy() {
+  local export=$1 id=$2 dev=/dev/ublkb$2 before after moved srv
+  log "=== $export export"
+  rdma_add "$id" "$export" -q 2 -d 64
+  sleep 1  # let udev's probing of the new disk finish
+  before=$(ublk_json "$id" | jq '[.queues[].stats.target.rdma_bytes] | add')
+  # 4 x 16 MiB written, then 4 x 16 MiB read: 128 MiB.
+  fio_run zc-$export --filename="$dev" --bsrange=4k-512k --iodepth=16 --size=16M \
+    --name=w0 --rw=randwrite --cpus_allowed=0 --offset=0 \
+    --name=w1 --rw=randwrite --cpus_allowed=1 --offset=16M \
+    --name=w2 --rw=write --cpus_allowed=0 --offset=32M \
+    --name=w3 --rw=write --cpus_allowed=1 --offset=48M \
+    --name=r0 --stonewall --rw=randread --cpus_allowed=0 --offset=0 \
+    --name=r1 --rw=randread --cpus_allowed=1 --offset=16M \
+    --name=r2 --rw=read --cpus_allowed=0 --offset=32M \
+    --name=r3 --rw=read --cpus_allowed=1 --offset=48M
+  ublk_json "$id" | jq -c '.queues[] | {queue, bytes_read: .stats.bytes_read, bytes_written: .stats.bytes_written,
+      rdma_bytes: .stats.target.rdma_bytes, copied_bytes: .stats.target.copied_bytes}' |
+    while read -r q; do log "  client $q"; done
+  ublk_json "$id" | jq -e '.queues | length == 2 and all(.[]; .stats.target.copied_bytes == 0)' >/dev/null ||
+    fail "$export: a queue copied bytes in userspace"
+  ublk_json "$id" | jq -e 'all(.queues[]; .stats.target.rdma_bytes > 0)' >/dev/null ||
+    fail "$export: a queue moved nothing by RDMA"
+  ublk_json "$id" | jq -e 'all(.queues[]; .stats.target.rdma_bytes == .stats.bytes_read + .stats.bytes_written)' \
+    >/dev/null || fail "$export: a queue's rdma_bytes differ from what its ublk queue moved"
+  after=$(ublk_json "$id" | jq '[.queues[].stats.target.rdma_bytes] | add')
+  moved=$((after - before))
+  log "  fio moved $((128 * M)) bytes, the queues' rdma_bytes grew by $moved"
+  ((moved >= 128 * M && moved <= 132 * M)) || fail "$export: rdma_bytes grew by $moved, fio moved $((128 * M))"
+
+  srv=$(serve_stats wait | jq -c --arg e "$export" '[.connections[] | select(.export == $e)]
+      | {connections: length, rdma_bytes: (map(.rdma_bytes) | add), copied_bytes: (map(.copied_bytes) | add)}')
+  log "  server: $srv"
+  jq -e --argjson a "$after" '.connections == 2 and .copied_bytes == 0 and .rdma_bytes == $a' <<<"$srv" >/dev/null ||
+    fail "$export: the server's counters do not match the client's (rdma_bytes $after, copied 0, 2 connections)"
+  must "$UBLK" del -n "$id"
+  wait_gone "$dev"
+  echo "$after" >"$E2E_WORK/rdma_bytes.$export"
+}
+
+zero_copy vol0 0
+zero_copy f 1
+serve_stop
+log "the server's final stats per export: $(jq -c .exports "$E2E_SERVE_STATS")"
+for e in vol0 f; do
+  jq -e --arg e $e --argjson a "$(cat "$E2E_WORK/rdma_bytes.$e")" \
+    '.exports[$e] | .copied_bytes == 0 and .rdma_bytes == $a' "$E2E_SERVE_STATS" >/dev/null ||
+    fail "the server's final stats for $e do not show copied_bytes 0 and rdma_bytes $(cat "$E2E_WORK/rdma_bytes.$e")"
+done

@@ -1,4 +1,5 @@
 # Shared helpers for the ci/ scripts (sourced, not run).
+# shellcheck disable=SC2034  # the variables are for the scripts that source this file
 # shellcheck shell=bash
 
 UBLK_RDMA_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Bad CLI input gets a clear error and exit status 2 (usage) or 1 (failure), and creates nothing.
+. "$(dirname "$0")/lib.sh"
+require_ublk
+require_cmd jq
+
+# expect_error "CODES" ARGS...: ublk-rdma ARGS fails with one of CODES and says why on stderr.
+expect_error() {
+  local want=$1 err rc
+  shift
+  log "+ ublk-rdma $* (expecting exit status $want)"
+  err=$(bounded 30 "$UBLK" "$@" 2>&1 >/dev/null)
+  rc=$?
+  printf '%s\n' "$err" | sed 's/^/    /'
+  [[ " $want " == *" $rc "* ]] || fail "'ublk-rdma $*' exited with $rc, expected $want"
+  [[ -n $err ]] || fail "'ublk-rdma $*' failed without a message on stderr"
+  no_ublk_devices
+}
+
+no_ublk_devices
+must "$UBLK" --version
+must "$UBLK" features
+truncate -s 16M "$E2E_WORK/backing.img"
+
+expect_error 2 add -t bogus -n 0
+expect_error 2 add -n 0
+expect_error 2 add -t null -n 0 --no-such-option
+expect_error "1 2" add -t loop -n 0 -f "$E2E_WORK/does-not-exist.img"
+expect_error 2 add -t loop -n 0
+expect_error 2 add -t null -n 0 -d 0
+expect_error 2 add -t null -n 0 -d 4097
+expect_error 2 add -t null -n 0 -q 0
+expect_error 2 add -t loop -n 0 -f "$E2E_WORK/backing.img" -d 0
+expect_error 2 add -t null -n 0 --size lots
+expect_error 2 add -t null -n 0 -r 2
+expect_error 1 del -n 99
+expect_error 1 list -n 99
+expect_error 1 recover -n 99
+expect_error 2 del
+expect_error 2 frobnicate
+
+[[ $("$UBLK" list --json | jq length) == 0 ]] || fail "list --json is not an empty array"
+log "the backing file is untouched"
+[[ $(stat -c %s "$E2E_WORK/backing.img") == 16777216 ]] || fail "the backing file changed size"
+cmp -s -n 16777216 "$E2E_WORK/backing.img" /dev/zero || fail "the backing file was written to"

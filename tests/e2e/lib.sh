@@ -1,0 +1,337 @@
+# Helpers for the end-to-end tests (sourced by tests/e2e/NNN-*.sh, which tests/e2e/run starts
+# inside the guest, see ci/vm). A test passes with exit 0, fails with anything else, and skips
+# only through `skip REASON` (exit 77), which the runner reports loudly and counts.
+# shellcheck shell=bash
+
+set -uo pipefail
+
+E2E_ROOT=${E2E_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+UBLK=${UBLK_RDMA_BIN:-$E2E_ROOT/build/ublk-rdma}
+E2E_NAME=${E2E_NAME:-$(basename "$0" .sh)}
+# Scratch space on the guest's tmpfs (never the host's disk); logs go to E2E_LOG_DIR.
+E2E_WORK=${E2E_WORK:-/tmp/e2e/$E2E_NAME}
+E2E_LOG_DIR=${E2E_LOG_DIR:-$E2E_WORK}
+E2E_SKIP_FILE=${E2E_SKIP_FILE:-$E2E_WORK/skip-reason}
+mkdir -p "$E2E_WORK" "$E2E_LOG_DIR"
+
+E2E_EXIT_SKIP=77
+E2E_RDMA_IF=dum0
+E2E_RDMA_ADDR=192.0.2.1
+E2E_RDMA_DEV=rxe0
+
+# ---------------------------------------------------------------------------------------------
+# Reporting
+
+# Everything a test says goes to stderr, so `must CMD >FILE` captures only CMD's output.
+log() { printf '%(%H:%M:%S)T %s\n' -1 "$*" >&2; }
+
+fail() {
+  log "FAIL: $*"
+  exit 1
+}
+
+# skip REASON: the test cannot run here. Never silent: the runner prints the reason.
+skip() {
+  log "SKIP: $*"
+  printf '%s\n' "$*" >"$E2E_SKIP_FILE"
+  exit "$E2E_EXIT_SKIP"
+}
+
+# run CMD...: log the command and run it; returns its status.
+run() {
+  log "+ $*"
+  "$@"
+}
+
+# must CMD...: run, fail the test if it fails.
+must() {
+  log "+ $*"
+  "$@" || fail "'$*' exited with status $?"
+}
+
+# expect_status "CODES" CMD...: run CMD, fail unless its status is one of CODES ("1 2").
+expect_status() {
+  local want=$1 rc
+  shift
+  log "+ $* (expecting exit status $want)"
+  "$@"
+  rc=$?
+  [[ " $want " == *" $rc "* ]] || fail "'$*' exited with $rc, expected $want"
+  log "  exit status $rc, as expected"
+}
+
+require_cmd() {
+  local c
+  for c; do
+    command -v "$c" >/dev/null || fail "'$c' is not installed (run ci/bootstrap)"
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+# Bounded waiting and cleanup: nothing here may hang the test run.
+
+# bounded SECS CMD...: run CMD for at most SECS seconds; 124 if it had to be killed. Unlike
+# timeout(1) it never waits on a process stuck in the kernel: such a one is abandoned.
+bounded() {
+  local secs=$1 pid i
+  shift
+  "$@" &
+  pid=$!
+  for ((i = 0; i < secs * 10; i++)); do
+    kill -0 "$pid" 2>/dev/null || { wait "$pid"; return; }
+    sleep 0.1
+  done
+  log "'$*' still running after ${secs}s: killing it"
+  kill -TERM "$pid" 2>/dev/null
+  for ((i = 0; i < 30; i++)); do
+    kill -0 "$pid" 2>/dev/null || { wait "$pid"; return 124; }
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null
+  sleep 0.5
+  if kill -0 "$pid" 2>/dev/null && [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) == D ]]; then
+    log "'$*' (pid $pid) is stuck in the kernel (D state): abandoning it"
+    cat "/proc/$pid/stack" 2>/dev/null | sed 's/^/    /'
+  fi
+  return 124
+}
+
+# wait_until SECS WHAT CMD...: poll CMD every 0.1 s until it succeeds; fail after SECS.
+wait_until() {
+  local secs=$1 what=$2 i
+  shift 2
+  for ((i = 0; i < secs * 10; i++)); do
+    "$@" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  fail "timed out after ${secs}s waiting for $what"
+}
+
+# defer CMD...: run CMD (bounded, errors ignored) when the test exits, last deferred first.
+E2E_DEFERRED=()
+defer() {
+  local q
+  printf -v q '%q ' "$@"
+  E2E_DEFERRED+=("$q")
+}
+e2e_cleanup() {
+  local rc=$? i
+  trap - EXIT
+  for ((i = ${#E2E_DEFERRED[@]} - 1; i >= 0; i--)); do
+    eval "bounded 30 ${E2E_DEFERRED[i]}" >/dev/null 2>&1 || true
+  done
+  exit "$rc"
+}
+trap e2e_cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------------------------------
+# ublk devices through the CLI
+
+require_ublk() {
+  [[ -x $UBLK ]] || fail "$UBLK is not built (run ci/bootstrap)"
+  [[ -e /dev/ublk-control ]] || modprobe ublk_drv 2>/dev/null
+  [[ -e /dev/ublk-control ]] || fail "/dev/ublk-control is missing: these tests run in the guest (ci/vm)"
+}
+
+ublk() { "$UBLK" "$@"; }
+
+# ublk_add ID ARGS...: `add -n ID ARGS`, fails the test unless it succeeds and /dev/ublkbID is a
+# block device when add returns; the device is deleted when the test exits.
+ublk_add() {
+  local id=$1 out rc
+  shift
+  log "+ ublk-rdma add -n $id $*"
+  out=$(bounded 60 "$UBLK" add -n "$id" "$@" 2>&1)
+  rc=$?
+  printf '%s\n' "$out" | sed 's/^/    /'
+  defer ublk_del_quiet "$id"
+  ((rc == 0)) || fail "add -n $id $* exited with status $rc"
+  [[ -b /dev/ublkb$id ]] || fail "add returned but /dev/ublkb$id is not a block device"
+  grep -q "dev id $id" <<<"$out" || fail "add did not print the device (expected 'dev id $id')"
+}
+
+ublk_del_quiet() { bounded 30 "$UBLK" del -n "$1" >/dev/null 2>&1; }
+
+# ublk_json ID: the device's object from `list -n ID --json`.
+ublk_json() { "$UBLK" list -n "$1" --json | jq -e '.[0]'; }
+ublk_state() { "$UBLK" list -n "$1" --json 2>/dev/null | jq -r '.[0].state'; }
+ublk_daemon_pid() { "$UBLK" list -n "$1" --json 2>/dev/null | jq -r '.[0].daemon_pid'; }
+
+# wait_state ID STATE [SECS]
+wait_state() {
+  local id=$1 want=$2 secs=${3:-20} i st=
+  for ((i = 0; i < secs * 10; i++)); do
+    st=$(ublk_state "$id")
+    [[ $st == "$want" ]] && return 0
+    sleep 0.1
+  done
+  fail "device $id: state '$st' after ${secs}s, expected $want"
+}
+
+wait_for_blockdev() { wait_until "${2:-20}" "block device $1" test -b "$1"; }
+wait_gone() { wait_until "${2:-20}" "$1 to disappear" eval "! test -e $(printf %q "$1")"; }
+pid_alive() { [[ -n $1 && $1 != 0 ]] && kill -0 "$1" 2>/dev/null; }
+wait_pid_gone() { wait_until "${2:-20}" "pid $1 to exit" eval "! kill -0 $1"; }
+
+# no_ublk_devices: fails when any ublk device exists.
+no_ublk_devices() {
+  local devs
+  devs=$(ls /dev/ublkc* /dev/ublkb* 2>/dev/null)
+  [[ -z $devs ]] || fail "unexpected ublk devices: $devs"
+}
+
+# ---------------------------------------------------------------------------------------------
+# fio
+
+E2E_FIO_COMMON=(--ioengine=io_uring --direct=1 --group_reporting --output-format=normal)
+
+# fio_run TAG ARGS...: runs fio (common options first, so they apply to every job; ARGS may hold
+# several --name=JOB sections, else the job is named TAG) with its output in
+# E2E_LOG_DIR/TAG.fio; fails the test unless fio exits 0 with no IO or verify errors.
+fio_run() {
+  local tag=$1 out rc
+  shift
+  out=$E2E_LOG_DIR/$tag.fio
+  [[ " $* " == *" --name="* ]] || set -- --name="$tag" "$@"
+  log "+ fio ${E2E_FIO_COMMON[*]} $*"
+  fio "${E2E_FIO_COMMON[@]}" "$@" >"$out" 2>&1
+  rc=$?
+  fio_check "$out" "$rc" || fail "fio $tag failed (exit status $rc), see $out"
+  log "  fio $tag: $(fio_summary "$out")"
+}
+
+# fio_check LOG STATUS: 0 when fio succeeded and reported no errors.
+fio_check() {
+  local out=$1 rc=$2
+  if ((rc != 0)) || grep -qE 'err= *[1-9]|verify: bad|bad magic|crc32c: verify failed|fio: pid=.*err=' "$out"; then
+    sed 's/^/    | /' "$out" | tail -n 40
+    return 1
+  fi
+}
+
+fio_summary() {
+  grep -E '^ +(read|write|trim):' "$1" | sed 's/^ *//' | tr '\n' ';'
+}
+
+# fio_write_verify TAG DEV SIZE [ARGS...]: random writes of 4k..1M at queue depths 1, 16 and 64
+# (one job each, on disjoint thirds of the first SIZE bytes), each read back and verified with
+# crc32c. ARGS apply to every job.
+fio_write_verify() {
+  local tag=$1 dev=$2 size third
+  size=$(size_bytes "$3")
+  shift 3
+  third=$((size / 3 / 1048576))
+  fio_run "$tag" --filename="$dev" --rw=randwrite --bsrange=4k-1m --verify=crc32c \
+    --verify_fatal=1 --do_verify=1 --size="${third}M" "$@" \
+    --name=qd1 --offset=0 --iodepth=1 \
+    --name=qd16 --offset="${third}M" --iodepth=16 \
+    --name=qd64 --offset="$((2 * third))M" --iodepth=64
+}
+
+size_bytes() { numfmt --from=iec "${1%B}"; }
+
+# ---------------------------------------------------------------------------------------------
+# RDMA: rxe on a dummy interface (rdma_cm does not resolve routes over rxe on lo)
+
+setup_rxe() {
+  modprobe rdma_rxe 2>/dev/null
+  if ! ip link show "$E2E_RDMA_IF" >/dev/null 2>&1; then
+    must ip link add "$E2E_RDMA_IF" type dummy
+    defer ip link del "$E2E_RDMA_IF"
+  fi
+  ip addr show dev "$E2E_RDMA_IF" | grep -q "inet $E2E_RDMA_ADDR/" ||
+    must ip addr add "$E2E_RDMA_ADDR/24" dev "$E2E_RDMA_IF"
+  must ip link set "$E2E_RDMA_IF" up
+  if ! rdma link show "$E2E_RDMA_DEV/1" >/dev/null 2>&1; then
+    must rdma link add "$E2E_RDMA_DEV" type rxe netdev "$E2E_RDMA_IF"
+    defer rdma link delete "$E2E_RDMA_DEV"
+  fi
+  wait_until 10 "$E2E_RDMA_DEV to become ACTIVE" eval "rdma link show $E2E_RDMA_DEV/1 | grep -q 'state ACTIVE'"
+  log "rxe: $(rdma link show "$E2E_RDMA_DEV/1")"
+}
+
+# ---------------------------------------------------------------------------------------------
+# RDMA target server and rdma devices (used by the 4NN-rdma-* tests)
+
+E2E_SERVE_PID=
+E2E_SERVE_LOG=
+E2E_SERVE_STATS=
+E2E_SERVE_N=0
+
+# serve_start ARGS...: starts `ublk-rdma serve --listen ADDR --stats FILE ARGS` in the background
+# (ADDR: $E2E_SERVE_LISTEN, default $E2E_RDMA_ADDR) and waits until it listens. Sets E2E_SERVE_PID, E2E_SERVE_LOG and E2E_SERVE_STATS; the server is stopped when the
+# test exits. Fails the test when it exits or does not listen within 20 s.
+serve_start() {
+  local i
+  E2E_SERVE_N=$((E2E_SERVE_N + 1))
+  E2E_SERVE_LOG=$E2E_LOG_DIR/serve-$E2E_SERVE_N.log
+  E2E_SERVE_STATS=$E2E_WORK/serve-$E2E_SERVE_N.stats.json
+  log "+ ublk-rdma serve --listen ${E2E_SERVE_LISTEN:-$E2E_RDMA_ADDR} --stats $E2E_SERVE_STATS $* (log: $E2E_SERVE_LOG)"
+  "$UBLK" serve --listen "${E2E_SERVE_LISTEN:-$E2E_RDMA_ADDR}" --stats "$E2E_SERVE_STATS" "$@" >"$E2E_SERVE_LOG" 2>&1 &
+  E2E_SERVE_PID=$!
+  defer serve_kill "$E2E_SERVE_PID"
+  for ((i = 0; i < 200; i++)); do
+    grep -q 'listening on' "$E2E_SERVE_LOG" && return 0
+    kill -0 "$E2E_SERVE_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  sed 's/^/    | /' "$E2E_SERVE_LOG" >&2
+  fail "serve did not start listening (see $E2E_SERVE_LOG)"
+}
+
+# serve_stop [PID]: SIGTERM, then fail unless the server exits 0 within 30 s.
+serve_stop() {
+  local pid=${1:-$E2E_SERVE_PID} i rc
+  log "+ kill -TERM $pid (serve)"
+  kill -TERM "$pid" 2>/dev/null || fail "serve (pid $pid) is not running"
+  for ((i = 0; i < 300; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -0 "$pid" 2>/dev/null && fail "serve (pid $pid) still runs 30 s after SIGTERM"
+  wait "$pid"
+  rc=$?
+  ((rc == 0)) || fail "serve (pid $pid) exited with status $rc after SIGTERM"
+  log "  serve stopped cleanly"
+}
+
+# serve_kill PID: cleanup: SIGTERM, SIGKILL after 10 s.
+serve_kill() {
+  local pid=$1 i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null
+}
+
+# serve_stats [WAIT]: the server's stats JSON (the --stats file, rewritten every second). With
+# WAIT, first waits for one rewrite so it reflects what happened before the call.
+serve_stats() {
+  local f=${E2E_SERVE_STATS:?no server started} t n i
+  if [[ -n ${1:-} ]]; then
+    # Two rewrites: the second one surely gathered its counters after this call.
+    for ((n = 0; n < 2; n++)); do
+      t=$(stat -c %y "$f" 2>/dev/null)
+      for ((i = 0; i < 50; i++)); do
+        sleep 0.1
+        [[ $(stat -c %y "$f" 2>/dev/null) != "$t" ]] && break
+      done
+    done
+  fi
+  jq -e . "$f" || fail "the server's stats file $f is missing or not JSON"
+}
+
+# rdma_add ID EXPORT ARGS...: `add -n ID -t rdma --traddr $E2E_RDMA_ADDR --export EXPORT ARGS`.
+rdma_add() {
+  local id=$1 export=$2
+  shift 2
+  ublk_add "$id" -t rdma --traddr "$E2E_RDMA_ADDR" --export "$export" "$@"
+}
+
+# serve_counter EXPORT FIELD: FIELD summed over the server's live connections to EXPORT, from a
+# fresh stats file.
+serve_counter() { serve_stats wait | jq --arg e "$1" "[.connections[] | select(.export == \$e) | .$2] | add // 0"; }

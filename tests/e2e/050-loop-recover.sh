@@ -36,7 +36,7 @@ newpid=$(ublk_daemon_pid $id)
 log "new daemon: $newpid"
 
 log "waiting for fio"
-for ((i = 0; i < 300; i++)); do kill -0 $fio_pid 2>/dev/null || break; sleep 1; done
+for ((i = 0; i < 300; i++)); do kill -0 $fio_pid 2>/dev/null || break; nap 1; done
 kill -0 $fio_pid 2>/dev/null && fail "fio did not finish within 300 s after recovery"
 wait $fio_pid
 rc=$?

@@ -20,7 +20,7 @@ del_under_io() {
   kill -0 $fio_pid 2>/dev/null || fail "fio ended early: $(tail -n 5 "$out")"
   log "+ ublk-rdma del -n $id (fio running)"
   bounded 60 "$UBLK" del -n "$id" || fail "del under IO failed or hung"
-  for ((i = 0; i < 300; i++)); do kill -0 $fio_pid 2>/dev/null || break; sleep 0.1; done
+  for ((i = 0; i < 300; i++)); do kill -0 $fio_pid 2>/dev/null || break; nap 0.1; done
   kill -0 $fio_pid 2>/dev/null && fail "fio still runs 30 s after del"
   wait $fio_pid
   rc=$?

@@ -70,6 +70,19 @@ require_cmd() {
 # ---------------------------------------------------------------------------------------------
 # Bounded waiting and cleanup: nothing here may hang the test run.
 
+# nap SECS: sleep without fork or exec (a read with a time-out on a private FIFO). Under TCG each
+# exec of sleep(1) over 9p costs up to half a second of CPU, so poll loops use this.
+E2E_NAP_FD=
+nap() {
+  if [[ -z $E2E_NAP_FD ]]; then
+    local fifo=$E2E_WORK/.nap.$BASHPID
+    mkfifo "$fifo" && exec {E2E_NAP_FD}<>"$fifo"
+    rm -f "$fifo"
+  fi
+  read -r -t "$1" -u "$E2E_NAP_FD" _
+  return 0
+}
+
 # bounded SECS CMD...: run CMD for at most SECS seconds; 124 if it had to be killed. Unlike
 # timeout(1) it never waits on a process stuck in the kernel: such a one is abandoned.
 bounded() {
@@ -79,16 +92,16 @@ bounded() {
   pid=$!
   for ((i = 0; i < secs * 10; i++)); do
     kill -0 "$pid" 2>/dev/null || { wait "$pid"; return; }
-    sleep 0.1
+    nap 0.1
   done
   log "'$*' still running after ${secs}s: killing it"
   kill -TERM "$pid" 2>/dev/null
   for ((i = 0; i < 30; i++)); do
     kill -0 "$pid" 2>/dev/null || { wait "$pid"; return 124; }
-    sleep 0.1
+    nap 0.1
   done
   kill -KILL "$pid" 2>/dev/null
-  sleep 0.5
+  nap 0.5
   if kill -0 "$pid" 2>/dev/null && [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) == D ]]; then
     log "'$*' (pid $pid) is stuck in the kernel (D state): abandoning it"
     cat "/proc/$pid/stack" 2>/dev/null | sed 's/^/    /'
@@ -102,7 +115,7 @@ wait_until() {
   shift 2
   for ((i = 0; i < secs * 10; i++)); do
     "$@" >/dev/null 2>&1 && return 0
-    sleep 0.1
+    nap 0.1
   done
   fail "timed out after ${secs}s waiting for $what"
 }
@@ -165,7 +178,7 @@ wait_state() {
   for ((i = 0; i < secs * 10; i++)); do
     st=$(ublk_state "$id")
     [[ $st == "$want" ]] && return 0
-    sleep 0.1
+    nap 0.1
   done
   fail "device $id: state '$st' after ${secs}s, expected $want"
 }
@@ -178,14 +191,16 @@ wait_pid_gone() { wait_until "${2:-20}" "pid $1 to exit" eval "! kill -0 $1"; }
 # no_ublk_devices: fails when any ublk device exists.
 no_ublk_devices() {
   local devs
-  devs=$(ls /dev/ublkc* /dev/ublkb* 2>/dev/null)
+  devs=$(compgen -G '/dev/ublk[bc]*')
   [[ -z $devs ]] || fail "unexpected ublk devices: $devs"
 }
 
 # ---------------------------------------------------------------------------------------------
 # fio
 
-E2E_FIO_COMMON=(--ioengine=io_uring --direct=1 --group_reporting --output-format=normal)
+# verify_state_save=0: no *-verify.state files left in the working directory.
+E2E_FIO_COMMON=(--ioengine=io_uring --direct=1 --group_reporting --output-format=normal
+                --verify_state_save=0)
 
 # fio_run TAG ARGS...: runs fio (common options first, so they apply to every job; ARGS may hold
 # several --name=JOB sections, else the job is named TAG) with its output in

@@ -1,0 +1,489 @@
+#!/usr/bin/env python3
+"""ci/lib/bench-report.py --raw DIR --out DIR: the host half of ci/bench.
+
+Reads what ci/lib/bench-guest wrote (context.json, host.json, perftest/*.client.txt,
+contenders.jsonl, runs.jsonl, runs/*.fio.json, runs/*.cpu) and writes
+  OUT/bench.json  every number with its context: per-run values and medians,
+  OUT/bench.md    the tables (ratios against nvme-rdma), the goals and the gap to each,
+  OUT/bench.png   latency, IOPS and bandwidth bars per contender (gnuplot).
+Exit status: 0 when every contender produced every number, 1 otherwise (the files are
+written either way), 2 when the raw directory is unusable.
+Standard library only (runs on Debian's python3).
+"""
+import argparse
+import json
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
+
+BASELINE = "nvme-rdma"
+RDMA_MODES = ["ublk-rdma-busy", "ublk-rdma-event", "ublk-rdma-hybrid"]
+QD1 = "randread-4k-qd1"
+RR = "randread-4k-qd32x2"
+RW = "randwrite-4k-qd32x2"
+SR = "seqread-128k-qd16"
+SW = "seqwrite-128k-qd16"
+PERFTEST = ["ib_send_lat", "ib_write_lat", "ib_read_lat", "ib_write_bw", "ib_read_bw"]
+# /proc/stat cpu fields: user nice system idle iowait irq softirq steal guest guest_nice.
+BUSY_FIELDS = [0, 1, 2, 5, 6, 7]
+
+
+def load_jsonl(path):
+    out = []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    out.append(json.loads(line))
+    return out
+
+
+def load_json(path, default=None):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
+def parse_perftest(text):
+    """The result row of perftest's client report (its --out_json file is not valid JSON)."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip().startswith("#bytes"):
+            header = re.split(r"\s{2,}|\t+", line.strip())
+            for row in lines[i + 1:]:
+                vals = row.split()
+                if vals and re.match(r"^\d+$", vals[0]):
+                    nums = [float(v) for v in vals]
+                    res = {"bytes": int(nums[0]), "iterations": int(nums[1])}
+                    if "t_avg[usec]" in line:  # latency test
+                        names = ["t_min_us", "t_max_us", "t_typical_us", "t_avg_us", "t_stdev_us",
+                                 "p99_us", "p99_9_us"]
+                    else:  # bandwidth test: perftest's MB is 2^20 bytes
+                        names = ["bw_peak_mib_s", "bw_avg_mib_s", "msg_rate_mpps"]
+                    for n, v in zip(names, nums[2:]):
+                        res[n] = v
+                    res["header"] = header
+                    return res
+    return None
+
+
+def interpolate(samples, t):
+    """Counters at time t, linearly between the two samples around it (clamped at the ends)."""
+    if not samples:
+        return None
+    if t <= samples[0][0]:
+        return samples[0][1]
+    if t >= samples[-1][0]:
+        return samples[-1][1]
+    for (t0, v0), (t1, v1) in zip(samples, samples[1:]):
+        if t0 <= t <= t1:
+            f = (t - t0) / (t1 - t0) if t1 > t0 else 0.0
+            return [a + (b - a) * f for a, b in zip(v0, v1)]
+    return samples[-1][1]
+
+
+def cpu_for_run(cpu_path, t_start, t_end, clk_tck, npids):
+    samples = []
+    try:
+        with open(cpu_path) as f:
+            for line in f:
+                vals = line.split()
+                if len(vals) < 11:
+                    continue
+                samples.append((float(vals[0]), [float(v) for v in vals[1:]]))
+    except OSError:
+        return None
+    if len(samples) < 2 or t_end <= t_start:
+        return None
+    a = interpolate(samples, t_start)
+    b = interpolate(samples, t_end)
+    d = [y - x for x, y in zip(a, b)]
+    busy = sum(d[i] for i in BUSY_FIELDS) / clk_tck
+    total = sum(d[:8]) / clk_tck
+    own = sum(d[10:10 + npids]) / clk_tck if npids else None
+    return {"guest_busy_cpu_s": busy, "guest_total_cpu_s": total, "own_cpu_s": own,
+            "samples": len(samples), "window_s": t_end - t_start}
+
+
+def fio_metrics(fio):
+    j = fio["jobs"][0]
+    rd, wr = j["read"], j["write"]
+    d = rd if rd["total_ios"] >= wr["total_ios"] else wr
+    ios = rd["total_ios"] + wr["total_ios"]
+    runtime_ms = max(rd.get("runtime", 0), wr.get("runtime", 0))
+    lat = d["lat_ns"]
+    pct = lat.get("percentile", {})
+
+    def p(key):
+        for k, v in pct.items():
+            if abs(float(k) - key) < 1e-6:
+                return v / 1000.0
+        return None
+
+    return {
+        "iops": rd["iops"] + wr["iops"],
+        "mib_s": (rd["bw_bytes"] + wr["bw_bytes"]) / 1048576.0,
+        "lat_mean_us": lat["mean"] / 1000.0,
+        "lat_p50_us": p(50.0),
+        "lat_p99_us": p(99.0),
+        "total_ios": ios,
+        "runtime_ms": runtime_ms,
+        "error": j.get("error", 0),
+        "end_epoch_s": fio.get("timestamp_ms", 0) / 1000.0,
+    }
+
+
+def median(vals):
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def fmt(v, digits=None):
+    if v is None:
+        return "-"
+    if digits is None:
+        a = abs(v)
+        digits = 0 if a >= 100 else 1 if a >= 10 else 2
+    return f"{v:,.{digits}f}"
+
+
+def ratio(v, base):
+    if v is None or not base:
+        return None
+    return v / base
+
+
+def fmt_ratio(r):
+    if r is None:
+        return "-"
+    return f"{r:.3f}x" if r < 0.1 else f"{r:.2f}x"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--raw", required=True)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    raw, out = args.raw, args.out
+    os.makedirs(out, exist_ok=True)
+
+    ctx = load_json(os.path.join(raw, "context.json"), {}) or {}
+    host = load_json(os.path.join(raw, "host.json"), {}) or {}
+    fatal = load_json(os.path.join(raw, "fatal.json"))
+    clk = ctx.get("clk_tck", 100) or 100
+    jobs = ctx.get("jobs", [])
+    job_names = [j["name"] for j in jobs] or [SW, RW, QD1, RR, SR]
+    problems = []
+    if fatal:
+        problems.append(fatal.get("fatal", "the guest run failed"))
+    if not ctx:
+        problems.append("no context.json: the guest side did not run (see console.log)")
+
+    # Transport limit.
+    transport = {}
+    for name in PERFTEST:
+        path = os.path.join(raw, "perftest", name + ".client.txt")
+        res = None
+        if os.path.exists(path):
+            with open(path, errors="replace") as f:
+                res = parse_perftest(f.read())
+        if res is None:
+            transport[name] = {"status": "FAILED", "error": "no result in the perftest output"}
+            problems.append(f"perftest {name}: no result")
+        else:
+            res["status"] = "ok"
+            transport[name] = res
+
+    # Contenders and runs.
+    contenders = {}
+    order = ctx.get("contenders", [])
+    for c in load_jsonl(os.path.join(raw, "contenders.jsonl")):
+        err = c["error"] or ("" if c["status"] == "ok" else f"unknown error (see raw/logs/{c['name']}.log)")
+        contenders[c["name"]] = {"status": c["status"], "error": err, "device": c["device"],
+                                 "note": c["note"], "jobs": {}}
+        if c["name"] not in order:
+            order.append(c["name"])
+    for c in order:
+        if c not in contenders:
+            contenders[c] = {"status": "FAILED", "error": "the guest run ended before this contender was reported",
+                             "device": "", "note": "", "jobs": {}}
+    for r in load_jsonl(os.path.join(raw, "runs.jsonl")):
+        c = contenders.setdefault(r["contender"], {"status": "FAILED", "error": "not in contenders.jsonl",
+                                                   "device": "", "note": "", "jobs": {}})
+        run = {"rep": r["rep"], "status": r["status"], "error": r["error"]}
+        if r["status"] == 0:
+            fio = load_json(os.path.join(raw, "runs", r["fio_json"]))
+            if fio is None:
+                run["status"] = -1
+                run["error"] = "unreadable fio JSON"
+            else:
+                m = fio_metrics(fio)
+                run.update(m)
+                npids = len(r["pids"].split())
+                t_end = m["end_epoch_s"] or r["t_end"]
+                cpu = cpu_for_run(os.path.join(raw, "runs", r["cpu_samples"]),
+                                  t_end - m["runtime_ms"] / 1000.0, t_end, clk, npids)
+                if cpu and m["total_ios"]:
+                    run["guest_cpu_s_per_io"] = cpu["guest_busy_cpu_s"] / m["total_ios"]
+                    run["own_cpu_s_per_io"] = (cpu["own_cpu_s"] / m["total_ios"]
+                                               if cpu["own_cpu_s"] is not None else None)
+                    run["cpu"] = cpu
+        c["jobs"].setdefault(r["job"], {"runs": []})["runs"].append(run)
+
+    metric_keys = ["iops", "mib_s", "lat_mean_us", "lat_p50_us", "lat_p99_us",
+                   "guest_cpu_s_per_io", "own_cpu_s_per_io"]
+    for name, c in contenders.items():
+        for jn in job_names:
+            jr = c["jobs"].setdefault(jn, {"runs": []})
+            ok = [r for r in jr["runs"] if r["status"] == 0]
+            jr["median"] = {k: median([r.get(k) for r in ok]) for k in metric_keys}
+            jr["ok_runs"] = len(ok)
+            if not ok:
+                if c["status"] == "ok":
+                    c["status"] = "FAILED"
+                    c["error"] = c["error"] or f"no successful run of {jn}"
+        if c["status"] != "ok":
+            problems.append(f"{name}: FAILED: {c['error']}")
+
+    def med(c, job, key):
+        cc = contenders.get(c)
+        if not cc:
+            return None
+        return cc["jobs"].get(job, {}).get("median", {}).get(key)
+
+    # Goals (issue 4), per completion mode.
+    wbw = transport.get("ib_write_bw", {}).get("bw_avg_mib_s")
+    goals = []
+    for mname in [m for m in RDMA_MODES if m in contenders]:
+        g = {"contender": mname, "checks": []}
+
+        def check(what, value, target, higher_better, unit):
+            if value is None or target is None:
+                g["checks"].append({"goal": what, "value": value, "target": target, "met": None,
+                                    "gap": "no number"})
+                return
+            met = value >= target if higher_better else value <= target
+            # The gap as a factor of the goal: what the next change has to win.
+            r = value / target if target else float("inf")
+            if higher_better:
+                gap = f"{r:.2f}x of goal ({fmt(value)} vs >= {fmt(target)} {unit})"
+            else:
+                gap = f"{r:.2f}x the goal's latency ({fmt(value)} vs <= {fmt(target)} {unit})"
+            g["checks"].append({"goal": what, "value": value, "target": target, "met": met, "gap": gap})
+
+        check("4k randread QD1 mean latency <= nvme-rdma", med(mname, QD1, "lat_mean_us"),
+              med(BASELINE, QD1, "lat_mean_us"), False, "us")
+        for job, label in ((RR, "randread"), (RW, "randwrite")):
+            v = med(mname, job, "iops")
+            n = med(BASELINE, job, "iops")
+            b = med("nbd", job, "iops")
+            check(f"4k {label} QD32 IOPS >= 1.0x nvme-rdma", v, n, True, "IOPS")
+            check(f"4k {label} QD32 IOPS >= 2x NBD", v, 2 * b if b else None, True, "IOPS")
+        check("128k seq read >= 0.85x ib_write_bw", med(mname, SR, "mib_s"),
+              0.85 * wbw if wbw else None, True, "MiB/s")
+        goals.append(g)
+    null_vs_brd = {job: ratio(med("ublk-null", job, "iops"), med("brd", job, "iops"))
+                   for job in (QD1, RR, RW, SR, SW)}
+
+    result = {
+        "context": {**ctx, "host": host},
+        "transport": transport,
+        "contenders": contenders,
+        "goals": goals,
+        "ublk_null_vs_brd_iops": null_vs_brd,
+        "baseline": BASELINE,
+        "problems": problems,
+    }
+    with open(os.path.join(out, "bench.json"), "w") as f:
+        json.dump(result, f, indent=1)
+
+    write_markdown(out, result, order, med)
+    plot_ok = write_plot(out, result, order, med)
+    if not plot_ok:
+        problems.append("the plot could not be made (see bench.gnuplot.log)")
+    if problems:
+        for p in problems:
+            print(f"[bench-report] {p}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def write_markdown(out, res, order, med):
+    ctx, host = res["context"], res["context"].get("host", {})
+    L = []
+    kernel = ctx.get("kernel", host.get("kernel_version", "?"))
+    L.append(f"### ci/bench on kernel {kernel} ({ctx.get('mode', '?')} mode)")
+    L.append("")
+    L.append(f"{host.get('accelerator', 'tcg').upper()} guest, {ctx.get('vcpus', '?')} vCPUs "
+             f"({ctx.get('cpu_model', '?')}), {int(ctx.get('guest_mem_kib', 0)) // 1024} MiB; "
+             f"rxe on {ctx.get('rdma_netdev', '?')}, active MTU {ctx.get('rxe_active_mtu', '?')}; "
+             f"fio {ctx.get('fio_version', '?')} io_uring direct, {ctx.get('runtime_s', '?')} s per run "
+             f"(+{ctx.get('ramp_s', '?')} s ramp), median of {ctx.get('reps', '?')} interleaved runs; "
+             f"devices {ctx.get('device_size_mib', '?')} MiB RAM-backed; ublk {ctx.get('queues', '?')} "
+             f"queues x depth {ctx.get('depth', '?')}. Commit {host.get('git_commit', '?')}, "
+             f"{host.get('before', {}).get('time', '?')}; host load {host.get('before', {}).get('loadavg', '?')} "
+             f"with {host.get('before', {}).get('qemu_processes', '?')} other guest(s) running before.")
+    L.append("")
+    L.append("Ratios in parentheses are against nvme-rdma (latency: lower is better; the rest: higher is "
+             "better). CPU is the guest's busy CPU time per IO during the 4k randread QD32 run (all "
+             "processes and the kernel, fio included); \"own\" is the userspace daemon/server part of it.")
+    L.append("")
+    hdr = ["contender", "QD1 mean us", "QD1 p50 us", "QD1 p99 us", "randread QD32x2 IOPS",
+           "randwrite QD32x2 IOPS", "seq read MiB/s", "seq write MiB/s", "CPU us/IO (own)"]
+    L.append("| " + " | ".join(hdr) + " |")
+    L.append("|" + "---|" * len(hdr))
+    for c in order:
+        cc = res["contenders"][c]
+        cells = [f"**{c}**" if c.startswith("ublk-rdma") else c]
+        for job, key in ((QD1, "lat_mean_us"), (QD1, "lat_p50_us"), (QD1, "lat_p99_us"),
+                         (RR, "iops"), (RW, "iops"), (SR, "mib_s"), (SW, "mib_s")):
+            v = med(c, job, key)
+            b = med(BASELINE, job, key)
+            cell = fmt(v)
+            if v is not None and c != BASELINE and b:
+                cell += f" ({fmt_ratio(v / b)})"
+            cells.append(cell)
+        g = med(c, RR, "guest_cpu_s_per_io")
+        o = med(c, RR, "own_cpu_s_per_io")
+        cells.append("-" if g is None else fmt(g * 1e6) + ("" if o is None else f" ({fmt(o * 1e6)})"))
+        if cc["status"] != "ok":
+            cells[0] += " **FAILED**"
+        L.append("| " + " | ".join(cells) + " |")
+    failed = [(c, res["contenders"][c]) for c in order if res["contenders"][c]["status"] != "ok"]
+    if failed:
+        L.append("")
+        for c, cc in failed:
+            L.append(f"- **{c} FAILED**: {cc['error']}")
+    L.append("")
+    L.append("Transport limit (perftest over the same rxe device, rdma_cm, client and server in the guest):")
+    L.append("")
+    L.append("| test | size | avg | typical/peak | p99 |")
+    L.append("|---|---|---|---|---|")
+    for name, t in res["transport"].items():
+        if t.get("status") != "ok":
+            L.append(f"| {name} | - | FAILED: {t.get('error')} | | |")
+        elif "t_avg_us" in t:
+            L.append(f"| {name} | {t['bytes']} B | {fmt(t['t_avg_us'])} us | {fmt(t.get('t_typical_us'))} us | "
+                     f"{fmt(t.get('p99_us'))} us |")
+        else:
+            L.append(f"| {name} | {t['bytes'] // 1024} KiB | {fmt(t['bw_avg_mib_s'])} MiB/s | "
+                     f"{fmt(t.get('bw_peak_mib_s'))} MiB/s | - |")
+    L.append("")
+    L.append("Goals (issue 4) per completion mode; \"met\" or the gap:")
+    L.append("")
+    if res["goals"]:
+        modes = [g["contender"] for g in res["goals"]]
+        L.append("| goal | " + " | ".join(modes) + " |")
+        L.append("|---|" + "---|" * len(modes))
+        for i, chk in enumerate(res["goals"][0]["checks"]):
+            row = [chk["goal"]]
+            for g in res["goals"]:
+                cc = g["checks"][i]
+                row.append(("**met**: " if cc["met"] else "missed: ") + cc["gap"] if cc["met"] is not None else "no number")
+            L.append("| " + " | ".join(row) + " |")
+    else:
+        L.append("No ublk-rdma contender in this run.")
+    nb = res["ublk_null_vs_brd_iops"]
+    L.append("")
+    L.append("The ublk layer alone (ublk-null IOPS / brd IOPS): "
+             + ", ".join(f"{j} {fmt_ratio(v)}" for j, v in nb.items()) + ".")
+    L.append("")
+    with open(os.path.join(out, "bench.md"), "w") as f:
+        f.write("\n".join(L))
+
+
+def write_plot(out, res, order, med):
+    ctx = res["context"]
+    dat = os.path.join(out, "bench.dat")
+    nan = "NaN"
+
+    def v(x, scale=1.0):
+        return nan if x is None else f"{x * scale:.3f}"
+
+    with open(dat, "w") as f:
+        f.write("# label qd1_mean qd1_p50 qd1_p99 rr_kiops rw_kiops sr_mibs sw_mibs\n")
+        for c in order:
+            label = c + ("\\n(FAILED)" if res["contenders"][c]["status"] != "ok" else "")
+            f.write(f"\"{label}\" {v(med(c, QD1, 'lat_mean_us'))} {v(med(c, QD1, 'lat_p50_us'))} "
+                    f"{v(med(c, QD1, 'lat_p99_us'))} {v(med(c, RR, 'iops'), 1e-3)} {v(med(c, RW, 'iops'), 1e-3)} "
+                    f"{v(med(c, SR, 'mib_s'))} {v(med(c, SW, 'mib_s'))}\n")
+    def lo(vals):  # bottom of a log axis: a power of ten below the smallest bar
+        vals = [x for x in vals if x is not None and x > 0]
+        return 10 ** math.floor(math.log10(min(vals) * 0.5)) if vals else 1
+
+    lat_lo = lo([med(c, QD1, k) for c in order for k in ("lat_mean_us", "lat_p50_us", "lat_p99_us")])
+    iops_lo = lo([med(c, j, "iops") and med(c, j, "iops") * 1e-3 for c in order for j in (RR, RW)])
+    t = res["transport"]
+    wbw = t.get("ib_write_bw", {}).get("bw_avg_mib_s")
+    rbw = t.get("ib_read_bw", {}).get("bw_avg_mib_s")
+    slat = t.get("ib_send_lat", {}).get("t_typical_us")
+    title = (f"ublk-rdma vs peers - kernel {ctx.get('kernel', '?')}, "
+             f"{ctx.get('host', {}).get('accelerator', 'tcg').upper()}, {ctx.get('vcpus', '?')} vCPUs, "
+             f"rxe MTU {ctx.get('rxe_active_mtu', '?')}, median of {ctx.get('reps', '?')} x {ctx.get('runtime_s', '?')} s "
+             f"({ctx.get('mode', '?')} mode)")
+    lines = []
+    lat_keys = bw_keys = ""
+    if slat:
+        lines.append(f"set arrow from graph 0, first {slat} to graph 1, first {slat} nohead dt 2 lw 1.5 lc rgb '#444444'")
+        lat_keys = f", keyentry with lines dt 2 lw 1.5 lc rgb '#444444' title 'ib_send_lat typ. {slat:.0f} us'"
+    lat_lines = "\n".join(lines)
+    lines = []
+    if wbw:
+        lines.append(f"set arrow from graph 0, first {wbw} to graph 1, first {wbw} nohead dt 2 lw 1.5 lc rgb '#444444'")
+        bw_keys += f", keyentry with lines dt 2 lw 1.5 lc rgb '#444444' title 'ib_write_bw {wbw:.1f} MiB/s'"
+    if rbw:
+        lines.append(f"set arrow from graph 0, first {rbw} to graph 1, first {rbw} nohead dt 3 lw 1.5 lc rgb '#884444'")
+        bw_keys += f", keyentry with lines dt 3 lw 1.5 lc rgb '#884444' title 'ib_read_bw {rbw:.1f} MiB/s'"
+    bw_lines = "\n".join(lines)
+    bw_lo = lo([med(c, j, "mib_s") for c in order for j in (SR, SW)] + [wbw, rbw])
+    script = f"""
+set terminal pngcairo noenhanced size 1400,1300 font 'DejaVu Sans,10'
+set output '{os.path.join(out, 'bench.png')}'
+set multiplot layout 3,1 title "{title}" font ',12'
+set style data histograms
+set style histogram clustered gap 1.5
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set grid ytics
+set key outside right top vertical
+set format y '%g'
+set bmargin 3.5
+set lmargin 10
+set rmargin 24
+set xtics nomirror font ',10'
+set title '4k randread QD1 latency (us, lower is better; log scale)'
+set logscale y
+set yrange [{lat_lo}:*]
+{lat_lines}
+plot '{dat}' using 2:xtic(1) title 'mean' lc rgb '#4477aa', '' using 3 title 'p50' lc rgb '#66ccee', '' using 4 title 'p99' lc rgb '#ee6677'{lat_keys}
+unset logscale y
+unset arrow
+unset label
+set title '4k random IOPS, QD32 x 2 jobs (thousands, higher is better; log scale)'
+set logscale y
+set yrange [{iops_lo}:*]
+plot '{dat}' using 5:xtic(1) title 'randread' lc rgb '#228833', '' using 6 title 'randwrite' lc rgb '#ccbb44'
+unset logscale y
+set title '128k sequential QD16 (MiB/s, higher is better; log scale; dashed: perftest 64 KiB)'
+set logscale y
+set yrange [{bw_lo}:*]
+{bw_lines}
+plot '{dat}' using 7:xtic(1) title 'read' lc rgb '#aa3377', '' using 8 title 'write' lc rgb '#bbbbbb'{bw_keys}
+unset multiplot
+"""
+    gp = os.path.join(out, "bench.gnuplot")
+    with open(gp, "w") as f:
+        f.write(script)
+    with open(os.path.join(out, "bench.gnuplot.log"), "w") as logf:
+        rc = subprocess.call(["gnuplot", gp], stdout=logf, stderr=subprocess.STDOUT)
+    return rc == 0 and os.path.exists(os.path.join(out, "bench.png"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

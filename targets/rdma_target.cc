@@ -670,7 +670,8 @@ class RdmaTargetFactory final : public ublk::TargetFactory {
   }
 
   std::string describe_json() const override {
-    nlohmann::json j = {{"traddr", opts_.traddr},
+    nlohmann::json j = {{"type", "rdma"},
+                        {"traddr", opts_.traddr},
                         {"trsvcid", opts_.trsvcid},
                         {"export", opts_.export_name},
                         {"poll", poll_mode_name(opts_.poll_mode)},

@@ -98,6 +98,10 @@ class ServerConnection {
         conn_(std::move(conn)) {
     limits_ = CommandLimits{backend.size(), backend.block_size(), backend.read_only(), backend.supported_ops(),
                             max_io_, depth_};
+    // DISCARD and WRITE_ZEROES move no data: the negotiated max IO (a buffer size) does not
+    // bound them, only the export does.
+    limits_nodata_ = limits_;
+    limits_nodata_.max_io_bytes = UINT32_MAX;
   }
 
   ~ServerConnection() {
@@ -359,8 +363,10 @@ class ServerConnection {
                           wire::decode_error_text(d.error));
       return reject(cmd, kRejectMalformed, -EINVAL);
     }
+    bool moves_data = cmd.opcode == wire::Opcode::kRead || cmd.opcode == wire::Opcode::kWrite;
     CommandCheck check = validate_command(
-        CommandToValidate{uint8_t(cmd.opcode), cmd.flags, cmd.tag, cmd.offset, cmd.length}, limits_);
+        CommandToValidate{uint8_t(cmd.opcode), cmd.flags, cmd.tag, cmd.offset, cmd.length},
+        moves_data ? limits_ : limits_nodata_);
     if (check != CommandCheck::kOk) {
       SPDLOG_LOGGER_DEBUG(log::server(), "{}: command tag {} refused: {}", peer_, cmd.tag, command_check_name(check));
       return reject(cmd, unsigned(check), command_check_errno(check));
@@ -597,6 +603,7 @@ class ServerConnection {
   const uint32_t max_reads_;
   const std::chrono::microseconds spin_;
   CommandLimits limits_{};
+  CommandLimits limits_nodata_{};
 
   // Destruction order matters: the backend queue (fixed buffers) and the connection (QP,
   // MRs) go before the memory they point at.

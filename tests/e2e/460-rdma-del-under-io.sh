@@ -25,7 +25,7 @@ log "+ ublk-rdma del -n $id (fio running)"
 t0=$SECONDS
 bounded 60 "$UBLK" del -n $id || fail "del under IO failed or hung"
 log "  del returned after $((SECONDS - t0)) s"
-for ((i = 0; i < 300; i++)); do kill -0 $fio_pid 2>/dev/null || break; sleep 0.1; done
+for ((i = 0; i < 300; i++)); do kill -0 $fio_pid 2>/dev/null || break; nap 0.1; done
 kill -0 $fio_pid 2>/dev/null && fail "fio still runs 30 s after del"
 wait $fio_pid
 rc=$?
@@ -40,7 +40,7 @@ log "the server drops the connections and stays up"
 kill -0 "$E2E_SERVE_PID" || fail "the server died"
 wait_until 30 "the server to close both connections" eval "[[ \$(jq '.connections | length' '$E2E_SERVE_STATS') == 0 ]]"
 rdma_add $id vol0 -q 2 -d 64
-fio_write_verify verify /dev/ublkb$id 24M
+fio_write_verify verify /dev/ublkb$id 12M
 must "$UBLK" del -n $id
 no_ublk_devices
 serve_stop

@@ -23,7 +23,7 @@ kill -0 $fio_pid 2>/dev/null || fail "fio ended early: $(tail -n 5 "$out")"
 log "+ kill -KILL $E2E_SERVE_PID (serve, fio running)"
 kill -KILL "$E2E_SERVE_PID"
 t0=$SECONDS
-for ((i = 0; i < 600; i++)); do kill -0 $fio_pid 2>/dev/null || break; sleep 0.1; done
+for ((i = 0; i < 600; i++)); do kill -0 $fio_pid 2>/dev/null || break; nap 0.1; done
 kill -0 $fio_pid 2>/dev/null && fail "fio still runs 60 s after the server was killed"
 wait $fio_pid
 rc=$?

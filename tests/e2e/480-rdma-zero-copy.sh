@@ -20,16 +20,16 @@ zero_copy() {
   rdma_add "$id" "$export" -q 2 -d 64
   sleep 1  # let udev's probing of the new disk finish
   before=$(ublk_json "$id" | jq '[.queues[].stats.target.rdma_bytes] | add')
-  # 4 x 16 MiB written, then 4 x 16 MiB read: 128 MiB.
-  fio_run zc-$export --filename="$dev" --bsrange=4k-512k --iodepth=16 --size=16M \
+  # 4 x 8 MiB written, then 4 x 8 MiB read: 64 MiB.
+  fio_run zc-$export --filename="$dev" --bsrange=4k-512k --iodepth=16 --size=8M \
     --name=w0 --rw=randwrite --cpus_allowed=0 --offset=0 \
-    --name=w1 --rw=randwrite --cpus_allowed=1 --offset=16M \
-    --name=w2 --rw=write --cpus_allowed=0 --offset=32M \
-    --name=w3 --rw=write --cpus_allowed=1 --offset=48M \
+    --name=w1 --rw=randwrite --cpus_allowed=1 --offset=8M \
+    --name=w2 --rw=write --cpus_allowed=0 --offset=16M \
+    --name=w3 --rw=write --cpus_allowed=1 --offset=24M \
     --name=r0 --stonewall --rw=randread --cpus_allowed=0 --offset=0 \
-    --name=r1 --rw=randread --cpus_allowed=1 --offset=16M \
-    --name=r2 --rw=read --cpus_allowed=0 --offset=32M \
-    --name=r3 --rw=read --cpus_allowed=1 --offset=48M
+    --name=r1 --rw=randread --cpus_allowed=1 --offset=8M \
+    --name=r2 --rw=read --cpus_allowed=0 --offset=16M \
+    --name=r3 --rw=read --cpus_allowed=1 --offset=24M
   ublk_json "$id" | jq -c '.queues[] | {queue, bytes_read: .stats.bytes_read, bytes_written: .stats.bytes_written,
       rdma_bytes: .stats.target.rdma_bytes, copied_bytes: .stats.target.copied_bytes}' |
     while read -r q; do log "  client $q"; done
@@ -41,8 +41,8 @@ zero_copy() {
     >/dev/null || fail "$export: a queue's rdma_bytes differ from what its ublk queue moved"
   after=$(ublk_json "$id" | jq '[.queues[].stats.target.rdma_bytes] | add')
   moved=$((after - before))
-  log "  fio moved $((128 * M)) bytes, the queues' rdma_bytes grew by $moved"
-  ((moved >= 128 * M && moved <= 132 * M)) || fail "$export: rdma_bytes grew by $moved, fio moved $((128 * M))"
+  log "  fio moved $((64 * M)) bytes, the queues' rdma_bytes grew by $moved"
+  ((moved >= 64 * M && moved <= 68 * M)) || fail "$export: rdma_bytes grew by $moved, fio moved $((64 * M))"
 
   srv=$(serve_stats wait | jq -c --arg e "$export" '[.connections[] | select(.export == $e)]
       | {connections: length, rdma_bytes: (map(.rdma_bytes) | add), copied_bytes: (map(.copied_bytes) | add)}')

@@ -13,7 +13,7 @@ for mode in busy event hybrid; do
   rdma_add 0 vol0 -q 2 -d 64 --poll $mode
   jq -e --arg m $mode '.target.poll == $m' <(ublk_json 0) >/dev/null ||
     fail "the device does not report poll mode $mode: $(ublk_json 0 | jq -c .target)"
-  fio_write_verify verify-$mode /dev/ublkb0 24M
+  fio_write_verify verify-$mode /dev/ublkb0 12M
   ublk_json 0 | jq -e 'all(.queues[]; .stats.target.errors == 0 and .stats.target.copied_bytes == 0)' >/dev/null ||
     fail "--poll $mode: errors or copies counted: $(ublk_json 0 | jq -c '[.queues[].stats.target]')"
   log "  $(ublk_json 0 | jq -c '[.queues[].stats.target | {polls, idle_polls, cq_arms, cq_events}]')"

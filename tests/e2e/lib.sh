@@ -276,8 +276,9 @@ E2E_SERVE_STATS=
 E2E_SERVE_N=0
 
 # serve_start ARGS...: starts `ublk-rdma serve --listen ADDR --stats FILE ARGS` in the background
-# (ADDR: $E2E_SERVE_LISTEN, default $E2E_RDMA_ADDR) and waits until it listens. Sets E2E_SERVE_PID, E2E_SERVE_LOG and E2E_SERVE_STATS; the server is stopped when the
-# test exits. Fails the test when it exits or does not listen within 20 s.
+# (ADDR: $E2E_SERVE_LISTEN, default $E2E_RDMA_ADDR) and waits until it listens. Sets
+# E2E_SERVE_PID, E2E_SERVE_LOG and E2E_SERVE_STATS; the server is stopped when the test exits.
+# Fails the test when it exits or does not listen within 20 s.
 serve_start() {
   local i
   E2E_SERVE_N=$((E2E_SERVE_N + 1))
@@ -290,7 +291,7 @@ serve_start() {
   for ((i = 0; i < 200; i++)); do
     grep -q 'listening on' "$E2E_SERVE_LOG" && return 0
     kill -0 "$E2E_SERVE_PID" 2>/dev/null || break
-    sleep 0.1
+    nap 0.1
   done
   sed 's/^/    | /' "$E2E_SERVE_LOG" >&2
   fail "serve did not start listening (see $E2E_SERVE_LOG)"
@@ -303,7 +304,7 @@ serve_stop() {
   kill -TERM "$pid" 2>/dev/null || fail "serve (pid $pid) is not running"
   for ((i = 0; i < 300; i++)); do
     kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
+    nap 0.1
   done
   kill -0 "$pid" 2>/dev/null && fail "serve (pid $pid) still runs 30 s after SIGTERM"
   wait "$pid"
@@ -318,21 +319,21 @@ serve_kill() {
   kill -TERM "$pid" 2>/dev/null || return 0
   for ((i = 0; i < 100; i++)); do
     kill -0 "$pid" 2>/dev/null || return 0
-    sleep 0.1
+    nap 0.1
   done
   kill -KILL "$pid" 2>/dev/null
 }
 
 # serve_stats [WAIT]: the server's stats JSON (the --stats file, rewritten every second). With
-# WAIT, first waits for one rewrite so it reflects what happened before the call.
+# WAIT, first waits for two rewrites so it reflects what happened before the call.
 serve_stats() {
   local f=${E2E_SERVE_STATS:?no server started} t n i
   if [[ -n ${1:-} ]]; then
     # Two rewrites: the second one surely gathered its counters after this call.
     for ((n = 0; n < 2; n++)); do
       t=$(stat -c %y "$f" 2>/dev/null)
-      for ((i = 0; i < 50; i++)); do
-        sleep 0.1
+      for ((i = 0; i < 25; i++)); do
+        nap 0.2
         [[ $(stat -c %y "$f" 2>/dev/null) != "$t" ]] && break
       done
     done

@@ -20,7 +20,7 @@ fio_pid=$!
 sleep 3
 must bounded 60 "$UBLK" del -n $id
 wait_gone $dev 30
-bounded 60 wait $fio_pid
+wait_child 60 $fio_pid
 log "fio ended with status $? (errors expected)"
 kill -0 "$RDMA_SERVER_PID" || fail "the server died when the client went away"
 
@@ -38,7 +38,7 @@ kill -KILL "$RDMA_SERVER_PID"
 wait "$RDMA_SERVER_PID" 2>/dev/null
 RDMA_SERVER_PID=
 start=$SECONDS
-bounded 60 wait $fio_pid
+wait_child 60 $fio_pid
 rc=$?
 ((rc != 124)) || fail "fio still running 60 s after the server died"
 log "fio ended $((SECONDS - start)) s after the server died, status $rc"

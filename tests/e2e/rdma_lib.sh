@@ -60,3 +60,18 @@ assert_zero_copy() {
   [[ $copied == 0 ]] || fail "client copied $copied bytes in userspace"
   ((moved > 0)) || fail "client moved no bytes by RDMA"
 }
+
+# wait_child SECS PID: waits for a background child of this shell; its exit status, or 124 if
+# it is still running after SECS (it is then killed).
+wait_child() {
+  local secs=$1 pid=$2 i
+  for ((i = 0; i < secs * 10; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -KILL "$pid" 2>/dev/null
+    return 124
+  fi
+  wait "$pid"
+}

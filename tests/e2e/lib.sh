@@ -84,7 +84,8 @@ nap() {
 }
 
 # bounded SECS CMD...: run CMD for at most SECS seconds; 124 if it had to be killed. Unlike
-# timeout(1) it never waits on a process stuck in the kernel: such a one is abandoned.
+# timeout(1) it never waits on a process stuck in the kernel: such a one is abandoned. CMD runs
+# in a background subshell, so shell builtins that need this shell's state (wait PID) do not work.
 bounded() {
   local secs=$1 pid i
   shift

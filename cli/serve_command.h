@@ -1,6 +1,7 @@
 #pragma once
 // `serve`: the RDMA target server, in the foreground (systemd-friendly).
 #include <CLI/CLI.hpp>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,7 @@ struct ServeArgs {
   std::vector<std::string> read_only;  // export names
   std::vector<std::string> allow;      // CIDRs
   std::string stats_path;
+  uint32_t spin_us = 50;               // see ServerOptions::spin
 };
 
 void add_serve_options(CLI::App& cmd, ServeArgs& args);

@@ -82,6 +82,7 @@ class QueueLoop final : public QueueContext {
   std::vector<uint8_t> tag_ops_;
   std::vector<FdWatch> watches_;
   bool exiting_ = false;
+  bool cooperative_taskrun_ = false;  // ring set up with COOP_TASKRUN + TASKRUN_FLAG
   QueueCounters counters_;
 };
 

@@ -18,12 +18,6 @@
 namespace ublkrdma::ublk {
 namespace {
 
-uint8_t shift_of(uint32_t v) {
-  uint8_t s = 0;
-  while ((1u << s) < v) ++s;
-  return s;
-}
-
 UniqueFd make_eventfd() {
   int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (fd < 0) throw_errno(errno, "eventfd");
@@ -229,6 +223,7 @@ std::string ServedDevice::stats_json() const {
                         {"loop_passes", c.loop_passes.get()},
                         {"idle_sleeps", c.idle_sleeps.get()},
                         {"busy_polls", c.busy_polls.get()},
+                        {"idle_polls", c.idle_polls.get()},
                         {"max_inflight", c.max_inflight.get()},
                         {"max_batch", c.max_batch.get()}};
     j["target"] = nlohmann::json::parse(loops_[q]->target_stats_json(), nullptr, false);

@@ -1,6 +1,7 @@
 #include "targets/server/rdma_server.h"
 
 #include <poll.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <array>
@@ -240,7 +241,10 @@ class ServerConnection {
         last_active = Clock::now();
         continue;
       }
-      if (spin_.count() > 0 && Clock::now() - last_active < spin_) continue;
+      if (spin_.count() > 0 && Clock::now() - last_active < spin_) {
+        ::sched_yield();  // let rxe's kernel work (our packets) run on this CPU while we wait
+        continue;
+      }
       sleep_once();
       last_active = Clock::now() - spin_;  // woken: poll, and sleep again at once if idle
     }

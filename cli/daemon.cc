@@ -29,15 +29,6 @@
 namespace ublkrdma::cli {
 namespace {
 
-const char* poll_mode_name(ublk::PollMode m) {
-  switch (m) {
-    case ublk::PollMode::kBusy: return "busy";
-    case ublk::PollMode::kEvent: return "event";
-    case ublk::PollMode::kHybrid: return "hybrid";
-  }
-  return "?";
-}
-
 // The setup result travels from the (detached) daemon to the waiting `add` over a pipe.
 void report(int fd, const nlohmann::json& j) {
   if (fd < 0) return;
@@ -158,7 +149,7 @@ int daemon_main(const DaemonPlan& plan, int report_fd, const std::string& log_pa
                             {"daemon_pid", ::getpid()},
                             {"target_args", plan.target_args},
                             {"target", nlohmann::json::parse(factory->describe_json())},
-                            {"poll_mode", poll_mode_name(plan.dev_opts.poll_mode)},
+                            {"poll_mode", ublk::poll_mode_name(plan.dev_opts.poll_mode)},
                             {"nr_hw_queues", dev->info().nr_hw_queues},
                             {"queue_depth", dev->info().queue_depth},
                             {"max_io_buf_bytes", dev->info().max_io_buf_bytes}};

@@ -523,15 +523,6 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
 
 // ------------------------------------------------------------------------------ factory
 
-const char* poll_mode_name(ublk::PollMode m) {
-  switch (m) {
-    case ublk::PollMode::kBusy: return "busy";
-    case ublk::PollMode::kEvent: return "event";
-    case ublk::PollMode::kHybrid: return "hybrid";
-  }
-  return "?";
-}
-
 // IB CM reject reasons rdma_cm reports in REJECTED events.
 constexpr int kIbCmRejInvalidServiceId = 8;   // nothing listens on that port
 constexpr int kIbCmRejConsumerDefined = 28;  // the server called rdma_reject
@@ -674,7 +665,7 @@ class RdmaTargetFactory final : public ublk::TargetFactory {
                         {"traddr", opts_.traddr},
                         {"trsvcid", opts_.trsvcid},
                         {"export", opts_.export_name},
-                        {"poll", poll_mode_name(opts_.poll_mode)},
+                        {"poll", ublk::poll_mode_name(opts_.poll_mode)},
                         {"io_timeout_ms", opts_.io_timeout.count()},
                         {"size", geo_.size_bytes},
                         {"block_size", 1u << geo_.logical_bs_shift},

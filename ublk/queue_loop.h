@@ -72,11 +72,13 @@ class QueueLoop final : public QueueContext {
   bool move_tag_st(uint16_t tag, TagState from, TagState to);
 
   QueueLoopConfig cfg_;
+  // Destroyed in reverse: the target (its QP and the MR over the slab, its ring work) goes first,
+  // then the ring (cancelling what is left in flight), and only then the memory they point at.
+  MappedRegion slab_;   // depth x max_io_bytes IO buffers
+  MappedRegion descs_;  // const IoDesc[depth], written by the kernel
+  IoRing ring_;
   std::unique_ptr<QueueTarget> target_;
   std::atomic<const QueueTarget*> published_target_{nullptr};  // for the stats reader
-  IoRing ring_;
-  MappedRegion descs_;  // const IoDesc[depth], written by the kernel
-  MappedRegion slab_;   // depth x max_io_bytes IO buffers
   TagTable tags_;
   std::vector<uint32_t> tag_lengths_;  // length of the request the target holds, for counters
   std::vector<uint8_t> tag_ops_;

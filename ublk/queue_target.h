@@ -35,6 +35,15 @@ enum class PollMode : uint8_t {
   kHybrid,  // spin while the target has work in flight, sleep when idle (default)
 };
 
+constexpr const char* poll_mode_name(PollMode m) {
+  switch (m) {
+    case PollMode::kBusy: return "busy";
+    case PollMode::kEvent: return "event";
+    case PollMode::kHybrid: return "hybrid";
+  }
+  return "?";
+}
+
 // Per-queue counters: single writer (the queue thread), read by the stats reporter with
 // relaxed loads. Targets add their own under `target_*` via QueueTarget::stats_json().
 struct QueueCounters {

@@ -14,6 +14,8 @@ struct ServeArgs {
   std::vector<std::string> allow;      // CIDRs
   std::string stats_path;
   uint32_t spin_us = 50;               // see ServerOptions::spin
+  std::string max_buffer_memory = "2G";
+  uint32_t max_connections = 1024;
 };
 
 void add_serve_options(CLI::App& cmd, ServeArgs& args);

@@ -10,7 +10,7 @@ const char* connect_status_text(ConnectStatus s) {
     case ConnectStatus::kUnknownExport: return "unknown export name";
     case ConnectStatus::kAccessDenied: return "access denied for this client address";
     case ConnectStatus::kBadVersion: return "no common protocol version";
-    case ConnectStatus::kBusy: return "server busy or shutting down";
+    case ConnectStatus::kBusy: return "server busy: at its connection or buffer memory limit, or shutting down";
     case ConnectStatus::kBadParams: return "queue depth or max IO size outside the server's limits";
     case ConnectStatus::kInternal: return "server-side setup failure";
   }

@@ -1,5 +1,6 @@
 #include "targets/server/negotiation.h"
 
+#include <algorithm>
 #include <bit>
 
 #include "targets/server/backend.h"
@@ -53,6 +54,12 @@ Negotiation negotiate(std::span<const uint8_t> private_data, const sockaddr* pee
     return refuse(wire::ConnectStatus::kBadParams, "max IO size not a multiple of the block size");
   if (!info.direct_memory && uint64_t(r.queue_depth) * r.max_io_bytes > limits.max_pool_bytes)
     return refuse(wire::ConnectStatus::kBadParams, "depth x max IO exceeds the per-connection buffer limit");
+  if (limits.connections_in_use >= limits.max_connections)
+    return refuse(wire::ConnectStatus::kBusy, "server at its connection limit (serve --max-connections)");
+  uint64_t pool = info.direct_memory ? 0 : uint64_t(r.queue_depth) * r.max_io_bytes;
+  uint64_t pool_left = limits.max_total_pool_bytes - std::min(limits.pool_bytes_in_use, limits.max_total_pool_bytes);
+  if (pool > pool_left)
+    return refuse(wire::ConnectStatus::kBusy, "buffer memory of all connections at its limit (serve --max-buffer-memory)");
   if (limits.max_rdma_reads == 0) return refuse(wire::ConnectStatus::kBadParams, "client allows no RDMA READ");
   if (info.block_size < 512 || info.block_size > 4096 || !std::has_single_bit(info.block_size))
     return refuse(wire::ConnectStatus::kInternal, "export block size not 512..4096");

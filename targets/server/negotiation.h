@@ -29,6 +29,12 @@ struct ServerLimits {
   // Bound on one connection's buffer pool (depth x max IO) when the export is not direct.
   uint64_t max_pool_bytes = 512ull << 20;
   uint8_t max_rdma_reads = 16;  // RDMA READs the server's device lets it have in flight (must be > 0)
+  // Server-wide budget, so that many clients together cannot exhaust its memory or threads: the
+  // pools and connections already held, and the bounds on them (a new one must fit: else kBusy).
+  uint64_t pool_bytes_in_use = 0;
+  uint64_t max_total_pool_bytes = 2ull << 30;
+  uint32_t connections_in_use = 0;
+  uint32_t max_connections = 1024;
 };
 
 struct Negotiation {

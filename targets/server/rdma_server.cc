@@ -125,6 +125,7 @@ class ServerConnection {
       pool_ = MappedRegion::anonymous(size_t(depth_) * max_io_, true);
       data_mr_ = conn_->register_memory(pool_.get(), pool_.size(), IBV_ACCESS_LOCAL_WRITE, "buffer pool");
       registered = pool_.bytes();
+      pool_bytes_ = pool_.size();
     }
     bq_ = backend_.open_queue(registered, depth_);
     tags_.assign(depth_, Tag{});
@@ -148,6 +149,7 @@ class ServerConnection {
   }
 
   bool done() const { return done_.load(std::memory_order_acquire); }
+  uint64_t pool_bytes() const { return pool_bytes_; }  // 0 when IO goes straight to the export
   const ConnCounters& counters() const { return c_; }
   const std::string& export_name() const { return export_name_; }
 
@@ -613,6 +615,7 @@ class ServerConnection {
   // MRs) go before the memory they point at.
   MappedRegion msgs_;  // [depth receive slots][depth response slots]
   MappedRegion pool_;  // depth x max IO, when the export has no direct memory
+  uint64_t pool_bytes_ = 0;  // its size, fixed at setup (read by the listener thread)
   std::span<std::byte> direct_;
   std::unique_ptr<Connection> conn_;
   std::unique_ptr<BackendQueue> bq_;
@@ -683,6 +686,13 @@ struct RdmaServer::Impl {
     limits.max_queue_depth = opts.max_queue_depth;
     limits.max_io_bytes = opts.max_io_bytes;
     limits.max_rdma_reads = req.initiator_depth();
+    limits.max_total_pool_bytes = opts.max_total_pool_bytes;
+    limits.max_connections = opts.max_connections;
+    {
+      std::lock_guard lk(mu);  // finished connections not reaped yet still hold their memory
+      limits.connections_in_use = uint32_t(conns.size());
+      for (const auto& c : conns) limits.pool_bytes_in_use += c->pool_bytes();
+    }
     Negotiation n = negotiate(
         req.private_data(), req.peer(), opts.allow,
         [this](std::string_view name, ExportInfo& info) { return find_export(name, info); }, limits);

@@ -26,6 +26,9 @@ struct ServerOptions {
   std::chrono::milliseconds stats_interval{1000};
   uint16_t max_queue_depth = 4096;
   uint32_t max_io_bytes = 4u << 20;
+  // Bounds over all connections together (see ServerLimits).
+  uint64_t max_total_pool_bytes = 2ull << 30;
+  uint32_t max_connections = 1024;
   // A connection thread keeps polling this long after its last event before it sleeps on
   // the completion channel (0 = sleep at once when idle).
   std::chrono::microseconds spin{50};

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Refused connections: `add -t rdma` for an export the server does not have, and for a port
 # nothing listens on, fails with exit status 1 and a message that says why; no device, no daemon
-# is left behind, and the server still serves a good request afterwards.
+# is left behind, and the server still serves a good request afterwards. A server's bound on the
+# buffer memory of all its connections (--max-buffer-memory) refuses a connection that does not
+# fit as busy, leaves the connected device alone, and serves again once that memory is free.
 . "$(dirname "$0")/lib.sh"
 require_ublk
 require_cmd jq
 setup_rxe
-serve_start --export vol0=ram:16M
+img=$E2E_WORK/export.img
+truncate -s 16M "$img"
+# A file export needs a buffer pool per connection: depth 64 x 512 KiB max IO = 32 MiB.
+serve_start --export vol0=ram:16M --export f=file:"$img" --max-buffer-memory 48M
 
 # add_refused WHAT PATTERN ARGS...: add must exit 1 within 60 s, saying PATTERN; nothing left.
 add_refused() {
@@ -35,4 +40,27 @@ log "the server still serves"
 rdma_add 0 vol0
 must dd if=/dev/ublkb0 of=/dev/null bs=1M iflag=direct status=none
 must "$UBLK" del -n 0
+wait_gone /dev/ublkb0
+
+log "the server-wide buffer memory bound (48 MiB; 32 MiB per connection here)"
+rdma_add 0 f -q 1 -d 64
+log "+ ublk-rdma add -t rdma --export f -q 1 -d 64 (expecting exit status 1: busy)"
+out=$(bounded 60 "$UBLK" add -t rdma --traddr "$E2E_RDMA_ADDR" --export f -q 1 -d 64 2>&1)
+rc=$?
+printf '%s\n' "$out" | sed 's/^/    | /' >&2
+((rc == 1)) || fail "the add beyond the memory bound exited with $rc, expected 1"
+grep -q "busy" <<<"$out" || fail "the refusal does not say the server is busy"
+[[ $("$UBLK" list --json | jq length) == 1 ]] || fail "list after the refused add: $("$UBLK" list)"
+grep -q "buffer memory of all connections at its limit" "$E2E_SERVE_LOG" || fail "the server log does not say why"
+must dd if=/dev/ublkb0 of=/dev/null bs=1M iflag=direct status=none
+must "$UBLK" del -n 0
+wait_gone /dev/ublkb0
+log "once that connection is gone, its memory serves a new one"
+for ((i = 0; ; i++)); do
+  "$UBLK" add -n 1 -t rdma --traddr "$E2E_RDMA_ADDR" --export f -q 1 -d 64 >/dev/null 2>&1 && break
+  ((i < 20)) || fail "the server still refuses 10 s after the device was deleted"
+  nap 0.5
+done
+must dd if=/dev/ublkb1 of=/dev/null bs=1M iflag=direct status=none
+must "$UBLK" del -n 1
 serve_stop

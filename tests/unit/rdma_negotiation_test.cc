@@ -112,6 +112,28 @@ TEST(RdmaNegotiation, LimitsRefuseWithBadParams) {
   EXPECT_EQ(f.run(request("vol0")).reject.status, wire::ConnectStatus::kBadParams);
 }
 
+TEST(RdmaNegotiation, ServerWideBudgetRefusesAsBusy) {
+  Fixture f;
+  f.limits.max_total_pool_bytes = 256ull << 20;
+  f.limits.pool_bytes_in_use = 192ull << 20;
+  // 64 MiB left: a 128 x 512 KiB pool fits exactly, one more tag does not.
+  EXPECT_TRUE(f.run(request("file4k", 128, 512 * 1024)).accepted);
+  Negotiation n = f.run(request("file4k", 129, 512 * 1024));
+  EXPECT_FALSE(n.accepted);
+  EXPECT_EQ(n.reject.status, wire::ConnectStatus::kBusy);
+  // Direct exports need no pool: still served with the budget spent (and overspent).
+  f.limits.pool_bytes_in_use = 300ull << 20;
+  EXPECT_TRUE(f.run(request("vol0", 4096, 1 << 20)).accepted);
+  EXPECT_EQ(f.run(request("file4k", 1, 4096)).reject.status, wire::ConnectStatus::kBusy);
+
+  f.limits.pool_bytes_in_use = 0;
+  f.limits.max_connections = 2;
+  f.limits.connections_in_use = 1;
+  EXPECT_TRUE(f.run(request("vol0")).accepted);
+  f.limits.connections_in_use = 2;
+  EXPECT_EQ(f.run(request("vol0")).reject.status, wire::ConnectStatus::kBusy);
+}
+
 TEST(RdmaNegotiation, MalformedPrivateData) {
   Fixture f;
   auto p = peer("192.0.2.7");

@@ -58,14 +58,16 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
                  "(lower latency for more CPU; 0 = sleep at once)")
       ->check(CLI::Range(0, 1000000))
       ->capture_default_str();
-  cmd.add_option("--max-buffer-memory", a.max_buffer_memory,
-                 "Bound on the buffer pools of all connections together (file and block exports; "
-                 "a connection that does not fit is refused as busy)")
-      ->check([](const std::string& s) {
-        auto v = parse_size(s);
-        return v && v.value() > 0 ? std::string() : std::string("not a size such as 512M or 2G");
-      })
-      ->capture_default_str();
+  cmd.add_option_function<std::string>(
+         "--max-buffer-memory",
+         [&a](const std::string& s) {
+           auto v = parse_size(s);
+           if (!v || v.value() == 0)
+             throw CLI::ValidationError("--max-buffer-memory", "'" + s + "' is not a size such as 512M or 2G");
+           a.max_buffer_bytes = v.value();
+         },
+         "Bound on the buffer pools of all connections together (file and block exports; a connection "
+         "that does not fit is refused as busy; default 2G)");
   cmd.add_option("--max-connections", a.max_connections, "Bound on connections (one per client queue)")
       ->check(CLI::Range(1, 65536))
       ->capture_default_str();
@@ -79,7 +81,7 @@ int run_serve(const ServeArgs& a) {
   opts.allow = cfg.allow;
   opts.stats_path = a.stats_path;
   opts.spin = std::chrono::microseconds(a.spin_us);
-  opts.max_total_pool_bytes = parse_size_or_throw(a.max_buffer_memory, "--max-buffer-memory");
+  opts.max_total_pool_bytes = a.max_buffer_bytes;
   opts.max_connections = a.max_connections;
   struct sigaction sa {};
   sa.sa_handler = on_stop_signal;

@@ -14,7 +14,7 @@ struct ServeArgs {
   std::vector<std::string> allow;      // CIDRs
   std::string stats_path;
   uint32_t spin_us = 50;               // see ServerOptions::spin
-  std::string max_buffer_memory = "2G";
+  uint64_t max_buffer_bytes = 2ull << 30;  // --max-buffer-memory
   uint32_t max_connections = 1024;
 };
 

@@ -52,12 +52,13 @@ void QueueLoop::setup_st() {
   // Only this thread submits, and it runs task work when the kernel flags it (IORING_SQ_TASKRUN)
   // instead of being interrupted for it: a spinning pass then needs no syscall at all.
   constexpr unsigned kPreferred = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SINGLE_ISSUER;
+  const unsigned entries = ring_entries(cfg_.depth);
   try {
-    ring_.init(ring_entries(cfg_.depth), kPreferred, 2 * ring_entries(cfg_.depth));
+    ring_.init(entries, kPreferred, 2 * entries);
     cooperative_taskrun_ = true;
   } catch (const SetupError& e) {
-    if (e.errno_value() != EINVAL) throw;
-    ring_.init(ring_entries(cfg_.depth), 0, 2 * ring_entries(cfg_.depth));
+    if (e.errno_value() != EINVAL) throw;  // older kernels refuse the flags: run without them
+    ring_.init(entries, 0, 2 * entries);
   }
 }
 

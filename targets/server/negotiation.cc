@@ -52,11 +52,12 @@ Negotiation negotiate(std::span<const uint8_t> private_data, const sockaddr* pee
   if (r.max_io_bytes > limits.max_io_bytes) return refuse(wire::ConnectStatus::kBadParams, "max IO size too large");
   if (r.max_io_bytes % info.block_size != 0)
     return refuse(wire::ConnectStatus::kBadParams, "max IO size not a multiple of the block size");
-  if (!info.direct_memory && uint64_t(r.queue_depth) * r.max_io_bytes > limits.max_pool_bytes)
+  // The buffer pool this connection needs: none when RDMA goes straight to the export.
+  uint64_t pool = info.direct_memory ? 0 : uint64_t(r.queue_depth) * r.max_io_bytes;
+  if (pool > limits.max_pool_bytes)
     return refuse(wire::ConnectStatus::kBadParams, "depth x max IO exceeds the per-connection buffer limit");
   if (limits.connections_in_use >= limits.max_connections)
     return refuse(wire::ConnectStatus::kBusy, "server at its connection limit (serve --max-connections)");
-  uint64_t pool = info.direct_memory ? 0 : uint64_t(r.queue_depth) * r.max_io_bytes;
   uint64_t pool_left = limits.max_total_pool_bytes - std::min(limits.pool_bytes_in_use, limits.max_total_pool_bytes);
   if (pool > pool_left)
     return refuse(wire::ConnectStatus::kBusy, "buffer memory of all connections at its limit (serve --max-buffer-memory)");

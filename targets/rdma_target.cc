@@ -1,5 +1,6 @@
 #include "targets/rdma_target.h"
 
+#include <endian.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
@@ -75,6 +76,7 @@ struct RdmaCounters {
   RelaxedCounter inline_sends;
   RelaxedCounter cq_arms;            // ibv_req_notify_cq calls
   RelaxedCounter cq_events;          // completion channel wakeups
+  RelaxedCounter read_done_imm;      // READs completed by the server's RDMA WRITE WITH IMMEDIATE
 };
 
 class RdmaQueueTarget final : public ublk::QueueTarget {
@@ -111,6 +113,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     signal_fifo_.assign(depth_ + kSqSlack, 0);
     sq_capacity_ = depth_ + kSqSlack;
     use_inline_ = link_.conn->max_inline() >= wire::kCommandSize;
+    read_imm_ = link_.accepted.read_imm();
 
     ctx.watch_fd_st(link_.conn->cq_fd(), kTokenCq);
     ctx.watch_fd_st(link_.conn->cm_fd(), kTokenCm);
@@ -257,6 +260,8 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
         {"inline_sends", c.inline_sends.get()},
         {"cq_arms", c.cq_arms.get()},
         {"cq_events", c.cq_events.get()},
+        {"read_done_imm", c.read_done_imm.get()},
+        {"read_imm", read_imm_},
     };
     return j.dump();
   }
@@ -375,7 +380,11 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
           fifo_head_ = (fifo_head_ + 1) % signal_fifo_.size();
         }
       } else if (id.kind == WorkKind::kRdmaRecv) {
-        handle_response_st(wc);
+        if (wc.opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
+          handle_read_done_st(wc);
+        } else {
+          handle_response_st(wc);
+        }
         if (!dead_ && id.tag < depth_) {
           ibv_recv_wr& wr = recv_wrs_[reposts];
           ibv_sge& sge = recv_sges_[reposts];
@@ -426,6 +435,26 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     int err = wire::status_to_errno(r.status);
     SPDLOG_LOGGER_TRACE(log::rdma_cq(), "q{} tag {} gen {} status {}", queue_id_, r.tag, r.generation, r.status);
     complete_tag_st(r.tag, err < 0 ? err : int(tags_[r.tag].length));
+  }
+
+  // A READ's data arrived with its answer in the immediate (status 0).
+  void handle_read_done_st(const ibv_wc& wc) {
+    if (!read_imm_ || !(wc.wc_flags & IBV_WC_WITH_IMM)) {
+      log::rdma()->error("queue {}: RDMA WRITE WITH IMMEDIATE the server did not negotiate: protocol error", queue_id_);
+      return connection_lost_st("unexpected immediate");
+    }
+    wire::ReadDone d = wire::decode_read_done(be32toh(wc.imm_data));
+    if (d.tag >= depth_ || tags_[d.tag].state != TagState::kInFlight || !wire::read_done_matches(d, tags_[d.tag].generation) ||
+        tags_[d.tag].op != uint8_t(wire::Opcode::kRead)) {
+      counters_.stale_completions.add_st();
+      SPDLOG_LOGGER_DEBUG(log::rdma_cq(), "queue {}: stale read completion tag {} generation {}", queue_id_, d.tag,
+                          d.generation_low);
+      return;
+    }
+    counters_.completed.add_st();
+    counters_.read_done_imm.add_st();
+    SPDLOG_LOGGER_TRACE(log::rdma_cq(), "q{} tag {} read done (immediate)", queue_id_, d.tag);
+    complete_tag_st(d.tag, int(tags_[d.tag].length));
   }
 
   void handle_cm_events_st() {
@@ -495,6 +524,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
   ibv_mr* slab_mr_ = nullptr;  // owned by the connection
   uint64_t slab_base_ = 0;
   bool use_inline_ = false;
+  bool read_imm_ = false;  // the server completes successful READs with ReadDone immediates
   bool dead_ = false;
   bool cq_armed_ = false;
 
@@ -560,6 +590,7 @@ QueueLink connect_queue(const RdmaTargetOptions& o, uint16_t queue_id, uint64_t 
   req.queue_depth = o.queue_depth;
   req.max_io_bytes = o.max_io_bytes;
   req.session_id = session_id;
+  req.flags = wire::kConnectReadImm;
   if (!req.set_name(o.export_name))
     throw SetupError(fmt::format("export name '{}' is invalid: use 1..32 of [A-Za-z0-9._-]", o.export_name), EINVAL);
   auto pdata = wire::encode(req);

@@ -1,5 +1,5 @@
 #pragma once
-// The ublk-rdma wire protocol, version 1. docs/protocol.md is its one description; this file
+// The ublk-rdma wire protocol, version 2 (speaks 1 too). docs/protocol.md is its one description; this file
 // is its one implementation. Every message is little endian at fixed offsets, encoded and
 // decoded byte by byte (no struct overlay, so host endianness and padding never leak onto the
 // wire), and every decoder validates magic, version, opcode, flags and reserved fields.
@@ -10,6 +10,8 @@
 //   RejectData      server -> client, rdma_reject private data (16 bytes)
 //   Command         client -> server, SEND (48 bytes, inline where the device allows)
 //   Response        server -> client, SEND (16 bytes)
+//   ReadDone        server -> client, the 32-bit immediate of an RDMA WRITE WITH IMMEDIATE that
+//                   carries a successful READ's data and stands for its Response (v2, negotiated)
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -20,7 +22,7 @@ namespace ublkrdma::wire {
 
 inline constexpr uint16_t kDefaultPort = 18520;
 inline constexpr uint32_t kMagic = 0x4d445255;  // bytes "URDM" on the wire
-inline constexpr uint16_t kVersion = 1;
+inline constexpr uint16_t kVersion = 2;
 inline constexpr uint16_t kMinVersion = 1;
 
 inline constexpr size_t kConnectRequestSize = 56;
@@ -48,6 +50,14 @@ constexpr bool is_known_opcode(uint8_t op) { return op <= 3 || op == 5; }
 // Command flags.
 inline constexpr uint8_t kCmdFlagFua = 1u << 0;  // WRITE: durable before the response
 inline constexpr uint8_t kCmdFlagsKnown = kCmdFlagFua;
+
+// ConnectRequest::flags (v2; v1 has none).
+inline constexpr uint16_t kConnectReadImm = 1u << 0;  // the client takes ReadDone immediates
+inline constexpr uint16_t kConnectFlagsKnown = kConnectReadImm;
+
+// AcceptData::features (v2): what the server will do on this connection; only what was asked.
+inline constexpr uint16_t kFeatureReadImm = 1u << 0;  // successful READs complete as ReadDone
+inline constexpr uint16_t kFeaturesKnown = kFeatureReadImm;
 
 // AcceptData::export_flags.
 inline constexpr uint32_t kExportReadOnly = 1u << 0;
@@ -143,7 +153,7 @@ constexpr bool export_name_char_ok(char c) {
 // offset size field
 //  0     4    magic
 //  4     2    version (the client's highest; the server answers with the one it chose)
-//  6     2    flags (none defined in v1: must be 0)
+//  6     2    flags (kConnect* bits; v1: must be 0)
 //  8     2    queue_id
 // 10     2    queue_depth (1..4096)
 // 12     4    max_io_bytes (> 0, multiple of 4096)
@@ -203,7 +213,9 @@ constexpr Decoded<ConnectRequest> decode_connect_request(std::span<const uint8_t
   r.max_io_bytes = detail::get32(b, 12);
   r.session_id = detail::get64(b, 16);
   for (size_t i = 0; i < kExportNameMax; ++i) r.export_name[i] = char(b[24 + i]);
-  if (r.version == kVersion && r.flags != 0) return {r, DecodeError::kBadFlags};
+  // Flags this version does not know are an error; a newer client's are the server's to ignore.
+  if (r.version == 1 && r.flags != 0) return {r, DecodeError::kBadFlags};
+  if (r.version == kVersion && (r.flags & ~kConnectFlagsKnown)) return {r, DecodeError::kBadFlags};
   // Name: 1..32 valid characters, then only NULs.
   size_t n = 0;
   while (n < kExportNameMax && r.export_name[n] != '\0') {
@@ -229,7 +241,8 @@ constexpr Decoded<ConnectRequest> decode_connect_request(std::span<const uint8_t
 // 19     1    reserved (0)
 // 20     4    max_io_bytes (negotiated: <= the client's)
 // 24     4    export_flags (kExport* bits)
-// 28    20    reserved (0)
+// 28     2    features (kFeature* bits; v2, reserved (0) in v1)
+// 30    18    reserved (0)
 struct AcceptData {
   uint16_t version = kVersion;
   uint64_t export_size = 0;
@@ -237,7 +250,9 @@ struct AcceptData {
   uint8_t block_shift = 9;
   uint32_t max_io_bytes = 0;
   uint32_t export_flags = 0;
+  uint16_t features = 0;
 
+  constexpr bool read_imm() const { return features & kFeatureReadImm; }
   constexpr bool read_only() const { return export_flags & kExportReadOnly; }
   constexpr bool flush() const { return export_flags & kExportFlush; }
   constexpr bool fua() const { return export_flags & kExportFua; }
@@ -255,6 +270,7 @@ constexpr std::array<uint8_t, kAcceptDataSize> encode(const AcceptData& a) {
   detail::put8(b, 18, a.block_shift);
   detail::put32(b, 20, a.max_io_bytes);
   detail::put32(b, 24, a.export_flags);
+  detail::put16(b, 28, a.features);
   return b;
 }
 
@@ -271,8 +287,11 @@ constexpr Decoded<AcceptData> decode_accept_data(std::span<const uint8_t> b) {
   a.block_shift = detail::get8(b, 18);
   a.max_io_bytes = detail::get32(b, 20);
   a.export_flags = detail::get32(b, 24);
+  a.features = detail::get16(b, 28);
   if (detail::get8(b, 19) != 0) return {a, DecodeError::kReservedNonZero};
-  for (size_t i = 28; i < kAcceptDataSize; ++i)
+  if (a.version == 1 && a.features != 0) return {a, DecodeError::kReservedNonZero};
+  if (a.features & ~kFeaturesKnown) return {a, DecodeError::kBadFlags};
+  for (size_t i = 30; i < kAcceptDataSize; ++i)
     if (b[i] != 0) return {a, DecodeError::kReservedNonZero};
   if (a.export_flags & ~kExportFlagsKnown) return {a, DecodeError::kBadFlags};
   if (a.block_shift < 9 || a.block_shift > 12 || a.queue_depth == 0 || a.max_io_bytes == 0 ||
@@ -426,6 +445,31 @@ constexpr Decoded<Response> decode_response(std::span<const uint8_t> b) {
   return d;
 }
 
+// ---------------------------------------------------------------- ReadDone (v2, kFeatureReadImm)
+// The immediate of the RDMA WRITE WITH IMMEDIATE that carries a READ's data, standing for a
+// Response with status 0: one message instead of RDMA WRITE + SEND. Verbs carries it in network
+// byte order (callers convert with htobe32/be32toh); as a host integer:
+//   bits  0..11  tag (queue depth <= 4096)
+//   bits 12..31  generation, low 20 bits
+// Errors are still answered with a Response.
+struct ReadDone {
+  uint16_t tag = 0;
+  uint32_t generation_low = 0;  // the command's generation & kReadDoneGenerationMask
+};
+inline constexpr uint32_t kReadDoneTagBits = 12;
+inline constexpr uint32_t kReadDoneGenerationMask = (1u << (32 - kReadDoneTagBits)) - 1;
+
+constexpr uint32_t encode_read_done(uint16_t tag, uint32_t generation) {
+  return (uint32_t(tag) & ((1u << kReadDoneTagBits) - 1)) | (generation & kReadDoneGenerationMask) << kReadDoneTagBits;
+}
+constexpr ReadDone decode_read_done(uint32_t imm) {
+  return ReadDone{uint16_t(imm & ((1u << kReadDoneTagBits) - 1)), imm >> kReadDoneTagBits};
+}
+// Whether a ReadDone names the command with this generation.
+constexpr bool read_done_matches(const ReadDone& d, uint32_t generation) {
+  return d.generation_low == (generation & kReadDoneGenerationMask);
+}
+
 // Compile-time proof that the codecs round-trip.
 static_assert([] {
   Command c{Opcode::kWrite, kCmdFlagFua, 4095, 0xdeadbeef, 1ull << 40, 1u << 20, 0x1234, 0x7fff00001000};
@@ -438,6 +482,10 @@ static_assert([] {
   Response r{17, Opcode::kRead, 99, int32_t(Status::kReadOnly)};
   auto d = decode_response(encode(r));
   return d.ok() && d.value.tag == 17 && d.value.generation == 99 && d.value.status == -30;
+}());
+static_assert([] {
+  ReadDone d = decode_read_done(encode_read_done(4095, 0xabcdef));
+  return d.tag == 4095 && read_done_matches(d, 0xabcdef) && !read_done_matches(d, 0xabcdee);
 }());
 static_assert(encode(Command{}).size() == kCommandSize && encode(Response{}).size() == kResponseSize);
 

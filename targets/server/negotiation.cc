@@ -73,6 +73,8 @@ Negotiation negotiate(std::span<const uint8_t> private_data, const sockaddr* pee
   n.accept.block_shift = uint8_t(std::countr_zero(info.block_size));
   n.accept.max_io_bytes = r.max_io_bytes;
   n.accept.export_flags = export_flags_of(info);
+  // Features only on request, and only in a version that has them.
+  if (n.accept.version >= 2 && (r.flags & wire::kConnectReadImm)) n.accept.features |= wire::kFeatureReadImm;
   return n;
 }
 

@@ -1,5 +1,6 @@
 #include "targets/server/rdma_server.h"
 
+#include <endian.h>
 #include <poll.h>
 #include <sched.h>
 #include <unistd.h>
@@ -62,6 +63,8 @@ struct ConnCounters {
   RelaxedCounter backend_errors;
   RelaxedCounter polls, idle_polls, sleeps;
   RelaxedCounter doorbells, max_post_batch, sq_depth_max, rdma_reads_max;
+  RelaxedCounter read_done_imm;  // READs answered by RDMA WRITE WITH IMMEDIATE alone
+  RelaxedCounter parked_max;  // most commands held back at once because answers could not leave
 
   nlohmann::json to_json() const {
     nlohmann::json by = nlohmann::json::object();
@@ -85,7 +88,9 @@ struct ConnCounters {
             {"doorbells", doorbells.get()},
             {"max_post_batch", max_post_batch.get()},
             {"sq_depth_max", sq_depth_max.get()},
-            {"rdma_reads_max", rdma_reads_max.get()}};
+            {"rdma_reads_max", rdma_reads_max.get()},
+            {"read_done_imm", read_done_imm.get()},
+            {"parked_max", parked_max.get()}};
   }
 };
 
@@ -95,7 +100,8 @@ class ServerConnection {
   ServerConnection(std::unique_ptr<Connection> conn, const Backend& backend, std::string export_name,
                    const wire::AcceptData& acc, uint8_t max_reads, uint16_t queue_id, const ServerOptions& opts)
       : export_name_(std::move(export_name)), queue_id_(queue_id), peer_(conn->peer_address()), backend_(backend),
-        depth_(acc.queue_depth), max_io_(acc.max_io_bytes), max_reads_(max_reads), spin_(opts.spin),
+        depth_(acc.queue_depth), max_io_(acc.max_io_bytes), max_reads_(max_reads), read_imm_(acc.read_imm()),
+        spin_(opts.spin),
         conn_(std::move(conn)) {
     limits_ = CommandLimits{backend.size(), backend.block_size(), backend.read_only(), backend.supported_ops(),
                             max_io_, depth_};
@@ -129,8 +135,13 @@ class ServerConnection {
     }
     bq_ = backend_.open_queue(registered, depth_);
     tags_.assign(depth_, Tag{});
-    batch_wrs_.resize(size_t(depth_) * kWrsPerTag + 2);
+    // Room for every tag's work requests twice over: it only grows (safely: sg_list is set
+    // when posting) if a client floods commands while its answers cannot leave.
+    batch_wrs_.resize(size_t(depth_) * kWrsPerTag * 2 + 2);
     batch_sges_.resize(batch_wrs_.size());
+    parked_.resize(depth_);
+    fenced_.reserve(size_t(depth_) * kWrsPerTag);
+    direct_path_ = !direct_.empty();
     recv_wrs_.resize(depth_);
     recv_sges_.resize(depth_);
     read_wait_.assign(depth_, 0);
@@ -161,6 +172,7 @@ class ServerConnection {
     j["depth"] = depth_;
     j["max_io_bytes"] = max_io_;
     j["direct"] = !direct_.empty();
+    j["read_imm"] = read_imm_;
     return j;
   }
 
@@ -230,8 +242,9 @@ class ServerConnection {
       }
       int work = poll_cq() + poll_backend();
       flush_batch();
+      work += resume_parked();
       if (failed_ && inflight_ == 0 && batch_len_ == 0) return;
-      if (draining_ && inflight_ == 0 && batch_len_ == 0 && fifo_head_ == fifo_tail_) {
+      if (draining_ && inflight_ == 0 && batch_len_ == 0 && parked_len_ == 0 && fifo_head_ == fifo_tail_) {
         // Every answer posted since the stop was signaled and has completed; an unsignaled
         // tail from before the stop gets a moment to leave before the QP is flushed.
         if (since_signal_ > 0) ::usleep(20000);
@@ -253,7 +266,7 @@ class ServerConnection {
   }
 
   void sleep_once() {
-    if (batch_len_ > 0) return;  // waiting for send-queue room: keep polling
+    if (batch_len_ > 0 || parked_len_ > 0) return;  // waiting for send-queue room: keep polling
     if (int rc = conn_->arm_cq_st(); rc < 0) {
       log::server()->error("{}: ibv_req_notify_cq: {}", peer_, errno_text(rc));
       failed_ = true;
@@ -291,6 +304,8 @@ class ServerConnection {
     log::server()->debug("{}: connection failed ({}), {} commands in flight", peer_, why, inflight_);
     conn_->disconnect_st();
     batch_len_ = 0;
+    fenced_.clear();
+    parked_len_ = 0;
     // Tags waiting for an RDMA READ credit or on the send queue will never get one.
     for (auto& t : tags_) {
       if (t.state == TagState::kWaitReadCredit) release_tag(t);
@@ -330,7 +345,11 @@ class ServerConnection {
       }
       switch (id.kind) {
         case WorkKind::kRdmaRecv:
-          on_command(id.tag, wc.byte_len);
+          if (parked_len_ > 0 || !batch_has_room()) {
+            park(id.tag, wc.byte_len);
+          } else {
+            on_command(id.tag, wc.byte_len);
+          }
           break;
         case WorkKind::kRdmaRead:
           retire_signaled();
@@ -382,8 +401,10 @@ class ServerConnection {
     if (draining_) {
       // Shutting down: answer, do not start new work.
       c_.errors.add_st();
-      return respond(cmd, -EIO, scratch_slot());
+      respond(cmd, -EIO, scratch_slot());
+      return;
     }
+    if (direct_path_ && moves_data) return serve_direct(cmd);
     t.cmd = cmd;
     ++inflight_;
     switch (cmd.opcode) {
@@ -406,6 +427,44 @@ class ServerConnection {
         c_.write_zeroes.add_st();
         return submit_backend(t);
     }
+  }
+
+  // READ/WRITE on an export the server's MR covers (ram): the RDMA itself is the IO and the
+  // backend is not involved. READ = RDMA WRITE + SEND. WRITE = RDMA READ into the export and an
+  // answer that leaves, fenced, once the data is in (flush_batch): the server never waits for
+  // the READ's completion, so one pass and one doorbell serve each command. The tag is free at
+  // once: the client reuses it only after the answer, which follows the data.
+  void serve_direct(const wire::Command& cmd) {
+    if (cmd.opcode == wire::Opcode::kRead) {
+      c_.reads.add_st();
+      return answer_read(cmd);
+    }
+    c_.writes.add_st();
+    c_.rdma_bytes.add_st(cmd.length);
+    queue_rdma_read(cmd);
+    fenced_.push_back(cmd);
+  }
+
+  // Commands are only taken on while the batch has room for their answers.
+  bool batch_has_room() const { return batch_len_ + fenced_.size() + kWrsPerTag <= size_t(depth_) * kWrsPerTag; }
+
+  void park(uint16_t slot, uint32_t byte_len) {
+    if (slot >= depth_ || parked_len_ >= parked_.size()) return;  // one receive per slot: cannot happen
+    parked_[parked_len_++] = Parked{slot, byte_len};
+    c_.parked_max.max_st(parked_len_);
+  }
+
+  int resume_parked() {
+    size_t done = 0;
+    while (done < parked_len_ && batch_has_room()) {
+      on_command(parked_[done].slot, parked_[done].byte_len);
+      ++done;
+    }
+    if (done == 0) return 0;
+    std::copy(parked_.begin() + ptrdiff_t(done), parked_.begin() + ptrdiff_t(parked_len_), parked_.begin());
+    parked_len_ -= done;
+    post_recvs();
+    return int(done);
   }
 
   void reject(const wire::Command& cmd, unsigned reason, int err) {
@@ -455,22 +514,22 @@ class ServerConnection {
   void finish(Tag& t, int err) {
     const wire::Command cmd = t.cmd;
     if (failed_) return release_tag(t);
-    if (err == 0 && cmd.opcode == wire::Opcode::kRead) {
-      ibv_sge& sge = batch_sges_[batch_len_];
-      sge = ibv_sge{reinterpret_cast<uint64_t>(data_buffer(cmd)), cmd.length, data_mr_->lkey};
-      ibv_send_wr& wr = batch_wrs_[batch_len_++];
-      wr = ibv_send_wr{};
-      wr.wr_id = WorkId{WorkKind::kRdmaWrite, queue_id_, cmd.tag, 0, cmd.generation}.encode();
-      wr.sg_list = &sge;
-      wr.num_sge = 1;
-      wr.opcode = IBV_WR_RDMA_WRITE;
-      wr.wr.rdma.remote_addr = cmd.addr;
-      wr.wr.rdma.rkey = cmd.rkey;
-      c_.rdma_bytes.add_st(cmd.length);
-    }
     if (err < 0) c_.errors.add_st();
     release_tag(t);
+    if (err == 0 && cmd.opcode == wire::Opcode::kRead) return answer_read(cmd);
     respond(cmd, err);
+  }
+
+  // A successful READ: its data, then its answer (both in one work request with ReadDone).
+  void answer_read(const wire::Command& cmd) {
+    ibv_send_wr& wr = queue_rdma_write(cmd);
+    if (read_imm_) {
+      wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
+      wr.imm_data = htobe32(wire::encode_read_done(cmd.tag, cmd.generation));
+      c_.read_done_imm.add_st();
+      return;
+    }
+    respond(cmd, 0);
   }
 
   void release_tag(Tag& t) {
@@ -480,21 +539,52 @@ class ServerConnection {
   }
 
   // Queues the response SEND (after any RDMA WRITE already queued for it: RC keeps order).
-  void respond(const wire::Command& cmd, int err, uint8_t* slot = nullptr) {
-    if (failed_) return;
+  // Returns the queued SEND, or null when the connection failed (nothing is sent any more).
+  ibv_send_wr* respond(const wire::Command& cmd, int err, uint8_t* slot = nullptr) {
+    if (failed_) return nullptr;
     uint8_t* p = slot ? slot : resp_slot(cmd.tag);
     wire::Response r{cmd.tag, wire::is_known_opcode(uint8_t(cmd.opcode)) ? cmd.opcode : wire::Opcode::kRead,
                      cmd.generation, wire::errno_to_status(err)};
     wire::encode_into(r, std::span<uint8_t, wire::kResponseSize>(p, wire::kResponseSize));
-    ibv_sge& sge = batch_sges_[batch_len_];
-    sge = ibv_sge{reinterpret_cast<uint64_t>(p), uint32_t(wire::kResponseSize), msgs_mr_->lkey};
-    ibv_send_wr& wr = batch_wrs_[batch_len_++];
-    wr = ibv_send_wr{};
+    ibv_send_wr& wr = append_wr(reinterpret_cast<uint64_t>(p), uint32_t(wire::kResponseSize), msgs_mr_->lkey);
     wr.wr_id = WorkId{WorkKind::kRdmaSend, queue_id_, cmd.tag, 0, cmd.generation}.encode();
-    wr.sg_list = &sge;
-    wr.num_sge = 1;
     wr.opcode = IBV_WR_SEND;
     if (inline_ok_) wr.send_flags = IBV_SEND_INLINE;
+    return &wr;
+  }
+
+  // Queues the RDMA WRITE of a READ command's data from the server's buffer to the client's.
+  ibv_send_wr& queue_rdma_write(const wire::Command& cmd) {
+    ibv_send_wr& wr = append_wr(reinterpret_cast<uint64_t>(data_buffer(cmd)), cmd.length, data_mr_->lkey);
+    wr.wr_id = WorkId{WorkKind::kRdmaWrite, queue_id_, cmd.tag, 0, cmd.generation}.encode();
+    wr.opcode = IBV_WR_RDMA_WRITE;
+    wr.wr.rdma.remote_addr = cmd.addr;
+    wr.wr.rdma.rkey = cmd.rkey;
+    c_.rdma_bytes.add_st(cmd.length);
+    return wr;
+  }
+
+  // Queues the RDMA READ of a WRITE command's data from the client's buffer into the server's.
+  ibv_send_wr& queue_rdma_read(const wire::Command& cmd) {
+    ibv_send_wr& wr = append_wr(reinterpret_cast<uint64_t>(data_buffer(cmd)), cmd.length, data_mr_->lkey);
+    wr.wr_id = WorkId{WorkKind::kRdmaRead, queue_id_, cmd.tag, 0, cmd.generation}.encode();
+    wr.opcode = IBV_WR_RDMA_READ;
+    wr.wr.rdma.remote_addr = cmd.addr;
+    wr.wr.rdma.rkey = cmd.rkey;
+    return wr;
+  }
+
+  // A fresh work request at the end of the batch, with one scatter/gather entry.
+  ibv_send_wr& append_wr(uint64_t addr, uint32_t length, uint32_t lkey) {
+    if (batch_len_ == batch_wrs_.size()) {
+      batch_wrs_.resize(batch_wrs_.size() * 2);
+      batch_sges_.resize(batch_wrs_.size());
+    }
+    batch_sges_[batch_len_] = ibv_sge{addr, length, lkey};
+    ibv_send_wr& wr = batch_wrs_[batch_len_++];
+    wr = ibv_send_wr{};
+    wr.num_sge = 1;
+    return wr;
   }
 
   void post_rdma_read(Tag& t) {
@@ -502,17 +592,8 @@ class ServerConnection {
     t.state = TagState::kRdmaRead;
     ++reads_outstanding_;
     c_.rdma_reads_max.max_st(reads_outstanding_);
-    ibv_sge& sge = batch_sges_[batch_len_];
-    sge = ibv_sge{reinterpret_cast<uint64_t>(data_buffer(cmd)), cmd.length, data_mr_->lkey};
-    ibv_send_wr& wr = batch_wrs_[batch_len_++];
-    wr = ibv_send_wr{};
-    wr.wr_id = WorkId{WorkKind::kRdmaRead, queue_id_, cmd.tag, 0, cmd.generation}.encode();
-    wr.sg_list = &sge;
-    wr.num_sge = 1;
-    wr.opcode = IBV_WR_RDMA_READ;
+    ibv_send_wr& wr = queue_rdma_read(cmd);
     wr.send_flags = IBV_SEND_SIGNALED;  // the data must be here before the backend sees it
-    wr.wr.rdma.remote_addr = cmd.addr;
-    wr.wr.rdma.rkey = cmd.rkey;
   }
 
   void start_waiting_reads() {
@@ -562,12 +643,21 @@ class ServerConnection {
 
   // Posts as much of the batch as the send queue has room for, with one doorbell.
   void flush_batch() {
-    if (batch_len_ == 0 || failed_) return;
+    if (failed_) return;
+    if (!fenced_.empty()) {
+      // Answers to direct WRITEs go after every RDMA READ queued so far; the first one is
+      // fenced (it leaves only when all earlier READs have completed), the others follow it.
+      if (ibv_send_wr* first = respond(fenced_.front(), 0)) first->send_flags |= IBV_SEND_FENCE;
+      for (size_t i = 1; i < fenced_.size(); ++i) respond(fenced_[i], 0);
+      fenced_.clear();
+    }
+    if (batch_len_ == 0) return;
     size_t room = sq_capacity_ - sq_used_;
     size_t n = std::min(batch_len_, room);
     if (n == 0) return;
     for (size_t i = 0; i < n; ++i) {
       ibv_send_wr& wr = batch_wrs_[i];
+      wr.sg_list = &batch_sges_[i];
       wr.next = i + 1 < n ? &batch_wrs_[i + 1] : nullptr;
       ++since_signal_;
       bool last = i + 1 == n;
@@ -590,7 +680,6 @@ class ServerConnection {
       for (size_t i = n; i < batch_len_; ++i) {
         batch_wrs_[i - n] = batch_wrs_[i];
         batch_sges_[i - n] = batch_sges_[i];
-        batch_wrs_[i - n].sg_list = &batch_sges_[i - n];
       }
     }
     batch_len_ -= n;
@@ -607,6 +696,7 @@ class ServerConnection {
   const uint16_t depth_;
   const uint32_t max_io_;
   const uint32_t max_reads_;
+  const bool read_imm_;  // successful READs complete as RDMA WRITE WITH IMMEDIATE (no SEND)
   const std::chrono::microseconds spin_;
   CommandLimits limits_{};
   CommandLimits limits_nodata_{};
@@ -629,9 +719,19 @@ class ServerConnection {
   std::vector<uint16_t> read_wait_;
   size_t read_wait_len_ = 0;
 
-  std::vector<ibv_send_wr> batch_wrs_;
+  std::vector<ibv_send_wr> batch_wrs_;  // work requests to post, in order (sg_list set at posting)
   std::vector<ibv_sge> batch_sges_;
   size_t batch_len_ = 0;
+  std::vector<wire::Command> fenced_;  // direct WRITEs whose answers wait for the flush
+  // Commands received while the batch was backed up, by receive slot (not yet reposted: the
+  // client runs out of credits instead of the server out of memory).
+  struct Parked {
+    uint16_t slot;
+    uint32_t byte_len;
+  };
+  std::vector<Parked> parked_;
+  size_t parked_len_ = 0;
+  bool direct_path_ = false;  // READ/WRITE data moves straight to and from the export
   std::vector<ibv_recv_wr> recv_wrs_;
   std::vector<ibv_sge> recv_sges_;
   size_t recv_len_ = 0;

@@ -3,7 +3,9 @@
 # work), every queue of the client counts copied_bytes == 0 and rdma_bytes > 0, rdma_bytes equals
 # what the ublk queue moved (bytes_read + bytes_written) and, summed, covers what fio moved; the
 # server's stats (per connection, and per export after it stopped) say copied_bytes == 0 and
-# rdma_bytes equal to the client's. On a ram and a file export.
+# rdma_bytes equal to the client's. Successful READs complete by RDMA WRITE WITH IMMEDIATE
+# (protocol v2's ReadDone): both queues negotiated it and used it, as many times as the server
+# sent one. On a ram and a file export.
 . "$(dirname "$0")/lib.sh"
 require_ublk
 require_cmd fio jq
@@ -39,16 +41,21 @@ zero_copy() {
     fail "$export: a queue moved nothing by RDMA"
   ublk_json "$id" | jq -e 'all(.queues[]; .stats.target.rdma_bytes == .stats.bytes_read + .stats.bytes_written)' \
     >/dev/null || fail "$export: a queue's rdma_bytes differ from what its ublk queue moved"
+  ublk_json "$id" | jq -e 'all(.queues[]; .stats.target.read_imm == true and .stats.target.read_done_imm > 0)' \
+    >/dev/null || fail "$export: a queue did not negotiate or use ReadDone immediates"
+  imm=$(ublk_json "$id" | jq '[.queues[].stats.target.read_done_imm] | add')
   after=$(ublk_json "$id" | jq '[.queues[].stats.target.rdma_bytes] | add')
   moved=$((after - before))
   log "  fio moved $((64 * M)) bytes, the queues' rdma_bytes grew by $moved"
   ((moved >= 64 * M && moved <= 68 * M)) || fail "$export: rdma_bytes grew by $moved, fio moved $((64 * M))"
 
   srv=$(serve_stats wait | jq -c --arg e "$export" '[.connections[] | select(.export == $e)]
-      | {connections: length, rdma_bytes: (map(.rdma_bytes) | add), copied_bytes: (map(.copied_bytes) | add)}')
+      | {connections: length, rdma_bytes: (map(.rdma_bytes) | add), copied_bytes: (map(.copied_bytes) | add),
+         read_imm: all(.read_imm), read_done_imm: (map(.read_done_imm) | add)}')
   log "  server: $srv"
-  jq -e --argjson a "$after" '.connections == 2 and .copied_bytes == 0 and .rdma_bytes == $a' <<<"$srv" >/dev/null ||
-    fail "$export: the server's counters do not match the client's (rdma_bytes $after, copied 0, 2 connections)"
+  jq -e --argjson a "$after" --argjson i "$imm" '.connections == 2 and .copied_bytes == 0 and .rdma_bytes == $a
+      and .read_imm and .read_done_imm == $i' <<<"$srv" >/dev/null ||
+    fail "$export: the server's counters do not match the client's (rdma_bytes $after, copied 0, 2 connections, read_done_imm $imm)"
   must "$UBLK" del -n "$id"
   wait_gone "$dev"
   echo "$after" >"$E2E_WORK/rdma_bytes.$export"

@@ -305,6 +305,7 @@ TEST_F(RdmaTransport, MalformedCommandsGetErrorAnswers) {
   MappedRegion mem = MappedRegion::anonymous(1 << 20, true);
   ibv_mr* mr = nullptr;
   wire::ConnectRequest req;
+  req.version = 1;  // a version 1 client: every answer, the good READ's too, is a Response SEND
   req.queue_depth = kDepth;
   req.max_io_bytes = 64 * 1024;
   ASSERT_TRUE(req.set_name("vol0"));
@@ -347,6 +348,7 @@ TEST_F(RdmaTransport, MalformedCommandsGetErrorAnswers) {
       if (n <= 0) continue;
       EXPECT_EQ(wc.status, IBV_WC_SUCCESS) << ibv_wc_status_str(wc.status);
       if (wc.wr_id == 1000) continue;  // our send
+      EXPECT_EQ(wc.opcode, IBV_WC_RECV) << "an answer other than a Response SEND";
       auto* slot = static_cast<uint8_t*>(mem.get()) + 4096u * wc.wr_id;
       auto d = wire::decode_response(std::span<const uint8_t>(slot, wire::kResponseSize));
       EXPECT_TRUE(d.ok());
@@ -402,6 +404,118 @@ TEST_F(RdmaTransport, MalformedCommandsGetErrorAnswers) {
   EXPECT_EQ(static_cast<uint8_t*>(reinterpret_cast<void*>(buf))[4095], 0x5a);
   auto s = nlohmann::json::parse(server_->stats_json());
   EXPECT_EQ(s["exports"]["vol0"]["rejected_commands"], cases.size());
+  conn.close_st();
+}
+
+// A client that sends commands but does not take the answers (no receives reposted): the
+// server's answers cannot leave, so it stops taking commands (holds back their receives)
+// instead of queueing without bound. Once the client takes answers again, every command is
+// answered and the connection still serves IO.
+TEST_F(RdmaTransport, ClientThatDoesNotTakeAnswersStallsOnlyItself) {
+  start_server({server::parse_export_spec("vol0=ram:1M")});
+  constexpr uint16_t kDepth = 8;
+  constexpr int kFlood = 100;  // > the server's send queue + batch + parked commands
+  MappedRegion mem = MappedRegion::anonymous(1 << 20, true);
+  ibv_mr* mr = nullptr;
+  wire::ConnectRequest req;
+  req.queue_depth = kDepth;
+  req.max_io_bytes = 64 * 1024;
+  ASSERT_TRUE(req.set_name("vol0"));
+  auto pdata = wire::encode(req);
+  transport::ClientConnectParams p;
+  p.address = addr_;
+  p.port = port_;
+  p.sizes = {kFlood + 8, kDepth, 64, 1};
+  p.private_data = pdata;
+  p.responder_resources = 16;
+  auto post_recv = [&](transport::Connection& c, uint16_t i) {
+    ibv_sge sge{reinterpret_cast<uint64_t>(mem.get()) + 4096u * i, 64, mr->lkey};
+    ibv_recv_wr wr{}, *bad = nullptr;
+    wr.wr_id = i;
+    wr.sg_list = &sge;
+    wr.num_sge = 1;
+    return ibv_post_recv(c.qp(), &wr, &bad);
+  };
+  auto out = transport::connect_client(p, [&](transport::Connection& c) {
+    mr = c.register_memory(mem.get(), mem.size(),
+                           IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE, "test memory");
+    for (uint16_t i = 0; i < kDepth; ++i) ASSERT_EQ(post_recv(c, i), 0);
+  });
+  ASSERT_FALSE(out.rejected);
+  auto& conn = *out.conn;
+  // Malformed on purpose (tag beyond the depth): each is answered -EINVAL without holding a tag.
+  std::vector<std::array<uint8_t, wire::kCommandSize>> cmds(kFlood);
+  for (int i = 0; i < kFlood; ++i) {
+    cmds[size_t(i)] = wire::encode(wire::Command{wire::Opcode::kRead, 0, uint16_t(kDepth + 1), uint32_t(i), 0, 4096,
+                                                 mr->rkey, reinterpret_cast<uint64_t>(mem.get()) + 512 * 1024});
+    ibv_sge sge{reinterpret_cast<uint64_t>(cmds[size_t(i)].data()), uint32_t(wire::kCommandSize), 0};
+    ibv_send_wr wr{}, *bad = nullptr;
+    wr.sg_list = &sge;
+    wr.num_sge = 1;
+    wr.opcode = IBV_WR_SEND;
+    wr.send_flags = IBV_SEND_INLINE | IBV_SEND_SIGNALED;
+    wr.wr_id = 1000;
+    ASSERT_EQ(ibv_post_send(conn.qp(), &wr, &bad), 0);
+  }
+  // Let the server run into the wall: its answers wait on our empty receive queue.
+  std::this_thread::sleep_for(2s);
+  auto conn_stats = [&] { return nlohmann::json::parse(server_->stats_json())["connections"][0]; };
+  // How far the server got depends on the device: rxe stops delivering our SENDs after a few
+  // dozen while the server's answers wait (then nothing is held back by the server itself);
+  // a NIC that keeps delivering makes the server hold commands back (parked_max > 0).
+  auto stalled = conn_stats();
+  EXPECT_LT(stalled["commands"].get<uint64_t>(), uint64_t(kFlood)) << stalled.dump();
+  // Now take the answers: every command gets one, in order.
+  int answers = 0, sends_done = 0;
+  auto deadline = Clock::now() + 30s;
+  while ((answers < kFlood || sends_done < kFlood) && Clock::now() < deadline) {
+    ibv_wc wc;
+    if (ibv_poll_cq(conn.cq(), 1, &wc) <= 0) continue;
+    ASSERT_EQ(wc.status, IBV_WC_SUCCESS) << ibv_wc_status_str(wc.status);
+    if (wc.wr_id == 1000) {
+      ++sends_done;
+      continue;
+    }
+    auto* slot = static_cast<uint8_t*>(mem.get()) + 4096u * wc.wr_id;
+    auto d = wire::decode_response(std::span<const uint8_t>(slot, wire::kResponseSize));
+    ASSERT_TRUE(d.ok());
+    EXPECT_EQ(wire::status_to_errno(d.value.status), -EINVAL);
+    EXPECT_EQ(d.value.generation, uint32_t(answers));
+    ++answers;
+    ASSERT_EQ(post_recv(conn, uint16_t(wc.wr_id)), 0);
+  }
+  EXPECT_EQ(answers, kFlood);
+  EXPECT_EQ(sends_done, kFlood);
+  EXPECT_EQ(conn_stats()["rejected_commands"].get<uint64_t>(), uint64_t(kFlood));
+  // Still serving: a good write and read on the same connection.
+  uint64_t buf = reinterpret_cast<uint64_t>(mem.get()) + 512 * 1024;
+  auto roundtrip = [&](wire::Opcode op, uint32_t gen) {
+    auto b = wire::encode(wire::Command{op, 0, 1, gen, 8192, 4096, mr->rkey, buf});
+    ibv_sge sge{reinterpret_cast<uint64_t>(b.data()), uint32_t(b.size()), 0};
+    ibv_send_wr wr{}, *bad = nullptr;
+    wr.sg_list = &sge;
+    wr.num_sge = 1;
+    wr.opcode = IBV_WR_SEND;
+    wr.send_flags = IBV_SEND_INLINE | IBV_SEND_SIGNALED;
+    wr.wr_id = 1000;
+    EXPECT_EQ(ibv_post_send(conn.qp(), &wr, &bad), 0);
+    auto until = Clock::now() + 10s;
+    while (Clock::now() < until) {
+      ibv_wc wc;
+      if (ibv_poll_cq(conn.cq(), 1, &wc) <= 0 || wc.wr_id == 1000) continue;
+      EXPECT_EQ(wc.status, IBV_WC_SUCCESS);
+      auto* slot = static_cast<uint8_t*>(mem.get()) + 4096u * wc.wr_id;
+      auto d = wire::decode_response(std::span<const uint8_t>(slot, wire::kResponseSize));
+      EXPECT_EQ(post_recv(conn, uint16_t(wc.wr_id)), 0);
+      return d.ok() && d.value.generation == gen ? d.value.status : -1;
+    }
+    return -2;
+  };
+  std::memset(reinterpret_cast<void*>(buf), 0x6b, 4096);
+  EXPECT_EQ(roundtrip(wire::Opcode::kWrite, 500), 0);
+  std::memset(reinterpret_cast<void*>(buf), 0, 4096);
+  EXPECT_EQ(roundtrip(wire::Opcode::kRead, 501), 0);
+  EXPECT_EQ(static_cast<uint8_t*>(reinterpret_cast<void*>(buf))[100], 0x6b);
   conn.close_st();
 }
 

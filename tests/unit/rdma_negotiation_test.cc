@@ -149,6 +149,29 @@ TEST(RdmaNegotiation, MalformedPrivateData) {
   EXPECT_EQ(negotiate(b, sa, f.allow, f.lookup(), f.limits).reject.status, wire::ConnectStatus::kUnknownExport);
 }
 
+TEST(RdmaNegotiation, ReadImmOnlyWhenAskedInV2) {
+  Fixture f;
+  auto r = request("vol0");
+  Negotiation n = f.run(r);
+  ASSERT_TRUE(n.accepted);
+  EXPECT_FALSE(n.accept.read_imm());  // not asked
+  r.flags = wire::kConnectReadImm;
+  n = f.run(r);
+  ASSERT_TRUE(n.accepted);
+  EXPECT_TRUE(n.accept.read_imm());
+  auto d = wire::decode_accept_data(wire::encode(n.accept));
+  ASSERT_TRUE(d.ok());
+  EXPECT_TRUE(d.value.read_imm());
+  // A v1 client cannot ask (its flags must be 0) and gets a v1 accept without features.
+  r.version = 1;
+  r.flags = 0;
+  n = f.run(r);
+  ASSERT_TRUE(n.accepted);
+  EXPECT_EQ(n.accept.version, 1);
+  EXPECT_EQ(n.accept.features, 0);
+  EXPECT_TRUE(wire::decode_accept_data(wire::encode(n.accept)).ok());
+}
+
 TEST(RdmaNegotiation, NewerClientGetsOurVersion) {
   Fixture f;
   auto r = request("vol0");

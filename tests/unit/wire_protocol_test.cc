@@ -29,8 +29,9 @@ TEST(WireProtocol, ConnectRequestRoundTripAndLayout) {
   EXPECT_EQ(b[1], 'R');
   EXPECT_EQ(b[2], 'D');
   EXPECT_EQ(b[3], 'M');
-  EXPECT_EQ(b[4], 1);  // version
+  EXPECT_EQ(b[4], 2);  // version
   EXPECT_EQ(b[5], 0);
+  EXPECT_EQ(b[6], 0);  // flags
   EXPECT_EQ(b[8], 3);     // queue id
   EXPECT_EQ(b[10], 128);  // depth
   EXPECT_EQ(b[12], 0);
@@ -74,7 +75,22 @@ TEST(WireProtocol, ConnectRequestMalformed) {
   EXPECT_EQ(decode_connect_request({}).error, DecodeError::kTooShort);
   EXPECT_EQ(with(0, 'X'), DecodeError::kBadMagic);
   EXPECT_EQ(with(4, 0), DecodeError::kBadVersion);  // version 0
-  EXPECT_EQ(with(6, 1), DecodeError::kBadFlags);    // no flags in v1
+  EXPECT_EQ(with(6, 2), DecodeError::kBadFlags);    // a flag v2 does not know
+  {
+    auto b = good;
+    b[4] = 1;  // v1 has no flags at all
+    b[6] = kConnectReadImm;
+    EXPECT_EQ(decode_connect_request(b).error, DecodeError::kBadFlags);
+    b[6] = 0;
+    EXPECT_TRUE(decode_connect_request(b).ok());  // a v1 client still decodes
+  }
+  {
+    auto b = good;
+    b[6] = kConnectReadImm;
+    auto d = decode_connect_request(b);
+    ASSERT_TRUE(d.ok());
+    EXPECT_EQ(d.value.flags, kConnectReadImm);
+  }
   EXPECT_EQ(with(24, 0), DecodeError::kBadName);    // empty name
   EXPECT_EQ(with(25, ' '), DecodeError::kBadName);  // bad character
   EXPECT_EQ(with(30, 'x'), DecodeError::kBadName);  // junk after the NUL
@@ -146,11 +162,21 @@ TEST(WireProtocol, AcceptMalformed) {
   EXPECT_EQ(decode_accept_data(std::span(good).first(47)).error, DecodeError::kTooShort);
   EXPECT_EQ(with(1, 0), DecodeError::kBadMagic);
   EXPECT_EQ(with(4, 0), DecodeError::kBadVersion);
-  EXPECT_EQ(with(4, 2), DecodeError::kBadVersion);  // newer than we speak: the server must not pick it
+  EXPECT_EQ(with(4, 3), DecodeError::kBadVersion);  // newer than we speak: the server must not pick it
   EXPECT_EQ(with(6, 1), DecodeError::kBadParams);   // status != ok inside an accept
   EXPECT_EQ(with(19, 1), DecodeError::kReservedNonZero);
-  EXPECT_EQ(with(28, 1), DecodeError::kReservedNonZero);
+  EXPECT_EQ(with(28, 2), DecodeError::kBadFlags);  // a feature v2 does not know
+  EXPECT_EQ(with(30, 1), DecodeError::kReservedNonZero);
   EXPECT_EQ(with(47, 1), DecodeError::kReservedNonZero);
+  {
+    auto b = good;
+    b[28] = kFeatureReadImm;
+    auto d = decode_accept_data(b);
+    ASSERT_TRUE(d.ok());
+    EXPECT_TRUE(d.value.read_imm());
+    b[4] = 1;  // v1: the features field is reserved
+    EXPECT_EQ(decode_accept_data(b).error, DecodeError::kReservedNonZero);
+  }
   EXPECT_EQ(with(24, 0x20), DecodeError::kBadFlags);
   EXPECT_EQ(with(18, 8), DecodeError::kBadParams);   // 256-byte blocks
   EXPECT_EQ(with(18, 13), DecodeError::kBadParams);  // 8 KiB blocks
@@ -274,6 +300,26 @@ TEST(WireProtocol, StatusErrnoMapping) {
     EXPECT_EQ(status_to_errno(errno_to_status(e)), e) << e;
   EXPECT_EQ(errno_to_status(-ENOMEM), int32_t(Status::kIoError));  // no wire code: EIO
   EXPECT_EQ(status_to_errno(-9999), -EIO);                           // unknown code: EIO
+}
+
+TEST(WireProtocol, ReadDoneImmediate) {
+  // bits 0..11 tag, 12..31 the generation's low 20 bits
+  EXPECT_EQ(encode_read_done(0, 0), 0u);
+  EXPECT_EQ(encode_read_done(4095, 0), 0xfffu);
+  EXPECT_EQ(encode_read_done(1, 1), 0x1001u);
+  EXPECT_EQ(encode_read_done(7, 0x123456), 0x23456007u);  // generation wraps at 20 bits
+  ReadDone d = decode_read_done(0x23456007u);
+  EXPECT_EQ(d.tag, 7);
+  EXPECT_EQ(d.generation_low, 0x23456u);
+  EXPECT_TRUE(read_done_matches(d, 0x123456));
+  EXPECT_TRUE(read_done_matches(d, 0x23456));
+  EXPECT_FALSE(read_done_matches(d, 0x123457));
+  for (uint16_t tag : {0, 1, 100, 4095})
+    for (uint32_t gen : {0u, 1u, 0xfffffu, 0x100000u, 0xffffffu}) {
+      ReadDone r = decode_read_done(encode_read_done(tag, gen));
+      EXPECT_EQ(r.tag, tag);
+      EXPECT_TRUE(read_done_matches(r, gen));
+    }
 }
 
 }  // namespace

@@ -143,13 +143,14 @@ int daemon_main(const DaemonPlan& plan, int report_fd, const std::string& log_pa
     auto factory = make_target_factory(plan.target_args, plan.dev_opts);
     ublk::ControlDevice ctrl;
     std::unique_ptr<ublk::ServedDevice> dev =
-        plan.recover_id ? ublk::ServedDevice::recover(ctrl, *plan.recover_id, plan.dev_opts.poll_mode, *factory)
+        plan.recover_id ? ublk::ServedDevice::recover(ctrl, *plan.recover_id, plan.dev_opts.poll, *factory)
                         : ublk::ServedDevice::create(ctrl, plan.dev_opts, *factory);
     nlohmann::json state = {{"dev_id", dev->dev_id()},
                             {"daemon_pid", ::getpid()},
                             {"target_args", plan.target_args},
                             {"target", nlohmann::json::parse(factory->describe_json())},
-                            {"poll_mode", ublk::poll_mode_name(plan.dev_opts.poll_mode)},
+                            {"poll_mode", ublk::poll_mode_name(plan.dev_opts.poll.mode)},
+                            {"hybrid_spin_us", plan.dev_opts.poll.hybrid_spin.count()},
                             {"nr_hw_queues", dev->info().nr_hw_queues},
                             {"queue_depth", dev->info().queue_depth},
                             {"max_io_buf_bytes", dev->info().max_io_buf_bytes}};

@@ -50,6 +50,7 @@ struct AddArgs {
   bool foreground = false;
   std::string max_io = "512K";
   std::string poll = "hybrid";
+  int spin_us = int(ublk::kDefaultHybridSpin.count());
   bool buffered = false;
   std::string traddr;
   int trsvcid = 18520;
@@ -64,7 +65,8 @@ int cmd_add(const AddArgs& a) {
   plan.dev_opts.nr_queues = uint16_t(a.queues);
   plan.dev_opts.queue_depth = uint16_t(a.depth);
   plan.dev_opts.user_recovery = a.recovery == 1;
-  plan.dev_opts.poll_mode = poll_mode_option(a.poll);
+  plan.dev_opts.poll.mode = poll_mode_option(a.poll);
+  plan.dev_opts.poll.hybrid_spin = std::chrono::microseconds(a.spin_us);
   uint64_t max_io = size_option("--max-io", a.max_io);
   if (max_io < 4096 || max_io > (32u << 20) || max_io % 4096)
     throw UsageError(fmt::format("--max-io {}: must be a multiple of 4K between 4K and 32M", a.max_io));
@@ -128,7 +130,9 @@ int cmd_recover(int dev_id, bool foreground) {
   plan.dev_opts.queue_depth = info.queue_depth;
   plan.dev_opts.max_io_bytes = info.max_io_buf_bytes;
   plan.dev_opts.user_recovery = true;
-  plan.dev_opts.poll_mode = poll_mode_option(state->value("poll_mode", std::string("hybrid")));
+  plan.dev_opts.poll.mode = poll_mode_option(state->value("poll_mode", std::string("hybrid")));
+  plan.dev_opts.poll.hybrid_spin =
+      std::chrono::microseconds(state->value("hybrid_spin_us", int64_t(ublk::kDefaultHybridSpin.count())));
   plan.target_args = state->value("target_args", nlohmann::json::object());
   return run_device_daemon(plan);
 }
@@ -235,6 +239,12 @@ int run(int argc, char** argv) {
   add_cmd->add_option("--max-io", add.max_io, "Largest IO in bytes (default 512K)");
   add_cmd->add_option("--poll", add.poll, "Completion mode: busy, event or hybrid")
       ->check(CLI::IsMember({"busy", "event", "hybrid"}));
+  add_cmd
+      ->add_option("--spin-us", add.spin_us,
+                   "hybrid: microseconds a queue keeps polling after its last work before it sleeps "
+                   "(lower latency for more CPU; 0 = sleep at once)")
+      ->check(CLI::Range(0, 1000000))
+      ->capture_default_str();
   add_cmd->add_flag("--buffered", add.buffered, "loop: do not use O_DIRECT");
   add_cmd->add_option("--traddr", add.traddr, "rdma: server address");
   add_cmd->add_option("--trsvcid", add.trsvcid, "rdma: server port (default 18520)")->check(CLI::Range(1, 65535));

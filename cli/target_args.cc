@@ -27,7 +27,7 @@ std::unique_ptr<ublk::TargetFactory> make_target_factory(const nlohmann::json& a
     o.nr_queues = dev_opts.nr_queues;
     o.queue_depth = dev_opts.queue_depth;
     o.max_io_bytes = dev_opts.max_io_bytes;
-    o.poll_mode = dev_opts.poll_mode;
+    o.poll_mode = dev_opts.poll.mode;
     o.io_timeout = std::chrono::milliseconds(args.value("io_timeout_ms", 30000));
     return targets::make_rdma_target_factory(o);
   }

@@ -33,7 +33,7 @@ struct DeviceOptions {
   uint16_t queue_depth = 128;
   uint32_t max_io_bytes = 512 * 1024;
   bool user_recovery = false;      // UBLK_F_USER_RECOVERY (+ REISSUE): survives a daemon crash
-  PollMode poll_mode = PollMode::kHybrid;
+  PollPolicy poll;
 };
 
 // Creates the per-queue targets of one device. Lives as long as the device.

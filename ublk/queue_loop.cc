@@ -95,7 +95,14 @@ void QueueLoop::run_st(std::unique_ptr<QueueTarget> target, const std::function<
     int polled = target_->poll_st();
     if (tags_.all_retired() || exiting_) break;
 
-    bool spin = cfg_.poll_mode == PollMode::kBusy || (cfg_.poll_mode == PollMode::kHybrid && target_->busy_st());
+    bool spin = cfg_.poll.mode == PollMode::kBusy || (cfg_.poll.mode == PollMode::kHybrid && target_->busy_st());
+    if (cfg_.poll.mode == PollMode::kHybrid) {
+      if (spin || reaped || polled) {
+        idle_since_ns_ = 0;
+      } else {
+        spin = within_hybrid_spin_st();
+      }
+    }
     if (spin || reaped || polled) {
       counters_.busy_polls.add_st();
       if (!reaped && !polled) {
@@ -123,6 +130,16 @@ void QueueLoop::run_st(std::unique_ptr<QueueTarget> target, const std::function<
   }
   target_->stop_st();
   log::ublk_io()->debug("queue {}: {}, exiting", cfg_.queue_id, exiting_ ? "told to exit" : "all tags retired");
+}
+
+// Called on idle passes only: true until the queue has been idle for the hybrid spin time.
+bool QueueLoop::within_hybrid_spin_st() {
+  if (cfg_.poll.hybrid_spin.count() <= 0) return false;
+  timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);  // vDSO: no syscall
+  uint64_t now = uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+  if (idle_since_ns_ == 0) idle_since_ns_ = now;
+  return now - idle_since_ns_ < uint64_t(std::chrono::nanoseconds(cfg_.poll.hybrid_spin).count());
 }
 
 void QueueLoop::handle_cqe_st(const io_uring_cqe& cqe) {

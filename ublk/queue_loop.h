@@ -26,7 +26,7 @@ struct QueueLoopConfig {
   uint32_t max_io_bytes = 0;
   int char_fd = -1;          // /dev/ublkcN, owned by the device
   bool ioctl_encode = true;  // UBLK_U_IO_* vs legacy opcodes
-  PollMode poll_mode = PollMode::kHybrid;
+  PollPolicy poll;
   int exit_fd = -1;          // eventfd: readable when the loop must exit now (forced teardown)
 };
 
@@ -69,6 +69,7 @@ class QueueLoop final : public QueueContext {
   void handle_cqe_st(const io_uring_cqe& cqe);
   void handle_ublk_cqe_st(uint16_t tag, int res);
   void arm_watches_st();
+  bool within_hybrid_spin_st();
   bool move_tag_st(uint16_t tag, TagState from, TagState to);
 
   QueueLoopConfig cfg_;
@@ -84,6 +85,7 @@ class QueueLoop final : public QueueContext {
   std::vector<uint8_t> tag_ops_;
   std::vector<FdWatch> watches_;
   bool exiting_ = false;
+  uint64_t idle_since_ns_ = 0;  // hybrid: when the current run of idle passes began (0: busy)
   bool cooperative_taskrun_ = false;  // ring set up with COOP_TASKRUN + TASKRUN_FLAG
   QueueCounters counters_;
 };

@@ -63,7 +63,7 @@ void ServedDevice::open_char_device() {
   throw_setup("{} did not appear within 3 s of ADD_DEV", path);
 }
 
-void ServedDevice::start_queues(ControlDevice& ctrl, TargetFactory& factory, PollMode mode) {
+void ServedDevice::start_queues(ControlDevice& ctrl, TargetFactory& factory, PollPolicy poll) {
   done_fd_ = make_eventfd();
   exit_fd_ = make_eventfd();
   uint16_t nq = info_.nr_hw_queues;
@@ -77,7 +77,7 @@ void ServedDevice::start_queues(ControlDevice& ctrl, TargetFactory& factory, Pol
     bool pin = rc == 0 && CPU_COUNT(&cpus) > 0;
     if (rc < 0) log::ctrl()->warn("dev {} queue {}: GET_QUEUE_AFFINITY failed: {}", info_.dev_id, q, errno_text(rc));
     QueueLoopConfig cfg{info_.dev_id, q, info_.queue_depth, info_.max_io_buf_bytes, char_fd_.get(),
-                        ctrl.kernel().ioctl_encode(), mode, exit_fd_.get()};
+                        ctrl.kernel().ioctl_encode(), poll, exit_fd_.get()};
     loops_[q] = std::make_unique<QueueLoop>(cfg);
     threads_.emplace_back([&, q, nq, cpus, pin] {
       tids_[q] = pid_t(::syscall(SYS_gettid));
@@ -143,7 +143,7 @@ std::unique_ptr<ServedDevice> ServedDevice::create(ControlDevice& ctrl, const De
     rc = ctrl.set_params(id, params);
     if (rc < 0) throw_errno(rc, "SET_PARAMS on device {}", id);
     dev->open_char_device();
-    dev->start_queues(ctrl, factory, opts.poll_mode);
+    dev->start_queues(ctrl, factory, opts.poll);
     rc = ctrl.start_dev(id, ::getpid());
     if (rc < 0) throw_errno(rc, "START_DEV on device {}", id);
     ctrl.get_dev_info(id, info);
@@ -157,7 +157,7 @@ std::unique_ptr<ServedDevice> ServedDevice::create(ControlDevice& ctrl, const De
   return dev;
 }
 
-std::unique_ptr<ServedDevice> ServedDevice::recover(ControlDevice& ctrl, uint32_t dev_id, PollMode poll_mode,
+std::unique_ptr<ServedDevice> ServedDevice::recover(ControlDevice& ctrl, uint32_t dev_id, PollPolicy poll,
                                                     TargetFactory& factory) {
   std::unique_ptr<ServedDevice> dev(new ServedDevice());
   int rc = ctrl.get_dev_info(dev_id, dev->info_);
@@ -175,7 +175,7 @@ std::unique_ptr<ServedDevice> ServedDevice::recover(ControlDevice& ctrl, uint32_
                 device_state_name(dev->info_.state));
   dev->open_char_device();
   try {
-    dev->start_queues(ctrl, factory, poll_mode);
+    dev->start_queues(ctrl, factory, poll);
   } catch (...) {
     dev->force_exit();
     throw;

@@ -28,7 +28,7 @@ class ServedDevice {
   static std::unique_ptr<ServedDevice> create(ControlDevice& ctrl, const DeviceOptions& opts, TargetFactory& factory);
 
   // Takes over a device whose daemon died (state QUIESCED) with a fresh set of queue threads.
-  static std::unique_ptr<ServedDevice> recover(ControlDevice& ctrl, uint32_t dev_id, PollMode poll_mode,
+  static std::unique_ptr<ServedDevice> recover(ControlDevice& ctrl, uint32_t dev_id, PollPolicy poll,
                                                TargetFactory& factory);
 
   ~ServedDevice();  // joins the queue threads (after asking them to exit) and closes /dev/ublkcN
@@ -52,7 +52,7 @@ class ServedDevice {
  private:
   ServedDevice() = default;
   void open_char_device();
-  void start_queues(ControlDevice& ctrl, TargetFactory& factory, PollMode mode);
+  void start_queues(ControlDevice& ctrl, TargetFactory& factory, PollPolicy poll);
 
   CtrlDevInfo info_{};
   UniqueFd char_fd_;

@@ -33,6 +33,8 @@ expect_error 2 add -t null -n 0 -q 0
 expect_error 2 add -t loop -n 0 -f "$E2E_WORK/backing.img" -d 0
 expect_error 2 add -t null -n 0 --size lots
 expect_error 2 add -t null -n 0 -r 2
+expect_error 2 add -t null -n 0 --spin-us -1
+expect_error 2 add -t null -n 0 --poll sometimes
 expect_error 1 del -n 99
 expect_error 1 list -n 99
 expect_error 1 recover -n 99

@@ -424,8 +424,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
       return connection_lost_st("malformed response");
     }
     const wire::Response& r = d.value;
-    if (r.tag >= depth_ || tags_[r.tag].state != TagState::kInFlight || tags_[r.tag].generation != r.generation ||
-        tags_[r.tag].op != uint8_t(r.opcode)) {
+    if (!awaits_answer_st(r.tag, uint8_t(r.opcode)) || tags_[r.tag].generation != r.generation) {
       counters_.stale_completions.add_st();
       SPDLOG_LOGGER_DEBUG(log::rdma_cq(), "queue {}: stale response tag {} generation {}", queue_id_, r.tag,
                           r.generation);
@@ -437,6 +436,12 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     complete_tag_st(r.tag, err < 0 ? err : int(tags_[r.tag].length));
   }
 
+  // Whether `tag` names a command of opcode `op` that waits for its answer (the caller checks
+  // the generation); anything else is a stale or foreign answer.
+  bool awaits_answer_st(uint16_t tag, uint8_t op) const {
+    return tag < depth_ && tags_[tag].state == TagState::kInFlight && tags_[tag].op == op;
+  }
+
   // A READ's data arrived with its answer in the immediate (status 0).
   void handle_read_done_st(const ibv_wc& wc) {
     if (!read_imm_ || !(wc.wc_flags & IBV_WC_WITH_IMM)) {
@@ -444,8 +449,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
       return connection_lost_st("unexpected immediate");
     }
     wire::ReadDone d = wire::decode_read_done(be32toh(wc.imm_data));
-    if (d.tag >= depth_ || tags_[d.tag].state != TagState::kInFlight || !wire::read_done_matches(d, tags_[d.tag].generation) ||
-        tags_[d.tag].op != uint8_t(wire::Opcode::kRead)) {
+    if (!awaits_answer_st(d.tag, uint8_t(wire::Opcode::kRead)) || !wire::read_done_matches(d, tags_[d.tag].generation)) {
       counters_.stale_completions.add_st();
       SPDLOG_LOGGER_DEBUG(log::rdma_cq(), "queue {}: stale read completion tag {} generation {}", queue_id_, d.tag,
                           d.generation_low);

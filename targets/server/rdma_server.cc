@@ -141,7 +141,6 @@ class ServerConnection {
     batch_sges_.resize(batch_wrs_.size());
     parked_.resize(depth_);
     fenced_.reserve(size_t(depth_) * kWrsPerTag);
-    direct_path_ = !direct_.empty();
     recv_wrs_.resize(depth_);
     recv_sges_.resize(depth_);
     read_wait_.assign(depth_, 0);
@@ -404,7 +403,7 @@ class ServerConnection {
       respond(cmd, -EIO, scratch_slot());
       return;
     }
-    if (direct_path_ && moves_data) return serve_direct(cmd);
+    if (!direct_.empty() && moves_data) return serve_direct(cmd);
     t.cmd = cmd;
     ++inflight_;
     switch (cmd.opcode) {
@@ -441,7 +440,7 @@ class ServerConnection {
     }
     c_.writes.add_st();
     c_.rdma_bytes.add_st(cmd.length);
-    queue_rdma_read(cmd);
+    queue_rdma(cmd, IBV_WR_RDMA_READ);
     fenced_.push_back(cmd);
   }
 
@@ -522,7 +521,8 @@ class ServerConnection {
 
   // A successful READ: its data, then its answer (both in one work request with ReadDone).
   void answer_read(const wire::Command& cmd) {
-    ibv_send_wr& wr = queue_rdma_write(cmd);
+    ibv_send_wr& wr = queue_rdma(cmd, IBV_WR_RDMA_WRITE);
+    c_.rdma_bytes.add_st(cmd.length);
     if (read_imm_) {
       wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
       wr.imm_data = htobe32(wire::encode_read_done(cmd.tag, cmd.generation));
@@ -553,22 +553,13 @@ class ServerConnection {
     return &wr;
   }
 
-  // Queues the RDMA WRITE of a READ command's data from the server's buffer to the client's.
-  ibv_send_wr& queue_rdma_write(const wire::Command& cmd) {
+  // Queues the data movement of a command between the server's buffer and the client's:
+  // IBV_WR_RDMA_WRITE for a READ's data, IBV_WR_RDMA_READ for a WRITE's.
+  ibv_send_wr& queue_rdma(const wire::Command& cmd, ibv_wr_opcode op) {
     ibv_send_wr& wr = append_wr(reinterpret_cast<uint64_t>(data_buffer(cmd)), cmd.length, data_mr_->lkey);
-    wr.wr_id = WorkId{WorkKind::kRdmaWrite, queue_id_, cmd.tag, 0, cmd.generation}.encode();
-    wr.opcode = IBV_WR_RDMA_WRITE;
-    wr.wr.rdma.remote_addr = cmd.addr;
-    wr.wr.rdma.rkey = cmd.rkey;
-    c_.rdma_bytes.add_st(cmd.length);
-    return wr;
-  }
-
-  // Queues the RDMA READ of a WRITE command's data from the client's buffer into the server's.
-  ibv_send_wr& queue_rdma_read(const wire::Command& cmd) {
-    ibv_send_wr& wr = append_wr(reinterpret_cast<uint64_t>(data_buffer(cmd)), cmd.length, data_mr_->lkey);
-    wr.wr_id = WorkId{WorkKind::kRdmaRead, queue_id_, cmd.tag, 0, cmd.generation}.encode();
-    wr.opcode = IBV_WR_RDMA_READ;
+    WorkKind kind = op == IBV_WR_RDMA_READ ? WorkKind::kRdmaRead : WorkKind::kRdmaWrite;
+    wr.wr_id = WorkId{kind, queue_id_, cmd.tag, 0, cmd.generation}.encode();
+    wr.opcode = op;
     wr.wr.rdma.remote_addr = cmd.addr;
     wr.wr.rdma.rkey = cmd.rkey;
     return wr;
@@ -592,7 +583,7 @@ class ServerConnection {
     t.state = TagState::kRdmaRead;
     ++reads_outstanding_;
     c_.rdma_reads_max.max_st(reads_outstanding_);
-    ibv_send_wr& wr = queue_rdma_read(cmd);
+    ibv_send_wr& wr = queue_rdma(cmd, IBV_WR_RDMA_READ);
     wr.send_flags = IBV_SEND_SIGNALED;  // the data must be here before the backend sees it
   }
 
@@ -731,7 +722,6 @@ class ServerConnection {
   };
   std::vector<Parked> parked_;
   size_t parked_len_ = 0;
-  bool direct_path_ = false;  // READ/WRITE data moves straight to and from the export
   std::vector<ibv_recv_wr> recv_wrs_;
   std::vector<ibv_sge> recv_sges_;
   size_t recv_len_ = 0;

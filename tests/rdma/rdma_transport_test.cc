@@ -297,76 +297,99 @@ TEST_F(RdmaTransport, ReadOnlyExportRefusesWrites) {
   t->stop_st();
 }
 
-// Raw commands the client target would never send: each gets an error answer, the server
-// survives and still serves a good command on the same connection.
-TEST_F(RdmaTransport, MalformedCommandsGetErrorAnswers) {
-  start_server({server::parse_export_spec("vol0=ram:1M")});
-  constexpr uint16_t kDepth = 8;
+// A client speaking the wire protocol by hand (raw verbs), for what the client target never
+// does: malformed commands, not taking answers. Receive slot i is the 64 bytes at 4096 * i of
+// `mem`; IO data goes to and from data_buffer(). Every SEND is signaled with kSendWrId.
+struct RawClient {
+  static constexpr uint64_t kSendWrId = 1000;
   MappedRegion mem = MappedRegion::anonymous(1 << 20, true);
   ibv_mr* mr = nullptr;
-  wire::ConnectRequest req;
-  req.version = 1;  // a version 1 client: every answer, the good READ's too, is a Response SEND
-  req.queue_depth = kDepth;
-  req.max_io_bytes = 64 * 1024;
-  ASSERT_TRUE(req.set_name("vol0"));
-  auto pdata = wire::encode(req);
-  transport::ClientConnectParams p;
-  p.address = addr_;
-  p.port = port_;
-  p.sizes = {64, kDepth, 64, 1};
-  p.private_data = pdata;
-  p.responder_resources = 16;
-  auto out = transport::connect_client(p, [&](transport::Connection& c) {
-    mr = c.register_memory(mem.get(), mem.size(),
-                           IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE, "test memory");
-    for (uint16_t i = 0; i < kDepth; ++i) {
-      ibv_sge sge{reinterpret_cast<uint64_t>(mem.get()) + 4096u * i, 64, mr->lkey};
-      ibv_recv_wr wr{}, *bad = nullptr;
-      wr.wr_id = i;
-      wr.sg_list = &sge;
-      wr.num_sge = 1;
-      ASSERT_EQ(ibv_post_recv(c.qp(), &wr, &bad), 0);
-    }
-  });
-  ASSERT_FALSE(out.rejected);
-  auto& conn = *out.conn;
-  auto send = [&](const std::array<uint8_t, wire::kCommandSize>& b) {
+  std::unique_ptr<transport::Connection> conn;
+
+  uint64_t data_buffer() const { return reinterpret_cast<uint64_t>(mem.get()) + 512 * 1024; }
+  uint8_t* slot(uint64_t i) const { return static_cast<uint8_t*>(mem.get()) + 4096u * i; }
+  int post_recv(transport::Connection& c, uint64_t i) const {
+    ibv_sge sge{reinterpret_cast<uint64_t>(slot(i)), 64, mr->lkey};
+    ibv_recv_wr wr{}, *bad = nullptr;
+    wr.wr_id = i;
+    wr.sg_list = &sge;
+    wr.num_sge = 1;
+    return ibv_post_recv(c.qp(), &wr, &bad);
+  }
+  int post_recv(uint64_t i) const { return post_recv(*conn, i); }
+  int send(const std::array<uint8_t, wire::kCommandSize>& b) const {
     ibv_sge sge{reinterpret_cast<uint64_t>(b.data()), uint32_t(b.size()), 0};
     ibv_send_wr wr{}, *bad = nullptr;
     wr.sg_list = &sge;
     wr.num_sge = 1;
     wr.opcode = IBV_WR_SEND;
     wr.send_flags = IBV_SEND_INLINE | IBV_SEND_SIGNALED;
-    wr.wr_id = 1000;
-    ASSERT_EQ(ibv_post_send(conn.qp(), &wr, &bad), 0);
-  };
+    wr.wr_id = kSendWrId;
+    return ibv_post_send(conn->qp(), &wr, &bad);
+  }
+  // The Response in receive slot i (check ok()).
+  wire::Decoded<wire::Response> response(uint64_t i) const {
+    return wire::decode_response(std::span<const uint8_t>(slot(i), wire::kResponseSize));
+  }
+};
+
+// Connects a RawClient for export vol0 with `req` (name set here) and a receive posted per
+// tag; null when the server refused.
+std::unique_ptr<RawClient> connect_raw(const std::string& addr, uint16_t port, wire::ConnectRequest req,
+                                       uint32_t send_wrs) {
+  auto rc = std::make_unique<RawClient>();
+  EXPECT_TRUE(req.set_name("vol0"));
+  auto pdata = wire::encode(req);
+  transport::ClientConnectParams p;
+  p.address = addr;
+  p.port = port;
+  p.sizes = {send_wrs, req.queue_depth, 64, 1};
+  p.private_data = pdata;
+  p.responder_resources = 16;
+  auto out = transport::connect_client(p, [&](transport::Connection& c) {
+    rc->mr = c.register_memory(rc->mem.get(), rc->mem.size(),
+                               IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE,
+                               "test memory");
+    for (uint16_t i = 0; i < req.queue_depth; ++i) EXPECT_EQ(rc->post_recv(c, i), 0);
+  });
+  if (out.rejected) return nullptr;
+  rc->conn = std::move(out.conn);
+  return rc;
+}
+
+// Raw commands the client target would never send: each gets an error answer, the server
+// survives and still serves a good command on the same connection.
+TEST_F(RdmaTransport, MalformedCommandsGetErrorAnswers) {
+  start_server({server::parse_export_spec("vol0=ram:1M")});
+  constexpr uint16_t kDepth = 8;
+  wire::ConnectRequest req;
+  req.version = 1;  // a version 1 client: every answer, the good READ's too, is a Response SEND
+  req.queue_depth = kDepth;
+  req.max_io_bytes = 64 * 1024;
+  auto client = connect_raw(addr_, port_, req, 64);
+  ASSERT_TRUE(client);
+  RawClient& raw = *client;
+  auto send = [&](const std::array<uint8_t, wire::kCommandSize>& b) { ASSERT_EQ(raw.send(b), 0); };
   auto answer = [&]() -> wire::Response {
     auto deadline = Clock::now() + 10s;
     while (Clock::now() < deadline) {
       ibv_wc wc;
-      int n = ibv_poll_cq(conn.cq(), 1, &wc);
+      int n = ibv_poll_cq(raw.conn->cq(), 1, &wc);
       if (n <= 0) continue;
       EXPECT_EQ(wc.status, IBV_WC_SUCCESS) << ibv_wc_status_str(wc.status);
-      if (wc.wr_id == 1000) continue;  // our send
+      if (wc.wr_id == RawClient::kSendWrId) continue;  // our send
       EXPECT_EQ(wc.opcode, IBV_WC_RECV) << "an answer other than a Response SEND";
-      auto* slot = static_cast<uint8_t*>(mem.get()) + 4096u * wc.wr_id;
-      auto d = wire::decode_response(std::span<const uint8_t>(slot, wire::kResponseSize));
+      auto d = raw.response(wc.wr_id);
       EXPECT_TRUE(d.ok());
-      // repost
-      ibv_sge sge{reinterpret_cast<uint64_t>(slot), 64, mr->lkey};
-      ibv_recv_wr wr{}, *bad = nullptr;
-      wr.wr_id = wc.wr_id;
-      wr.sg_list = &sge;
-      wr.num_sge = 1;
-      EXPECT_EQ(ibv_post_recv(conn.qp(), &wr, &bad), 0);
+      EXPECT_EQ(raw.post_recv(wc.wr_id), 0);
       return d.value;
     }
     ADD_FAILURE() << "no answer";
     return {};
   };
-  uint64_t buf = reinterpret_cast<uint64_t>(mem.get()) + 512 * 1024;
+  uint64_t buf = raw.data_buffer();
   auto cmd = [&](wire::Opcode op, uint16_t tag, uint64_t off, uint32_t len) {
-    return wire::Command{op, 0, tag, 7, off, len, mr->rkey, buf};
+    return wire::Command{op, 0, tag, 7, off, len, raw.mr->rkey, buf};
   };
   struct Case {
     const char* what;
@@ -404,7 +427,7 @@ TEST_F(RdmaTransport, MalformedCommandsGetErrorAnswers) {
   EXPECT_EQ(static_cast<uint8_t*>(reinterpret_cast<void*>(buf))[4095], 0x5a);
   auto s = nlohmann::json::parse(server_->stats_json());
   EXPECT_EQ(s["exports"]["vol0"]["rejected_commands"], cases.size());
-  conn.close_st();
+  raw.conn->close_st();
 }
 
 // A client that sends commands but does not take the answers (no receives reposted): the
@@ -415,47 +438,18 @@ TEST_F(RdmaTransport, ClientThatDoesNotTakeAnswersStallsOnlyItself) {
   start_server({server::parse_export_spec("vol0=ram:1M")});
   constexpr uint16_t kDepth = 8;
   constexpr int kFlood = 100;  // > the server's send queue + batch + parked commands
-  MappedRegion mem = MappedRegion::anonymous(1 << 20, true);
-  ibv_mr* mr = nullptr;
   wire::ConnectRequest req;
   req.queue_depth = kDepth;
   req.max_io_bytes = 64 * 1024;
-  ASSERT_TRUE(req.set_name("vol0"));
-  auto pdata = wire::encode(req);
-  transport::ClientConnectParams p;
-  p.address = addr_;
-  p.port = port_;
-  p.sizes = {kFlood + 8, kDepth, 64, 1};
-  p.private_data = pdata;
-  p.responder_resources = 16;
-  auto post_recv = [&](transport::Connection& c, uint16_t i) {
-    ibv_sge sge{reinterpret_cast<uint64_t>(mem.get()) + 4096u * i, 64, mr->lkey};
-    ibv_recv_wr wr{}, *bad = nullptr;
-    wr.wr_id = i;
-    wr.sg_list = &sge;
-    wr.num_sge = 1;
-    return ibv_post_recv(c.qp(), &wr, &bad);
-  };
-  auto out = transport::connect_client(p, [&](transport::Connection& c) {
-    mr = c.register_memory(mem.get(), mem.size(),
-                           IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE, "test memory");
-    for (uint16_t i = 0; i < kDepth; ++i) ASSERT_EQ(post_recv(c, i), 0);
-  });
-  ASSERT_FALSE(out.rejected);
-  auto& conn = *out.conn;
+  auto client = connect_raw(addr_, port_, req, kFlood + 8);
+  ASSERT_TRUE(client);
+  RawClient& raw = *client;
   // Malformed on purpose (tag beyond the depth): each is answered -EINVAL without holding a tag.
   std::vector<std::array<uint8_t, wire::kCommandSize>> cmds(kFlood);
   for (int i = 0; i < kFlood; ++i) {
-    cmds[size_t(i)] = wire::encode(wire::Command{wire::Opcode::kRead, 0, uint16_t(kDepth + 1), uint32_t(i), 0, 4096,
-                                                 mr->rkey, reinterpret_cast<uint64_t>(mem.get()) + 512 * 1024});
-    ibv_sge sge{reinterpret_cast<uint64_t>(cmds[size_t(i)].data()), uint32_t(wire::kCommandSize), 0};
-    ibv_send_wr wr{}, *bad = nullptr;
-    wr.sg_list = &sge;
-    wr.num_sge = 1;
-    wr.opcode = IBV_WR_SEND;
-    wr.send_flags = IBV_SEND_INLINE | IBV_SEND_SIGNALED;
-    wr.wr_id = 1000;
-    ASSERT_EQ(ibv_post_send(conn.qp(), &wr, &bad), 0);
+    cmds[size_t(i)] = wire::encode(
+        wire::Command{wire::Opcode::kRead, 0, uint16_t(kDepth + 1), uint32_t(i), 0, 4096, raw.mr->rkey, raw.data_buffer()});
+    ASSERT_EQ(raw.send(cmds[size_t(i)]), 0);
   }
   // Let the server run into the wall: its answers wait on our empty receive queue.
   std::this_thread::sleep_for(2s);
@@ -470,43 +464,33 @@ TEST_F(RdmaTransport, ClientThatDoesNotTakeAnswersStallsOnlyItself) {
   auto deadline = Clock::now() + 30s;
   while ((answers < kFlood || sends_done < kFlood) && Clock::now() < deadline) {
     ibv_wc wc;
-    if (ibv_poll_cq(conn.cq(), 1, &wc) <= 0) continue;
+    if (ibv_poll_cq(raw.conn->cq(), 1, &wc) <= 0) continue;
     ASSERT_EQ(wc.status, IBV_WC_SUCCESS) << ibv_wc_status_str(wc.status);
-    if (wc.wr_id == 1000) {
+    if (wc.wr_id == RawClient::kSendWrId) {
       ++sends_done;
       continue;
     }
-    auto* slot = static_cast<uint8_t*>(mem.get()) + 4096u * wc.wr_id;
-    auto d = wire::decode_response(std::span<const uint8_t>(slot, wire::kResponseSize));
+    auto d = raw.response(wc.wr_id);
     ASSERT_TRUE(d.ok());
     EXPECT_EQ(wire::status_to_errno(d.value.status), -EINVAL);
     EXPECT_EQ(d.value.generation, uint32_t(answers));
     ++answers;
-    ASSERT_EQ(post_recv(conn, uint16_t(wc.wr_id)), 0);
+    ASSERT_EQ(raw.post_recv(wc.wr_id), 0);
   }
   EXPECT_EQ(answers, kFlood);
   EXPECT_EQ(sends_done, kFlood);
   EXPECT_EQ(conn_stats()["rejected_commands"].get<uint64_t>(), uint64_t(kFlood));
   // Still serving: a good write and read on the same connection.
-  uint64_t buf = reinterpret_cast<uint64_t>(mem.get()) + 512 * 1024;
+  uint64_t buf = raw.data_buffer();
   auto roundtrip = [&](wire::Opcode op, uint32_t gen) {
-    auto b = wire::encode(wire::Command{op, 0, 1, gen, 8192, 4096, mr->rkey, buf});
-    ibv_sge sge{reinterpret_cast<uint64_t>(b.data()), uint32_t(b.size()), 0};
-    ibv_send_wr wr{}, *bad = nullptr;
-    wr.sg_list = &sge;
-    wr.num_sge = 1;
-    wr.opcode = IBV_WR_SEND;
-    wr.send_flags = IBV_SEND_INLINE | IBV_SEND_SIGNALED;
-    wr.wr_id = 1000;
-    EXPECT_EQ(ibv_post_send(conn.qp(), &wr, &bad), 0);
+    EXPECT_EQ(raw.send(wire::encode(wire::Command{op, 0, 1, gen, 8192, 4096, raw.mr->rkey, buf})), 0);
     auto until = Clock::now() + 10s;
     while (Clock::now() < until) {
       ibv_wc wc;
-      if (ibv_poll_cq(conn.cq(), 1, &wc) <= 0 || wc.wr_id == 1000) continue;
+      if (ibv_poll_cq(raw.conn->cq(), 1, &wc) <= 0 || wc.wr_id == RawClient::kSendWrId) continue;
       EXPECT_EQ(wc.status, IBV_WC_SUCCESS);
-      auto* slot = static_cast<uint8_t*>(mem.get()) + 4096u * wc.wr_id;
-      auto d = wire::decode_response(std::span<const uint8_t>(slot, wire::kResponseSize));
-      EXPECT_EQ(post_recv(conn, uint16_t(wc.wr_id)), 0);
+      auto d = raw.response(wc.wr_id);
+      EXPECT_EQ(raw.post_recv(wc.wr_id), 0);
       return d.ok() && d.value.generation == gen ? d.value.status : -1;
     }
     return -2;
@@ -516,7 +500,7 @@ TEST_F(RdmaTransport, ClientThatDoesNotTakeAnswersStallsOnlyItself) {
   std::memset(reinterpret_cast<void*>(buf), 0, 4096);
   EXPECT_EQ(roundtrip(wire::Opcode::kRead, 501), 0);
   EXPECT_EQ(static_cast<uint8_t*>(reinterpret_cast<void*>(buf))[100], 0x6b);
-  conn.close_st();
+  raw.conn->close_st();
 }
 
 TEST_F(RdmaTransport, ServerStopFailsClientIoPromptly) {

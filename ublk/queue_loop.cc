@@ -95,17 +95,16 @@ void QueueLoop::run_st(std::unique_ptr<QueueTarget> target, const std::function<
     int polled = target_->poll_st();
     if (tags_.all_retired() || exiting_) break;
 
-    bool spin = cfg_.poll.mode == PollMode::kBusy || (cfg_.poll.mode == PollMode::kHybrid && target_->busy_st());
+    bool worked = reaped || polled;
+    bool spin = cfg_.poll.mode == PollMode::kBusy;
     if (cfg_.poll.mode == PollMode::kHybrid) {
-      if (spin || reaped || polled) {
-        idle_since_ns_ = 0;
-      } else {
-        spin = within_hybrid_spin_st();
-      }
+      IdleAdvice advice = worked ? IdleAdvice::kSpin : target_->idle_advice_st();
+      if (advice != IdleAdvice::kNothingHeld) idle_since_ns_ = 0;
+      spin = advice == IdleAdvice::kSpin || (advice == IdleAdvice::kNothingHeld && within_hybrid_spin_st());
     }
-    if (spin || reaped || polled) {
+    if (spin || worked) {
       counters_.busy_polls.add_st();
-      if (!reaped && !polled) {
+      if (!worked) {
         // An idle spin hands the CPU to whoever is runnable here: with soft RDMA (rxe) that is
         // the kernel work that moves our packets, which would otherwise wait for the next tick.
         counters_.idle_polls.add_st();

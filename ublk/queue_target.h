@@ -100,6 +100,15 @@ class QueueContext {
   virtual void watch_fd_st(int fd, uint8_t token) = 0;
 };
 
+// Hybrid polling asks the target, on each pass that found no work, whether waiting by spinning
+// pays off.
+enum class IdleAdvice : uint8_t {
+  kNothingHeld,  // the target holds no requests: the queue's hybrid spin time applies
+  kSpin,         // an answer is due shortly (few requests out): keep polling
+  kSleep,        // many requests out: the CPU is better left to the work that answers them;
+                 // sleep until the next completion (answers then come in batches)
+};
+
 class QueueTarget {
  public:
   virtual ~QueueTarget() = default;
@@ -117,8 +126,8 @@ class QueueTarget {
   // Returns how many events it handled.
   virtual int poll_st() { return 0; }
 
-  // True while the target holds requests or other work it must poll for (hybrid mode spins then).
-  virtual bool busy_st() const { return false; }
+  // What hybrid polling does on a pass that found no work (see IdleAdvice).
+  virtual IdleAdvice idle_advice_st() const { return IdleAdvice::kNothingHeld; }
 
   // Called right before the loop sleeps; arm notifications (e.g. ibv_req_notify_cq) here.
   // Returns false if work arrived while arming, so the loop polls again instead of sleeping.

@@ -330,6 +330,10 @@ def write_markdown(out, res, order, med):
              f"{host.get('before', {}).get('time', '?')}; host ({host.get('host_cpus', '?')} CPUs) load average "
              f"{host.get('before', {}).get('loadavg', '?')} before, {host.get('after', {}).get('loadavg', '?')} after, "
              f"{host.get('before', {}).get('qemu_processes', '?')} other guest(s) running at the start.")
+    extra = [f"`{k.split('_')[0]} ... {ctx[k]}`" for k in ("serve_args", "add_args") if ctx.get(k)]
+    if extra:
+        L.append("")
+        L.append("Extra arguments for ublk-rdma: " + ", ".join(extra) + ".")
     L.append("")
     L.append("Ratios in parentheses are against nvme-rdma (latency: lower is better; the rest: higher is "
              "better). CPU is the guest's busy CPU time per IO during the 4k randread QD32 run (all "
@@ -427,6 +431,8 @@ def write_plot(out, res, order, med):
     lat_tests = [(t[n]["t_typical_us"], n) for n in ("ib_send_lat", "ib_write_lat", "ib_read_lat")
                  if t.get(n, {}).get("t_typical_us")]
     slat, slat_name = min(lat_tests) if lat_tests else (None, "")
+    if slat:
+        lat_lo = min(lat_lo, lo([slat]))
     title = (f"ublk-rdma vs peers - kernel {ctx.get('kernel', '?')}, "
              f"{ctx.get('host', {}).get('accelerator', 'tcg').upper()}, {ctx.get('vcpus', '?')} vCPUs, "
              f"rxe MTU {ctx.get('rxe_active_mtu', '?')}, median of {ctx.get('reps', '?')} x {ctx.get('runtime_s', '?')} s "
@@ -446,6 +452,27 @@ def write_plot(out, res, order, med):
         bw_keys += f", keyentry with lines dt 3 lw 1.5 lc rgb '#884444' title 'ib_read_bw {rbw:.1f} MiB/s'"
     bw_lines = "\n".join(lines)
     bw_lo = lo([med(c, j, "mib_s") for c in order for j in (SR, SW)] + [wbw, rbw])
+    def plot(columns, keys=""):
+        # A column without a single number (a job left out by --jobs) would stop gnuplot; the
+        # panel says so instead.
+        terms = []
+        for col, title, colour, vals in columns:
+            if any(x is not None for x in vals):
+                src = f"'{dat}' using {col}:xtic(1)" if not terms else f"'' using {col}"
+                terms.append(f"{src} title '{title}' lc rgb '{colour}'")
+        if not terms:
+            return ("set label 'not measured in this run' at graph 0.5, graph 0.5 center\n"
+                    "unset logscale y\nunset arrow\nunset xtics\nunset ytics\nset yrange [0:1]\n"
+                    "plot 2 notitle\nunset label\nset xtics nomirror font ',10'\nset ytics")
+        return "plot " + ", ".join(terms) + keys
+
+    plot_lat = plot([(2 + i, t, col, [med(c, QD1, k) for c in order]) for i, (t, col, k) in enumerate(
+        [("mean", "#4477aa", "lat_mean_us"), ("p50", "#66ccee", "lat_p50_us"), ("p99", "#ee6677", "lat_p99_us")])],
+        lat_keys)
+    plot_iops = plot([(5, "randread", "#228833", [med(c, RR, "iops") for c in order]),
+                      (6, "randwrite", "#ccbb44", [med(c, RW, "iops") for c in order])])
+    plot_bw = plot([(7, "read", "#aa3377", [med(c, SR, "mib_s") for c in order]),
+                    (8, "write", "#bbbbbb", [med(c, SW, "mib_s") for c in order])], bw_keys)
     script = f"""
 set terminal pngcairo noenhanced size 1400,1300 font 'DejaVu Sans,10'
 set output '{os.path.join(out, 'bench.png')}'
@@ -465,20 +492,20 @@ set title '4k randread QD1 latency (us, lower is better; log scale)'
 set logscale y
 set yrange [{lat_lo}:*]
 {lat_lines}
-plot '{dat}' using 2:xtic(1) title 'mean' lc rgb '#4477aa', '' using 3 title 'p50' lc rgb '#66ccee', '' using 4 title 'p99' lc rgb '#ee6677'{lat_keys}
+{plot_lat}
 unset logscale y
 unset arrow
 unset label
 set title '4k random IOPS, QD32 x 2 jobs (thousands, higher is better; log scale)'
 set logscale y
 set yrange [{iops_lo}:*]
-plot '{dat}' using 5:xtic(1) title 'randread' lc rgb '#228833', '' using 6 title 'randwrite' lc rgb '#ccbb44'
+{plot_iops}
 unset logscale y
 set title '128k sequential QD16 (MiB/s, higher is better; log scale; dashed: perftest 64 KiB)'
 set logscale y
 set yrange [{bw_lo}:*]
 {bw_lines}
-plot '{dat}' using 7:xtic(1) title 'read' lc rgb '#aa3377', '' using 8 title 'write' lc rgb '#bbbbbb'{bw_keys}
+{plot_bw}
 unset multiplot
 """
     gp = os.path.join(out, "bench.gnuplot")

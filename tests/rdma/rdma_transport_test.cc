@@ -98,7 +98,8 @@ bool drive(ublk::QueueTarget& t, FakeQueue& q, ublk::PollMode mode, const std::f
   while (!done()) {
     if (Clock::now() > deadline) return false;
     int n = t.poll_st();
-    bool spin = mode == ublk::PollMode::kBusy || (mode == ublk::PollMode::kHybrid && t.busy_st());
+    bool spin = mode == ublk::PollMode::kBusy ||
+                (mode == ublk::PollMode::kHybrid && t.idle_advice_st() == ublk::IdleAdvice::kSpin);
     if (spin || n > 0) continue;
     if (!t.prepare_to_sleep_st()) continue;
     std::vector<pollfd> fds;

@@ -39,8 +39,11 @@ constexpr int kPollBatch = 32;
 // batches, and spinning (sched_yield) takes CPU from the kernel work that produces them: 4k
 // random IO at QD32 lost 7-16 % of its IOPS to it under emulation (ci/bench).
 constexpr uint32_t kSpinMaxInflight = 4;
-constexpr size_t kMsgSlot = 64;  // one cache line per command / response slot
-static_assert(wire::kCommandSize <= kMsgSlot && wire::kResponseSize <= kMsgSlot);
+constexpr size_t kMsgSlot = 64;  // one cache line per command slot
+static_assert(wire::kCommandSize <= kMsgSlot);
+// A receive holds the largest answer message: kMaxBatch Responses once BATCH is negotiated
+// (receives are posted before the server's answer says whether it is).
+constexpr size_t kRecvSlot = wire::kMaxBatch * wire::kResponseSize;
 
 // Watched fds (QueueContext::watch_fd_st tokens).
 constexpr uint8_t kTokenCq = 1;
@@ -79,6 +82,8 @@ struct RdmaCounters {
   RelaxedCounter max_post_batch;     // most commands in one ibv_post_send
   RelaxedCounter signaled_sends;
   RelaxedCounter inline_sends;
+  RelaxedCounter command_sends;      // SENDs carrying commands (fewer than commands with BATCH)
+  RelaxedCounter answers;            // Responses received (with BATCH, several per receive)
   RelaxedCounter cq_arms;            // ibv_req_notify_cq calls
   RelaxedCounter cq_events;          // completion channel wakeups
   RelaxedCounter read_done_imm;      // READs completed by the server's RDMA WRITE WITH IMMEDIATE
@@ -119,6 +124,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     sq_capacity_ = depth_ + kSqSlack;
     use_inline_ = link_.conn->max_inline() >= wire::kCommandSize;
     read_imm_ = link_.accepted.read_imm();
+    batch_ = link_.accepted.batch();
 
     ctx.watch_fd_st(link_.conn->cq_fd(), kTokenCq);
     ctx.watch_fd_st(link_.conn->cm_fd(), kTokenCm);
@@ -267,10 +273,13 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
         {"max_post_batch", c.max_post_batch.get()},
         {"signaled_sends", c.signaled_sends.get()},
         {"inline_sends", c.inline_sends.get()},
+        {"command_sends", c.command_sends.get()},
+        {"answers", c.answers.get()},
         {"cq_arms", c.cq_arms.get()},
         {"cq_events", c.cq_events.get()},
         {"read_done_imm", c.read_done_imm.get()},
         {"read_imm", read_imm_},
+        {"batch", batch_},
     };
     return j.dump();
   }
@@ -285,9 +294,10 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     uint8_t op = 0;
   };
 
-  uint8_t* response_slot(uint16_t i) const { return static_cast<uint8_t*>(link_.msgs.get()) + size_t(i) * kMsgSlot; }
+  // link_.msgs: [depth receive slots][depth command slots]
+  uint8_t* response_slot(uint16_t i) const { return static_cast<uint8_t*>(link_.msgs.get()) + size_t(i) * kRecvSlot; }
   uint8_t* command_slot(uint16_t tag) const {
-    return static_cast<uint8_t*>(link_.msgs.get()) + size_t(depth_ + tag) * kMsgSlot;
+    return static_cast<uint8_t*>(link_.msgs.get()) + size_t(depth_) * kRecvSlot + size_t(tag) * kMsgSlot;
   }
 
   void fail_now(uint16_t tag, int err) {
@@ -307,27 +317,36 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     ctx_->complete_st(tag, result);
   }
 
-  // Posts every queued command with one ibv_post_send (one doorbell).
+  // Posts every queued command with one ibv_post_send (one doorbell): one SEND per command, or
+  // with BATCH up to kMaxBatch commands per SEND (one scatter/gather entry each).
   void flush_sends_st() {
     if (dead_) return;
+    size_t per_send = batch_ ? wire::kMaxBatch : 1;
     size_t room = sq_capacity_ - sq_used_;
-    size_t n = std::min(pending_.size(), room);
+    size_t cmds = std::min(pending_.size(), room * per_send);
+    size_t n = (cmds + per_send - 1) / per_send;  // SENDs
     if (n == 0) return;  // wait for a signaled completion to free slots
+    size_t next = 0;
     for (size_t i = 0; i < n; ++i) {
-      uint16_t tag = pending_[i];
-      TagSlot& t = tags_[tag];
-      ibv_sge& sge = send_sges_[i];
-      sge.addr = reinterpret_cast<uint64_t>(command_slot(tag));
-      sge.length = wire::kCommandSize;
-      sge.lkey = link_.msgs_mr->lkey;
+      size_t k = std::min(per_send, cmds - next);
       ibv_send_wr& wr = send_wrs_[i];
       wr = ibv_send_wr{};
-      wr.wr_id = WorkId{WorkKind::kRdmaSend, queue_id_, tag, t.op, t.generation}.encode();
-      wr.sg_list = &sge;
-      wr.num_sge = 1;
+      wr.sg_list = &send_sges_[next];
+      for (size_t j = 0; j < k; ++j, ++next) {
+        uint16_t tag = pending_[next];
+        send_sges_[next] = ibv_sge{reinterpret_cast<uint64_t>(command_slot(tag)), uint32_t(wire::kCommandSize),
+                                   link_.msgs_mr->lkey};
+        tags_[tag].state = TagState::kInFlight;
+      }
+      uint16_t tag = pending_[next - k];
+      wr.wr_id = WorkId{WorkKind::kRdmaSend, queue_id_, tag, tags_[tag].op, tags_[tag].generation}.encode();
+      wr.num_sge = int(k);
       wr.opcode = IBV_WR_SEND;
       wr.next = i + 1 < n ? &send_wrs_[i + 1] : nullptr;
-      if (use_inline_) wr.send_flags |= IBV_SEND_INLINE;
+      if (use_inline_ && k * wire::kCommandSize <= link_.conn->max_inline()) {
+        wr.send_flags |= IBV_SEND_INLINE;
+        counters_.inline_sends.add_st();
+      }
       ++since_signal_;
       bool last = i + 1 == n;
       // Signal every kSignalEvery-th send, and the last of a batch when the queue is filling
@@ -339,19 +358,18 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
         since_signal_ = 0;
         counters_.signaled_sends.add_st();
       }
-      t.state = TagState::kInFlight;
     }
     ibv_send_wr* bad = nullptr;
     int rc = ibv_post_send(link_.conn->qp(), &send_wrs_[0], &bad);
     counters_.doorbells.add_st();
-    counters_.max_post_batch.max_st(n);
-    counters_.commands.add_st(n);
-    if (use_inline_) counters_.inline_sends.add_st(n);
+    counters_.max_post_batch.max_st(cmds);
+    counters_.commands.add_st(cmds);
+    counters_.command_sends.add_st(n);
     sq_used_ += n;
     counters_.sq_depth_max.max_st(sq_used_);
-    pending_.erase(pending_.begin(), pending_.begin() + ptrdiff_t(n));
+    pending_.erase(pending_.begin(), pending_.begin() + ptrdiff_t(cmds));
     if (rc != 0) {
-      log::rdma()->error("queue {}: ibv_post_send of {} commands failed: {}", queue_id_, n, errno_text(rc));
+      log::rdma()->error("queue {}: ibv_post_send of {} commands failed: {}", queue_id_, cmds, errno_text(rc));
       connection_lost_st("posting commands failed");
     }
   }
@@ -398,7 +416,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
           ibv_recv_wr& wr = recv_wrs_[reposts];
           ibv_sge& sge = recv_sges_[reposts];
           sge.addr = reinterpret_cast<uint64_t>(response_slot(id.tag));
-          sge.length = kMsgSlot;
+          sge.length = kRecvSlot;
           sge.lkey = link_.msgs_mr->lkey;
           wr = ibv_recv_wr{};
           wr.wr_id = wc.wr_id;
@@ -421,13 +439,21 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     return n;
   }
 
+  // One receive: a Response, or with BATCH up to kMaxBatch of them back to back.
   void handle_response_st(const ibv_wc& wc) {
     WorkId id = WorkId::decode(wc.wr_id);
-    if (id.tag >= depth_ || wc.byte_len != wire::kResponseSize) {
-      log::rdma()->error("queue {}: response of {} bytes in slot {}: protocol error", queue_id_, wc.byte_len, id.tag);
+    size_t n = wire::messages_in(wc.byte_len, wire::kResponseSize, batch_);
+    if (id.tag >= depth_ || n == 0) {
+      log::rdma()->error("queue {}: answer of {} bytes in slot {}: protocol error", queue_id_, wc.byte_len, id.tag);
       return connection_lost_st("malformed response");
     }
-    auto d = wire::decode_response(std::span<const uint8_t>(response_slot(id.tag), wire::kResponseSize));
+    for (size_t i = 0; i < n && !dead_; ++i)
+      handle_one_response_st(response_slot(id.tag) + i * wire::kResponseSize);
+  }
+
+  void handle_one_response_st(const uint8_t* p) {
+    counters_.answers.add_st();
+    auto d = wire::decode_response(std::span<const uint8_t>(p, wire::kResponseSize));
     if (!d.ok()) {
       log::rdma()->error("queue {}: malformed response: {}", queue_id_, wire::decode_error_text(d.error));
       return connection_lost_st("malformed response");
@@ -538,6 +564,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
   uint64_t slab_base_ = 0;
   bool use_inline_ = false;
   bool read_imm_ = false;  // the server completes successful READs with ReadDone immediates
+  bool batch_ = false;     // SENDs carry up to kMaxBatch commands / Responses
   bool dead_ = false;
   bool cq_armed_ = false;
 
@@ -603,14 +630,14 @@ QueueLink connect_queue(const RdmaTargetOptions& o, uint16_t queue_id, uint64_t 
   req.queue_depth = o.queue_depth;
   req.max_io_bytes = o.max_io_bytes;
   req.session_id = session_id;
-  req.flags = wire::kConnectReadImm;
+  req.flags = wire::kConnectReadImm | wire::kConnectBatch;
   if (!req.set_name(o.export_name))
     throw SetupError(fmt::format("export name '{}' is invalid: use 1..32 of [A-Za-z0-9._-]", o.export_name), EINVAL);
   auto pdata = wire::encode(req);
 
   QueueLink link;
   link.depth = o.queue_depth;
-  link.msgs = MappedRegion::anonymous(size_t(2) * o.queue_depth * kMsgSlot, true);
+  link.msgs = MappedRegion::anonymous(size_t(o.queue_depth) * (kRecvSlot + kMsgSlot), true);
 
   transport::ClientConnectParams p;
   p.address = o.traddr;
@@ -619,6 +646,7 @@ QueueLink connect_queue(const RdmaTargetOptions& o, uint16_t queue_id, uint64_t 
   p.sizes.send_wrs = uint32_t(o.queue_depth) + kSqSlack;
   p.sizes.recv_wrs = o.queue_depth;
   p.sizes.max_inline = 64;
+  p.sizes.max_send_sge = wire::kMaxBatch;  // a batched SEND: one entry per command
   p.private_data = pdata;
   p.responder_resources = 128;  // the server's RDMA READs of write data run against us
   p.initiator_depth = 0;
@@ -630,7 +658,7 @@ QueueLink connect_queue(const RdmaTargetOptions& o, uint16_t queue_id, uint64_t 
     std::vector<ibv_recv_wr> wrs(o.queue_depth);
     std::vector<ibv_sge> sges(o.queue_depth);
     for (uint16_t i = 0; i < o.queue_depth; ++i) {
-      sges[i] = ibv_sge{reinterpret_cast<uint64_t>(link.msgs.get()) + uint64_t(i) * kMsgSlot, uint32_t(kMsgSlot),
+      sges[i] = ibv_sge{reinterpret_cast<uint64_t>(link.msgs.get()) + uint64_t(i) * kRecvSlot, uint32_t(kRecvSlot),
                         link.msgs_mr->lkey};
       wrs[i].wr_id = WorkId{WorkKind::kRdmaRecv, queue_id, i, 0, 0}.encode();
       wrs[i].sg_list = &sges[i];

@@ -1,5 +1,5 @@
 #pragma once
-// The ublk-rdma wire protocol, version 2 (speaks 1 too). docs/protocol.md is its one description; this file
+// The ublk-rdma wire protocol, version 3 (speaks 1 and 2 too). docs/protocol.md is its one description; this file
 // is its one implementation. Every message is little endian at fixed offsets, encoded and
 // decoded byte by byte (no struct overlay, so host endianness and padding never leak onto the
 // wire), and every decoder validates magic, version, opcode, flags and reserved fields.
@@ -8,8 +8,9 @@
 //   ConnectRequest  client -> server, rdma_cm CONNECT private data (56 bytes, the RC limit)
 //   AcceptData      server -> client, rdma_accept private data (48 bytes)
 //   RejectData      server -> client, rdma_reject private data (16 bytes)
-//   Command         client -> server, SEND (48 bytes, inline where the device allows)
-//   Response        server -> client, SEND (16 bytes)
+//   Command         client -> server, SEND (48 bytes, inline where the device allows; with BATCH
+//                   negotiated (v3) a SEND carries 1..kMaxBatch commands back to back)
+//   Response        server -> client, SEND (16 bytes; with BATCH, 1..kMaxBatch back to back)
 //   ReadDone        server -> client, the 32-bit immediate of an RDMA WRITE WITH IMMEDIATE that
 //                   carries a successful READ's data and stands for its Response (v2, negotiated)
 #include <array>
@@ -22,7 +23,7 @@ namespace ublkrdma::wire {
 
 inline constexpr uint16_t kDefaultPort = 18520;
 inline constexpr uint32_t kMagic = 0x4d445255;  // bytes "URDM" on the wire
-inline constexpr uint16_t kVersion = 2;
+inline constexpr uint16_t kVersion = 3;
 inline constexpr uint16_t kMinVersion = 1;
 
 inline constexpr size_t kConnectRequestSize = 56;
@@ -31,6 +32,8 @@ inline constexpr size_t kRejectDataSize = 16;
 inline constexpr size_t kCommandSize = 48;
 inline constexpr size_t kResponseSize = 16;
 inline constexpr size_t kExportNameMax = 32;
+// With BATCH: the most commands in one SEND, and the most responses in one SEND.
+inline constexpr size_t kMaxBatch = 16;
 
 // rdma_cm private data limits for RC (IB CM, also used by RoCE): REQ 56, REP 196, REJ 148.
 static_assert(kConnectRequestSize <= 56, "CONNECT private data is limited to 56 bytes");
@@ -53,11 +56,26 @@ inline constexpr uint8_t kCmdFlagsKnown = kCmdFlagFua;
 
 // ConnectRequest::flags (v2; v1 has none).
 inline constexpr uint16_t kConnectReadImm = 1u << 0;  // the client takes ReadDone immediates
-inline constexpr uint16_t kConnectFlagsKnown = kConnectReadImm;
+inline constexpr uint16_t kConnectBatch = 1u << 1;    // v3: batched commands and responses
+inline constexpr uint16_t kConnectFlagsKnown = kConnectReadImm | kConnectBatch;
 
 // AcceptData::features (v2): what the server will do on this connection; only what was asked.
 inline constexpr uint16_t kFeatureReadImm = 1u << 0;  // successful READs complete as ReadDone
-inline constexpr uint16_t kFeaturesKnown = kFeatureReadImm;
+inline constexpr uint16_t kFeatureBatch = 1u << 1;    // v3: SENDs may carry several messages
+inline constexpr uint16_t kFeaturesKnown = kFeatureReadImm | kFeatureBatch;
+
+// The flags / features each version defines (the same bits for both).
+constexpr uint16_t flags_known_in(uint16_t version) {
+  return version <= 1 ? 0 : version == 2 ? kConnectReadImm : kConnectFlagsKnown;
+}
+
+// How many messages of `size` bytes a SEND of `byte_len` bytes carries: 1..kMaxBatch when
+// batching was negotiated, exactly 1 otherwise; 0 when the length fits neither (malformed).
+constexpr size_t messages_in(uint32_t byte_len, size_t size, bool batch) {
+  if (byte_len == 0 || byte_len % size != 0) return 0;
+  size_t n = byte_len / size;
+  return n == 1 || (batch && n <= kMaxBatch) ? n : 0;
+}
 
 // AcceptData::export_flags.
 inline constexpr uint32_t kExportReadOnly = 1u << 0;
@@ -214,8 +232,7 @@ constexpr Decoded<ConnectRequest> decode_connect_request(std::span<const uint8_t
   r.session_id = detail::get64(b, 16);
   for (size_t i = 0; i < kExportNameMax; ++i) r.export_name[i] = char(b[24 + i]);
   // Flags this version does not know are an error; a newer client's are the server's to ignore.
-  if (r.version == 1 && r.flags != 0) return {r, DecodeError::kBadFlags};
-  if (r.version == kVersion && (r.flags & ~kConnectFlagsKnown)) return {r, DecodeError::kBadFlags};
+  if (r.version <= kVersion && (r.flags & ~flags_known_in(r.version))) return {r, DecodeError::kBadFlags};
   // Name: 1..32 valid characters, then only NULs.
   size_t n = 0;
   while (n < kExportNameMax && r.export_name[n] != '\0') {
@@ -253,6 +270,7 @@ struct AcceptData {
   uint16_t features = 0;
 
   constexpr bool read_imm() const { return features & kFeatureReadImm; }
+  constexpr bool batch() const { return features & kFeatureBatch; }
   constexpr bool read_only() const { return export_flags & kExportReadOnly; }
   constexpr bool flush() const { return export_flags & kExportFlush; }
   constexpr bool fua() const { return export_flags & kExportFua; }
@@ -290,7 +308,7 @@ constexpr Decoded<AcceptData> decode_accept_data(std::span<const uint8_t> b) {
   a.features = detail::get16(b, 28);
   if (detail::get8(b, 19) != 0) return {a, DecodeError::kReservedNonZero};
   if (a.version == 1 && a.features != 0) return {a, DecodeError::kReservedNonZero};
-  if (a.features & ~kFeaturesKnown) return {a, DecodeError::kBadFlags};
+  if (a.features & ~flags_known_in(a.version)) return {a, DecodeError::kBadFlags};
   for (size_t i = 30; i < kAcceptDataSize; ++i)
     if (b[i] != 0) return {a, DecodeError::kReservedNonZero};
   if (a.export_flags & ~kExportFlagsKnown) return {a, DecodeError::kBadFlags};

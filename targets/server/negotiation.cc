@@ -74,7 +74,9 @@ Negotiation negotiate(std::span<const uint8_t> private_data, const sockaddr* pee
   n.accept.max_io_bytes = r.max_io_bytes;
   n.accept.export_flags = export_flags_of(info);
   // Features only on request, and only in a version that has them.
-  if (n.accept.version >= 2 && (r.flags & wire::kConnectReadImm)) n.accept.features |= wire::kFeatureReadImm;
+  uint16_t offered = r.flags & wire::flags_known_in(n.accept.version);
+  if (offered & wire::kConnectReadImm) n.accept.features |= wire::kFeatureReadImm;
+  if (offered & wire::kConnectBatch) n.accept.features |= wire::kFeatureBatch;
   return n;
 }
 

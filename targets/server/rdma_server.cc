@@ -64,6 +64,7 @@ struct ConnCounters {
   RelaxedCounter polls, idle_polls, sleeps;
   RelaxedCounter doorbells, max_post_batch, sq_depth_max, rdma_reads_max;
   RelaxedCounter read_done_imm;  // READs answered by RDMA WRITE WITH IMMEDIATE alone
+  RelaxedCounter answer_sends;   // SENDs carrying Responses (fewer than Responses with BATCH)
   RelaxedCounter parked_max;  // most commands held back at once because answers could not leave
 
   nlohmann::json to_json() const {
@@ -90,6 +91,7 @@ struct ConnCounters {
             {"sq_depth_max", sq_depth_max.get()},
             {"rdma_reads_max", rdma_reads_max.get()},
             {"read_done_imm", read_done_imm.get()},
+            {"answer_sends", answer_sends.get()},
             {"parked_max", parked_max.get()}};
   }
 };
@@ -101,6 +103,7 @@ class ServerConnection {
                    const wire::AcceptData& acc, uint8_t max_reads, uint16_t queue_id, const ServerOptions& opts)
       : export_name_(std::move(export_name)), queue_id_(queue_id), peer_(conn->peer_address()), backend_(backend),
         depth_(acc.queue_depth), max_io_(acc.max_io_bytes), max_reads_(max_reads), read_imm_(acc.read_imm()),
+        batch_(acc.batch()), recv_slot_bytes_(batch_ ? wire::kMaxBatch * wire::kCommandSize : kMsgSlot),
         spin_(opts.spin),
         conn_(std::move(conn)) {
     limits_ = CommandLimits{backend.size(), backend.block_size(), backend.read_only(), backend.supported_ops(),
@@ -117,7 +120,7 @@ class ServerConnection {
 
   // On the listener thread, before accepting: buffers, MRs, backend queue, receives.
   void setup() {
-    msgs_ = MappedRegion::anonymous(size_t(3) * depth_ * kMsgSlot, true);
+    msgs_ = MappedRegion::anonymous(size_t(depth_) * (recv_slot_bytes_ + 2 * kMsgSlot), true);
     msgs_mr_ = conn_->register_memory(msgs_.get(), msgs_.size(), IBV_ACCESS_LOCAL_WRITE, "message slots");
     std::span<std::byte> direct = backend_.direct_memory();
     std::span<std::byte> registered;
@@ -138,9 +141,11 @@ class ServerConnection {
     // Room for every tag's work requests twice over: it only grows (safely: sg_list is set
     // when posting) if a client floods commands while its answers cannot leave.
     batch_wrs_.resize(size_t(depth_) * kWrsPerTag * 2 + 2);
+    batch_sge_at_.resize(batch_wrs_.size());
     batch_sges_.resize(batch_wrs_.size());
     parked_.resize(depth_);
-    fenced_.reserve(size_t(depth_) * kWrsPerTag);
+    answers_.reserve(depth_);
+    fenced_answers_.reserve(depth_);
     recv_wrs_.resize(depth_);
     recv_sges_.resize(depth_);
     read_wait_.assign(depth_, 0);
@@ -172,6 +177,7 @@ class ServerConnection {
     j["max_io_bytes"] = max_io_;
     j["direct"] = !direct_.empty();
     j["read_imm"] = read_imm_;
+    j["batch"] = batch_;
     return j;
   }
 
@@ -182,15 +188,16 @@ class ServerConnection {
     TagState state = TagState::kFree;
   };
 
-  uint8_t* recv_slot(uint16_t i) const { return static_cast<uint8_t*>(msgs_.get()) + size_t(i) * kMsgSlot; }
+  // msgs_: [depth receive slots][depth response slots][depth scratch response slots]
+  uint8_t* recv_slot(uint16_t i) const { return static_cast<uint8_t*>(msgs_.get()) + size_t(i) * recv_slot_bytes_; }
   uint8_t* resp_slot(uint16_t tag) const {
-    return static_cast<uint8_t*>(msgs_.get()) + size_t(depth_ + tag) * kMsgSlot;
+    return static_cast<uint8_t*>(msgs_.get()) + size_t(depth_) * recv_slot_bytes_ + size_t(tag) * kMsgSlot;
   }
   // Answers to refused commands: their tag may be out of range or busy, so they never use
   // a tag's slot. A client flooding bad commands can only garble its own answers.
   uint8_t* scratch_slot() {
     size_t i = scratch_next_++ % depth_;
-    return static_cast<uint8_t*>(msgs_.get()) + size_t(2 * depth_ + i) * kMsgSlot;
+    return static_cast<uint8_t*>(msgs_.get()) + size_t(depth_) * (recv_slot_bytes_ + kMsgSlot) + i * kMsgSlot;
   }
   std::byte* data_buffer(const wire::Command& cmd) const {
     if (!direct_.empty()) return direct_.data() + cmd.offset;  // validated: within the export
@@ -242,8 +249,8 @@ class ServerConnection {
       int work = poll_cq() + poll_backend();
       flush_batch();
       work += resume_parked();
-      if (failed_ && inflight_ == 0 && batch_len_ == 0) return;
-      if (draining_ && inflight_ == 0 && batch_len_ == 0 && parked_len_ == 0 && fifo_head_ == fifo_tail_) {
+      if (failed_ && inflight_ == 0 && batch_empty()) return;
+      if (draining_ && inflight_ == 0 && batch_empty() && parked_len_ == 0 && fifo_head_ == fifo_tail_) {
         // Every answer posted since the stop was signaled and has completed; an unsignaled
         // tail from before the stop gets a moment to leave before the QP is flushed.
         if (since_signal_ > 0) ::usleep(20000);
@@ -265,7 +272,7 @@ class ServerConnection {
   }
 
   void sleep_once() {
-    if (batch_len_ > 0 || parked_len_ > 0) return;  // waiting for send-queue room: keep polling
+    if (!batch_empty() || parked_len_ > 0) return;  // waiting for send-queue room: keep polling
     if (int rc = conn_->arm_cq_st(); rc < 0) {
       log::server()->error("{}: ibv_req_notify_cq: {}", peer_, errno_text(rc));
       failed_ = true;
@@ -303,7 +310,9 @@ class ServerConnection {
     log::server()->debug("{}: connection failed ({}), {} commands in flight", peer_, why, inflight_);
     conn_->disconnect_st();
     batch_len_ = 0;
-    fenced_.clear();
+    sges_len_ = 0;
+    answers_.clear();
+    fenced_answers_.clear();
     parked_len_ = 0;
     // Tags waiting for an RDMA READ credit or on the send queue will never get one.
     for (auto& t : tags_) {
@@ -344,10 +353,10 @@ class ServerConnection {
       }
       switch (id.kind) {
         case WorkKind::kRdmaRecv:
-          if (parked_len_ > 0 || !batch_has_room()) {
+          if (parked_len_ > 0 || !batch_has_room(commands_in(wc.byte_len))) {
             park(id.tag, wc.byte_len);
           } else {
-            on_command(id.tag, wc.byte_len);
+            on_message(id.tag, wc.byte_len);
           }
           break;
         case WorkKind::kRdmaRead:
@@ -374,15 +383,31 @@ class ServerConnection {
     fifo_head_ = (fifo_head_ + 1) % signal_fifo_.size();
   }
 
-  void on_command(uint16_t slot, uint32_t byte_len) {
+  // Commands a receive of byte_len bytes holds (a malformed one counts as one, to be refused).
+  size_t commands_in(uint32_t byte_len) const {
+    return std::max<size_t>(1, wire::messages_in(byte_len, wire::kCommandSize, batch_));
+  }
+
+  // One receive: a command, or with BATCH up to kMaxBatch of them back to back.
+  void on_message(uint16_t slot, uint32_t byte_len) {
     if (slot >= depth_) return;
-    auto d = wire::decode_command(std::span<const uint8_t>(recv_slot(slot), wire::kCommandSize));
-    bool short_msg = byte_len != wire::kCommandSize;
-    queue_recv(slot);  // the command is decoded: the slot may take the next one
+    std::array<wire::Decoded<wire::Command>, wire::kMaxBatch> cmds;
+    size_t n = wire::messages_in(byte_len, wire::kCommandSize, batch_);
+    bool malformed = n == 0;
+    if (malformed) n = 1;  // refuse what the first bytes name
+    for (size_t i = 0; i < n; ++i)
+      cmds[i] = wire::decode_command(
+          std::span<const uint8_t>(recv_slot(slot) + i * wire::kCommandSize, wire::kCommandSize));
+    queue_recv(slot);  // the commands are decoded: the slot may take the next message
+    for (size_t i = 0; i < n; ++i) on_command(cmds[i], malformed ? 0 : byte_len);
+  }
+
+  // byte_len 0: the message around the command was malformed.
+  void on_command(const wire::Decoded<wire::Command>& d, uint32_t byte_len) {
     if (failed_) return;
     c_.commands.add_st();
     const wire::Command& cmd = d.value;
-    if (short_msg || !d.ok()) {
+    if (byte_len == 0 || !d.ok()) {
       SPDLOG_LOGGER_DEBUG(log::server(), "{}: malformed command ({} bytes): {}", peer_, byte_len,
                           wire::decode_error_text(d.error));
       return reject(cmd, kRejectMalformed, -EINVAL);
@@ -441,11 +466,14 @@ class ServerConnection {
     c_.writes.add_st();
     c_.rdma_bytes.add_st(cmd.length);
     queue_rdma(cmd, IBV_WR_RDMA_READ);
-    fenced_.push_back(cmd);
+    fenced_answers_.push_back(encode_answer(cmd, 0, resp_slot(cmd.tag)));
   }
 
   // Commands are only taken on while the batch has room for their answers.
-  bool batch_has_room() const { return batch_len_ + fenced_.size() + kWrsPerTag <= size_t(depth_) * kWrsPerTag; }
+  bool batch_has_room(size_t commands) const {
+    return batch_len_ + answers_.size() + fenced_answers_.size() + commands * kWrsPerTag <= size_t(depth_) * kWrsPerTag;
+  }
+  bool batch_empty() const { return batch_len_ == 0 && answers_.empty() && fenced_answers_.empty(); }
 
   void park(uint16_t slot, uint32_t byte_len) {
     if (slot >= depth_ || parked_len_ >= parked_.size()) return;  // one receive per slot: cannot happen
@@ -455,8 +483,8 @@ class ServerConnection {
 
   int resume_parked() {
     size_t done = 0;
-    while (done < parked_len_ && batch_has_room()) {
-      on_command(parked_[done].slot, parked_[done].byte_len);
+    while (done < parked_len_ && batch_has_room(commands_in(parked_[done].byte_len))) {
+      on_message(parked_[done].slot, parked_[done].byte_len);
       ++done;
     }
     if (done == 0) return 0;
@@ -538,19 +566,53 @@ class ServerConnection {
     --inflight_;
   }
 
-  // Queues the response SEND (after any RDMA WRITE already queued for it: RC keeps order).
-  // Returns the queued SEND, or null when the connection failed (nothing is sent any more).
-  ibv_send_wr* respond(const wire::Command& cmd, int err, uint8_t* slot = nullptr) {
-    if (failed_) return nullptr;
-    uint8_t* p = slot ? slot : resp_slot(cmd.tag);
+  // Queues the Response; flush_batch sends it after every work request queued before it in this
+  // pass (RC keeps order, so a READ's data goes first).
+  void respond(const wire::Command& cmd, int err, uint8_t* slot = nullptr) {
+    if (failed_) return;
+    answers_.push_back(encode_answer(cmd, err, slot ? slot : resp_slot(cmd.tag)));
+  }
+
+  uint8_t* encode_answer(const wire::Command& cmd, int err, uint8_t* p) {
     wire::Response r{cmd.tag, wire::is_known_opcode(uint8_t(cmd.opcode)) ? cmd.opcode : wire::Opcode::kRead,
                      cmd.generation, wire::errno_to_status(err)};
     wire::encode_into(r, std::span<uint8_t, wire::kResponseSize>(p, wire::kResponseSize));
-    ibv_send_wr& wr = append_wr(reinterpret_cast<uint64_t>(p), uint32_t(wire::kResponseSize), msgs_mr_->lkey);
-    wr.wr_id = WorkId{WorkKind::kRdmaSend, queue_id_, cmd.tag, 0, cmd.generation}.encode();
-    wr.opcode = IBV_WR_SEND;
-    if (inline_ok_) wr.send_flags = IBV_SEND_INLINE;
-    return &wr;
+    return p;
+  }
+
+  // The queued Responses as SENDs: one per Response, or with BATCH up to kMaxBatch per SEND
+  // (one scatter/gather entry each; the slots stay put until the client has the answer).
+  // Answers to direct WRITEs go after every RDMA READ queued so far: the first SEND that holds
+  // one is fenced (it leaves only when all earlier READs have completed).
+  void queue_answers() {
+    size_t per_send = batch_ ? wire::kMaxBatch : 1;
+    size_t total = answers_.size() + fenced_answers_.size();
+    bool fence_pending = !fenced_answers_.empty();
+    for (size_t i = 0; i < total;) {
+      size_t k = std::min(per_send, total - i);
+      ibv_send_wr* wr = nullptr;
+      bool fenced = false;
+      for (size_t j = 0; j < k; ++j, ++i) {
+        bool is_fenced = i >= answers_.size();
+        uint8_t* p = is_fenced ? fenced_answers_[i - answers_.size()] : answers_[i];
+        fenced |= is_fenced;
+        if (!wr) {
+          wr = &append_wr(reinterpret_cast<uint64_t>(p), uint32_t(wire::kResponseSize), msgs_mr_->lkey);
+        } else {
+          append_sge(reinterpret_cast<uint64_t>(p), uint32_t(wire::kResponseSize), msgs_mr_->lkey);
+        }
+      }
+      wr->wr_id = WorkId{WorkKind::kRdmaSend, queue_id_, 0, 0, 0}.encode();
+      wr->opcode = IBV_WR_SEND;
+      if (inline_ok_ && k * wire::kResponseSize <= conn_->max_inline()) wr->send_flags = IBV_SEND_INLINE;
+      if (fenced && fence_pending) {
+        wr->send_flags |= IBV_SEND_FENCE;
+        fence_pending = false;
+      }
+      c_.answer_sends.add_st();
+    }
+    answers_.clear();
+    fenced_answers_.clear();
   }
 
   // Queues the data movement of a command between the server's buffer and the client's:
@@ -569,13 +631,23 @@ class ServerConnection {
   ibv_send_wr& append_wr(uint64_t addr, uint32_t length, uint32_t lkey) {
     if (batch_len_ == batch_wrs_.size()) {
       batch_wrs_.resize(batch_wrs_.size() * 2);
-      batch_sges_.resize(batch_wrs_.size());
+      batch_sge_at_.resize(batch_wrs_.size());
     }
-    batch_sges_[batch_len_] = ibv_sge{addr, length, lkey};
+    batch_sge_at_[batch_len_] = sges_len_;
+    push_sge(ibv_sge{addr, length, lkey});
     ibv_send_wr& wr = batch_wrs_[batch_len_++];
     wr = ibv_send_wr{};
     wr.num_sge = 1;
     return wr;
+  }
+  // One more scatter/gather entry for the last work request.
+  void append_sge(uint64_t addr, uint32_t length, uint32_t lkey) {
+    push_sge(ibv_sge{addr, length, lkey});
+    ++batch_wrs_[batch_len_ - 1].num_sge;
+  }
+  void push_sge(const ibv_sge& sge) {
+    if (sges_len_ == batch_sges_.size()) batch_sges_.resize(batch_sges_.size() * 2);
+    batch_sges_[sges_len_++] = sge;
   }
 
   void post_rdma_read(Tag& t) {
@@ -610,7 +682,7 @@ class ServerConnection {
   // ------------------------------------------------------------------ posting
   void queue_recv(uint16_t slot) {
     ibv_sge& sge = recv_sges_[recv_len_];
-    sge = ibv_sge{reinterpret_cast<uint64_t>(recv_slot(slot)), uint32_t(kMsgSlot), msgs_mr_->lkey};
+    sge = ibv_sge{reinterpret_cast<uint64_t>(recv_slot(slot)), uint32_t(recv_slot_bytes_), msgs_mr_->lkey};
     ibv_recv_wr& wr = recv_wrs_[recv_len_];
     wr = ibv_recv_wr{};
     wr.wr_id = WorkId{WorkKind::kRdmaRecv, queue_id_, slot, 0, 0}.encode();
@@ -635,20 +707,14 @@ class ServerConnection {
   // Posts as much of the batch as the send queue has room for, with one doorbell.
   void flush_batch() {
     if (failed_) return;
-    if (!fenced_.empty()) {
-      // Answers to direct WRITEs go after every RDMA READ queued so far; the first one is
-      // fenced (it leaves only when all earlier READs have completed), the others follow it.
-      if (ibv_send_wr* first = respond(fenced_.front(), 0)) first->send_flags |= IBV_SEND_FENCE;
-      for (size_t i = 1; i < fenced_.size(); ++i) respond(fenced_[i], 0);
-      fenced_.clear();
-    }
+    if (!answers_.empty() || !fenced_answers_.empty()) queue_answers();
     if (batch_len_ == 0) return;
     size_t room = sq_capacity_ - sq_used_;
     size_t n = std::min(batch_len_, room);
     if (n == 0) return;
     for (size_t i = 0; i < n; ++i) {
       ibv_send_wr& wr = batch_wrs_[i];
-      wr.sg_list = &batch_sges_[i];
+      wr.sg_list = &batch_sges_[batch_sge_at_[i]];
       wr.next = i + 1 < n ? &batch_wrs_[i + 1] : nullptr;
       ++since_signal_;
       bool last = i + 1 == n;
@@ -668,10 +734,15 @@ class ServerConnection {
     c_.sq_depth_max.max_st(sq_used_);
     if (n < batch_len_) {
       // Keep the rest for the next pass; their sges move with them.
+      size_t first = batch_sge_at_[n];
       for (size_t i = n; i < batch_len_; ++i) {
         batch_wrs_[i - n] = batch_wrs_[i];
-        batch_sges_[i - n] = batch_sges_[i];
+        batch_sge_at_[i - n] = batch_sge_at_[i] - first;
       }
+      std::copy(batch_sges_.begin() + ptrdiff_t(first), batch_sges_.begin() + ptrdiff_t(sges_len_), batch_sges_.begin());
+      sges_len_ -= first;
+    } else {
+      sges_len_ = 0;
     }
     batch_len_ -= n;
     if (rc != 0) {
@@ -688,6 +759,8 @@ class ServerConnection {
   const uint32_t max_io_;
   const uint32_t max_reads_;
   const bool read_imm_;  // successful READs complete as RDMA WRITE WITH IMMEDIATE (no SEND)
+  const bool batch_;     // SENDs carry up to kMaxBatch commands / responses
+  const size_t recv_slot_bytes_;
   const std::chrono::microseconds spin_;
   CommandLimits limits_{};
   CommandLimits limits_nodata_{};
@@ -711,9 +784,11 @@ class ServerConnection {
   size_t read_wait_len_ = 0;
 
   std::vector<ibv_send_wr> batch_wrs_;  // work requests to post, in order (sg_list set at posting)
+  std::vector<size_t> batch_sge_at_;    // each one's first entry in batch_sges_
   std::vector<ibv_sge> batch_sges_;
-  size_t batch_len_ = 0;
-  std::vector<wire::Command> fenced_;  // direct WRITEs whose answers wait for the flush
+  size_t batch_len_ = 0, sges_len_ = 0;
+  std::vector<uint8_t*> answers_;         // encoded Responses waiting for flush_batch
+  std::vector<uint8_t*> fenced_answers_;  // those of direct WRITEs: after the RDMA READs
   // Commands received while the batch was backed up, by receive slot (not yet reposted: the
   // client runs out of credits instead of the server out of memory).
   struct Parked {
@@ -801,6 +876,7 @@ struct RdmaServer::Impl {
       sizes.send_wrs = depth * kWrsPerTag + kSqSlack;
       sizes.recv_wrs = depth;
       sizes.max_inline = 64;
+      if (n.accept.batch()) sizes.max_send_sge = wire::kMaxBatch;  // a batched answer: one entry per Response
       auto conn = req.take(sizes);
       uint8_t reads = uint8_t(std::min<int>(req.initiator_depth(), conn->device_attr().max_qp_init_rd_atom));
       if (reads == 0) throw_setup("no RDMA READ possible (client responder resources {})", req.initiator_depth());

@@ -162,6 +162,20 @@ TEST(RdmaNegotiation, ReadImmOnlyWhenAskedInV2) {
   auto d = wire::decode_accept_data(wire::encode(n.accept));
   ASSERT_TRUE(d.ok());
   EXPECT_TRUE(d.value.read_imm());
+  // BATCH, like READ_IMM, only on request; a v2 client gets a v2 accept without it.
+  EXPECT_FALSE(n.accept.batch());
+  r.flags = wire::kConnectReadImm | wire::kConnectBatch;
+  n = f.run(r);
+  ASSERT_TRUE(n.accepted);
+  EXPECT_TRUE(n.accept.batch() && n.accept.read_imm());
+  EXPECT_TRUE(wire::decode_accept_data(wire::encode(n.accept)).value.batch());
+  r.version = 2;
+  r.flags = wire::kConnectReadImm;
+  n = f.run(r);
+  ASSERT_TRUE(n.accepted);
+  EXPECT_EQ(n.accept.version, 2);
+  EXPECT_EQ(n.accept.features, wire::kFeatureReadImm);
+  EXPECT_TRUE(wire::decode_accept_data(wire::encode(n.accept)).ok());
   // A v1 client cannot ask (its flags must be 0) and gets a v1 accept without features.
   r.version = 1;
   r.flags = 0;
@@ -176,9 +190,11 @@ TEST(RdmaNegotiation, NewerClientGetsOurVersion) {
   Fixture f;
   auto r = request("vol0");
   r.version = 9;
+  r.flags = 0xffff;  // bits we do not know are ignored; those we know are granted as asked
   Negotiation n = f.run(r);
   ASSERT_TRUE(n.accepted);
   EXPECT_EQ(n.accept.version, wire::kVersion);
+  EXPECT_EQ(n.accept.features, wire::kFeatureReadImm | wire::kFeatureBatch);
 }
 
 }  // namespace

@@ -29,7 +29,7 @@ TEST(WireProtocol, ConnectRequestRoundTripAndLayout) {
   EXPECT_EQ(b[1], 'R');
   EXPECT_EQ(b[2], 'D');
   EXPECT_EQ(b[3], 'M');
-  EXPECT_EQ(b[4], 2);  // version
+  EXPECT_EQ(b[4], 3);  // version
   EXPECT_EQ(b[5], 0);
   EXPECT_EQ(b[6], 0);  // flags
   EXPECT_EQ(b[8], 3);     // queue id
@@ -75,7 +75,15 @@ TEST(WireProtocol, ConnectRequestMalformed) {
   EXPECT_EQ(decode_connect_request({}).error, DecodeError::kTooShort);
   EXPECT_EQ(with(0, 'X'), DecodeError::kBadMagic);
   EXPECT_EQ(with(4, 0), DecodeError::kBadVersion);  // version 0
-  EXPECT_EQ(with(6, 2), DecodeError::kBadFlags);    // a flag v2 does not know
+  EXPECT_EQ(with(6, 4), DecodeError::kBadFlags);    // a flag v3 does not know
+  {
+    auto b = good;
+    b[4] = 2;  // v2 knows READ_IMM only
+    b[6] = kConnectBatch;
+    EXPECT_EQ(decode_connect_request(b).error, DecodeError::kBadFlags);
+    b[6] = kConnectReadImm;
+    EXPECT_TRUE(decode_connect_request(b).ok());  // a v2 client still decodes
+  }
   {
     auto b = good;
     b[4] = 1;  // v1 has no flags at all
@@ -86,10 +94,10 @@ TEST(WireProtocol, ConnectRequestMalformed) {
   }
   {
     auto b = good;
-    b[6] = kConnectReadImm;
+    b[6] = kConnectReadImm | kConnectBatch;
     auto d = decode_connect_request(b);
     ASSERT_TRUE(d.ok());
-    EXPECT_EQ(d.value.flags, kConnectReadImm);
+    EXPECT_EQ(d.value.flags, kConnectReadImm | kConnectBatch);
   }
   EXPECT_EQ(with(24, 0), DecodeError::kBadName);    // empty name
   EXPECT_EQ(with(25, ' '), DecodeError::kBadName);  // bad character
@@ -162,10 +170,19 @@ TEST(WireProtocol, AcceptMalformed) {
   EXPECT_EQ(decode_accept_data(std::span(good).first(47)).error, DecodeError::kTooShort);
   EXPECT_EQ(with(1, 0), DecodeError::kBadMagic);
   EXPECT_EQ(with(4, 0), DecodeError::kBadVersion);
-  EXPECT_EQ(with(4, 3), DecodeError::kBadVersion);  // newer than we speak: the server must not pick it
+  EXPECT_EQ(with(4, 4), DecodeError::kBadVersion);  // newer than we speak: the server must not pick it
   EXPECT_EQ(with(6, 1), DecodeError::kBadParams);   // status != ok inside an accept
   EXPECT_EQ(with(19, 1), DecodeError::kReservedNonZero);
-  EXPECT_EQ(with(28, 2), DecodeError::kBadFlags);  // a feature v2 does not know
+  EXPECT_EQ(with(28, 4), DecodeError::kBadFlags);  // a feature v3 does not know
+  {
+    auto b = good;
+    b[28] = kFeatureReadImm | kFeatureBatch;
+    auto d = decode_accept_data(b);
+    ASSERT_TRUE(d.ok());
+    EXPECT_TRUE(d.value.batch());
+    b[4] = 2;  // BATCH is v3's
+    EXPECT_EQ(decode_accept_data(b).error, DecodeError::kBadFlags);
+  }
   EXPECT_EQ(with(30, 1), DecodeError::kReservedNonZero);
   EXPECT_EQ(with(47, 1), DecodeError::kReservedNonZero);
   {
@@ -320,6 +337,26 @@ TEST(WireProtocol, ReadDoneImmediate) {
       EXPECT_EQ(r.tag, tag);
       EXPECT_TRUE(read_done_matches(r, gen));
     }
+}
+
+TEST(WireProtocol, BatchedMessageLengths) {
+  // Without BATCH a SEND holds exactly one message.
+  EXPECT_EQ(messages_in(kCommandSize, kCommandSize, false), 1u);
+  EXPECT_EQ(messages_in(2 * kCommandSize, kCommandSize, false), 0u);
+  EXPECT_EQ(messages_in(kResponseSize, kResponseSize, false), 1u);
+  EXPECT_EQ(messages_in(2 * kResponseSize, kResponseSize, false), 0u);
+  // With it, 1..kMaxBatch whole messages.
+  for (size_t n = 1; n <= kMaxBatch; ++n) {
+    EXPECT_EQ(messages_in(uint32_t(n * kCommandSize), kCommandSize, true), n);
+    EXPECT_EQ(messages_in(uint32_t(n * kResponseSize), kResponseSize, true), n);
+  }
+  EXPECT_EQ(messages_in(uint32_t((kMaxBatch + 1) * kCommandSize), kCommandSize, true), 0u);
+  EXPECT_EQ(messages_in(0, kCommandSize, true), 0u);
+  EXPECT_EQ(messages_in(kCommandSize + 1, kCommandSize, true), 0u);   // a torn message
+  EXPECT_EQ(messages_in(kCommandSize - 1, kCommandSize, false), 0u);  // a short one
+  EXPECT_EQ(flags_known_in(1), 0);
+  EXPECT_EQ(flags_known_in(2), kConnectReadImm);
+  EXPECT_EQ(flags_known_in(3), kConnectReadImm | kConnectBatch);
 }
 
 }  // namespace

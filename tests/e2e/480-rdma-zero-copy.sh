@@ -5,7 +5,9 @@
 # server's stats (per connection, and per export after it stopped) say copied_bytes == 0 and
 # rdma_bytes equal to the client's. Successful READs complete by RDMA WRITE WITH IMMEDIATE
 # (protocol v2's ReadDone): both queues negotiated it and used it, as many times as the server
-# sent one. On a ram and a file export.
+# sent one. Commands and Responses travel batched (protocol v3's BATCH): both sides negotiated it,
+# fewer SENDs than messages went each way, and every command got exactly one answer. On a ram
+# and a file export.
 . "$(dirname "$0")/lib.sh"
 require_ublk
 require_cmd fio jq
@@ -43,6 +45,10 @@ zero_copy() {
     >/dev/null || fail "$export: a queue's rdma_bytes differ from what its ublk queue moved"
   ublk_json "$id" | jq -e 'all(.queues[]; .stats.target.read_imm == true and .stats.target.read_done_imm > 0)' \
     >/dev/null || fail "$export: a queue did not negotiate or use ReadDone immediates"
+  ublk_json "$id" | jq -e 'all(.queues[].stats.target; .batch == true and .command_sends < .commands
+      and .answers + .read_done_imm == .commands)' >/dev/null ||
+    fail "$export: a queue did not batch its commands, or a command did not get exactly one answer: $(
+      ublk_json "$id" | jq -c '[.queues[].stats.target | {batch, commands, command_sends, answers, read_done_imm}]')"
   imm=$(ublk_json "$id" | jq '[.queues[].stats.target.read_done_imm] | add')
   after=$(ublk_json "$id" | jq '[.queues[].stats.target.rdma_bytes] | add')
   moved=$((after - before))
@@ -51,11 +57,12 @@ zero_copy() {
 
   srv=$(serve_stats wait | jq -c --arg e "$export" '[.connections[] | select(.export == $e)]
       | {connections: length, rdma_bytes: (map(.rdma_bytes) | add), copied_bytes: (map(.copied_bytes) | add),
-         read_imm: all(.read_imm), read_done_imm: (map(.read_done_imm) | add)}')
+         read_imm: all(.read_imm), read_done_imm: (map(.read_done_imm) | add), batch: all(.batch),
+         responses: (map(.commands - .read_done_imm) | add), answer_sends: (map(.answer_sends) | add)}')
   log "  server: $srv"
   jq -e --argjson a "$after" --argjson i "$imm" '.connections == 2 and .copied_bytes == 0 and .rdma_bytes == $a
-      and .read_imm and .read_done_imm == $i' <<<"$srv" >/dev/null ||
-    fail "$export: the server's counters do not match the client's (rdma_bytes $after, copied 0, 2 connections, read_done_imm $imm)"
+      and .read_imm and .read_done_imm == $i and .batch and .answer_sends < .responses' <<<"$srv" >/dev/null ||
+    fail "$export: the server's counters do not match the client's (rdma_bytes $after, copied 0, 2 connections, read_done_imm $imm, batched answers)"
   must "$UBLK" del -n "$id"
   wait_gone "$dev"
   echo "$after" >"$E2E_WORK/rdma_bytes.$export"

@@ -120,7 +120,7 @@ class ServerConnection {
 
   // On the listener thread, before accepting: buffers, MRs, backend queue, receives.
   void setup() {
-    msgs_ = MappedRegion::anonymous(size_t(depth_) * (recv_slot_bytes_ + 2 * kMsgSlot), true);
+    msgs_ = MappedRegion::anonymous(size_t(depth_) * (recv_slot_bytes_ + kMsgSlot) + scratch_slots() * kMsgSlot, true);
     msgs_mr_ = conn_->register_memory(msgs_.get(), msgs_.size(), IBV_ACCESS_LOCAL_WRITE, "message slots");
     std::span<std::byte> direct = backend_.direct_memory();
     std::span<std::byte> registered;
@@ -145,6 +145,7 @@ class ServerConnection {
     batch_sges_.resize(batch_wrs_.size());
     parked_.resize(depth_);
     answers_.reserve(depth_);
+    refusals_.reserve(scratch_slots());
     fenced_answers_.reserve(depth_);
     recv_wrs_.resize(depth_);
     recv_sges_.resize(depth_);
@@ -188,15 +189,19 @@ class ServerConnection {
     TagState state = TagState::kFree;
   };
 
-  // msgs_: [depth receive slots][depth response slots][depth scratch response slots]
+  // msgs_: [depth receive slots][depth response slots][scratch response slots]
   uint8_t* recv_slot(uint16_t i) const { return static_cast<uint8_t*>(msgs_.get()) + size_t(i) * recv_slot_bytes_; }
   uint8_t* resp_slot(uint16_t tag) const {
     return static_cast<uint8_t*>(msgs_.get()) + size_t(depth_) * recv_slot_bytes_ + size_t(tag) * kMsgSlot;
   }
   // Answers to refused commands: their tag may be out of range or busy, so they never use
-  // a tag's slot. A client flooding bad commands can only garble its own answers.
+  // a tag's slot. They leave inline, one per SEND (the slot is copied when posted), and no
+  // more answers than the batch bound (batch_has_room) wait unposted at once: a slot is
+  // posted before the ring comes back to it, however fast a client floods bad commands. (On a
+  // device without inline sends such a flood can still garble the flooder's own answers.)
+  size_t scratch_slots() const { return size_t(depth_) * kWrsPerTag + kWrsPerTag; }
   uint8_t* scratch_slot() {
-    size_t i = scratch_next_++ % depth_;
+    size_t i = scratch_next_++ % scratch_slots();
     return static_cast<uint8_t*>(msgs_.get()) + size_t(depth_) * (recv_slot_bytes_ + kMsgSlot) + i * kMsgSlot;
   }
   std::byte* data_buffer(const wire::Command& cmd) const {
@@ -311,6 +316,7 @@ class ServerConnection {
     conn_->disconnect_st();
     batch_len_ = 0;
     sges_len_ = 0;
+    refusals_.clear();
     answers_.clear();
     fenced_answers_.clear();
     parked_len_ = 0;
@@ -425,7 +431,7 @@ class ServerConnection {
     if (draining_) {
       // Shutting down: answer, do not start new work.
       c_.errors.add_st();
-      respond(cmd, -EIO, scratch_slot());
+      refuse(cmd, -EIO);
       return;
     }
     if (!direct_.empty() && moves_data) return serve_direct(cmd);
@@ -471,9 +477,12 @@ class ServerConnection {
 
   // Commands are only taken on while the batch has room for their answers.
   bool batch_has_room(size_t commands) const {
-    return batch_len_ + answers_.size() + fenced_answers_.size() + commands * kWrsPerTag <= size_t(depth_) * kWrsPerTag;
+    return batch_len_ + refusals_.size() + answers_.size() + fenced_answers_.size() + commands * kWrsPerTag <=
+           size_t(depth_) * kWrsPerTag;
   }
-  bool batch_empty() const { return batch_len_ == 0 && answers_.empty() && fenced_answers_.empty(); }
+  bool batch_empty() const {
+    return batch_len_ == 0 && refusals_.empty() && answers_.empty() && fenced_answers_.empty();
+  }
 
   void park(uint16_t slot, uint32_t byte_len) {
     if (slot >= depth_ || parked_len_ >= parked_.size()) return;  // one receive per slot: cannot happen
@@ -498,7 +507,7 @@ class ServerConnection {
     c_.rejected.add_st();
     c_.rejected_by[reason].add_st();
     c_.errors.add_st();
-    respond(cmd, err, scratch_slot());
+    refuse(cmd, err);
   }
 
   void submit_backend(Tag& t) {
@@ -568,9 +577,14 @@ class ServerConnection {
 
   // Queues the Response; flush_batch sends it after every work request queued before it in this
   // pass (RC keeps order, so a READ's data goes first).
-  void respond(const wire::Command& cmd, int err, uint8_t* slot = nullptr) {
+  void respond(const wire::Command& cmd, int err) {
     if (failed_) return;
-    answers_.push_back(encode_answer(cmd, err, slot ? slot : resp_slot(cmd.tag)));
+    answers_.push_back(encode_answer(cmd, err, resp_slot(cmd.tag)));
+  }
+  // The answer to a refused command, from a scratch slot.
+  void refuse(const wire::Command& cmd, int err) {
+    if (failed_) return;
+    refusals_.push_back(encode_answer(cmd, err, scratch_slot()));
   }
 
   uint8_t* encode_answer(const wire::Command& cmd, int err, uint8_t* p) {
@@ -585,6 +599,14 @@ class ServerConnection {
   // Answers to direct WRITEs go after every RDMA READ queued so far: the first SEND that holds
   // one is fenced (it leaves only when all earlier READs have completed).
   void queue_answers() {
+    for (uint8_t* p : refusals_) {
+      ibv_send_wr& wr = append_wr(reinterpret_cast<uint64_t>(p), uint32_t(wire::kResponseSize), msgs_mr_->lkey);
+      wr.wr_id = WorkId{WorkKind::kRdmaSend, queue_id_, 0, 0, 0}.encode();
+      wr.opcode = IBV_WR_SEND;
+      if (inline_ok_) wr.send_flags = IBV_SEND_INLINE;
+      c_.answer_sends.add_st();
+    }
+    refusals_.clear();
     size_t per_send = batch_ ? wire::kMaxBatch : 1;
     size_t total = answers_.size() + fenced_answers_.size();
     bool fence_pending = !fenced_answers_.empty();
@@ -707,7 +729,7 @@ class ServerConnection {
   // Posts as much of the batch as the send queue has room for, with one doorbell.
   void flush_batch() {
     if (failed_) return;
-    if (!answers_.empty() || !fenced_answers_.empty()) queue_answers();
+    if (!refusals_.empty() || !answers_.empty() || !fenced_answers_.empty()) queue_answers();
     if (batch_len_ == 0) return;
     size_t room = sq_capacity_ - sq_used_;
     size_t n = std::min(batch_len_, room);
@@ -787,6 +809,7 @@ class ServerConnection {
   std::vector<size_t> batch_sge_at_;    // each one's first entry in batch_sges_
   std::vector<ibv_sge> batch_sges_;
   size_t batch_len_ = 0, sges_len_ = 0;
+  std::vector<uint8_t*> refusals_;        // encoded answers to refused commands (scratch slots)
   std::vector<uint8_t*> answers_;         // encoded Responses waiting for flush_batch
   std::vector<uint8_t*> fenced_answers_;  // those of direct WRITEs: after the RDMA READs
   // Commands received while the batch was backed up, by receive slot (not yet reposted: the

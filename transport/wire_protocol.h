@@ -65,6 +65,8 @@ inline constexpr uint16_t kFeatureBatch = 1u << 1;    // v3: SENDs may carry sev
 inline constexpr uint16_t kFeaturesKnown = kFeatureReadImm | kFeatureBatch;
 
 // The flags / features each version defines (the same bits for both).
+static_assert(kConnectReadImm == kFeatureReadImm && kConnectBatch == kFeatureBatch &&
+              kConnectFlagsKnown == kFeaturesKnown);
 constexpr uint16_t flags_known_in(uint16_t version) {
   return version <= 1 ? 0 : version == 2 ? kConnectReadImm : kConnectFlagsKnown;
 }

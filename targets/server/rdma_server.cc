@@ -600,11 +600,8 @@ class ServerConnection {
   // one is fenced (it leaves only when all earlier READs have completed).
   void queue_answers() {
     for (uint8_t* p : refusals_) {
-      ibv_send_wr& wr = append_wr(reinterpret_cast<uint64_t>(p), uint32_t(wire::kResponseSize), msgs_mr_->lkey);
-      wr.wr_id = WorkId{WorkKind::kRdmaSend, queue_id_, 0, 0, 0}.encode();
-      wr.opcode = IBV_WR_SEND;
+      ibv_send_wr& wr = append_answer_send(p);
       if (inline_ok_) wr.send_flags = IBV_SEND_INLINE;
-      c_.answer_sends.add_st();
     }
     refusals_.clear();
     size_t per_send = batch_ ? wire::kMaxBatch : 1;
@@ -619,22 +616,28 @@ class ServerConnection {
         uint8_t* p = is_fenced ? fenced_answers_[i - answers_.size()] : answers_[i];
         fenced |= is_fenced;
         if (!wr) {
-          wr = &append_wr(reinterpret_cast<uint64_t>(p), uint32_t(wire::kResponseSize), msgs_mr_->lkey);
+          wr = &append_answer_send(p);
         } else {
           append_sge(reinterpret_cast<uint64_t>(p), uint32_t(wire::kResponseSize), msgs_mr_->lkey);
         }
       }
-      wr->wr_id = WorkId{WorkKind::kRdmaSend, queue_id_, 0, 0, 0}.encode();
-      wr->opcode = IBV_WR_SEND;
       if (inline_ok_ && k * wire::kResponseSize <= conn_->max_inline()) wr->send_flags = IBV_SEND_INLINE;
       if (fenced && fence_pending) {
         wr->send_flags |= IBV_SEND_FENCE;
         fence_pending = false;
       }
-      c_.answer_sends.add_st();
     }
     answers_.clear();
     fenced_answers_.clear();
+  }
+
+  // A SEND of the encoded Response at p (more may follow in it through append_sge).
+  ibv_send_wr& append_answer_send(uint8_t* p) {
+    ibv_send_wr& wr = append_wr(reinterpret_cast<uint64_t>(p), uint32_t(wire::kResponseSize), msgs_mr_->lkey);
+    wr.wr_id = WorkId{WorkKind::kRdmaSend, queue_id_, 0, 0, 0}.encode();
+    wr.opcode = IBV_WR_SEND;
+    c_.answer_sends.add_st();
+    return wr;
   }
 
   // Queues the data movement of a command between the server's buffer and the client's:
@@ -729,7 +732,7 @@ class ServerConnection {
   // Posts as much of the batch as the send queue has room for, with one doorbell.
   void flush_batch() {
     if (failed_) return;
-    if (!refusals_.empty() || !answers_.empty() || !fenced_answers_.empty()) queue_answers();
+    queue_answers();
     if (batch_len_ == 0) return;
     size_t room = sq_capacity_ - sq_used_;
     size_t n = std::min(batch_len_, room);

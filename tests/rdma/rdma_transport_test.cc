@@ -321,25 +321,23 @@ struct RawClient {
   }
   int post_recv(uint64_t i) const { return post_recv(*conn, i); }
   int send(const std::array<uint8_t, wire::kCommandSize>& b) const {
-    ibv_sge sge{reinterpret_cast<uint64_t>(b.data()), uint32_t(b.size()), 0};
-    ibv_send_wr wr{}, *bad = nullptr;
-    wr.sg_list = &sge;
-    wr.num_sge = 1;
-    wr.opcode = IBV_WR_SEND;
-    wr.send_flags = IBV_SEND_INLINE | IBV_SEND_SIGNALED;
-    wr.wr_id = kSendWrId;
-    return ibv_post_send(conn->qp(), &wr, &bad);
+    return post_send(ibv_sge{reinterpret_cast<uint64_t>(b.data()), uint32_t(b.size()), 0}, IBV_SEND_INLINE);
   }
   // Several commands in one SEND (from registered memory: too long to go inline).
   int send_batch(const std::vector<std::array<uint8_t, wire::kCommandSize>>& cmds, size_t extra_bytes = 0) const {
     uint8_t* out = static_cast<uint8_t*>(mem.get()) + 256 * 1024;
     for (size_t i = 0; i < cmds.size(); ++i) std::memcpy(out + i * wire::kCommandSize, cmds[i].data(), wire::kCommandSize);
-    ibv_sge sge{reinterpret_cast<uint64_t>(out), uint32_t(cmds.size() * wire::kCommandSize + extra_bytes), mr->lkey};
+    return post_send(
+        ibv_sge{reinterpret_cast<uint64_t>(out), uint32_t(cmds.size() * wire::kCommandSize + extra_bytes), mr->lkey},
+        0);
+  }
+  // One signaled SEND of `sge`.
+  int post_send(ibv_sge sge, unsigned flags) const {
     ibv_send_wr wr{}, *bad = nullptr;
     wr.sg_list = &sge;
     wr.num_sge = 1;
     wr.opcode = IBV_WR_SEND;
-    wr.send_flags = IBV_SEND_SIGNALED;
+    wr.send_flags = flags | IBV_SEND_SIGNALED;
     wr.wr_id = kSendWrId;
     return ibv_post_send(conn->qp(), &wr, &bad);
   }

@@ -97,8 +97,9 @@ void QueueLoop::run_st(std::unique_ptr<QueueTarget> target, const std::function<
 
     bool worked = reaped || polled;
     bool spin = cfg_.poll.mode == PollMode::kBusy;
+    IdleAdvice advice = IdleAdvice::kNothingHeld;
     if (cfg_.poll.mode == PollMode::kHybrid) {
-      IdleAdvice advice = worked ? IdleAdvice::kSpin : target_->idle_advice_st();
+      advice = worked ? IdleAdvice::kSpin : target_->idle_advice_st();
       if (advice != IdleAdvice::kNothingHeld) idle_since_ns_ = 0;
       spin = advice == IdleAdvice::kSpin || (advice == IdleAdvice::kNothingHeld && within_hybrid_spin_st());
     }
@@ -118,6 +119,7 @@ void QueueLoop::run_st(std::unique_ptr<QueueTarget> target, const std::function<
       arm_watches_st();
       if (!target_->prepare_to_sleep_st()) continue;
       counters_.idle_sleeps.add_st();
+      if (advice == IdleAdvice::kSleep) counters_.busy_sleeps.add_st();
       rc = io_uring_submit_and_wait(ring, 1);
     }
     if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {

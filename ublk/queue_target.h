@@ -65,6 +65,7 @@ struct QueueCounters {
   RelaxedCounter bytes_written;
   RelaxedCounter loop_passes;    // iterations of the queue loop
   RelaxedCounter idle_sleeps;    // times the loop blocked waiting for events
+  RelaxedCounter busy_sleeps;    // ... of them with many requests out (hybrid: IdleAdvice::kSleep)
   RelaxedCounter busy_polls;     // passes that spun without blocking
   RelaxedCounter idle_polls;     // spinning passes that found nothing to do (and yielded)
   RelaxedCounter max_inflight;   // high-water mark of requests held by the target

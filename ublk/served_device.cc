@@ -222,6 +222,7 @@ std::string ServedDevice::stats_json() const {
                         {"bytes_written", c.bytes_written.get()},
                         {"loop_passes", c.loop_passes.get()},
                         {"idle_sleeps", c.idle_sleeps.get()},
+                        {"busy_sleeps", c.busy_sleeps.get()},
                         {"busy_polls", c.busy_polls.get()},
                         {"idle_polls", c.idle_polls.get()},
                         {"max_inflight", c.max_inflight.get()},

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # rdma target: fio write-then-verify (crc32c, bs 4k..1M, QD 1, 16, 64) on 2 queues in each
 # completion mode: busy, event, hybrid (with its default spin after the last work, and with
-# --spin-us 0: sleep at once); the device reports the mode it runs in and its spin time.
+# --spin-us 0: sleep at once); the device reports the mode it runs in and its spin time. Hybrid
+# sleeps rather than spins while more than a few requests are out (busy_sleeps > 0 after the
+# QD 64 runs); busy mode never sleeps.
 # e2e-timeout: 600
 . "$(dirname "$0")/lib.sh"
 require_ublk
@@ -21,7 +23,14 @@ for variant in busy event hybrid hybrid:0; do
   fio_write_verify "verify-${variant/:/-}" /dev/ublkb0 12M
   ublk_json 0 | jq -e 'all(.queues[]; .stats.target.errors == 0 and .stats.target.copied_bytes == 0)' >/dev/null ||
     fail "--poll $mode: errors or copies counted: $(ublk_json 0 | jq -c '[.queues[].stats.target]')"
-  log "  $(ublk_json 0 | jq -c '[.queues[].stats.target | {polls, idle_polls, cq_arms, cq_events}]')"
+  log "  $(ublk_json 0 | jq -c '[.queues[].stats | {busy_sleeps, idle_sleeps} + (.target | {polls, idle_polls, cq_arms, cq_events})]')"
+  case $mode in
+    hybrid) want='([.queues[].stats.busy_sleeps] | add) > 0' ;;
+    busy) want='all(.queues[]; .stats.idle_sleeps == 0 and .stats.busy_sleeps == 0)' ;;
+    *) want='all(.queues[]; .stats.busy_sleeps == 0)' ;;
+  esac
+  ublk_json 0 | jq -e "$want" >/dev/null ||
+    fail "--poll $mode: sleeps not as expected ($want): $(ublk_json 0 | jq -c '[.queues[].stats | {busy_sleeps, idle_sleeps}]')"
   must "$UBLK" del -n 0
   wait_gone /dev/ublkb0
 done

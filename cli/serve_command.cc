@@ -58,6 +58,11 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
                  "(lower latency for more CPU; 0 = sleep at once)")
       ->check(CLI::Range(0, 1000000))
       ->capture_default_str();
+  cmd.add_option("--serial-spin-us", a.serial_spin_us,
+                 "Microseconds a connection keeps polling instead while its client sends one command at a "
+                 "time and waits for each answer (QD1); used only if longer than --spin-us")
+      ->check(CLI::Range(0, 1000000))
+      ->capture_default_str();
   cmd.add_option_function<std::string>(
          "--max-buffer-memory",
          [&a](const std::string& s) {
@@ -81,6 +86,7 @@ int run_serve(const ServeArgs& a) {
   opts.allow = cfg.allow;
   opts.stats_path = a.stats_path;
   opts.spin = std::chrono::microseconds(a.spin_us);
+  opts.serial_spin = std::chrono::microseconds(a.serial_spin_us);
   opts.max_total_pool_bytes = a.max_buffer_bytes;
   opts.max_connections = a.max_connections;
   struct sigaction sa {};

@@ -14,6 +14,7 @@ struct ServeArgs {
   std::vector<std::string> allow;      // CIDRs
   std::string stats_path;
   uint32_t spin_us = 50;               // see ServerOptions::spin
+  uint32_t serial_spin_us = 1000;      // see ServerOptions::serial_spin
   uint64_t max_buffer_bytes = 2ull << 30;  // --max-buffer-memory
   uint32_t max_connections = 1024;
 };

@@ -40,6 +40,9 @@ constexpr uint32_t kWrsPerTag = 2;
 static_assert(4096 * kWrsPerTag + kSqSlack <= 0xffff);
 constexpr int kPollBatch = 32;
 constexpr uint32_t kCmCheckEvery = 4096;  // passes between cm-channel checks while spinning
+// Receives in a row that each brought one command while nothing else was in flight: the peer
+// waits for every answer before it sends again (QD1), and the serial spin time applies.
+constexpr uint32_t kSerialStreak = 4;
 
 // Rejections the validator does not know: malformed commands and a tag already in flight.
 constexpr unsigned kRejectMalformed = kCommandCheckCount;
@@ -62,6 +65,7 @@ struct ConnCounters {
   std::array<RelaxedCounter, kRejectReasons> rejected_by;
   RelaxedCounter backend_errors;
   RelaxedCounter polls, idle_polls, sleeps;
+  RelaxedCounter serial_commands;  // commands that came as part of a serial stream (see kSerialStreak)
   RelaxedCounter doorbells, max_post_batch, sq_depth_max, rdma_reads_max;
   RelaxedCounter read_done_imm;  // READs answered by RDMA WRITE WITH IMMEDIATE alone
   RelaxedCounter answer_sends;   // SENDs carrying Responses (fewer than Responses with BATCH)
@@ -86,6 +90,7 @@ struct ConnCounters {
             {"polls", polls.get()},
             {"idle_polls", idle_polls.get()},
             {"sleeps", sleeps.get()},
+            {"serial_commands", serial_commands.get()},
             {"doorbells", doorbells.get()},
             {"max_post_batch", max_post_batch.get()},
             {"sq_depth_max", sq_depth_max.get()},
@@ -104,7 +109,7 @@ class ServerConnection {
       : export_name_(std::move(export_name)), queue_id_(queue_id), peer_(conn->peer_address()), backend_(backend),
         depth_(acc.queue_depth), max_io_(acc.max_io_bytes), max_reads_(max_reads), read_imm_(acc.read_imm()),
         batch_(acc.batch()), recv_slot_bytes_(batch_ ? wire::kMaxBatch * wire::kCommandSize : kMsgSlot),
-        spin_(opts.spin),
+        spin_(opts.spin), serial_spin_(std::max(opts.spin, opts.serial_spin)),
         conn_(std::move(conn)) {
     limits_ = CommandLimits{backend.size(), backend.block_size(), backend.read_only(), backend.supported_ops(),
                             max_io_, depth_};
@@ -267,12 +272,16 @@ class ServerConnection {
         last_active = Clock::now();
         continue;
       }
-      if (spin_.count() > 0 && Clock::now() - last_active < spin_) {
+      // A serial peer's next command comes one round trip after our answer: polling until then
+      // saves a wake-up per IO. Other peers' commands come in bursts; between them the CPU
+      // is better left to the kernel work that carries them.
+      auto spin = serial_streak_ == kSerialStreak ? serial_spin_ : spin_;
+      if (spin.count() > 0 && Clock::now() - last_active < spin) {
         ::sched_yield();  // let rxe's kernel work (our packets) run on this CPU while we wait
         continue;
       }
       sleep_once();
-      last_active = Clock::now() - spin_;  // woken: poll, and sleep again at once if idle
+      last_active = Clock::now() - serial_spin_;  // woken: poll, and sleep again at once if idle
     }
   }
 
@@ -340,6 +349,7 @@ class ServerConnection {
       c_.idle_polls.add_st();
       return 0;
     }
+    size_t received = 0;  // commands
     for (int i = 0; i < n; ++i) {
       const ibv_wc& wc = wcs[i];
       WorkId id = WorkId::decode(wc.wr_id);
@@ -359,6 +369,7 @@ class ServerConnection {
       }
       switch (id.kind) {
         case WorkKind::kRdmaRecv:
+          received += commands_in(wc.byte_len);
           if (parked_len_ > 0 || !batch_has_room(commands_in(wc.byte_len))) {
             park(id.tag, wc.byte_len);
           } else {
@@ -380,7 +391,15 @@ class ServerConnection {
       }
     }
     post_recvs();
+    if (received > 0) note_arrivals(received);
     return n;
+  }
+
+  // One command alone, with at most itself in flight: a serial stream if it keeps up.
+  void note_arrivals(size_t commands) {
+    bool alone = commands == 1 && inflight_ <= 1;
+    serial_streak_ = alone ? std::min(serial_streak_ + 1, kSerialStreak) : 0;
+    if (serial_streak_ == kSerialStreak) c_.serial_commands.add_st();
   }
 
   void retire_signaled() {
@@ -787,6 +806,8 @@ class ServerConnection {
   const bool batch_;     // SENDs carry up to kMaxBatch commands / responses
   const size_t recv_slot_bytes_;
   const std::chrono::microseconds spin_;
+  const std::chrono::microseconds serial_spin_;  // >= spin_
+  uint32_t serial_streak_ = 0;  // up to kSerialStreak
   CommandLimits limits_{};
   CommandLimits limits_nodata_{};
 

@@ -32,6 +32,10 @@ struct ServerOptions {
   // A connection thread keeps polling this long after its last event before it sleeps on
   // the completion channel (0 = sleep at once when idle).
   std::chrono::microseconds spin{50};
+  // ... and this long (if longer) while its peer sends one command at a time and waits for
+  // each answer (QD1): the next command is then one round trip away, and a wake-up per IO
+  // would be most of its latency.
+  std::chrono::microseconds serial_spin{1000};
 };
 
 class RdmaServer {

@@ -3,7 +3,9 @@
 # completion mode: busy, event, hybrid (with its default spin after the last work, and with
 # --spin-us 0: sleep at once); the device reports the mode it runs in and its spin time. Hybrid
 # sleeps rather than spins while more than a few requests are out (busy_sleeps > 0 after the
-# QD 64 runs); busy mode never sleeps.
+# QD 64 runs); busy mode never sleeps. The server tells a serial client (QD1: one command at a
+# time, each after the last answer) from one that batches (QD32), and keeps polling for the former
+# (serial_commands counts what it took that way).
 # e2e-timeout: 600
 . "$(dirname "$0")/lib.sh"
 require_ublk
@@ -34,4 +36,19 @@ for variant in busy event hybrid hybrid:0; do
   must "$UBLK" del -n 0
   wait_gone /dev/ublkb0
 done
+
+log "=== the server's serial spin: QD1, then QD32"
+rdma_add 0 vol0 -q 1 -d 64
+fio_run serial-qd1 --filename=/dev/ublkb0 --rw=randread --bs=4k --iodepth=1 --size=16M --io_size=4M
+cmds1=$(serve_counter vol0 commands) serial1=$(serve_counter vol0 serial_commands)
+log "  after QD1: $serial1 of $cmds1 commands came serially"
+((cmds1 >= 1000 && serial1 * 2 > cmds1)) ||
+  fail "QD1: the server took $serial1 of $cmds1 commands as a serial stream (want more than half)"
+fio_run serial-qd32 --filename=/dev/ublkb0 --rw=randread --bs=4k --iodepth=32 --size=16M --io_size=16M
+cmds2=$(serve_counter vol0 commands) serial2=$(serve_counter vol0 serial_commands)
+log "  after QD32: $((serial2 - serial1)) of $((cmds2 - cmds1)) commands came serially"
+((cmds2 - cmds1 >= 4000 && (serial2 - serial1) * 2 < cmds2 - cmds1)) ||
+  fail "QD32: the server took $((serial2 - serial1)) of $((cmds2 - cmds1)) commands as a serial stream (want under half)"
+must "$UBLK" del -n 0
+wait_gone /dev/ublkb0
 serve_stop

@@ -40,9 +40,10 @@ constexpr uint32_t kWrsPerTag = 2;
 static_assert(4096 * kWrsPerTag + kSqSlack <= 0xffff);
 constexpr int kPollBatch = 32;
 constexpr uint32_t kCmCheckEvery = 4096;  // passes between cm-channel checks while spinning
-// Receives in a row that each brought one command while nothing else was in flight: the peer
-// waits for every answer before it sends again (QD1), and the serial spin time applies.
-constexpr uint32_t kSerialStreak = 4;
+// Receives in a row that each brought one command, with no other command in flight or in the
+// send queue: the peer waits for every answer before it sends again (QD1), and polling catches
+// its next command one round trip after our answer.
+constexpr uint32_t kSerialStreak = 8;
 
 // Rejections the validator does not know: malformed commands and a tag already in flight.
 constexpr unsigned kRejectMalformed = kCommandCheckCount;
@@ -395,9 +396,12 @@ class ServerConnection {
     return n;
   }
 
-  // One command alone, with at most itself in flight: a serial stream if it keeps up.
+  // One command alone, with at most itself in flight: a serial stream if it keeps up. Large
+  // transfers at some depth also come one command at a time, but while the answers to the
+  // others still fill the send queue (sq_used_ counts unsignaled work requests until a later
+  // signaled one completes: up to kSignalEvery of them).
   void note_arrivals(size_t commands) {
-    bool alone = commands == 1 && inflight_ <= 1;
+    bool alone = commands == 1 && inflight_ <= 1 && sq_used_ <= kSignalEvery + kWrsPerTag;
     serial_streak_ = alone ? std::min(serial_streak_ + 1, kSerialStreak) : 0;
     if (serial_streak_ == kSerialStreak) c_.serial_commands.add_st();
   }

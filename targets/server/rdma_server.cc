@@ -369,14 +369,16 @@ class ServerConnection {
         continue;
       }
       switch (id.kind) {
-        case WorkKind::kRdmaRecv:
-          received += commands_in(wc.byte_len);
-          if (parked_len_ > 0 || !batch_has_room(commands_in(wc.byte_len))) {
+        case WorkKind::kRdmaRecv: {
+          size_t commands = commands_in(wc.byte_len);
+          received += commands;
+          if (parked_len_ > 0 || !batch_has_room(commands)) {
             park(id.tag, wc.byte_len);
           } else {
             on_message(id.tag, wc.byte_len);
           }
           break;
+        }
         case WorkKind::kRdmaRead:
           retire_signaled();
           --reads_outstanding_;

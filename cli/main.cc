@@ -56,6 +56,7 @@ struct AddArgs {
   int trsvcid = 18520;
   std::string export_name;
   int io_timeout_ms = 30000;
+  bool no_push_writes = false;
 };
 
 int cmd_add(const AddArgs& a) {
@@ -88,7 +89,8 @@ int cmd_add(const AddArgs& a) {
                         {"traddr", a.traddr},
                         {"trsvcid", a.trsvcid},
                         {"export", a.export_name},
-                        {"io_timeout_ms", a.io_timeout_ms}};
+                        {"io_timeout_ms", a.io_timeout_ms},
+                        {"push_writes", !a.no_push_writes}};
   }
   if (a.dev_id >= 0) {
     ublk::ControlDevice ctrl;
@@ -251,6 +253,9 @@ int run(int argc, char** argv) {
   add_cmd->add_option("--export", add.export_name, "rdma: export name on the server");
   add_cmd->add_option("--io-timeout", add.io_timeout_ms, "rdma: fail an IO after this many ms")
       ->check(CLI::Range(100, 3600000));
+  add_cmd->add_flag("--no-push-writes", add.no_push_writes,
+                    "rdma: do not put WRITE data into the server's memory ourselves (RDMA WRITE, offered "
+                    "by ram exports); let the server fetch it (RDMA READ)");
 
   int del_id = -1;
   bool del_all = false;

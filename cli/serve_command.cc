@@ -63,6 +63,9 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
                  "time and waits for each answer (QD1); used only if longer than --spin-us")
       ->check(CLI::Range(0, 1000000))
       ->capture_default_str();
+  cmd.add_flag("--no-push-writes", a.no_push_writes,
+               "Never let clients put WRITE data into a ram export's memory by RDMA WRITE; fetch it "
+               "with RDMA READ instead");
   cmd.add_option_function<std::string>(
          "--max-buffer-memory",
          [&a](const std::string& s) {
@@ -87,6 +90,7 @@ int run_serve(const ServeArgs& a) {
   opts.stats_path = a.stats_path;
   opts.spin = std::chrono::microseconds(a.spin_us);
   opts.serial_spin = std::chrono::microseconds(a.serial_spin_us);
+  opts.push_writes = !a.no_push_writes;
   opts.max_total_pool_bytes = a.max_buffer_bytes;
   opts.max_connections = a.max_connections;
   struct sigaction sa {};

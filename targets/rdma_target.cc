@@ -30,7 +30,9 @@ using transport::Connection;
 // send is always outstanding when the queue is close to full (no stall, no overflow).
 constexpr uint32_t kSignalEvery = 16;
 constexpr uint32_t kSqSlack = 2 * kSignalEvery;
-static_assert(ublk::kMaxQueueDepth + kSqSlack <= 0xffff, "send queue size must fit the QP limits we ask for");
+// With PUSH_WRITES a WRITE takes two send-queue slots (its data's RDMA WRITE and its command).
+constexpr uint32_t kWrsPerTag = 2;
+static_assert(ublk::kMaxQueueDepth * kWrsPerTag + kSqSlack <= 0xffff, "send queue size must fit the QP limits we ask for");
 static_assert(kSignalEvery >= 1 && kSqSlack >= 2 * kSignalEvery, "selective signaling needs two windows of slack");
 
 constexpr int kPollBatch = 32;
@@ -87,6 +89,7 @@ struct RdmaCounters {
   RelaxedCounter cq_arms;            // ibv_req_notify_cq calls
   RelaxedCounter cq_events;          // completion channel wakeups
   RelaxedCounter read_done_imm;      // READs completed by the server's RDMA WRITE WITH IMMEDIATE
+  RelaxedCounter pushed_writes;      // WRITEs whose data we put into the export by RDMA WRITE
 };
 
 class RdmaQueueTarget final : public ublk::QueueTarget {
@@ -115,16 +118,18 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     slab_base_ = reinterpret_cast<uint64_t>(slab.data());
 
     tags_.assign(depth_, TagSlot{});
-    send_wrs_.resize(depth_);
     send_sges_.resize(depth_);
     pending_.reserve(depth_);
     recv_wrs_.resize(depth_);
     recv_sges_.resize(depth_);
-    signal_fifo_.assign(depth_ + kSqSlack, 0);
-    sq_capacity_ = depth_ + kSqSlack;
     use_inline_ = link_.conn->max_inline() >= wire::kCommandSize;
     read_imm_ = link_.accepted.read_imm();
     batch_ = link_.accepted.batch();
+    push_writes_ = link_.accepted.push_writes();
+    sq_capacity_ = size_t(depth_) * (push_writes_ ? kWrsPerTag : 1) + kSqSlack;
+    signal_fifo_.assign(sq_capacity_, 0);
+    send_wrs_.resize(size_t(depth_) * kWrsPerTag);
+    push_sges_.resize(depth_);
 
     ctx.watch_fd_st(link_.conn->cq_fd(), kTokenCq);
     ctx.watch_fd_st(link_.conn->cm_fd(), kTokenCm);
@@ -163,6 +168,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
       case ublk::kOpWrite:
         cmd.opcode = wire::Opcode::kWrite;
         if (req.flags & ublk::kIoFFua) cmd.flags = wire::kCmdFlagFua;
+        if (push_writes_) cmd.flags |= wire::kCmdFlagPushed;
         break;
       case ublk::kOpFlush:
         cmd.opcode = wire::Opcode::kFlush;
@@ -189,6 +195,11 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     t.op = uint8_t(cmd.opcode);
     t.length = cmd.length;
     t.tick = tick_;
+    t.pushed = cmd.flags & wire::kCmdFlagPushed;
+    if (t.pushed) {
+      t.buffer = cmd.addr;
+      t.offset = cmd.offset;
+    }
 
     uint8_t* slot = command_slot(req.tag);
     wire::encode_into(cmd, std::span<uint8_t, wire::kCommandSize>(slot, wire::kCommandSize));
@@ -278,8 +289,10 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
         {"cq_arms", c.cq_arms.get()},
         {"cq_events", c.cq_events.get()},
         {"read_done_imm", c.read_done_imm.get()},
+        {"pushed_writes", c.pushed_writes.get()},
         {"read_imm", read_imm_},
         {"batch", batch_},
+        {"push_writes", push_writes_},
     };
     return j.dump();
   }
@@ -292,6 +305,9 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     uint32_t tick = 0;
     TagState state = TagState::kFree;
     uint8_t op = 0;
+    bool pushed = false;  // a WRITE whose data goes out by our RDMA WRITE before its command
+    uint64_t buffer = 0;  // pushed: where its data is in the slab ...
+    uint64_t offset = 0;  // ... and where it goes in the export
   };
 
   // link_.msgs: [depth receive slots][depth command slots]
@@ -318,18 +334,46 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
   }
 
   // Posts every queued command with one ibv_post_send (one doorbell): one SEND per command, or
-  // with BATCH up to kMaxBatch commands per SEND (one scatter/gather entry each).
+  // with BATCH up to kMaxBatch commands per SEND (one scatter/gather entry each). With
+  // PUSH_WRITES the RDMA WRITEs of the WRITEs' data lead the chain: RC places them before the
+  // server sees any SEND behind them, so the data is in the export when its command arrives.
   void flush_sends_st() {
     if (dead_) return;
     size_t per_send = batch_ ? wire::kMaxBatch : 1;
     size_t room = sq_capacity_ - sq_used_;
-    size_t cmds = std::min(pending_.size(), room * per_send);
+    // As many commands as their SENDs and RDMA WRITEs fit the send queue.
+    size_t cmds = 0, pushes = 0;
+    while (cmds < pending_.size()) {
+      size_t p = pushes + (tags_[pending_[cmds]].pushed ? 1 : 0);
+      if (p + (cmds + 1 + per_send - 1) / per_send > room) break;
+      pushes = p;
+      ++cmds;
+    }
     size_t n = (cmds + per_send - 1) / per_send;  // SENDs
     if (n == 0) return;  // wait for a signaled completion to free slots
+    size_t w = 0;
+    for (size_t i = 0; i < cmds && pushes > 0; ++i) {
+      uint16_t tag = pending_[i];
+      const TagSlot& t = tags_[tag];
+      if (!t.pushed) continue;
+      ibv_send_wr& wr = send_wrs_[w];
+      wr = ibv_send_wr{};
+      push_sges_[w] = ibv_sge{t.buffer, t.length, slab_mr_->lkey};
+      wr.sg_list = &push_sges_[w];
+      wr.num_sge = 1;
+      wr.wr_id = WorkId{WorkKind::kRdmaWrite, queue_id_, tag, t.op, t.generation}.encode();
+      wr.opcode = IBV_WR_RDMA_WRITE;
+      wr.wr.rdma.remote_addr = link_.accepted.push_addr + t.offset;
+      wr.wr.rdma.rkey = link_.accepted.push_rkey;
+      wr.next = &send_wrs_[w + 1];
+      ++since_signal_;
+      ++w;
+    }
+    size_t total = w + n;  // work requests in this chain
     size_t next = 0;
     for (size_t i = 0; i < n; ++i) {
       size_t k = std::min(per_send, cmds - next);
-      ibv_send_wr& wr = send_wrs_[i];
+      ibv_send_wr& wr = send_wrs_[w + i];
       wr = ibv_send_wr{};
       wr.sg_list = &send_sges_[next];
       for (size_t j = 0; j < k; ++j, ++next) {
@@ -342,16 +386,16 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
       wr.wr_id = WorkId{WorkKind::kRdmaSend, queue_id_, tag, tags_[tag].op, tags_[tag].generation}.encode();
       wr.num_sge = int(k);
       wr.opcode = IBV_WR_SEND;
-      wr.next = i + 1 < n ? &send_wrs_[i + 1] : nullptr;
+      wr.next = i + 1 < n ? &send_wrs_[w + i + 1] : nullptr;
       if (use_inline_ && k * wire::kCommandSize <= link_.conn->max_inline()) {
         wr.send_flags |= IBV_SEND_INLINE;
         counters_.inline_sends.add_st();
       }
       ++since_signal_;
       bool last = i + 1 == n;
-      // Signal every kSignalEvery-th send, and the last of a batch when the queue is filling
-      // up, so that a completion is always on its way to free slots.
-      if (since_signal_ >= kSignalEvery || (last && sq_used_ + n + kSignalEvery > sq_capacity_)) {
+      // Signal every kSignalEvery-th work request, and the last of a batch when the queue is
+      // filling up, so that a completion is always on its way to free slots.
+      if (since_signal_ >= kSignalEvery || (last && sq_used_ + total + kSignalEvery > sq_capacity_)) {
         wr.send_flags |= IBV_SEND_SIGNALED;
         signal_fifo_[fifo_tail_] = since_signal_;
         fifo_tail_ = (fifo_tail_ + 1) % signal_fifo_.size();
@@ -365,7 +409,8 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     counters_.max_post_batch.max_st(cmds);
     counters_.commands.add_st(cmds);
     counters_.command_sends.add_st(n);
-    sq_used_ += n;
+    counters_.pushed_writes.add_st(w);
+    sq_used_ += total;
     counters_.sq_depth_max.max_st(sq_used_);
     pending_.erase(pending_.begin(), pending_.begin() + ptrdiff_t(cmds));
     if (rc != 0) {
@@ -395,7 +440,10 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
       if (wc.status != IBV_WC_SUCCESS) {
         if (!dead_) {
           log::rdma()->error("queue {}: {} completion failed: {} (vendor error {:#x})", queue_id_,
-                             id.kind == WorkKind::kRdmaRecv ? "receive" : "send", ibv_wc_status_str(wc.status),
+                             id.kind == WorkKind::kRdmaRecv    ? "receive"
+                             : id.kind == WorkKind::kRdmaWrite ? "RDMA WRITE of write data"
+                                                               : "send",
+                             ibv_wc_status_str(wc.status),
                              wc.vendor_err);
           connection_lost_st("work request failed");
         }
@@ -565,6 +613,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
   bool use_inline_ = false;
   bool read_imm_ = false;  // the server completes successful READs with ReadDone immediates
   bool batch_ = false;     // SENDs carry up to kMaxBatch commands / Responses
+  bool push_writes_ = false;  // WRITE data goes by our RDMA WRITE into the export (PUSH_WRITES)
   bool dead_ = false;
   bool cq_armed_ = false;
 
@@ -574,6 +623,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
   std::vector<uint16_t> pending_;  // tags encoded but not yet posted
   std::vector<ibv_send_wr> send_wrs_;
   std::vector<ibv_sge> send_sges_;
+  std::vector<ibv_sge> push_sges_;
   std::vector<ibv_recv_wr> recv_wrs_;
   std::vector<ibv_sge> recv_sges_;
 
@@ -630,7 +680,7 @@ QueueLink connect_queue(const RdmaTargetOptions& o, uint16_t queue_id, uint64_t 
   req.queue_depth = o.queue_depth;
   req.max_io_bytes = o.max_io_bytes;
   req.session_id = session_id;
-  req.flags = wire::kConnectReadImm | wire::kConnectBatch;
+  req.flags = wire::kConnectReadImm | wire::kConnectBatch | (o.push_writes ? wire::kConnectPushWrites : 0);
   if (!req.set_name(o.export_name))
     throw SetupError(fmt::format("export name '{}' is invalid: use 1..32 of [A-Za-z0-9._-]", o.export_name), EINVAL);
   auto pdata = wire::encode(req);
@@ -643,7 +693,8 @@ QueueLink connect_queue(const RdmaTargetOptions& o, uint16_t queue_id, uint64_t 
   p.address = o.traddr;
   p.port = o.trsvcid;
   p.connect_timeout = o.connect_timeout;
-  p.sizes.send_wrs = uint32_t(o.queue_depth) + kSqSlack;
+  // Room for PUSH_WRITES (an RDMA WRITE per WRITE): the QP exists before the server answers.
+  p.sizes.send_wrs = uint32_t(o.queue_depth) * kWrsPerTag + kSqSlack;
   p.sizes.recv_wrs = o.queue_depth;
   p.sizes.max_inline = 64;
   p.sizes.max_send_sge = wire::kMaxBatch;  // a batched SEND: one entry per command
@@ -677,6 +728,10 @@ QueueLink connect_queue(const RdmaTargetOptions& o, uint16_t queue_id, uint64_t 
                                  wire::decode_error_text(d.error)),
                      EPROTO);
   link.accepted = d.value;
+  if (link.accepted.push_writes() && !(req.flags & wire::kConnectPushWrites))
+    throw SetupError(fmt::format("server {}:{} granted PUSH_WRITES, which this client did not ask for", o.traddr,
+                                 o.trsvcid),
+                     EPROTO);
   if (link.accepted.queue_depth != o.queue_depth || link.accepted.max_io_bytes != o.max_io_bytes)
     throw SetupError(fmt::format("server {}:{} limits queue depth to {} and max IO to {} bytes (asked for {} and {}): "
                                  "use -d {} --max-io {}",

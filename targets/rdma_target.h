@@ -22,6 +22,9 @@ struct RdmaTargetOptions {
   ublk::PollMode poll_mode = ublk::PollMode::kHybrid;
   std::chrono::milliseconds io_timeout{30000};  // 0 = never time out
   std::chrono::milliseconds connect_timeout{10000};
+  // Offer PUSH_WRITES: where the server grants it (ram exports), a WRITE's data goes by our RDMA
+  // WRITE straight into the export instead of the server's RDMA READ from our buffer.
+  bool push_writes = true;
 };
 
 // Connects all nr_queues connections now (call after daemonizing: verbs and fork do not mix)

@@ -1,5 +1,5 @@
 #pragma once
-// The ublk-rdma wire protocol, version 3 (speaks 1 and 2 too). docs/protocol.md is its one description; this file
+// The ublk-rdma wire protocol, version 4 (speaks 1 to 3 too). docs/protocol.md is its one description; this file
 // is its one implementation. Every message is little endian at fixed offsets, encoded and
 // decoded byte by byte (no struct overlay, so host endianness and padding never leak onto the
 // wire), and every decoder validates magic, version, opcode, flags and reserved fields.
@@ -23,7 +23,7 @@ namespace ublkrdma::wire {
 
 inline constexpr uint16_t kDefaultPort = 18520;
 inline constexpr uint32_t kMagic = 0x4d445255;  // bytes "URDM" on the wire
-inline constexpr uint16_t kVersion = 3;
+inline constexpr uint16_t kVersion = 4;
 inline constexpr uint16_t kMinVersion = 1;
 
 inline constexpr size_t kConnectRequestSize = 56;
@@ -51,24 +51,32 @@ enum class Opcode : uint8_t {
 constexpr bool is_known_opcode(uint8_t op) { return op <= 3 || op == 5; }
 
 // Command flags.
-inline constexpr uint8_t kCmdFlagFua = 1u << 0;  // WRITE: durable before the response
-inline constexpr uint8_t kCmdFlagsKnown = kCmdFlagFua;
+inline constexpr uint8_t kCmdFlagFua = 1u << 0;     // WRITE: durable before the response
+inline constexpr uint8_t kCmdFlagPushed = 1u << 1;  // WRITE (v4, PUSH_WRITES): the data is already in the export
+inline constexpr uint8_t kCmdFlagsKnown = kCmdFlagFua | kCmdFlagPushed;
 
 // ConnectRequest::flags (v2; v1 has none).
 inline constexpr uint16_t kConnectReadImm = 1u << 0;  // the client takes ReadDone immediates
 inline constexpr uint16_t kConnectBatch = 1u << 1;    // v3: batched commands and responses
-inline constexpr uint16_t kConnectFlagsKnown = kConnectReadImm | kConnectBatch;
+inline constexpr uint16_t kConnectPushWrites = 1u << 2;  // v4: the client can RDMA WRITE its WRITEs' data
+inline constexpr uint16_t kConnectFlagsKnown = kConnectReadImm | kConnectBatch | kConnectPushWrites;
 
 // AcceptData::features (v2): what the server will do on this connection; only what was asked.
 inline constexpr uint16_t kFeatureReadImm = 1u << 0;  // successful READs complete as ReadDone
 inline constexpr uint16_t kFeatureBatch = 1u << 1;    // v3: SENDs may carry several messages
-inline constexpr uint16_t kFeaturesKnown = kFeatureReadImm | kFeatureBatch;
+// v4: the client puts a WRITE's data straight into the export's memory (RDMA WRITE to push_addr
+// + offset under push_rkey) before it sends the command: ram exports only, never read-only.
+inline constexpr uint16_t kFeaturePushWrites = 1u << 2;
+inline constexpr uint16_t kFeaturesKnown = kFeatureReadImm | kFeatureBatch | kFeaturePushWrites;
 
 // The flags / features each version defines (the same bits for both).
 static_assert(kConnectReadImm == kFeatureReadImm && kConnectBatch == kFeatureBatch &&
-              kConnectFlagsKnown == kFeaturesKnown);
+              kConnectPushWrites == kFeaturePushWrites && kConnectFlagsKnown == kFeaturesKnown);
 constexpr uint16_t flags_known_in(uint16_t version) {
-  return version <= 1 ? 0 : version == 2 ? kConnectReadImm : kConnectFlagsKnown;
+  return version <= 1   ? 0
+         : version == 2 ? kConnectReadImm
+         : version == 3 ? uint16_t(kConnectReadImm | kConnectBatch)
+                        : kConnectFlagsKnown;
 }
 
 // How many messages of `size` bytes a SEND of `byte_len` bytes carries: 1..kMaxBatch when
@@ -261,7 +269,10 @@ constexpr Decoded<ConnectRequest> decode_connect_request(std::span<const uint8_t
 // 20     4    max_io_bytes (negotiated: <= the client's)
 // 24     4    export_flags (kExport* bits)
 // 28     2    features (kFeature* bits; v2, reserved (0) in v1)
-// 30    18    reserved (0)
+// 30     2    reserved (0)
+// 32     4    push_rkey (with kFeaturePushWrites: the rkey of the export's memory; else 0)
+// 36     4    reserved (0)
+// 40     8    push_addr (with kFeaturePushWrites: the address of the export's byte 0; else 0)
 struct AcceptData {
   uint16_t version = kVersion;
   uint64_t export_size = 0;
@@ -270,9 +281,12 @@ struct AcceptData {
   uint32_t max_io_bytes = 0;
   uint32_t export_flags = 0;
   uint16_t features = 0;
+  uint32_t push_rkey = 0;
+  uint64_t push_addr = 0;
 
   constexpr bool read_imm() const { return features & kFeatureReadImm; }
   constexpr bool batch() const { return features & kFeatureBatch; }
+  constexpr bool push_writes() const { return features & kFeaturePushWrites; }
   constexpr bool read_only() const { return export_flags & kExportReadOnly; }
   constexpr bool flush() const { return export_flags & kExportFlush; }
   constexpr bool fua() const { return export_flags & kExportFua; }
@@ -291,6 +305,8 @@ constexpr std::array<uint8_t, kAcceptDataSize> encode(const AcceptData& a) {
   detail::put32(b, 20, a.max_io_bytes);
   detail::put32(b, 24, a.export_flags);
   detail::put16(b, 28, a.features);
+  detail::put32(b, 32, a.push_rkey);
+  detail::put64(b, 40, a.push_addr);
   return b;
 }
 
@@ -308,12 +324,16 @@ constexpr Decoded<AcceptData> decode_accept_data(std::span<const uint8_t> b) {
   a.max_io_bytes = detail::get32(b, 20);
   a.export_flags = detail::get32(b, 24);
   a.features = detail::get16(b, 28);
+  a.push_rkey = detail::get32(b, 32);
+  a.push_addr = detail::get64(b, 40);
   if (detail::get8(b, 19) != 0) return {a, DecodeError::kReservedNonZero};
   if (a.version == 1 && a.features != 0) return {a, DecodeError::kReservedNonZero};
   if (a.features & ~flags_known_in(a.version)) return {a, DecodeError::kBadFlags};
-  for (size_t i = 30; i < kAcceptDataSize; ++i)
-    if (b[i] != 0) return {a, DecodeError::kReservedNonZero};
+  if (detail::get16(b, 30) != 0 || detail::get32(b, 36) != 0) return {a, DecodeError::kReservedNonZero};
+  // The push window exists only with the feature (and then has an address).
+  if (!a.push_writes() && (a.push_rkey != 0 || a.push_addr != 0)) return {a, DecodeError::kReservedNonZero};
   if (a.export_flags & ~kExportFlagsKnown) return {a, DecodeError::kBadFlags};
+  if (a.push_writes() && (a.push_addr == 0 || (a.export_flags & kExportReadOnly))) return {a, DecodeError::kBadParams};
   if (a.block_shift < 9 || a.block_shift > 12 || a.queue_depth == 0 || a.max_io_bytes == 0 ||
       (a.export_size & ((uint64_t(1) << a.block_shift) - 1)) != 0)
     return {a, DecodeError::kBadParams};

@@ -35,8 +35,10 @@ CommandCheck validate_command(const CommandToValidate& cmd, const CommandLimits&
       return CommandCheck::kUnknownOpcode;
   }
 
-  if (cmd.flags & ~kCommandFlagFua) return CommandCheck::kUnknownFlags;
-  if ((cmd.flags & kCommandFlagFua) && BackendOp(cmd.opcode) != BackendOp::kWrite) return CommandCheck::kUnknownFlags;
+  if (cmd.flags & ~(kCommandFlagFua | kCommandFlagPushed)) return CommandCheck::kUnknownFlags;
+  if ((cmd.flags & (kCommandFlagFua | kCommandFlagPushed)) && BackendOp(cmd.opcode) != BackendOp::kWrite)
+    return CommandCheck::kUnknownFlags;
+  if ((cmd.flags & kCommandFlagPushed) && !limits.push_writes) return CommandCheck::kUnknownFlags;
   if (cmd.tag >= limits.depth) return CommandCheck::kBadTag;
 
   if (has_range) {

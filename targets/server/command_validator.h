@@ -11,6 +11,9 @@ namespace ublkrdma::server {
 
 // Command flags the validator knows; any other bit is rejected.
 inline constexpr uint32_t kCommandFlagFua = 1u << 0;  // WRITE only; == kBackendFlagFua
+// WRITE only, and only where the connection negotiated PUSH_WRITES: the client has already put
+// the data into the export (wire::kCmdFlagPushed).
+inline constexpr uint32_t kCommandFlagPushed = 1u << 1;
 
 struct CommandToValidate {
   uint8_t opcode;
@@ -27,12 +30,14 @@ struct CommandLimits {
   uint32_t supported_ops;  // kSupports* bits (Backend::supported_ops())
   uint32_t max_io_bytes;   // negotiated per-command maximum
   uint32_t depth;          // negotiated queue depth: tags are 0..depth-1
+  bool push_writes = false;  // PUSH_WRITES negotiated: WRITEs may carry kCommandFlagPushed
 };
 
 enum class CommandCheck : uint8_t {
   kOk = 0,
   kUnknownOpcode,
-  kUnknownFlags,   // a flag bit we do not know, or FUA on something other than WRITE
+  kUnknownFlags,   // a flag bit we do not know, FUA or PUSHED on something other than WRITE, or
+                   // PUSHED where PUSH_WRITES was not negotiated
   kBadTag,         // tag >= depth
   kZeroLength,     // READ/WRITE/DISCARD/WRITE_ZEROES with length 0
   kTooLong,        // length > max_io_bytes

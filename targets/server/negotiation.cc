@@ -77,6 +77,11 @@ Negotiation negotiate(std::span<const uint8_t> private_data, const sockaddr* pee
   uint16_t offered = r.flags & wire::flags_known_in(n.accept.version);
   if (offered & wire::kConnectReadImm) n.accept.features |= wire::kFeatureReadImm;
   if (offered & wire::kConnectBatch) n.accept.features |= wire::kFeatureBatch;
+  // The export's memory opens to the client's RDMA WRITEs only where there is memory to open and
+  // the client may write it anyway. The window itself (rkey, address) is filled in after the
+  // connection has registered that memory.
+  if ((offered & wire::kConnectPushWrites) && limits.push_writes && info.direct_memory && !info.read_only)
+    n.accept.features |= wire::kFeaturePushWrites;
   return n;
 }
 

@@ -35,6 +35,7 @@ struct ServerLimits {
   uint64_t max_total_pool_bytes = 2ull << 30;
   uint32_t connections_in_use = 0;
   uint32_t max_connections = 1024;
+  bool push_writes = true;  // PUSH_WRITES may be granted (serve --no-push-writes: never)
 };
 
 struct Negotiation {

@@ -38,6 +38,8 @@ constexpr uint32_t kSqSlack = 2 * kSignalEvery;
 // Per tag at most two send-queue entries wait to be posted (RDMA WRITE + SEND).
 constexpr uint32_t kWrsPerTag = 2;
 static_assert(4096 * kWrsPerTag + kSqSlack <= 0xffff);
+static_assert(wire::kCmdFlagFua == kCommandFlagFua && wire::kCmdFlagPushed == kCommandFlagPushed,
+              "command flags are validated as they come off the wire");
 constexpr int kPollBatch = 32;
 constexpr uint32_t kCmCheckEvery = 4096;  // passes between cm-channel checks while spinning
 // Receives in a row that each brought one command, with no other command in flight or in the
@@ -59,7 +61,8 @@ const char* reject_reason_name(unsigned i) {
 struct ConnCounters {
   RelaxedCounter commands;
   RelaxedCounter reads, writes, flushes, discards, write_zeroes;
-  RelaxedCounter rdma_bytes;          // READ data RDMA-written + WRITE data RDMA-read
+  RelaxedCounter rdma_bytes;          // READ data RDMA-written + WRITE data RDMA-read or pushed
+  RelaxedCounter pushed_writes;       // WRITEs whose data the client put into the export (PUSH_WRITES)
   RelaxedCounter copied_bytes;        // IO data copied in userspace: no such path, stays 0
   RelaxedCounter errors;              // responses with a non-zero status
   RelaxedCounter rejected;            // commands refused by validation (subset of errors)
@@ -83,6 +86,7 @@ struct ConnCounters {
             {"discards", discards.get()},
             {"write_zeroes", write_zeroes.get()},
             {"rdma_bytes", rdma_bytes.get()},
+            {"pushed_writes", pushed_writes.get()},
             {"copied_bytes", copied_bytes.get()},
             {"errors", errors.get()},
             {"rejected_commands", rejected.get()},
@@ -109,15 +113,16 @@ class ServerConnection {
                    const wire::AcceptData& acc, uint8_t max_reads, uint16_t queue_id, const ServerOptions& opts)
       : export_name_(std::move(export_name)), queue_id_(queue_id), peer_(conn->peer_address()), backend_(backend),
         depth_(acc.queue_depth), max_io_(acc.max_io_bytes), max_reads_(max_reads), read_imm_(acc.read_imm()),
-        batch_(acc.batch()), recv_slot_bytes_(batch_ ? wire::kMaxBatch * wire::kCommandSize : kMsgSlot),
+        batch_(acc.batch()), push_writes_(acc.push_writes()), recv_slot_bytes_(batch_ ? wire::kMaxBatch * wire::kCommandSize : kMsgSlot),
         spin_(opts.spin), serial_spin_(std::max(opts.spin, opts.serial_spin)),
         conn_(std::move(conn)) {
     limits_ = CommandLimits{backend.size(), backend.block_size(), backend.read_only(), backend.supported_ops(),
-                            max_io_, depth_};
+                            max_io_, depth_, push_writes_};
     // DISCARD and WRITE_ZEROES move no data: the negotiated max IO (a buffer size) does not
     // bound them, only the export does.
     limits_nodata_ = limits_;
     limits_nodata_.max_io_bytes = UINT32_MAX;
+    limits_nodata_.push_writes = false;
   }
 
   ~ServerConnection() {
@@ -125,18 +130,28 @@ class ServerConnection {
   }
 
   // On the listener thread, before accepting: buffers, MRs, backend queue, receives.
+  // With PUSH_WRITES, the window the ACCEPT grants: the export's memory (after setup()).
+  void fill_push_window(wire::AcceptData& a) const {
+    a.push_rkey = data_mr_->rkey;
+    a.push_addr = reinterpret_cast<uint64_t>(direct_.data());
+  }
+
   void setup() {
     msgs_ = MappedRegion::anonymous(size_t(depth_) * (recv_slot_bytes_ + kMsgSlot) + scratch_slots() * kMsgSlot, true);
     msgs_mr_ = conn_->register_memory(msgs_.get(), msgs_.size(), IBV_ACCESS_LOCAL_WRITE, "message slots");
     std::span<std::byte> direct = backend_.direct_memory();
     std::span<std::byte> registered;
     if (!direct.empty()) {
-      // RDMA straight into the export: RDMA READ lands there (local write), RDMA WRITE reads it.
+      // RDMA straight into the export: RDMA READ lands there (local write), RDMA WRITE reads it;
+      // with PUSH_WRITES the client's RDMA WRITEs land there too (remote write, this export only:
+      // the MR covers exactly its bytes, and negotiation never grants it for a read-only one).
       direct_ = direct;
-      data_mr_ = conn_->register_memory(direct.data(), direct.size(), IBV_ACCESS_LOCAL_WRITE,
+      int access = IBV_ACCESS_LOCAL_WRITE | (push_writes_ ? IBV_ACCESS_REMOTE_WRITE : 0);
+      data_mr_ = conn_->register_memory(direct.data(), direct.size(), access,
                                         fmt::format("export '{}' memory", export_name_));
       registered = direct;
     } else {
+      if (push_writes_) throw_setup("PUSH_WRITES needs an export served from memory");
       pool_ = MappedRegion::anonymous(size_t(depth_) * max_io_, true);
       data_mr_ = conn_->register_memory(pool_.get(), pool_.size(), IBV_ACCESS_LOCAL_WRITE, "buffer pool");
       registered = pool_.bytes();
@@ -185,6 +200,7 @@ class ServerConnection {
     j["direct"] = !direct_.empty();
     j["read_imm"] = read_imm_;
     j["batch"] = batch_;
+    j["push_writes"] = push_writes_;
     return j;
   }
 
@@ -489,12 +505,18 @@ class ServerConnection {
   // answer that leaves, fenced, once the data is in (flush_batch): the server never waits for
   // the READ's completion, so one pass and one doorbell serve each command. The tag is free at
   // once: the client reuses it only after the answer, which follows the data.
+  // A pushed WRITE's data came before its command (RC order on the client's QP): answer at once.
   void serve_direct(const wire::Command& cmd) {
     if (cmd.opcode == wire::Opcode::kRead) {
       c_.reads.add_st();
       return answer_read(cmd);
     }
     c_.writes.add_st();
+    if (cmd.flags & wire::kCmdFlagPushed) {
+      c_.pushed_writes.add_st();
+      c_.rdma_bytes.add_st(cmd.length);
+      return respond(cmd, 0);
+    }
     c_.rdma_bytes.add_st(cmd.length);
     queue_rdma(cmd, IBV_WR_RDMA_READ);
     fenced_answers_.push_back(encode_answer(cmd, 0, resp_slot(cmd.tag)));
@@ -810,6 +832,7 @@ class ServerConnection {
   const uint32_t max_reads_;
   const bool read_imm_;  // successful READs complete as RDMA WRITE WITH IMMEDIATE (no SEND)
   const bool batch_;     // SENDs carry up to kMaxBatch commands / responses
+  const bool push_writes_;  // the client RDMA WRITEs WRITE data into the export (PUSH_WRITES)
   const size_t recv_slot_bytes_;
   const std::chrono::microseconds spin_;
   const std::chrono::microseconds serial_spin_;  // >= spin_
@@ -906,6 +929,7 @@ struct RdmaServer::Impl {
     limits.max_rdma_reads = req.initiator_depth();
     limits.max_total_pool_bytes = opts.max_total_pool_bytes;
     limits.max_connections = opts.max_connections;
+    limits.push_writes = opts.push_writes;
     {
       std::lock_guard lk(mu);  // finished connections not reaped yet still hold their memory
       limits.connections_in_use = uint32_t(conns.size());
@@ -936,6 +960,7 @@ struct RdmaServer::Impl {
       sc = std::make_unique<ServerConnection>(std::move(conn), *backends[size_t(n.export_index)], spec.name, n.accept,
                                               reads, n.request.queue_id, opts);
       sc->setup();
+      if (n.accept.push_writes()) sc->fill_push_window(n.accept);
       transport::accept_connection(sc->connection(), wire::encode(n.accept), reads, 0);
     } catch (const SetupError& e) {
       rejected_connections.add_st();

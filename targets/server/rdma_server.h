@@ -36,6 +36,9 @@ struct ServerOptions {
   // each answer (QD1): the next command is then one round trip away, and a wake-up per IO
   // would be most of its latency.
   std::chrono::microseconds serial_spin{1000};
+  // Grant PUSH_WRITES to clients that ask (ram exports that are not read-only): they put WRITE
+  // data into the export by RDMA WRITE before the command, instead of our RDMA READ after it.
+  bool push_writes = true;
 };
 
 class RdmaServer {

@@ -2,7 +2,10 @@
 # rdma target: fio write-then-verify (crc32c, randwrite, bs 4k..1M, QD 1, 8, 32 and 64) with 0
 # errors, 256 MiB per export on 2 queues, on a ram and a file export of one server. Afterwards
 # the data is still there: read back through a new connection (ram) and straight from the
-# server's backing file (file).
+# server's backing file (file). WRITEs to the ram export go by the client's RDMA WRITE into the
+# export (PUSH_WRITES, the default); another ram export is verified with it switched off at the
+# client (the server RDMA READs into the export and answers with a fenced SEND), and one more on
+# a second server that refuses it (serve --no-push-writes).
 # e2e-timeout: 900
 . "$(dirname "$0")/lib.sh"
 require_ublk
@@ -12,7 +15,7 @@ setup_rxe
 M=$((1 << 20))
 img=$E2E_WORK/export.img
 truncate -s 256M "$img"
-serve_start --export vol0=ram:256M --export f=file:"$img"
+serve_start --export vol0=ram:256M --export f=file:"$img" --export vol1=ram:64M
 
 # verify_256 TAG DEV [ARGS...]: four jobs on disjoint 64 MiB quarters, QD 1, 8, 32 and 64.
 verify_256() {
@@ -36,6 +39,44 @@ for export in vol0 f; do
   errs=$(ublk_json $id | jq '[.queues[].stats.target.errors // 0] | add')
   [[ $errs == 0 ]] || fail "device $id counted $errs IO errors"
 done
+
+# verify_64 TAG DEV: the same on 16 MiB quarters.
+verify_64() {
+  local tag=$1 dev=$2
+  shift 2
+  fio_run "$tag" --filename="$dev" --rw=randwrite --bsrange=4k-1m --verify=crc32c \
+    --verify_fatal=1 --do_verify=1 --size=16M "$@" \
+    --name=qd1 --offset=0 --iodepth=1 \
+    --name=qd8 --offset=16M --iodepth=8 \
+    --name=qd32 --offset=32M --iodepth=32 \
+    --name=qd64 --offset=48M --iodepth=64
+}
+
+jq -e 'all(.queues[].stats.target; .push_writes and .pushed_writes > 0)' <(ublk_json 0) >/dev/null ||
+  fail "device 0 (ram export, defaults) did not push its WRITEs"
+
+log "ram export, WRITE data fetched by the server (add --no-push-writes)"
+rdma_add 2 vol1 -q 2 -d 64 --no-push-writes
+verify_64 verify-nopush /dev/ublkb2
+jq -e '.target_args.push_writes == false and all(.queues[].stats.target; .push_writes == false
+    and .pushed_writes == 0 and .errors == 0)' <(ublk_json 2) >/dev/null ||
+  fail "device 2 pushed WRITEs or counted errors: $(ublk_json 2 | jq -c '[.queues[].stats.target | {push_writes, pushed_writes, errors}]')"
+[[ $(serve_counter vol1 pushed_writes) == 0 ]] || fail "the server counted pushed WRITEs on vol1"
+must "$UBLK" del -n 2
+wait_gone /dev/ublkb2
+
+log "ram export on a server that refuses PUSH_WRITES (serve --no-push-writes)"
+first_server=$E2E_SERVE_PID
+E2E_SERVE_LISTEN=$E2E_RDMA_ADDR:18521 serve_start --export vol2=ram:64M --no-push-writes
+rdma_add 3 vol2 --trsvcid 18521 -q 2 -d 64
+verify_64 verify-refused /dev/ublkb3
+jq -e 'all(.queues[].stats.target; .push_writes == false and .pushed_writes == 0 and .errors == 0)' \
+  <(ublk_json 3) >/dev/null || fail "device 3 pushed WRITEs to a server that refuses them, or counted errors"
+[[ $(serve_counter vol2 pushed_writes) == 0 ]] || fail "the second server counted pushed WRITEs"
+must "$UBLK" del -n 3
+wait_gone /dev/ublkb3
+serve_stop
+E2E_SERVE_PID=$first_server
 
 log "ram export: the data survives a new connection"
 must "$UBLK" del -n 0

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # rdma target: an export served with --read-only is a read-only block device at the client
 # (blockdev --getro = 1); writes to it fail, reads return the export's data, and the backing file
-# is unchanged. Another export of the same server stays writable.
+# is unchanged. Another export of the same server stays writable. A read-only ram export never
+# opens its memory to the client's RDMA WRITEs (no PUSH_WRITES); a writable one does.
 . "$(dirname "$0")/lib.sh"
 require_ublk
 require_cmd jq blockdev
@@ -10,7 +11,7 @@ setup_rxe
 img=$E2E_WORK/export.img
 head -c 16M /dev/urandom >"$img"
 sum=$(sha256sum <"$img")
-serve_start --export ro=file:"$img" --export rw=ram:16M --read-only ro
+serve_start --export ro=file:"$img" --export rw=ram:16M --export roram=ram:16M --read-only ro --read-only roram
 
 dev=/dev/ublkb0
 rdma_add 0 ro -q 2
@@ -39,11 +40,22 @@ write_refused bs=4k count=1 conv=fsync,notrunc
 [[ $(sha256sum <"$img") == "$sum" ]] || fail "the read-only export's backing file changed"
 log "  the backing file is unchanged"
 
+log "a read-only ram export: no PUSH_WRITES, writes refused"
+must "$UBLK" del -n 0
+wait_gone $dev
+rdma_add 0 roram -q 2
+jq -e '.read_only and all(.queues[].stats.target; .push_writes == false and .pushed_writes == 0)' <(ublk_json 0) \
+  >/dev/null || fail "the read-only ram export granted PUSH_WRITES: $(ublk_json 0 | jq -c '[.queues[].stats.target.push_writes]')"
+write_refused bs=4k count=1 oflag=direct conv=notrunc
+[[ $(serve_counter roram writes) == 0 ]] || fail "a WRITE reached the read-only ram export"
+
 log "the other export of the server is writable"
 rdma_add 1 rw
 [[ $(blockdev --getro /dev/ublkb1) == 0 ]] || fail "/dev/ublkb1 (rw export) is read-only"
 must dd if="$img" of=/dev/ublkb1 bs=1M oflag=direct status=none
 [[ $(dd if=/dev/ublkb1 iflag=direct bs=1M status=none | sha256sum) == "$sum" ]] || fail "rw export: data differs"
+jq -e 'all(.queues[].stats.target; .push_writes and .pushed_writes > 0)' <(ublk_json 1) >/dev/null ||
+  fail "the writable ram export did not take pushed WRITEs"
 must "$UBLK" del -n 1
 must "$UBLK" del -n 0
 serve_stop

@@ -6,7 +6,10 @@
 # rdma_bytes equal to the client's. Successful READs complete by RDMA WRITE WITH IMMEDIATE
 # (protocol v2's ReadDone): both queues negotiated it and used it, as many times as the server
 # sent one. Commands and Responses travel batched (protocol v3's BATCH): both sides negotiated it,
-# fewer SENDs than messages went each way, and every command got exactly one answer. On a ram
+# fewer SENDs than messages went each way, and every command got exactly one answer. WRITEs to
+# the ram export travel as the client's RDMA WRITE into the export (protocol v4's PUSH_WRITES):
+# both queues negotiated it and pushed every WRITE, as many as the server answered as pushed;
+# the file export does not offer it (the server RDMA READs from the client's buffer). On a ram
 # and a file export.
 . "$(dirname "$0")/lib.sh"
 require_ublk
@@ -49,6 +52,12 @@ zero_copy() {
       and .answers + .read_done_imm == .commands)' >/dev/null ||
     fail "$export: a queue did not batch its commands, or a command did not get exactly one answer: $(
       ublk_json "$id" | jq -c '[.queues[].stats.target | {batch, commands, command_sends, answers, read_done_imm}]')"
+  push=$([[ $export == vol0 ]] && echo true || echo false)
+  ublk_json "$id" | jq -e --argjson p "$push" 'all(.queues[].stats.target; .push_writes == $p
+      and (.pushed_writes > 0) == $p)' >/dev/null ||
+    fail "$export: PUSH_WRITES should be $push on both queues: $(
+      ublk_json "$id" | jq -c '[.queues[].stats.target | {push_writes, pushed_writes}]')"
+  pushed=$(ublk_json "$id" | jq '[.queues[].stats.target.pushed_writes] | add')
   imm=$(ublk_json "$id" | jq '[.queues[].stats.target.read_done_imm] | add')
   after=$(ublk_json "$id" | jq '[.queues[].stats.target.rdma_bytes] | add')
   moved=$((after - before))
@@ -58,11 +67,15 @@ zero_copy() {
   srv=$(serve_stats wait | jq -c --arg e "$export" '[.connections[] | select(.export == $e)]
       | {connections: length, rdma_bytes: (map(.rdma_bytes) | add), copied_bytes: (map(.copied_bytes) | add),
          read_imm: all(.read_imm), read_done_imm: (map(.read_done_imm) | add), batch: all(.batch),
-         responses: (map(.commands - .read_done_imm) | add), answer_sends: (map(.answer_sends) | add)}')
+         responses: (map(.commands - .read_done_imm) | add), answer_sends: (map(.answer_sends) | add),
+         push_writes: all(.push_writes), writes: (map(.writes) | add), pushed_writes: (map(.pushed_writes) | add)}')
   log "  server: $srv"
   jq -e --argjson a "$after" --argjson i "$imm" '.connections == 2 and .copied_bytes == 0 and .rdma_bytes == $a
       and .read_imm and .read_done_imm == $i and .batch and .answer_sends < .responses' <<<"$srv" >/dev/null ||
     fail "$export: the server's counters do not match the client's (rdma_bytes $after, copied 0, 2 connections, read_done_imm $imm, batched answers)"
+  jq -e --argjson p "$push" --argjson n "$pushed" '.push_writes == $p and .pushed_writes == $n
+      and (if $p then .pushed_writes == .writes else .pushed_writes == 0 end)' <<<"$srv" >/dev/null ||
+    fail "$export: the server's PUSH_WRITES counters do not match the client's ($pushed pushed WRITEs, push $push)"
   must "$UBLK" del -n "$id"
   wait_gone "$dev"
   echo "$after" >"$E2E_WORK/rdma_bytes.$export"

@@ -39,11 +39,30 @@ TEST(CommandValidator, UnknownOpcodes) {
 }
 
 TEST(CommandValidator, Flags) {
-  EXPECT_EQ(validate_command(cmd(BackendOp::kWrite, 0, 4096, 0, 1u << 1), limits()), CommandCheck::kUnknownFlags);
+  EXPECT_EQ(validate_command(cmd(BackendOp::kWrite, 0, 4096, 0, 1u << 2), limits()), CommandCheck::kUnknownFlags);
   EXPECT_EQ(validate_command(cmd(BackendOp::kWrite, 0, 4096, 0, 0x80000000u), limits()), CommandCheck::kUnknownFlags);
   for (BackendOp op : {BackendOp::kRead, BackendOp::kDiscard, BackendOp::kWriteZeroes})
     EXPECT_EQ(validate_command(cmd(op, 0, 4096, 0, kCommandFlagFua), limits()), CommandCheck::kUnknownFlags);
   EXPECT_EQ(validate_command(cmd(BackendOp::kFlush, 0, 0, 0, kCommandFlagFua), limits()), CommandCheck::kUnknownFlags);
+}
+
+// PUSHED (the data is already in the export) only on a WRITE, only where it was negotiated,
+// and it changes none of the other checks: the range is still the export's.
+TEST(CommandValidator, PushedWrites) {
+  CommandLimits push = limits();
+  push.push_writes = true;
+  EXPECT_EQ(validate_command(cmd(BackendOp::kWrite, 0, 4096, 0, kCommandFlagPushed), limits()),
+            CommandCheck::kUnknownFlags);
+  EXPECT_EQ(validate_command(cmd(BackendOp::kWrite, 0, 4096, 0, kCommandFlagPushed), push), CommandCheck::kOk);
+  EXPECT_EQ(validate_command(cmd(BackendOp::kWrite, 0, 4096, 0, kCommandFlagPushed | kCommandFlagFua), push),
+            CommandCheck::kOk);
+  for (BackendOp op : {BackendOp::kRead, BackendOp::kDiscard, BackendOp::kWriteZeroes})
+    EXPECT_EQ(validate_command(cmd(op, 0, 4096, 0, kCommandFlagPushed), push), CommandCheck::kUnknownFlags);
+  EXPECT_EQ(validate_command(cmd(BackendOp::kWrite, kSize - 512, 4096, 0, kCommandFlagPushed), push),
+            CommandCheck::kOutOfRange);
+  CommandLimits ro = push;
+  ro.read_only = true;
+  EXPECT_EQ(validate_command(cmd(BackendOp::kWrite, 0, 4096, 0, kCommandFlagPushed), ro), CommandCheck::kReadOnly);
 }
 
 TEST(CommandValidator, TagBelowDepth) {

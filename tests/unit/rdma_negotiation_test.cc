@@ -194,7 +194,49 @@ TEST(RdmaNegotiation, NewerClientGetsOurVersion) {
   Negotiation n = f.run(r);
   ASSERT_TRUE(n.accepted);
   EXPECT_EQ(n.accept.version, wire::kVersion);
-  EXPECT_EQ(n.accept.features, wire::kFeatureReadImm | wire::kFeatureBatch);
+  EXPECT_EQ(n.accept.features, wire::kFeatureReadImm | wire::kFeatureBatch | wire::kFeaturePushWrites);
+}
+
+// The export's memory opens to the client's RDMA WRITEs only when asked, only for an export served
+// from memory that the client may write, and never when the server forbids it.
+TEST(RdmaNegotiation, PushWritesOnlyIntoWritableMemory) {
+  Fixture f;
+  auto r = request("vol0");
+  r.flags = wire::kConnectPushWrites;
+  Negotiation n = f.run(r);
+  ASSERT_TRUE(n.accepted) << n.reason;
+  EXPECT_TRUE(n.accept.push_writes());
+  EXPECT_EQ(n.accept.push_rkey, 0u);  // the window is the connection's to fill in, after registration
+  EXPECT_EQ(n.accept.push_addr, 0u);
+
+  r.flags = 0;  // not asked
+  EXPECT_FALSE(f.run(r).accept.push_writes());
+
+  r = request("file4k");  // a buffer pool, no export memory
+  r.flags = wire::kConnectPushWrites;
+  n = f.run(r);
+  ASSERT_TRUE(n.accepted) << n.reason;
+  EXPECT_FALSE(n.accept.push_writes());
+
+  r = request("ro");  // read-only memory
+  r.flags = wire::kConnectPushWrites;
+  n = f.run(r);
+  ASSERT_TRUE(n.accepted) << n.reason;
+  EXPECT_FALSE(n.accept.push_writes());
+
+  f.limits.push_writes = false;  // serve --no-push-writes
+  r = request("vol0");
+  r.flags = wire::kConnectPushWrites | wire::kConnectBatch;
+  n = f.run(r);
+  ASSERT_TRUE(n.accepted) << n.reason;
+  EXPECT_FALSE(n.accept.push_writes());
+  EXPECT_TRUE(n.accept.batch());
+
+  f.limits.push_writes = true;
+  r.version = 3;  // a v3 client cannot ask for it: its flag is unknown there
+  n = f.run(r);
+  EXPECT_FALSE(n.accepted);
+  EXPECT_EQ(n.reject.status, wire::ConnectStatus::kBadParams);
 }
 
 }  // namespace

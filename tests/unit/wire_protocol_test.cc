@@ -29,7 +29,7 @@ TEST(WireProtocol, ConnectRequestRoundTripAndLayout) {
   EXPECT_EQ(b[1], 'R');
   EXPECT_EQ(b[2], 'D');
   EXPECT_EQ(b[3], 'M');
-  EXPECT_EQ(b[4], 3);  // version
+  EXPECT_EQ(b[4], 4);  // version
   EXPECT_EQ(b[5], 0);
   EXPECT_EQ(b[6], 0);  // flags
   EXPECT_EQ(b[8], 3);     // queue id
@@ -75,7 +75,18 @@ TEST(WireProtocol, ConnectRequestMalformed) {
   EXPECT_EQ(decode_connect_request({}).error, DecodeError::kTooShort);
   EXPECT_EQ(with(0, 'X'), DecodeError::kBadMagic);
   EXPECT_EQ(with(4, 0), DecodeError::kBadVersion);  // version 0
-  EXPECT_EQ(with(6, 4), DecodeError::kBadFlags);    // a flag v3 does not know
+  EXPECT_EQ(with(6, 8), DecodeError::kBadFlags);    // a flag v4 does not know
+  {
+    auto b = good;
+    b[4] = 3;  // v3 knows READ_IMM and BATCH, not PUSH_WRITES
+    b[6] = kConnectPushWrites;
+    EXPECT_EQ(decode_connect_request(b).error, DecodeError::kBadFlags);
+    b[6] = kConnectReadImm | kConnectBatch;
+    EXPECT_TRUE(decode_connect_request(b).ok());  // a v3 client still decodes
+    b[4] = 4;
+    b[6] = kConnectReadImm | kConnectBatch | kConnectPushWrites;
+    EXPECT_TRUE(decode_connect_request(b).ok());
+  }
   {
     auto b = good;
     b[4] = 2;  // v2 knows READ_IMM only
@@ -156,6 +167,40 @@ TEST(WireProtocol, AcceptRoundTrip) {
   EXPECT_TRUE(decode_accept_data(padded).ok());
 }
 
+TEST(WireProtocol, AcceptPushWindow) {
+  AcceptData a;
+  a.export_size = 1 << 20;
+  a.queue_depth = 8;
+  a.max_io_bytes = 4096;
+  a.features = kFeaturePushWrites | kFeatureBatch;
+  a.push_rkey = 0xa1b2c3d4;
+  a.push_addr = 0x7f0012345000;
+  auto b = encode(a);
+  EXPECT_EQ(b[32], 0xd4);  // little endian at 32 and 40
+  EXPECT_EQ(b[35], 0xa1);
+  EXPECT_EQ(b[40], 0x00);
+  EXPECT_EQ(b[41], 0x50);
+  EXPECT_EQ(b[45], 0x7f);
+  auto d = decode_accept_data(b);
+  ASSERT_TRUE(d.ok()) << decode_error_text(d.error);
+  EXPECT_TRUE(d.value.push_writes());
+  EXPECT_EQ(d.value.push_rkey, 0xa1b2c3d4u);
+  EXPECT_EQ(d.value.push_addr, 0x7f0012345000ull);
+  {
+    auto c = b;
+    c[4] = 3;  // PUSH_WRITES is v4's
+    EXPECT_EQ(decode_accept_data(c).error, DecodeError::kBadFlags);
+  }
+  {
+    AcceptData ro = a;
+    ro.export_flags = kExportReadOnly;  // never a push window into a read-only export
+    EXPECT_EQ(decode_accept_data(encode(ro)).error, DecodeError::kBadParams);
+    AcceptData noaddr = a;
+    noaddr.push_addr = 0;
+    EXPECT_EQ(decode_accept_data(encode(noaddr)).error, DecodeError::kBadParams);
+  }
+}
+
 TEST(WireProtocol, AcceptMalformed) {
   AcceptData a;
   a.export_size = 1 << 20;
@@ -170,10 +215,10 @@ TEST(WireProtocol, AcceptMalformed) {
   EXPECT_EQ(decode_accept_data(std::span(good).first(47)).error, DecodeError::kTooShort);
   EXPECT_EQ(with(1, 0), DecodeError::kBadMagic);
   EXPECT_EQ(with(4, 0), DecodeError::kBadVersion);
-  EXPECT_EQ(with(4, 4), DecodeError::kBadVersion);  // newer than we speak: the server must not pick it
+  EXPECT_EQ(with(4, 5), DecodeError::kBadVersion);  // newer than we speak: the server must not pick it
   EXPECT_EQ(with(6, 1), DecodeError::kBadParams);   // status != ok inside an accept
   EXPECT_EQ(with(19, 1), DecodeError::kReservedNonZero);
-  EXPECT_EQ(with(28, 4), DecodeError::kBadFlags);  // a feature v3 does not know
+  EXPECT_EQ(with(28, 8), DecodeError::kBadFlags);  // a feature v4 does not know
   {
     auto b = good;
     b[28] = kFeatureReadImm | kFeatureBatch;
@@ -184,6 +229,11 @@ TEST(WireProtocol, AcceptMalformed) {
     EXPECT_EQ(decode_accept_data(b).error, DecodeError::kBadFlags);
   }
   EXPECT_EQ(with(30, 1), DecodeError::kReservedNonZero);
+  EXPECT_EQ(with(31, 1), DecodeError::kReservedNonZero);
+  EXPECT_EQ(with(36, 1), DecodeError::kReservedNonZero);
+  EXPECT_EQ(with(39, 1), DecodeError::kReservedNonZero);
+  // The push window's fields are reserved without the feature.
+  EXPECT_EQ(with(32, 1), DecodeError::kReservedNonZero);
   EXPECT_EQ(with(47, 1), DecodeError::kReservedNonZero);
   {
     auto b = good;
@@ -283,7 +333,8 @@ TEST(WireProtocol, CommandMalformedKeepsTagForTheAnswer) {
     EXPECT_EQ(d.value.tag, 9);  // still readable: the server answers tag 9, generation 42
     EXPECT_EQ(d.value.generation, 42u);
   }
-  EXPECT_EQ(with(1, 2).error, DecodeError::kBadFlags);
+  EXPECT_TRUE(with(1, kCmdFlagPushed).ok());  // known to the codec; the server checks it was negotiated
+  EXPECT_EQ(with(1, 4).error, DecodeError::kBadFlags);
   EXPECT_EQ(with(1, 0x80).error, DecodeError::kBadFlags);
   for (size_t off = 32; off < 48; ++off) EXPECT_EQ(with(off, 1).error, DecodeError::kReservedNonZero) << off;
 }

@@ -14,6 +14,7 @@
 #include "cli/device_listing.h"
 #include "cli/device_state.h"
 #include "cli/serve_command.h"
+#include "targets/rdma_target.h"
 #include "ublk/control_device.h"
 #include "ublk/uapi.h"
 
@@ -56,7 +57,7 @@ struct AddArgs {
   int trsvcid = 18520;
   std::string export_name;
   int io_timeout_ms = 30000;
-  bool no_push_writes = false;
+  std::string push_max = fmt::format("{}K", targets::kDefaultPushMaxBytes / 1024);
 };
 
 int cmd_add(const AddArgs& a) {
@@ -83,6 +84,10 @@ int cmd_add(const AddArgs& a) {
     if (!a.size.empty()) throw UsageError("-t loop takes its size from the backing file; drop --size");
     plan.target_args = {{"type", "loop"}, {"file", a.file}, {"direct_io", !a.buffered}};
   } else if (a.type == "rdma") {
+    uint64_t push_max = size_option("--push-max", a.push_max);
+    if (push_max > plan.dev_opts.max_io_bytes) push_max = plan.dev_opts.max_io_bytes;  // no WRITE is larger
+    if (push_max % 512)
+      throw UsageError(fmt::format("--push-max {}: must be 0 or a multiple of 512 bytes", a.push_max));
     if (a.traddr.empty()) throw UsageError("-t rdma needs the server's address: --traddr ADDR");
     if (a.export_name.empty()) throw UsageError("-t rdma needs an export name: --export NAME");
     plan.target_args = {{"type", "rdma"},
@@ -90,7 +95,7 @@ int cmd_add(const AddArgs& a) {
                         {"trsvcid", a.trsvcid},
                         {"export", a.export_name},
                         {"io_timeout_ms", a.io_timeout_ms},
-                        {"push_writes", !a.no_push_writes}};
+                        {"push_max_bytes", push_max}};
   }
   if (a.dev_id >= 0) {
     ublk::ControlDevice ctrl;
@@ -253,9 +258,10 @@ int run(int argc, char** argv) {
   add_cmd->add_option("--export", add.export_name, "rdma: export name on the server");
   add_cmd->add_option("--io-timeout", add.io_timeout_ms, "rdma: fail an IO after this many ms")
       ->check(CLI::Range(100, 3600000));
-  add_cmd->add_flag("--no-push-writes", add.no_push_writes,
-                    "rdma: do not put WRITE data into the server's memory ourselves (RDMA WRITE, offered "
-                    "by ram exports); let the server fetch it (RDMA READ)");
+  add_cmd->add_option("--push-max", add.push_max,
+                      "rdma: largest WRITE whose data we put into the server's memory ourselves (RDMA WRITE, "
+                      "where a ram export offers it); larger ones the server fetches (RDMA READ); 0 = never")
+      ->capture_default_str();
 
   int del_id = -1;
   bool del_all = false;

@@ -168,7 +168,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
       case ublk::kOpWrite:
         cmd.opcode = wire::Opcode::kWrite;
         if (req.flags & ublk::kIoFFua) cmd.flags = wire::kCmdFlagFua;
-        if (push_writes_) cmd.flags |= wire::kCmdFlagPushed;
+        if (push_writes_ && req.length <= opts_.push_max_bytes) cmd.flags |= wire::kCmdFlagPushed;
         break;
       case ublk::kOpFlush:
         cmd.opcode = wire::Opcode::kFlush;
@@ -680,7 +680,7 @@ QueueLink connect_queue(const RdmaTargetOptions& o, uint16_t queue_id, uint64_t 
   req.queue_depth = o.queue_depth;
   req.max_io_bytes = o.max_io_bytes;
   req.session_id = session_id;
-  req.flags = wire::kConnectReadImm | wire::kConnectBatch | (o.push_writes ? wire::kConnectPushWrites : 0);
+  req.flags = wire::kConnectReadImm | wire::kConnectBatch | (o.push_max_bytes ? wire::kConnectPushWrites : 0);
   if (!req.set_name(o.export_name))
     throw SetupError(fmt::format("export name '{}' is invalid: use 1..32 of [A-Za-z0-9._-]", o.export_name), EINVAL);
   auto pdata = wire::encode(req);

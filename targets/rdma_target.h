@@ -12,6 +12,8 @@
 
 namespace ublkrdma::targets {
 
+inline constexpr uint32_t kDefaultPushMaxBytes = 16 * 1024;  // see RdmaTargetOptions::push_max_bytes
+
 struct RdmaTargetOptions {
   std::string traddr;          // server address (IPv4/IPv6 literal or host name)
   uint16_t trsvcid = 18520;    // server port
@@ -22,9 +24,11 @@ struct RdmaTargetOptions {
   ublk::PollMode poll_mode = ublk::PollMode::kHybrid;
   std::chrono::milliseconds io_timeout{30000};  // 0 = never time out
   std::chrono::milliseconds connect_timeout{10000};
-  // Offer PUSH_WRITES: where the server grants it (ram exports), a WRITE's data goes by our RDMA
-  // WRITE straight into the export instead of the server's RDMA READ from our buffer.
-  bool push_writes = true;
+  // PUSH_WRITES: where the server grants it (ram exports), a WRITE of at most this many bytes
+  // goes by our RDMA WRITE straight into the export instead of the server's RDMA READ from our
+  // buffer (0: do not ask for it). Small writes save a round trip; a large one would load our
+  // queue thread with moving all of its data, which soft RDMA does on the poster's CPU.
+  uint32_t push_max_bytes = kDefaultPushMaxBytes;
 };
 
 // Connects all nr_queues connections now (call after daemonizing: verbs and fork do not mix)

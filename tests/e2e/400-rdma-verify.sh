@@ -2,10 +2,11 @@
 # rdma target: fio write-then-verify (crc32c, randwrite, bs 4k..1M, QD 1, 8, 32 and 64) with 0
 # errors, 256 MiB per export on 2 queues, on a ram and a file export of one server. Afterwards
 # the data is still there: read back through a new connection (ram) and straight from the
-# server's backing file (file). WRITEs to the ram export go by the client's RDMA WRITE into the
-# export (PUSH_WRITES, the default); another ram export is verified with it switched off at the
-# client (the server RDMA READs into the export and answers with a fenced SEND), and one more on
-# a second server that refuses it (serve --no-push-writes).
+# server's backing file (file). WRITEs of up to 16 KiB to the ram export go by the client's RDMA
+# WRITE into the export (PUSH_WRITES, the default), larger ones the server fetches; another ram
+# export is verified with it switched off at the client (add --push-max 0: the server RDMA READs
+# every WRITE into the export and answers with a fenced SEND), and one more on a second server
+# that refuses it (serve --no-push-writes).
 # e2e-timeout: 900
 . "$(dirname "$0")/lib.sh"
 require_ublk
@@ -55,10 +56,10 @@ verify_64() {
 jq -e 'all(.queues[].stats.target; .push_writes and .pushed_writes > 0)' <(ublk_json 0) >/dev/null ||
   fail "device 0 (ram export, defaults) did not push its WRITEs"
 
-log "ram export, WRITE data fetched by the server (add --no-push-writes)"
-rdma_add 2 vol1 -q 2 -d 64 --no-push-writes
+log "ram export, WRITE data fetched by the server (add --push-max 0)"
+rdma_add 2 vol1 -q 2 -d 64 --push-max 0
 verify_64 verify-nopush /dev/ublkb2
-jq -e '.target_args.push_writes == false and all(.queues[].stats.target; .push_writes == false
+jq -e '.target_args.push_max_bytes == 0 and all(.queues[].stats.target; .push_writes == false
     and .pushed_writes == 0 and .errors == 0)' <(ublk_json 2) >/dev/null ||
   fail "device 2 pushed WRITEs or counted errors: $(ublk_json 2 | jq -c '[.queues[].stats.target | {push_writes, pushed_writes, errors}]')"
 [[ $(serve_counter vol1 pushed_writes) == 0 ]] || fail "the server counted pushed WRITEs on vol1"

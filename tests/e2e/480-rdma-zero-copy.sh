@@ -7,9 +7,10 @@
 # (protocol v2's ReadDone): both queues negotiated it and used it, as many times as the server
 # sent one. Commands and Responses travel batched (protocol v3's BATCH): both sides negotiated it,
 # fewer SENDs than messages went each way, and every command got exactly one answer. WRITEs to
-# the ram export travel as the client's RDMA WRITE into the export (protocol v4's PUSH_WRITES):
-# both queues negotiated it and pushed every WRITE, as many as the server answered as pushed;
-# the file export does not offer it (the server RDMA READs from the client's buffer). On a ram
+# the ram export of up to 16 KiB travel as the client's RDMA WRITE into the export (protocol v4's
+# PUSH_WRITES), larger ones as the server's RDMA READ: both queues negotiated it and used both
+# ways, and pushed as many as the server answered as pushed; the file export does not offer it
+# (the server RDMA READs every WRITE from the client's buffer). On a ram
 # and a file export.
 . "$(dirname "$0")/lib.sh"
 require_ublk
@@ -74,7 +75,7 @@ zero_copy() {
       and .read_imm and .read_done_imm == $i and .batch and .answer_sends < .responses' <<<"$srv" >/dev/null ||
     fail "$export: the server's counters do not match the client's (rdma_bytes $after, copied 0, 2 connections, read_done_imm $imm, batched answers)"
   jq -e --argjson p "$push" --argjson n "$pushed" '.push_writes == $p and .pushed_writes == $n
-      and (if $p then .pushed_writes == .writes else .pushed_writes == 0 end)' <<<"$srv" >/dev/null ||
+      and (if $p then .pushed_writes < .writes else .pushed_writes == 0 end)' <<<"$srv" >/dev/null ||
     fail "$export: the server's PUSH_WRITES counters do not match the client's ($pushed pushed WRITEs, push $push)"
   must "$UBLK" del -n "$id"
   wait_gone "$dev"

@@ -54,8 +54,13 @@ rdma_add 1 rw
 [[ $(blockdev --getro /dev/ublkb1) == 0 ]] || fail "/dev/ublkb1 (rw export) is read-only"
 must dd if="$img" of=/dev/ublkb1 bs=1M oflag=direct status=none
 [[ $(dd if=/dev/ublkb1 iflag=direct bs=1M status=none | sha256sum) == "$sum" ]] || fail "rw export: data differs"
-jq -e 'all(.queues[].stats.target; .push_writes and .pushed_writes > 0)' <(ublk_json 1) >/dev/null ||
-  fail "the writable ram export did not take pushed WRITEs"
+# 4k writes (the same data again) are small enough to be pushed; the 1M ones above were fetched.
+must dd if="$img" of=/dev/ublkb1 bs=4k count=1024 oflag=direct status=none
+[[ $(dd if=/dev/ublkb1 iflag=direct bs=1M status=none | sha256sum) == "$sum" ]] || fail "rw export: data differs after 4k writes"
+ublk_json 1 | jq -e 'all(.queues[].stats.target; .push_writes)' >/dev/null ||
+  fail "the writable ram export did not grant PUSH_WRITES: $(ublk_json 1 | jq -c '[.queues[].stats.target.push_writes]')"
+(($(ublk_json 1 | jq '[.queues[].stats.target.pushed_writes] | add') > 0)) ||
+  fail "the writable ram export took no pushed WRITEs"
 must "$UBLK" del -n 1
 must "$UBLK" del -n 0
 serve_stop

@@ -18,17 +18,20 @@ img=$E2E_WORK/export.img
 truncate -s 256M "$img"
 serve_start --export vol0=ram:256M --export f=file:"$img" --export vol1=ram:64M
 
-# verify_256 TAG DEV [ARGS...]: four jobs on disjoint 64 MiB quarters, QD 1, 8, 32 and 64.
-verify_256() {
-  local tag=$1 dev=$2
-  shift 2
+# verify_quarters MIB TAG DEV [ARGS...]: four jobs on disjoint MIB-MiB quarters of the first
+# 4 x MIB MiB, QD 1, 8, 32 and 64.
+verify_quarters() {
+  local q=$1 tag=$2 dev=$3
+  shift 3
   fio_run "$tag" --filename="$dev" --rw=randwrite --bsrange=4k-1m --verify=crc32c \
-    --verify_fatal=1 --do_verify=1 --size=64M "$@" \
+    --verify_fatal=1 --do_verify=1 --size=${q}M "$@" \
     --name=qd1 --offset=0 --iodepth=1 \
-    --name=qd8 --offset=64M --iodepth=8 \
-    --name=qd32 --offset=128M --iodepth=32 \
-    --name=qd64 --offset=192M --iodepth=64
+    --name=qd8 --offset=${q}M --iodepth=8 \
+    --name=qd32 --offset=$((2 * q))M --iodepth=32 \
+    --name=qd64 --offset=$((3 * q))M --iodepth=64
 }
+verify_256() { verify_quarters 64 "$@"; }
+verify_64() { verify_quarters 16 "$@"; }
 
 for export in vol0 f; do
   id=$([[ $export == vol0 ]] && echo 0 || echo 1)
@@ -40,18 +43,6 @@ for export in vol0 f; do
   errs=$(ublk_json $id | jq '[.queues[].stats.target.errors // 0] | add')
   [[ $errs == 0 ]] || fail "device $id counted $errs IO errors"
 done
-
-# verify_64 TAG DEV: the same on 16 MiB quarters.
-verify_64() {
-  local tag=$1 dev=$2
-  shift 2
-  fio_run "$tag" --filename="$dev" --rw=randwrite --bsrange=4k-1m --verify=crc32c \
-    --verify_fatal=1 --do_verify=1 --size=16M "$@" \
-    --name=qd1 --offset=0 --iodepth=1 \
-    --name=qd8 --offset=16M --iodepth=8 \
-    --name=qd32 --offset=32M --iodepth=32 \
-    --name=qd64 --offset=48M --iodepth=64
-}
 
 jq -e 'all(.queues[].stats.target; .push_writes and .pushed_writes > 0)' <(ublk_json 0) >/dev/null ||
   fail "device 0 (ram export, defaults) did not push its WRITEs"

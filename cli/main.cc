@@ -48,6 +48,7 @@ struct AddArgs {
   std::string size;
   std::string file;
   int recovery = 0;
+  std::string batch_io = "off";
   bool foreground = false;
   std::string max_io = "512K";
   std::string poll = "hybrid";
@@ -67,6 +68,9 @@ int cmd_add(const AddArgs& a) {
   plan.dev_opts.nr_queues = uint16_t(a.queues);
   plan.dev_opts.queue_depth = uint16_t(a.depth);
   plan.dev_opts.user_recovery = a.recovery == 1;
+  plan.dev_opts.batch_io = a.batch_io == "on"    ? ublk::BatchIoMode::kOn
+                           : a.batch_io == "off" ? ublk::BatchIoMode::kOff
+                                                 : ublk::BatchIoMode::kAuto;
   plan.dev_opts.poll.mode = poll_mode_option(a.poll);
   plan.dev_opts.poll.hybrid_spin = std::chrono::microseconds(a.spin_us);
   uint64_t max_io = size_option("--max-io", a.max_io);
@@ -242,6 +246,12 @@ int run(int argc, char** argv) {
   add_cmd->add_option("-f,--file", add.file, "Backing file or block device for loop");
   add_cmd->add_option("-r,--recovery", add.recovery, "1: survive a daemon crash (recover -n ID)")
       ->check(CLI::IsMember({0, 1}));
+  add_cmd
+      ->add_option("--batch-io", add.batch_io,
+                   "UBLK_F_BATCH_IO (kernel 7.0+): requests and results travel in per-queue batches; on = "
+                   "required, auto = when the driver has it (not with -r 1), off = one command per request")
+      ->check(CLI::IsMember({"auto", "on", "off"}))
+      ->capture_default_str();
   add_cmd->add_flag("--foreground", add.foreground, "Serve from this process instead of a detached daemon");
   add_cmd->add_option("--max-io", add.max_io, "Largest IO in bytes (default 512K)");
   add_cmd->add_option("--poll", add.poll, "Completion mode: busy, event or hybrid")

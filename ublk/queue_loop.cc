@@ -4,6 +4,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "base/log.h"
@@ -17,6 +18,16 @@ size_t page_size() {
 }
 
 size_t round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
+
+#ifndef IORING_URING_CMD_MULTISHOT
+#define IORING_URING_CMD_MULTISHOT (1U << 1)  // 6.19+; older liburing headers lack it
+#endif
+
+// Batch IO: FETCH_IO_CMDS takes one of these buffers per completion it posts; each is recycled
+// as soon as its tags are taken. If all are out at once the command ends (-ENOBUFS) with the
+// undelivered tags kept by the driver, and is armed again.
+constexpr unsigned kFetchBufs = 16;
+constexpr unsigned kInitialCommitSlots = 4;
 
 unsigned ring_entries(uint16_t depth) {
   // Every tag's FETCH must fit at once, plus room for target ops and fd polls.
@@ -60,6 +71,34 @@ void QueueLoop::setup_st() {
     if (e.errno_value() != EINVAL) throw;  // older kernels refuse the flags: run without them
     ring_.init(entries, 0, 2 * entries);
   }
+  if (cfg_.batch_io) setup_batch_st();
+}
+
+void QueueLoop::setup_batch_st() {
+  fetch_buf_bytes_ = std::min<unsigned>(cfg_.depth, kBatchMaxTagsPerCqe) * sizeof(uint16_t);
+  const size_t ring_bytes = kFetchBufs * sizeof(io_uring_buf);
+  fetch_bufs_ = MappedRegion::anonymous(round_up(ring_bytes + kFetchBufs * fetch_buf_bytes_, page_size()), true);
+  fetch_ring_ = static_cast<io_uring_buf_ring*>(fetch_bufs_.get());
+  io_uring_buf_ring_init(fetch_ring_);
+  io_uring_buf_reg reg;
+  std::memset(&reg, 0, sizeof(reg));
+  reg.ring_addr = reinterpret_cast<uint64_t>(fetch_ring_);
+  reg.ring_entries = kFetchBufs;
+  reg.bgid = 0;
+  if (int rc = io_uring_register_buf_ring(ring_.get(), &reg, 0); rc < 0)
+    throw_errno(rc, "queue {}: registering the provided-buffer ring for FETCH_IO_CMDS", cfg_.queue_id);
+  for (unsigned i = 0; i < kFetchBufs; ++i)
+    io_uring_buf_ring_add(fetch_ring_, fetch_buf(uint16_t(i)), fetch_buf_bytes_, uint16_t(i),
+                          io_uring_buf_ring_mask(kFetchBufs), int(i));
+  io_uring_buf_ring_advance(fetch_ring_, kFetchBufs);
+  for (unsigned i = 0; i < kInitialCommitSlots; ++i) {
+    commit_slots_.push_back(std::make_unique<BatchElem[]>(cfg_.depth));
+    free_commit_slots_.push_back(uint16_t(i));
+  }
+}
+
+std::byte* QueueLoop::fetch_buf(uint16_t bid) const {
+  return static_cast<std::byte*>(fetch_bufs_.get()) + kFetchBufs * sizeof(io_uring_buf) + size_t(bid) * fetch_buf_bytes_;
 }
 
 void QueueLoop::run_st(std::unique_ptr<QueueTarget> target, const std::function<void()>& on_fetched) {
@@ -67,9 +106,14 @@ void QueueLoop::run_st(std::unique_ptr<QueueTarget> target, const std::function<
   setup_st();
   target_->start_st(*this);
   published_target_.store(target_.get());
-  for (uint16_t tag = 0; tag < cfg_.depth; ++tag) {
-    queue_io_cmd_st(kIoFetchReq, tag, 0);
-    tags_.transition(tag, TagState::kIdle, TagState::kInKernel);
+  if (cfg_.batch_io) {
+    prep_batch_st();
+    arm_batch_fetch_st();
+  } else {
+    for (uint16_t tag = 0; tag < cfg_.depth; ++tag) {
+      queue_io_cmd_st(kIoFetchReq, tag, 0);
+      tags_.transition(tag, TagState::kIdle, TagState::kInKernel);
+    }
   }
   if (cfg_.exit_fd >= 0) {
     io_uring_sqe* sqe = get_sqe_st();
@@ -77,8 +121,11 @@ void QueueLoop::run_st(std::unique_ptr<QueueTarget> target, const std::function<
     sqe->user_data = WorkId{WorkKind::kControl, cfg_.queue_id, 0, 0, 0}.encode();
   }
   int rc = io_uring_submit(ring_.get());
-  if (rc < 0) throw_errno(rc, "queue {}: submitting FETCH_REQ for {} tags", cfg_.queue_id, cfg_.depth);
-  log::ublk_io()->debug("queue {}: {} tags fetched, serving", cfg_.queue_id, cfg_.depth);
+  if (rc < 0)
+    throw_errno(rc, "queue {}: submitting {} for {} tags", cfg_.queue_id,
+                cfg_.batch_io ? "FETCH_IO_CMDS" : "FETCH_REQ", cfg_.depth);
+  log::ublk_io()->debug("queue {}: {} tags fetched{}, serving", cfg_.queue_id, cfg_.depth,
+                        cfg_.batch_io ? " (batch IO)" : "");
   on_fetched();
 
   io_uring* ring = ring_.get();
@@ -93,7 +140,11 @@ void QueueLoop::run_st(std::unique_ptr<QueueTarget> target, const std::function<
     io_uring_cq_advance(ring, reaped);
     counters_.max_batch.max_st(reaped);
     int polled = target_->poll_st();
-    if (tags_.all_retired() || exiting_) break;
+    if (cfg_.batch_io) flush_batch_commits_st();
+    if (tags_.all_retired() || exiting_) {
+      if (cfg_.batch_io) io_uring_submit(ring);  // the last results
+      break;
+    }
 
     bool worked = reaped || polled;
     bool spin = cfg_.poll.mode == PollMode::kBusy;
@@ -147,7 +198,11 @@ void QueueLoop::handle_cqe_st(const io_uring_cqe& cqe) {
   WorkId id = WorkId::decode(cqe.user_data);
   switch (id.kind) {
     case WorkKind::kUblkCmd:
-      handle_ublk_cqe_st(id.tag, cqe.res);
+      if (cfg_.batch_io) {
+        handle_batch_cqe_st(cqe, id);
+      } else {
+        handle_ublk_cqe_st(id.tag, cqe.res);
+      }
       break;
     case WorkKind::kTargetIo:
       target_->on_ring_cqe_st(id.tag, id.op, cqe.res);
@@ -177,15 +232,7 @@ void QueueLoop::handle_ublk_cqe_st(uint16_t tag, int res) {
     return;
   }
   if (res == kIoResOk) {
-    if (!move_tag_st(tag, TagState::kInKernel, TagState::kInTarget)) return;
-    const IoDesc& d = static_cast<const IoDesc*>(descs_.get())[tag];
-    IoRequest req{tag, d.op(), d.flags(), d.start_sector << 9, d.nr_sectors << 9, io_buffer(tag)};
-    tag_lengths_[tag] = req.length;
-    tag_ops_[tag] = req.op;
-    counters_.max_inflight.max_st(tags_.in_target());
-    SPDLOG_LOGGER_TRACE(log::ublk_io(), "q{} tag {} op {} off {} len {}", cfg_.queue_id, tag, req.op, req.offset,
-                        req.length);
-    target_->submit_st(req);
+    take_request_st(tag);
   } else if (res == kIoResNeedGetData) {
     queue_io_cmd_st(kIoNeedGetData, tag, 0);
   } else {
@@ -195,6 +242,19 @@ void QueueLoop::handle_ublk_cqe_st(uint16_t tag, int res) {
       log::ublk_io()->warn("queue {}: io command for tag {} failed: {}", cfg_.queue_id, tag, errno_text(res));
     tags_.retire(tag);
   }
+}
+
+// The kernel handed `tag` a request (its descriptor is in the mmap'd array): pass it to the target.
+void QueueLoop::take_request_st(uint16_t tag) {
+  if (!move_tag_st(tag, TagState::kInKernel, TagState::kInTarget)) return;
+  const IoDesc& d = static_cast<const IoDesc*>(descs_.get())[tag];
+  IoRequest req{tag, d.op(), d.flags(), d.start_sector << 9, d.nr_sectors << 9, io_buffer(tag)};
+  tag_lengths_[tag] = req.length;
+  tag_ops_[tag] = req.op;
+  counters_.max_inflight.max_st(tags_.in_target());
+  SPDLOG_LOGGER_TRACE(log::ublk_io(), "q{} tag {} op {} off {} len {}", cfg_.queue_id, tag, req.op, req.offset,
+                      req.length);
+  target_->submit_st(req);
 }
 
 void QueueLoop::complete_st(uint16_t tag, int result) {
@@ -207,7 +267,178 @@ void QueueLoop::complete_st(uint16_t tag, int result) {
   } else if (tag_ops_[tag] == kOpWrite) {
     counters_.bytes_written.add_st(uint64_t(result));
   }
-  queue_io_cmd_st(kIoCommitAndFetchReq, tag, result);
+  if (!cfg_.batch_io) {
+    queue_io_cmd_st(kIoCommitAndFetchReq, tag, result);
+    return;
+  }
+  queue_batch_commit_st(tag, result);
+  if (fetch_aborted_) tags_.retire(tag);  // the queue is stopping: nothing will come for it
+}
+
+// ------------------------------------------------------------------ batch IO
+
+// Every tag gets its buffer and is marked ready in one command; START_DEV waits for that.
+void QueueLoop::prep_batch_st() {
+  std::vector<BatchElem> elems(cfg_.depth);
+  for (uint16_t tag = 0; tag < cfg_.depth; ++tag)
+    elems[tag] = BatchElem{tag, 0, 0, reinterpret_cast<uint64_t>(io_buffer(tag))};
+  io_uring_sqe* sqe = get_sqe_st();
+  std::memset(sqe, 0, sizeof(*sqe));
+  sqe->opcode = IORING_OP_URING_CMD;
+  sqe->fd = cfg_.char_fd;
+  sqe->cmd_op = ioctl_batch_op(kIoPrepIoCmds);
+  BatchIoCmd cmd{cfg_.queue_id, kBatchFHasBufAddr, cfg_.depth, uint8_t(sizeof(BatchElem)), 0, 0};
+  std::memcpy(sqe->cmd, &cmd, sizeof(cmd));
+  sqe->addr = reinterpret_cast<uint64_t>(elems.data());
+  sqe->len = uint32_t(elems.size() * sizeof(BatchElem));
+  const uint64_t prep_id = WorkId{WorkKind::kUblkCmd, cfg_.queue_id, 0, uint8_t(kIoPrepIoCmds), 0}.encode();
+  sqe->user_data = prep_id;
+  int rc = io_uring_submit_and_wait(ring_.get(), 1);
+  if (rc < 0) throw_errno(rc, "queue {}: submitting PREP_IO_CMDS for {} tags", cfg_.queue_id, cfg_.depth);
+  // The elements must stay put until the kernel has answered: wait for this command's completion.
+  for (;;) {
+    io_uring_cqe* cqe = nullptr;
+    rc = io_uring_wait_cqe(ring_.get(), &cqe);
+    if (rc < 0) throw_errno(rc, "queue {}: waiting for PREP_IO_CMDS", cfg_.queue_id);
+    io_uring_cqe c = *cqe;
+    io_uring_cqe_seen(ring_.get(), cqe);
+    if (c.user_data != prep_id) {
+      handle_cqe_st(c);
+      continue;
+    }
+    if (c.res < 0) throw_errno(c.res, "queue {}: PREP_IO_CMDS for {} tags", cfg_.queue_id, cfg_.depth);
+    break;
+  }
+  for (uint16_t tag = 0; tag < cfg_.depth; ++tag) tags_.transition(tag, TagState::kIdle, TagState::kInKernel);
+}
+
+// One multishot command delivers every request of the queue, in arrays of tags.
+void QueueLoop::arm_batch_fetch_st() {
+  io_uring_sqe* sqe = get_sqe_st();
+  std::memset(sqe, 0, sizeof(*sqe));
+  sqe->opcode = IORING_OP_URING_CMD;
+  sqe->fd = cfg_.char_fd;
+  sqe->cmd_op = ioctl_batch_op(kIoFetchIoCmds);
+  sqe->uring_cmd_flags = IORING_URING_CMD_MULTISHOT;
+  sqe->flags = IOSQE_BUFFER_SELECT;
+  sqe->buf_group = 0;
+  BatchIoCmd cmd{cfg_.queue_id, 0, uint16_t(fetch_buf_bytes_ / sizeof(uint16_t)), uint8_t(sizeof(uint16_t)), 0, 0};
+  std::memcpy(sqe->cmd, &cmd, sizeof(cmd));
+  sqe->user_data = WorkId{WorkKind::kUblkCmd, cfg_.queue_id, 0, uint8_t(kIoFetchIoCmds), 0}.encode();
+  fetch_armed_ = true;
+}
+
+void QueueLoop::handle_batch_cqe_st(const io_uring_cqe& cqe, const WorkId& id) {
+  switch (id.op) {
+    case kIoFetchIoCmds:
+      on_batch_fetch_st(cqe);
+      break;
+    case kIoCommitIoCmds: {
+      // tag = the slot, generation = how many elements it carried; the answer is the bytes of
+      // elements committed (the driver stops at the first it refuses).
+      const uint32_t n = id.generation;
+      if (id.tag < commit_slots_.size()) free_commit_slots_.push_back(id.tag);
+      if (cqe.res != int(n * sizeof(BatchElem))) {
+        int done = cqe.res < 0 ? 0 : cqe.res / int(sizeof(BatchElem));
+        auto level = fetch_aborted_ ? spdlog::level::debug : spdlog::level::err;
+        log::ublk_io()->log(level, "queue {}: COMMIT_IO_CMDS took {} of {} results ({})", cfg_.queue_id, done, n,
+                            cqe.res < 0 ? errno_text(cqe.res) : std::string("stopped at a refused tag"));
+      }
+      break;
+    }
+    default:
+      if (cqe.res < 0)
+        log::ublk_io()->error("queue {}: batch command {:#x} failed: {}", cfg_.queue_id, id.op, errno_text(cqe.res));
+  }
+}
+
+void QueueLoop::on_batch_fetch_st(const io_uring_cqe& cqe) {
+  counters_.fetch_cqes.add_st();
+  if (cqe.res > 0 && (cqe.flags & IORING_CQE_F_BUFFER)) {
+    const uint16_t bid = uint16_t(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
+    if (bid < kFetchBufs) {
+      const auto* tags = reinterpret_cast<const uint16_t*>(fetch_buf(bid));
+      const unsigned n = std::min<unsigned>(unsigned(cqe.res), fetch_buf_bytes_) / sizeof(uint16_t);
+      for (unsigned i = 0; i < n; ++i) {
+        if (tags[i] >= cfg_.depth) {
+          log::ublk_io()->error("queue {}: FETCH_IO_CMDS delivered tag {} beyond depth {}", cfg_.queue_id, tags[i],
+                                cfg_.depth);
+          continue;
+        }
+        take_request_st(tags[i]);
+      }
+    } else {
+      log::ublk_io()->error("queue {}: FETCH_IO_CMDS used unknown buffer {}", cfg_.queue_id, bid);
+    }
+  }
+  if (cqe.flags & IORING_CQE_F_BUFFER) {  // taken (even for zero tags): give it back
+    const uint16_t bid = uint16_t(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
+    if (bid < kFetchBufs) {
+      io_uring_buf_ring_add(fetch_ring_, fetch_buf(bid), fetch_buf_bytes_, bid, io_uring_buf_ring_mask(kFetchBufs), 0);
+      io_uring_buf_ring_advance(fetch_ring_, 1);
+    }
+  }
+  if (cqe.flags & IORING_CQE_F_MORE) return;
+  fetch_armed_ = false;
+  if (cqe.res >= 0 || cqe.res == -ENOBUFS) {
+    counters_.fetch_rearms.add_st();
+    arm_batch_fetch_st();  // ended with its buffers all out (or the CQ full): the driver kept the tags
+    return;
+  }
+  if (cqe.res != kIoResAbort)
+    log::ublk_io()->error("queue {}: FETCH_IO_CMDS failed: {}", cfg_.queue_id, errno_text(cqe.res));
+  log::ublk_io()->debug("queue {}: fetching ended ({}), {} requests still with the target", cfg_.queue_id,
+                        errno_text(cqe.res), tags_.in_target());
+  fetch_aborted_ = true;
+  retire_idle_tags_st();
+}
+
+void QueueLoop::retire_idle_tags_st() {
+  for (uint16_t tag = 0; tag < cfg_.depth; ++tag) {
+    TagState st = tags_.state(tag);
+    if (st == TagState::kInKernel || st == TagState::kIdle) tags_.retire(tag);
+  }
+}
+
+// A completion joins this pass's COMMIT_IO_CMDS (sent by flush_batch_commits_st at the end of
+// the pass). A slot's elements stay untouched until the command's completion comes back;
+// more slots are made if many commands are out at once (rare: the driver answers at submit).
+void QueueLoop::queue_batch_commit_st(uint16_t tag, int result) {
+  if (commit_slot_ < 0) {
+    if (free_commit_slots_.empty()) {
+      commit_slots_.push_back(std::make_unique<BatchElem[]>(cfg_.depth));
+      free_commit_slots_.push_back(uint16_t(commit_slots_.size() - 1));
+    }
+    commit_slot_ = free_commit_slots_.back();
+    free_commit_slots_.pop_back();
+    commit_len_ = 0;
+  }
+  commit_slots_[size_t(commit_slot_)][commit_len_++] =
+      BatchElem{tag, 0, result, reinterpret_cast<uint64_t>(io_buffer(tag))};
+  if (commit_len_ == cfg_.depth) flush_batch_commits_st();
+}
+
+void QueueLoop::flush_batch_commits_st() {
+  if (commit_slot_ < 0) return;
+  const auto slot = uint16_t(commit_slot_);
+  const uint16_t n = commit_len_;
+  commit_slot_ = -1;
+  commit_len_ = 0;
+  if (n == 0) {
+    free_commit_slots_.push_back(slot);
+    return;
+  }
+  io_uring_sqe* sqe = get_sqe_st();
+  std::memset(sqe, 0, sizeof(*sqe));
+  sqe->opcode = IORING_OP_URING_CMD;
+  sqe->fd = cfg_.char_fd;
+  sqe->cmd_op = ioctl_batch_op(kIoCommitIoCmds);
+  BatchIoCmd cmd{cfg_.queue_id, kBatchFHasBufAddr, n, uint8_t(sizeof(BatchElem)), 0, 0};
+  std::memcpy(sqe->cmd, &cmd, sizeof(cmd));
+  sqe->addr = reinterpret_cast<uint64_t>(commit_slots_[slot].get());
+  sqe->len = uint32_t(n * sizeof(BatchElem));
+  sqe->user_data = WorkId{WorkKind::kUblkCmd, cfg_.queue_id, slot, uint8_t(kIoCommitIoCmds), n}.encode();
+  counters_.commit_cmds.add_st();
 }
 
 bool QueueLoop::move_tag_st(uint16_t tag, TagState from, TagState to) {

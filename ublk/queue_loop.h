@@ -4,6 +4,9 @@
 //   reap CQEs -> dispatch by tag (new request -> target, target op -> target) -> poll target
 //   -> commit completions (COMMIT_AND_FETCH) -> submit, and sleep in exactly one place
 //   (io_uring_submit_and_wait) when there is nothing to spin for.
+// With UBLK_F_BATCH_IO (7.0+) the per-tag commands give way to per-queue arrays: one multishot
+// FETCH_IO_CMDS delivers tags into provided buffers, and the completions of a pass leave in one
+// COMMIT_IO_CMDS.
 #include <atomic>
 #include <cstdint>
 #include <string>
@@ -28,6 +31,7 @@ struct QueueLoopConfig {
   bool ioctl_encode = true;  // UBLK_U_IO_* vs legacy opcodes
   PollPolicy poll;
   int exit_fd = -1;          // eventfd: readable when the loop must exit now (forced teardown)
+  bool batch_io = false;     // the device has UBLK_F_BATCH_IO: PREP / multishot FETCH / COMMIT arrays
 };
 
 class QueueLoop final : public QueueContext {
@@ -65,7 +69,19 @@ class QueueLoop final : public QueueContext {
   };
 
   void setup_st();
+  void fetch_all_st();
   void queue_io_cmd_st(uint32_t cmd_nr, uint16_t tag, int result);
+  void take_request_st(uint16_t tag);
+  // Batch IO
+  void setup_batch_st();
+  void prep_batch_st();
+  void arm_batch_fetch_st();
+  void handle_batch_cqe_st(const io_uring_cqe& cqe, const WorkId& id);
+  void on_batch_fetch_st(const io_uring_cqe& cqe);
+  void queue_batch_commit_st(uint16_t tag, int result);
+  void flush_batch_commits_st();
+  void retire_idle_tags_st();
+  std::byte* fetch_buf(uint16_t bid) const;
   void handle_cqe_st(const io_uring_cqe& cqe);
   void handle_ublk_cqe_st(uint16_t tag, int res);
   void arm_watches_st();
@@ -77,6 +93,11 @@ class QueueLoop final : public QueueContext {
   // then the ring (cancelling what is left in flight), and only then the memory they point at.
   MappedRegion slab_;   // depth x max_io_bytes IO buffers
   MappedRegion descs_;  // const IoDesc[depth], written by the kernel
+  // Batch IO: the provided-buffer ring FETCH_IO_CMDS fills with tags (registered with the ring,
+  // so it outlives it), and the element arrays of COMMIT_IO_CMDS in flight.
+  MappedRegion fetch_bufs_;  // [io_uring_buf_ring of kFetchBufs entries][kFetchBufs x fetch_buf_bytes_]
+  std::vector<std::unique_ptr<BatchElem[]>> commit_slots_;  // each depth elements
+  std::vector<uint16_t> free_commit_slots_;
   IoRing ring_;
   std::unique_ptr<QueueTarget> target_;
   std::atomic<const QueueTarget*> published_target_{nullptr};  // for the stats reader
@@ -87,6 +108,13 @@ class QueueLoop final : public QueueContext {
   bool exiting_ = false;
   uint64_t idle_since_ns_ = 0;  // hybrid: when the current run of idle passes began (0: busy)
   bool cooperative_taskrun_ = false;  // ring set up with COOP_TASKRUN + TASKRUN_FLAG
+  // Batch IO state
+  io_uring_buf_ring* fetch_ring_ = nullptr;
+  uint32_t fetch_buf_bytes_ = 0;
+  bool fetch_armed_ = false;
+  bool fetch_aborted_ = false;  // the driver ended FETCH_IO_CMDS for good: the queue is stopping
+  int commit_slot_ = -1;        // slot collecting this pass's completions (-1: none yet)
+  uint16_t commit_len_ = 0;
   QueueCounters counters_;
 };
 

@@ -70,6 +70,9 @@ struct QueueCounters {
   RelaxedCounter idle_polls;     // spinning passes that found nothing to do (and yielded)
   RelaxedCounter max_inflight;   // high-water mark of requests held by the target
   RelaxedCounter max_batch;      // most CQEs reaped in one pass
+  RelaxedCounter commit_cmds;    // batch IO: COMMIT_IO_CMDS sent (ios / commit_cmds = results per command)
+  RelaxedCounter fetch_cqes;     // batch IO: completions of FETCH_IO_CMDS (each a batch of new requests)
+  RelaxedCounter fetch_rearms;   // batch IO: FETCH_IO_CMDS armed again after it ended (buffers ran out)
 };
 
 // What the loop offers a target. Implemented by QueueLoop.

@@ -77,7 +77,7 @@ void ServedDevice::start_queues(ControlDevice& ctrl, TargetFactory& factory, Pol
     bool pin = rc == 0 && CPU_COUNT(&cpus) > 0;
     if (rc < 0) log::ctrl()->warn("dev {} queue {}: GET_QUEUE_AFFINITY failed: {}", info_.dev_id, q, errno_text(rc));
     QueueLoopConfig cfg{info_.dev_id, q, info_.queue_depth, info_.max_io_buf_bytes, char_fd_.get(),
-                        ctrl.kernel().ioctl_encode(), poll, exit_fd_.get()};
+                        ctrl.kernel().ioctl_encode(), poll, exit_fd_.get(), (info_.flags & kFBatchIo) != 0};
     loops_[q] = std::make_unique<QueueLoop>(cfg);
     threads_.emplace_back([&, q, nq, cpus, pin] {
       tids_[q] = pid_t(::syscall(SYS_gettid));
@@ -124,11 +124,28 @@ std::unique_ptr<ServedDevice> ServedDevice::create(ControlDevice& ctrl, const De
       throw_setup("this kernel's ublk driver lacks USER_RECOVERY(_REISSUE): cannot use -r 1");
     info.flags |= want;
   }
+  const bool batch_offered = (ctrl.kernel().features & kFBatchIo) != 0;
+  if (opts.batch_io == BatchIoMode::kOn) {
+    if (!batch_offered) throw_setup("this kernel's ublk driver lacks BATCH_IO (7.0+): cannot use --batch-io on");
+    // Recovery with batch IO is not something we have tested against the driver.
+    if (opts.user_recovery) throw_setup("--batch-io on cannot be combined with -r 1");
+  }
+  if (opts.batch_io != BatchIoMode::kOff && batch_offered && !opts.user_recovery) info.flags |= kFBatchIo;
+  const bool batch_asked = (info.flags & kFBatchIo) != 0;
   int rc = ctrl.add_dev(info);
   if (rc == -EEXIST) throw SetupError(fmt::format("ublk device {} already exists", opts.dev_id), EEXIST);
   if (rc < 0) throw_errno(rc, "ADD_DEV (queues {}, depth {}, max io {})", opts.nr_queues, opts.queue_depth,
                           opts.max_io_bytes);
   log::ctrl()->debug("added ublk device {} (flags {:#x})", info.dev_id, info.flags);
+  if (batch_asked && !(info.flags & kFBatchIo)) {
+    // The driver may drop a flag it cannot combine; per-tag commands then serve the device.
+    log::ctrl()->info("device {}: the driver did not grant BATCH_IO; using per-request commands", info.dev_id);
+    if (opts.batch_io == BatchIoMode::kOn) {
+      uint32_t id = info.dev_id;
+      ctrl.del_dev(id);
+      throw_setup("the driver did not grant BATCH_IO for device {}", id);
+    }
+  }
   if (info.nr_hw_queues != opts.nr_queues || info.queue_depth != opts.queue_depth) {
     uint32_t id = info.dev_id;
     ctrl.del_dev(id);
@@ -226,7 +243,10 @@ std::string ServedDevice::stats_json() const {
                         {"busy_polls", c.busy_polls.get()},
                         {"idle_polls", c.idle_polls.get()},
                         {"max_inflight", c.max_inflight.get()},
-                        {"max_batch", c.max_batch.get()}};
+                        {"max_batch", c.max_batch.get()},
+                        {"commit_cmds", c.commit_cmds.get()},
+                        {"fetch_cqes", c.fetch_cqes.get()},
+                        {"fetch_rearms", c.fetch_rearms.get()}};
     j["target"] = nlohmann::json::parse(loops_[q]->target_stats_json(), nullptr, false);
     arr.push_back(std::move(j));
   }

@@ -29,6 +29,12 @@ inline constexpr uint32_t kIoFetchReq = 0x20;
 inline constexpr uint32_t kIoCommitAndFetchReq = 0x21;
 inline constexpr uint32_t kIoNeedGetData = 0x22;
 
+// Batch IO commands (UBLK_F_BATCH_IO, 7.0+; ioctl-encoded only): per-queue arrays instead of
+// one FETCH / COMMIT_AND_FETCH per tag.
+inline constexpr uint32_t kIoPrepIoCmds = 0x25;    // once per tag at start: its buffer, "ready"
+inline constexpr uint32_t kIoCommitIoCmds = 0x26;  // results of many tags in one command
+inline constexpr uint32_t kIoFetchIoCmds = 0x27;   // multishot: arrays of u16 tags, provided buffers
+
 // IO command results.
 inline constexpr int kIoResOk = 0;
 inline constexpr int kIoResNeedGetData = 1;
@@ -125,6 +131,28 @@ struct IoCmd {  // struct ublksrv_io_cmd, shipped in sqe->cmd
 };
 static_assert(sizeof(IoCmd) == 16);
 
+struct BatchIoCmd {  // struct ublk_batch_io, shipped in sqe->cmd
+  uint16_t q_id;
+  uint16_t flags;  // kBatchF*; 0 for FETCH_IO_CMDS
+  uint16_t nr_elem;
+  uint8_t elem_bytes;
+  uint8_t reserved;
+  uint64_t reserved2;
+};
+static_assert(sizeof(BatchIoCmd) == 16);
+inline constexpr uint16_t kBatchFHasBufAddr = 1u << 1;  // each element carries the tag's buffer
+
+// One element of PREP_IO_CMDS / COMMIT_IO_CMDS with kBatchFHasBufAddr (struct ublk_elem_header
+// followed by the buffer address: copy mode, where the driver copies to and from our buffer).
+struct BatchElem {
+  uint16_t tag;
+  uint16_t buf_index;  // only with AUTO_BUF_REG (unused)
+  int32_t result;      // COMMIT only: bytes or -errno
+  uint64_t buf_addr;
+};
+static_assert(sizeof(BatchElem) == 16);
+inline constexpr unsigned kBatchMaxTagsPerCqe = 128;  // the driver posts at most this many tags at once
+
 inline constexpr uint32_t kAttrReadOnly = 1u << 0;
 inline constexpr uint32_t kAttrRotational = 1u << 1;
 inline constexpr uint32_t kAttrVolatileCache = 1u << 2;
@@ -181,5 +209,7 @@ constexpr uint32_t ioctl_ctrl_op(uint32_t nr, bool read_only) {
   return read_only ? _IOR('u', nr, CtrlCmd) : _IOWR('u', nr, CtrlCmd);
 }
 constexpr uint32_t ioctl_io_op(uint32_t nr) { return _IOWR('u', nr, IoCmd); }
+constexpr uint32_t ioctl_batch_op(uint32_t nr) { return _IOWR('u', nr, BatchIoCmd); }
+static_assert(ioctl_batch_op(kIoFetchIoCmds) == 0xc0107527u);
 
 }  // namespace ublkrdma::ublk

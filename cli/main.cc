@@ -270,7 +270,7 @@ int run(int argc, char** argv) {
       ->check(CLI::Range(100, 3600000));
   add_cmd->add_option("--push-max", add.push_max,
                       "rdma: largest WRITE whose data we put into the server's memory ourselves (RDMA WRITE, "
-                      "where a ram export offers it); larger ones the server fetches (RDMA READ); 0 = never")
+                      "where the export offers it); larger ones the server fetches (RDMA READ); 0 = never")
       ->capture_default_str();
 
   int del_id = -1;

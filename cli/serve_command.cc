@@ -64,8 +64,8 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
       ->check(CLI::Range(0, 1000000))
       ->capture_default_str();
   cmd.add_flag("--no-push-writes", a.no_push_writes,
-               "Never let clients put WRITE data into a ram export's memory by RDMA WRITE; fetch it "
-               "with RDMA READ instead");
+               "Never let clients put WRITE data into the server's memory by RDMA WRITE (a ram export, "
+               "or a file/null export's buffer slots); fetch it with RDMA READ instead");
   cmd.add_option_function<std::string>(
          "--max-buffer-memory",
          [&a](const std::string& s) {

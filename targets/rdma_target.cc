@@ -293,6 +293,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
         {"read_imm", read_imm_},
         {"batch", batch_},
         {"push_writes", push_writes_},
+        {"push_slots", link_.accepted.push_slots()},
     };
     return j.dump();
   }
@@ -363,7 +364,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
       wr.num_sge = 1;
       wr.wr_id = WorkId{WorkKind::kRdmaWrite, queue_id_, tag, t.op, t.generation}.encode();
       wr.opcode = IBV_WR_RDMA_WRITE;
-      wr.wr.rdma.remote_addr = link_.accepted.push_addr + t.offset;
+      wr.wr.rdma.remote_addr = link_.accepted.push_target(tag, t.offset);
       wr.wr.rdma.rkey = link_.accepted.push_rkey;
       wr.next = &send_wrs_[w + 1];
       ++since_signal_;
@@ -680,7 +681,8 @@ QueueLink connect_queue(const RdmaTargetOptions& o, uint16_t queue_id, uint64_t 
   req.queue_depth = o.queue_depth;
   req.max_io_bytes = o.max_io_bytes;
   req.session_id = session_id;
-  req.flags = wire::kConnectReadImm | wire::kConnectBatch | (o.push_max_bytes ? wire::kConnectPushWrites : 0);
+  req.flags = wire::kConnectReadImm | wire::kConnectBatch |
+              (o.push_max_bytes ? wire::kConnectPushWrites | wire::kConnectPushSlots : 0);
   if (!req.set_name(o.export_name))
     throw SetupError(fmt::format("export name '{}' is invalid: use 1..32 of [A-Za-z0-9._-]", o.export_name), EINVAL);
   auto pdata = wire::encode(req);
@@ -728,7 +730,8 @@ QueueLink connect_queue(const RdmaTargetOptions& o, uint16_t queue_id, uint64_t 
                                  wire::decode_error_text(d.error)),
                      EPROTO);
   link.accepted = d.value;
-  if (link.accepted.push_writes() && !(req.flags & wire::kConnectPushWrites))
+  if ((link.accepted.push_writes() && !(req.flags & wire::kConnectPushWrites)) ||
+      (link.accepted.push_slots() && !(req.flags & wire::kConnectPushSlots)))
     throw SetupError(fmt::format("server {}:{} granted PUSH_WRITES, which this client did not ask for", o.traddr,
                                  o.trsvcid),
                      EPROTO);

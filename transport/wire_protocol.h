@@ -1,5 +1,5 @@
 #pragma once
-// The ublk-rdma wire protocol, version 4 (speaks 1 to 3 too). docs/protocol.md is its one description; this file
+// The ublk-rdma wire protocol, version 5 (speaks 1 to 4 too). docs/protocol.md is its one description; this file
 // is its one implementation. Every message is little endian at fixed offsets, encoded and
 // decoded byte by byte (no struct overlay, so host endianness and padding never leak onto the
 // wire), and every decoder validates magic, version, opcode, flags and reserved fields.
@@ -23,7 +23,7 @@ namespace ublkrdma::wire {
 
 inline constexpr uint16_t kDefaultPort = 18520;
 inline constexpr uint32_t kMagic = 0x4d445255;  // bytes "URDM" on the wire
-inline constexpr uint16_t kVersion = 4;
+inline constexpr uint16_t kVersion = 5;
 inline constexpr uint16_t kMinVersion = 1;
 
 inline constexpr size_t kConnectRequestSize = 56;
@@ -52,14 +52,15 @@ constexpr bool is_known_opcode(uint8_t op) { return op <= 3 || op == 5; }
 
 // Command flags.
 inline constexpr uint8_t kCmdFlagFua = 1u << 0;     // WRITE: durable before the response
-inline constexpr uint8_t kCmdFlagPushed = 1u << 1;  // WRITE (v4, PUSH_WRITES): the data is already in the export
+inline constexpr uint8_t kCmdFlagPushed = 1u << 1;  // WRITE (v4, PUSH_WRITES): the data is already there
 inline constexpr uint8_t kCmdFlagsKnown = kCmdFlagFua | kCmdFlagPushed;
 
 // ConnectRequest::flags (v2; v1 has none).
 inline constexpr uint16_t kConnectReadImm = 1u << 0;  // the client takes ReadDone immediates
 inline constexpr uint16_t kConnectBatch = 1u << 1;    // v3: batched commands and responses
 inline constexpr uint16_t kConnectPushWrites = 1u << 2;  // v4: the client can RDMA WRITE its WRITEs' data
-inline constexpr uint16_t kConnectFlagsKnown = kConnectReadImm | kConnectBatch | kConnectPushWrites;
+inline constexpr uint16_t kConnectPushSlots = 1u << 3;   // v5: ... also into per-tag slots (PUSH_SLOTS)
+inline constexpr uint16_t kConnectFlagsKnown = kConnectReadImm | kConnectBatch | kConnectPushWrites | kConnectPushSlots;
 
 // AcceptData::features (v2): what the server will do on this connection; only what was asked.
 inline constexpr uint16_t kFeatureReadImm = 1u << 0;  // successful READs complete as ReadDone
@@ -67,15 +68,21 @@ inline constexpr uint16_t kFeatureBatch = 1u << 1;    // v3: SENDs may carry sev
 // v4: the client puts a WRITE's data straight into the export's memory (RDMA WRITE to push_addr
 // + offset under push_rkey) before it sends the command: ram exports only, never read-only.
 inline constexpr uint16_t kFeaturePushWrites = 1u << 2;
-inline constexpr uint16_t kFeaturesKnown = kFeatureReadImm | kFeatureBatch | kFeaturePushWrites;
+// v5, only with kFeaturePushWrites: the window is not the export but the connection's buffer
+// pool, one slot of max_io_bytes per tag; a WRITE's data goes to push_addr + tag * max_io_bytes
+// (exports the server serves through a buffer pool: file, null).
+inline constexpr uint16_t kFeaturePushSlots = 1u << 3;
+inline constexpr uint16_t kFeaturesKnown = kFeatureReadImm | kFeatureBatch | kFeaturePushWrites | kFeaturePushSlots;
 
 // The flags / features each version defines (the same bits for both).
 static_assert(kConnectReadImm == kFeatureReadImm && kConnectBatch == kFeatureBatch &&
-              kConnectPushWrites == kFeaturePushWrites && kConnectFlagsKnown == kFeaturesKnown);
+              kConnectPushWrites == kFeaturePushWrites && kConnectPushSlots == kFeaturePushSlots &&
+              kConnectFlagsKnown == kFeaturesKnown);
 constexpr uint16_t flags_known_in(uint16_t version) {
   return version <= 1   ? 0
          : version == 2 ? kConnectReadImm
          : version == 3 ? uint16_t(kConnectReadImm | kConnectBatch)
+         : version == 4 ? uint16_t(kConnectReadImm | kConnectBatch | kConnectPushWrites)
                         : kConnectFlagsKnown;
 }
 
@@ -270,9 +277,10 @@ constexpr Decoded<ConnectRequest> decode_connect_request(std::span<const uint8_t
 // 24     4    export_flags (kExport* bits)
 // 28     2    features (kFeature* bits; v2, reserved (0) in v1)
 // 30     2    reserved (0)
-// 32     4    push_rkey (with kFeaturePushWrites: the rkey of the export's memory; else 0)
+// 32     4    push_rkey (with kFeaturePushWrites: the rkey of the push window; else 0)
 // 36     4    reserved (0)
-// 40     8    push_addr (with kFeaturePushWrites: the address of the export's byte 0; else 0)
+// 40     8    push_addr (with kFeaturePushWrites: the address of the export's byte 0, or with
+//             kFeaturePushSlots of tag 0's slot; else 0)
 struct AcceptData {
   uint16_t version = kVersion;
   uint64_t export_size = 0;
@@ -287,6 +295,11 @@ struct AcceptData {
   constexpr bool read_imm() const { return features & kFeatureReadImm; }
   constexpr bool batch() const { return features & kFeatureBatch; }
   constexpr bool push_writes() const { return features & kFeaturePushWrites; }
+  constexpr bool push_slots() const { return features & kFeaturePushSlots; }
+  // Where a pushed WRITE's data goes (push_writes() only).
+  constexpr uint64_t push_target(uint16_t tag, uint64_t offset) const {
+    return push_slots() ? push_addr + uint64_t(tag) * max_io_bytes : push_addr + offset;
+  }
   constexpr bool read_only() const { return export_flags & kExportReadOnly; }
   constexpr bool flush() const { return export_flags & kExportFlush; }
   constexpr bool fua() const { return export_flags & kExportFua; }
@@ -334,6 +347,7 @@ constexpr Decoded<AcceptData> decode_accept_data(std::span<const uint8_t> b) {
   if (!a.push_writes() && (a.push_rkey != 0 || a.push_addr != 0)) return {a, DecodeError::kReservedNonZero};
   if (a.export_flags & ~kExportFlagsKnown) return {a, DecodeError::kBadFlags};
   if (a.push_writes() && (a.push_addr == 0 || (a.export_flags & kExportReadOnly))) return {a, DecodeError::kBadParams};
+  if (a.push_slots() && !a.push_writes()) return {a, DecodeError::kBadFlags};
   if (a.block_shift < 9 || a.block_shift > 12 || a.queue_depth == 0 || a.max_io_bytes == 0 ||
       (a.export_size & ((uint64_t(1) << a.block_shift) - 1)) != 0)
     return {a, DecodeError::kBadParams};

@@ -77,11 +77,16 @@ Negotiation negotiate(std::span<const uint8_t> private_data, const sockaddr* pee
   uint16_t offered = r.flags & wire::flags_known_in(n.accept.version);
   if (offered & wire::kConnectReadImm) n.accept.features |= wire::kFeatureReadImm;
   if (offered & wire::kConnectBatch) n.accept.features |= wire::kFeatureBatch;
-  // The export's memory opens to the client's RDMA WRITEs only where there is memory to open and
-  // the client may write it anyway. The window itself (rkey, address) is filled in after the
-  // connection has registered that memory.
-  if ((offered & wire::kConnectPushWrites) && limits.push_writes && info.direct_memory && !info.read_only)
-    n.accept.features |= wire::kFeaturePushWrites;
+  // Memory opens to the client's RDMA WRITEs only where the client may write anyway: the export's
+  // own memory (ram), or (v5, PUSH_SLOTS) this connection's buffer pool, one slot per tag, which
+  // holds nothing but this client's own data in flight. The window itself (rkey, address) is
+  // filled in after the connection has registered that memory.
+  if ((offered & wire::kConnectPushWrites) && limits.push_writes && !info.read_only) {
+    if (info.direct_memory)
+      n.accept.features |= wire::kFeaturePushWrites;
+    else if (offered & wire::kConnectPushSlots)
+      n.accept.features |= wire::kFeaturePushWrites | wire::kFeaturePushSlots;
+  }
   return n;
 }
 

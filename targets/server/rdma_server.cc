@@ -113,7 +113,7 @@ class ServerConnection {
                    const wire::AcceptData& acc, uint8_t max_reads, uint16_t queue_id, const ServerOptions& opts)
       : export_name_(std::move(export_name)), queue_id_(queue_id), peer_(conn->peer_address()), backend_(backend),
         depth_(acc.queue_depth), max_io_(acc.max_io_bytes), max_reads_(max_reads), read_imm_(acc.read_imm()),
-        batch_(acc.batch()), push_writes_(acc.push_writes()), recv_slot_bytes_(batch_ ? wire::kMaxBatch * wire::kCommandSize : kMsgSlot),
+        batch_(acc.batch()), push_writes_(acc.push_writes()), push_slots_(acc.push_slots()), recv_slot_bytes_(batch_ ? wire::kMaxBatch * wire::kCommandSize : kMsgSlot),
         spin_(opts.spin), serial_spin_(std::max(opts.spin, opts.serial_spin)),
         conn_(std::move(conn)) {
     limits_ = CommandLimits{backend.size(), backend.block_size(), backend.read_only(), backend.supported_ops(),
@@ -130,10 +130,11 @@ class ServerConnection {
   }
 
   // On the listener thread, before accepting: buffers, MRs, backend queue, receives.
-  // With PUSH_WRITES, the window the ACCEPT grants: the export's memory (after setup()).
+  // With PUSH_WRITES, the window the ACCEPT grants (after setup()): the export's memory, or with
+  // PUSH_SLOTS this connection's buffer pool (tag t's slot at t * max_io).
   void fill_push_window(wire::AcceptData& a) const {
     a.push_rkey = data_mr_->rkey;
-    a.push_addr = reinterpret_cast<uint64_t>(direct_.data());
+    a.push_addr = push_slots_ ? reinterpret_cast<uint64_t>(pool_.get()) : reinterpret_cast<uint64_t>(direct_.data());
   }
 
   void setup() {
@@ -151,9 +152,12 @@ class ServerConnection {
                                         fmt::format("export '{}' memory", export_name_));
       registered = direct;
     } else {
-      if (push_writes_) throw_setup("PUSH_WRITES needs an export served from memory");
+      if (push_writes_ && !push_slots_) throw_setup("PUSH_WRITES into the export needs an export served from memory");
+      // With PUSH_SLOTS the client's RDMA WRITEs land in its tags' slots: this pool is the
+      // connection's own, and holds nothing but that client's data in flight.
       pool_ = MappedRegion::anonymous(size_t(depth_) * max_io_, true);
-      data_mr_ = conn_->register_memory(pool_.get(), pool_.size(), IBV_ACCESS_LOCAL_WRITE, "buffer pool");
+      int access = IBV_ACCESS_LOCAL_WRITE | (push_slots_ ? IBV_ACCESS_REMOTE_WRITE : 0);
+      data_mr_ = conn_->register_memory(pool_.get(), pool_.size(), access, "buffer pool");
       registered = pool_.bytes();
       pool_bytes_ = pool_.size();
     }
@@ -201,6 +205,7 @@ class ServerConnection {
     j["read_imm"] = read_imm_;
     j["batch"] = batch_;
     j["push_writes"] = push_writes_;
+    j["push_slots"] = push_slots_;
     return j;
   }
 
@@ -484,6 +489,11 @@ class ServerConnection {
         return submit_backend(t);
       case wire::Opcode::kWrite:
         c_.writes.add_st();
+        if (cmd.flags & wire::kCmdFlagPushed) {  // PUSH_SLOTS: the data is in the tag's slot already
+          c_.pushed_writes.add_st();
+          c_.rdma_bytes.add_st(cmd.length);
+          return submit_backend(t);
+        }
         t.state = TagState::kWaitReadCredit;
         if (reads_outstanding_ < max_reads_) return post_rdma_read(t);
         read_wait_[read_wait_len_++] = cmd.tag;  // at most depth entries: one per tag
@@ -833,6 +843,7 @@ class ServerConnection {
   const bool read_imm_;  // successful READs complete as RDMA WRITE WITH IMMEDIATE (no SEND)
   const bool batch_;     // SENDs carry up to kMaxBatch commands / responses
   const bool push_writes_;  // the client RDMA WRITEs WRITE data into the export (PUSH_WRITES)
+  const bool push_slots_;   // ... into this connection's buffer pool, a slot per tag (PUSH_SLOTS)
   const size_t recv_slot_bytes_;
   const std::chrono::microseconds spin_;
   const std::chrono::microseconds serial_spin_;  // >= spin_

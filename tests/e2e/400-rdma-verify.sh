@@ -3,7 +3,8 @@
 # errors, 256 MiB per export on 2 queues, on a ram and a file export of one server. Afterwards
 # the data is still there: read back through a new connection (ram) and straight from the
 # server's backing file (file). WRITEs of up to 16 KiB to the ram export go by the client's RDMA
-# WRITE into the export (PUSH_WRITES, the default), larger ones the server fetches; another ram
+# WRITE into the export (PUSH_WRITES, the default), larger ones the server fetches; to the file
+# export the small ones go into the tag's slot of the server's buffer pool (PUSH_SLOTS); another ram
 # export is verified with it switched off at the client (add --push-max 0: the server RDMA READs
 # every WRITE into the export and answers with a fenced SEND), and one more on a second server
 # that refuses it (serve --no-push-writes).
@@ -44,8 +45,11 @@ for export in vol0 f; do
   [[ $errs == 0 ]] || fail "device $id counted $errs IO errors"
 done
 
-jq -e 'all(.queues[].stats.target; .push_writes and .pushed_writes > 0)' <(ublk_json 0) >/dev/null ||
-  fail "device 0 (ram export, defaults) did not push its WRITEs"
+jq -e 'all(.queues[].stats.target; .push_writes and .push_slots == false and .pushed_writes > 0)' <(ublk_json 0) \
+  >/dev/null || fail "device 0 (ram export, defaults) did not push its WRITEs into the export"
+jq -e 'all(.queues[].stats.target; .push_writes and .push_slots and .pushed_writes > 0 and .errors == 0)' \
+  <(ublk_json 1) >/dev/null || fail "device 1 (file export, defaults) did not push its WRITEs into slots: $(
+    ublk_json 1 | jq -c '[.queues[].stats.target | {push_writes, push_slots, pushed_writes, errors}]')"
 
 log "ram export, WRITE data fetched by the server (add --push-max 0)"
 rdma_add 2 vol1 -q 2 -d 64 --push-max 0

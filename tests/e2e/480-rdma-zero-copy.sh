@@ -9,8 +9,8 @@
 # fewer SENDs than messages went each way, and every command got exactly one answer. WRITEs to
 # the ram export of up to 16 KiB travel as the client's RDMA WRITE into the export (protocol v4's
 # PUSH_WRITES), larger ones as the server's RDMA READ: both queues negotiated it and used both
-# ways, and pushed as many as the server answered as pushed; the file export does not offer it
-# (the server RDMA READs every WRITE from the client's buffer). On a ram
+# ways, and pushed as many as the server answered as pushed. The file export offers the same into
+# its buffer pool's per-tag slots (protocol v5's PUSH_SLOTS), the ram export never does. On a ram
 # and a file export.
 . "$(dirname "$0")/lib.sh"
 require_ublk
@@ -53,11 +53,12 @@ zero_copy() {
       and .answers + .read_done_imm == .commands)' >/dev/null ||
     fail "$export: a queue did not batch its commands, or a command did not get exactly one answer: $(
       ublk_json "$id" | jq -c '[.queues[].stats.target | {batch, commands, command_sends, answers, read_done_imm}]')"
-  push=$([[ $export == vol0 ]] && echo true || echo false)
-  ublk_json "$id" | jq -e --argjson p "$push" 'all(.queues[].stats.target; .push_writes == $p
-      and (.pushed_writes > 0) == $p)' >/dev/null ||
-    fail "$export: PUSH_WRITES should be $push on both queues: $(
-      ublk_json "$id" | jq -c '[.queues[].stats.target | {push_writes, pushed_writes}]')"
+  push=true
+  slots=$([[ $export == f ]] && echo true || echo false)
+  ublk_json "$id" | jq -e --argjson p "$push" --argjson s "$slots" 'all(.queues[].stats.target; .push_writes == $p
+      and .push_slots == $s and (.pushed_writes > 0) == $p)' >/dev/null ||
+    fail "$export: PUSH_WRITES should be $push (PUSH_SLOTS $slots) on both queues: $(
+      ublk_json "$id" | jq -c '[.queues[].stats.target | {push_writes, push_slots, pushed_writes}]')"
   pushed=$(ublk_json "$id" | jq '[.queues[].stats.target.pushed_writes] | add')
   imm=$(ublk_json "$id" | jq '[.queues[].stats.target.read_done_imm] | add')
   after=$(ublk_json "$id" | jq '[.queues[].stats.target.rdma_bytes] | add')
@@ -69,12 +70,14 @@ zero_copy() {
       | {connections: length, rdma_bytes: (map(.rdma_bytes) | add), copied_bytes: (map(.copied_bytes) | add),
          read_imm: all(.read_imm), read_done_imm: (map(.read_done_imm) | add), batch: all(.batch),
          responses: (map(.commands - .read_done_imm) | add), answer_sends: (map(.answer_sends) | add),
-         push_writes: all(.push_writes), writes: (map(.writes) | add), pushed_writes: (map(.pushed_writes) | add)}')
+         push_writes: all(.push_writes), push_slots: all(.push_slots), writes: (map(.writes) | add),
+         pushed_writes: (map(.pushed_writes) | add)}')
   log "  server: $srv"
   jq -e --argjson a "$after" --argjson i "$imm" '.connections == 2 and .copied_bytes == 0 and .rdma_bytes == $a
       and .read_imm and .read_done_imm == $i and .batch and .answer_sends < .responses' <<<"$srv" >/dev/null ||
     fail "$export: the server's counters do not match the client's (rdma_bytes $after, copied 0, 2 connections, read_done_imm $imm, batched answers)"
-  jq -e --argjson p "$push" --argjson n "$pushed" '.push_writes == $p and .pushed_writes == $n
+  jq -e --argjson p "$push" --argjson s "$slots" --argjson n "$pushed" '.push_writes == $p and .push_slots == $s
+      and .pushed_writes == $n
       and (if $p then .pushed_writes < .writes else .pushed_writes == 0 end)' <<<"$srv" >/dev/null ||
     fail "$export: the server's PUSH_WRITES counters do not match the client's ($pushed pushed WRITEs, push $push)"
   must "$UBLK" del -n "$id"

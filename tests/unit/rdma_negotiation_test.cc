@@ -21,6 +21,7 @@ struct Fixture {
                   true};
   ExportInfo file4k{1ull << 30, 4096, false, kSupportsFlush, false};
   ExportInfo ro{1ull << 20, 512, true, kSupportsFlush | kSupportsDiscard | kSupportsWriteZeroes, true};
+  ExportInfo rofile{1ull << 20, 512, true, kSupportsFlush, false};
   ServerLimits limits;
   std::vector<Cidr> allow;
 
@@ -29,6 +30,7 @@ struct Fixture {
       if (name == "vol0") return info = vol0, 0;
       if (name == "file4k") return info = file4k, 1;
       if (name == "ro") return info = ro, 2;
+      if (name == "rofile") return info = rofile, 3;
       return -1;
     };
   }
@@ -195,6 +197,11 @@ TEST(RdmaNegotiation, NewerClientGetsOurVersion) {
   ASSERT_TRUE(n.accepted);
   EXPECT_EQ(n.accept.version, wire::kVersion);
   EXPECT_EQ(n.accept.features, wire::kFeatureReadImm | wire::kFeatureBatch | wire::kFeaturePushWrites);
+  r = request("file4k");
+  r.version = 9;
+  r.flags = 0xffff;
+  EXPECT_EQ(f.run(r).accept.features,
+            wire::kFeatureReadImm | wire::kFeatureBatch | wire::kFeaturePushWrites | wire::kFeaturePushSlots);
 }
 
 // The export's memory opens to the client's RDMA WRITEs only when asked, only for an export served
@@ -212,14 +219,35 @@ TEST(RdmaNegotiation, PushWritesOnlyIntoWritableMemory) {
   r.flags = 0;  // not asked
   EXPECT_FALSE(f.run(r).accept.push_writes());
 
-  r = request("file4k");  // a buffer pool, no export memory
+  r = request("file4k");  // a buffer pool, no export memory: only into its slots, if the client knows them
   r.flags = wire::kConnectPushWrites;
   n = f.run(r);
   ASSERT_TRUE(n.accepted) << n.reason;
   EXPECT_FALSE(n.accept.push_writes());
+  r.flags = wire::kConnectPushWrites | wire::kConnectPushSlots;
+  n = f.run(r);
+  ASSERT_TRUE(n.accepted) << n.reason;
+  EXPECT_TRUE(n.accept.push_writes());
+  EXPECT_TRUE(n.accept.push_slots());
+  r.version = 4;  // a v4 client does not know slots (a v5 one that sets the flag alone gets nothing)
+  r.flags = wire::kConnectPushWrites;
+  EXPECT_FALSE(f.run(r).accept.push_writes());
+  r.version = wire::kVersion;
+  r.flags = wire::kConnectPushSlots;
+  EXPECT_FALSE(f.run(r).accept.push_writes());
+
+  r = request("vol0");  // export memory: never slots, even when the client knows them
+  r.flags = wire::kConnectPushWrites | wire::kConnectPushSlots;
+  n = f.run(r);
+  EXPECT_TRUE(n.accept.push_writes());
+  EXPECT_FALSE(n.accept.push_slots());
 
   r = request("ro");  // read-only memory
-  r.flags = wire::kConnectPushWrites;
+  r.flags = wire::kConnectPushWrites | wire::kConnectPushSlots;
+  n = f.run(r);
+  ASSERT_TRUE(n.accepted) << n.reason;
+  EXPECT_FALSE(n.accept.push_writes());
+  r = request("rofile");  // a read-only export's buffer pool: no slots either
   n = f.run(r);
   ASSERT_TRUE(n.accepted) << n.reason;
   EXPECT_FALSE(n.accept.push_writes());
@@ -231,6 +259,9 @@ TEST(RdmaNegotiation, PushWritesOnlyIntoWritableMemory) {
   ASSERT_TRUE(n.accepted) << n.reason;
   EXPECT_FALSE(n.accept.push_writes());
   EXPECT_TRUE(n.accept.batch());
+  r = request("file4k");
+  r.flags = wire::kConnectPushWrites | wire::kConnectPushSlots;
+  EXPECT_FALSE(f.run(r).accept.push_writes());
 
   f.limits.push_writes = true;
   r.version = 3;  // a v3 client cannot ask for it: its flag is unknown there

@@ -29,7 +29,7 @@ TEST(WireProtocol, ConnectRequestRoundTripAndLayout) {
   EXPECT_EQ(b[1], 'R');
   EXPECT_EQ(b[2], 'D');
   EXPECT_EQ(b[3], 'M');
-  EXPECT_EQ(b[4], 4);  // version
+  EXPECT_EQ(b[4], 5);  // version
   EXPECT_EQ(b[5], 0);
   EXPECT_EQ(b[6], 0);  // flags
   EXPECT_EQ(b[8], 3);     // queue id
@@ -75,7 +75,7 @@ TEST(WireProtocol, ConnectRequestMalformed) {
   EXPECT_EQ(decode_connect_request({}).error, DecodeError::kTooShort);
   EXPECT_EQ(with(0, 'X'), DecodeError::kBadMagic);
   EXPECT_EQ(with(4, 0), DecodeError::kBadVersion);  // version 0
-  EXPECT_EQ(with(6, 8), DecodeError::kBadFlags);    // a flag v4 does not know
+  EXPECT_EQ(with(6, 16), DecodeError::kBadFlags);   // a flag v5 does not know
   {
     auto b = good;
     b[4] = 3;  // v3 knows READ_IMM and BATCH, not PUSH_WRITES
@@ -85,6 +85,10 @@ TEST(WireProtocol, ConnectRequestMalformed) {
     EXPECT_TRUE(decode_connect_request(b).ok());  // a v3 client still decodes
     b[4] = 4;
     b[6] = kConnectReadImm | kConnectBatch | kConnectPushWrites;
+    EXPECT_TRUE(decode_connect_request(b).ok());
+    b[6] |= kConnectPushSlots;  // PUSH_SLOTS is v5's
+    EXPECT_EQ(decode_connect_request(b).error, DecodeError::kBadFlags);
+    b[4] = 5;
     EXPECT_TRUE(decode_connect_request(b).ok());
   }
   {
@@ -199,6 +203,25 @@ TEST(WireProtocol, AcceptPushWindow) {
     noaddr.push_addr = 0;
     EXPECT_EQ(decode_accept_data(encode(noaddr)).error, DecodeError::kBadParams);
   }
+  // Export-addressed window: the data of a WRITE at `offset` goes to push_addr + offset.
+  EXPECT_EQ(d.value.push_target(5, 8192), 0x7f0012345000ull + 8192);
+  {
+    // v5 PUSH_SLOTS: the window is the connection's buffer pool, one max_io_bytes slot per tag.
+    AcceptData s = a;
+    s.features |= kFeaturePushSlots;
+    auto sd = decode_accept_data(encode(s));
+    ASSERT_TRUE(sd.ok()) << decode_error_text(sd.error);
+    EXPECT_TRUE(sd.value.push_slots());
+    EXPECT_EQ(sd.value.push_target(5, 8192), 0x7f0012345000ull + 5 * 4096);
+    auto c = encode(s);
+    c[4] = 4;  // PUSH_SLOTS is v5's
+    EXPECT_EQ(decode_accept_data(c).error, DecodeError::kBadFlags);
+    AcceptData alone = s;  // slots without a window
+    alone.features = kFeaturePushSlots;
+    alone.push_rkey = 0;
+    alone.push_addr = 0;
+    EXPECT_EQ(decode_accept_data(encode(alone)).error, DecodeError::kBadFlags);
+  }
 }
 
 TEST(WireProtocol, AcceptMalformed) {
@@ -215,10 +238,10 @@ TEST(WireProtocol, AcceptMalformed) {
   EXPECT_EQ(decode_accept_data(std::span(good).first(47)).error, DecodeError::kTooShort);
   EXPECT_EQ(with(1, 0), DecodeError::kBadMagic);
   EXPECT_EQ(with(4, 0), DecodeError::kBadVersion);
-  EXPECT_EQ(with(4, 5), DecodeError::kBadVersion);  // newer than we speak: the server must not pick it
+  EXPECT_EQ(with(4, 6), DecodeError::kBadVersion);  // newer than we speak: the server must not pick it
   EXPECT_EQ(with(6, 1), DecodeError::kBadParams);   // status != ok inside an accept
   EXPECT_EQ(with(19, 1), DecodeError::kReservedNonZero);
-  EXPECT_EQ(with(28, 8), DecodeError::kBadFlags);  // a feature v4 does not know
+  EXPECT_EQ(with(28, 16), DecodeError::kBadFlags);  // a feature v5 does not know
   {
     auto b = good;
     b[28] = kFeatureReadImm | kFeatureBatch;

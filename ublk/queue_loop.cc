@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include "base/log.h"
@@ -26,7 +27,7 @@ size_t round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 // Batch IO: FETCH_IO_CMDS takes one of these buffers per completion it posts; each is recycled
 // as soon as its tags are taken. If all are out at once the command ends (-ENOBUFS) with the
 // undelivered tags kept by the driver, and is armed again.
-constexpr unsigned kFetchBufs = 16;
+constexpr uint16_t kFetchBufs = 16;
 constexpr unsigned kInitialCommitSlots = 4;
 
 unsigned ring_entries(uint16_t depth) {
@@ -75,22 +76,30 @@ void QueueLoop::setup_st() {
 }
 
 void QueueLoop::setup_batch_st() {
+  fetch_buf_count_ = kFetchBufs;
   fetch_buf_bytes_ = std::min<unsigned>(cfg_.depth, kBatchMaxTagsPerCqe) * sizeof(uint16_t);
-  const size_t ring_bytes = kFetchBufs * sizeof(io_uring_buf);
-  fetch_bufs_ = MappedRegion::anonymous(round_up(ring_bytes + kFetchBufs * fetch_buf_bytes_, page_size()), true);
+  if (std::getenv("UBLK_RDMA_TEST_SMALL_FETCH")) {
+    // Test hook: one buffer of two tags, so that the fetch command keeps running out of buffers
+    // and is armed again (what a very deep queue might meet) while IO flows.
+    fetch_buf_count_ = 1;
+    fetch_buf_bytes_ = 2 * sizeof(uint16_t);
+    log::ublk_io()->warn("queue {}: UBLK_RDMA_TEST_SMALL_FETCH: one fetch buffer of two tags", cfg_.queue_id);
+  }
+  const size_t ring_bytes = fetch_buf_count_ * sizeof(io_uring_buf);
+  fetch_bufs_ = MappedRegion::anonymous(round_up(ring_bytes + fetch_buf_count_ * fetch_buf_bytes_, page_size()), true);
   fetch_ring_ = static_cast<io_uring_buf_ring*>(fetch_bufs_.get());
   io_uring_buf_ring_init(fetch_ring_);
   io_uring_buf_reg reg;
   std::memset(&reg, 0, sizeof(reg));
   reg.ring_addr = reinterpret_cast<uint64_t>(fetch_ring_);
-  reg.ring_entries = kFetchBufs;
+  reg.ring_entries = fetch_buf_count_;
   reg.bgid = 0;
   if (int rc = io_uring_register_buf_ring(ring_.get(), &reg, 0); rc < 0)
     throw_errno(rc, "queue {}: registering the provided-buffer ring for FETCH_IO_CMDS", cfg_.queue_id);
-  for (unsigned i = 0; i < kFetchBufs; ++i)
+  for (unsigned i = 0; i < fetch_buf_count_; ++i)
     io_uring_buf_ring_add(fetch_ring_, fetch_buf(uint16_t(i)), fetch_buf_bytes_, uint16_t(i),
-                          io_uring_buf_ring_mask(kFetchBufs), int(i));
-  io_uring_buf_ring_advance(fetch_ring_, kFetchBufs);
+                          io_uring_buf_ring_mask(fetch_buf_count_), int(i));
+  io_uring_buf_ring_advance(fetch_ring_, fetch_buf_count_);
   for (unsigned i = 0; i < kInitialCommitSlots; ++i) {
     commit_slots_.push_back(std::make_unique<BatchElem[]>(cfg_.depth));
     free_commit_slots_.push_back(uint16_t(i));
@@ -98,7 +107,8 @@ void QueueLoop::setup_batch_st() {
 }
 
 std::byte* QueueLoop::fetch_buf(uint16_t bid) const {
-  return static_cast<std::byte*>(fetch_bufs_.get()) + kFetchBufs * sizeof(io_uring_buf) + size_t(bid) * fetch_buf_bytes_;
+  return static_cast<std::byte*>(fetch_bufs_.get()) + fetch_buf_count_ * sizeof(io_uring_buf) +
+         size_t(bid) * fetch_buf_bytes_;
 }
 
 void QueueLoop::run_st(std::unique_ptr<QueueTarget> target, const std::function<void()>& on_fetched) {
@@ -356,7 +366,7 @@ void QueueLoop::on_batch_fetch_st(const io_uring_cqe& cqe) {
   counters_.fetch_cqes.add_st();
   if (cqe.res > 0 && (cqe.flags & IORING_CQE_F_BUFFER)) {
     const uint16_t bid = uint16_t(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
-    if (bid < kFetchBufs) {
+    if (bid < fetch_buf_count_) {
       const auto* tags = reinterpret_cast<const uint16_t*>(fetch_buf(bid));
       const unsigned n = std::min<unsigned>(unsigned(cqe.res), fetch_buf_bytes_) / sizeof(uint16_t);
       for (unsigned i = 0; i < n; ++i) {
@@ -373,8 +383,9 @@ void QueueLoop::on_batch_fetch_st(const io_uring_cqe& cqe) {
   }
   if (cqe.flags & IORING_CQE_F_BUFFER) {  // taken (even for zero tags): give it back
     const uint16_t bid = uint16_t(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
-    if (bid < kFetchBufs) {
-      io_uring_buf_ring_add(fetch_ring_, fetch_buf(bid), fetch_buf_bytes_, bid, io_uring_buf_ring_mask(kFetchBufs), 0);
+    if (bid < fetch_buf_count_) {
+      io_uring_buf_ring_add(fetch_ring_, fetch_buf(bid), fetch_buf_bytes_, bid, io_uring_buf_ring_mask(fetch_buf_count_),
+                            0);
       io_uring_buf_ring_advance(fetch_ring_, 1);
     }
   }

@@ -110,6 +110,7 @@ class QueueLoop final : public QueueContext {
   bool cooperative_taskrun_ = false;  // ring set up with COOP_TASKRUN + TASKRUN_FLAG
   // Batch IO state
   io_uring_buf_ring* fetch_ring_ = nullptr;
+  uint16_t fetch_buf_count_ = 0;  // a power of two
   uint32_t fetch_buf_bytes_ = 0;
   bool fetch_armed_ = false;
   bool fetch_aborted_ = false;  // the driver ended FETCH_IO_CMDS for good: the queue is stopping

@@ -2,7 +2,9 @@
 # add --batch-io (UBLK_F_BATCH_IO, kernel 7.0+: one multishot FETCH_IO_CMDS delivers requests
 # in arrays of tags, one COMMIT_IO_CMDS per pass returns their results). Where the driver has it:
 # the device gets the flag; loop and rdma devices pass fio's crc32c write-verify at QD 1..64;
-# at QD 32 each fetch completion and each commit carries several requests; del under IO and a
+# at QD 32 each fetch completion and each commit carries several requests; with a single fetch
+# buffer of two tags (a test hook) the fetch command runs dry, is armed again and the data still
+# verifies; del under IO and a
 # killed daemon (then del) leave nothing behind. Where the driver lacks it (6.12): --batch-io on
 # is refused with a clear error and leaves no device, auto falls back to per-request commands.
 # e2e-timeout: 900
@@ -53,6 +55,15 @@ fio_run loop-qd32 --filename=/dev/ublkb0 --rw=randread --bs=4k --iodepth=32 --nu
 batched 0
 must "$UBLK" del -n 0
 wait_gone /dev/ublkb0
+
+log "loop with one fetch buffer of two tags (test hook): the fetch command keeps running dry and is armed again"
+UBLK_RDMA_TEST_SMALL_FETCH=1 ublk_add 4 -t loop -f "$img" -q 2 -d 64 --batch-io on
+fio_write_verify small-fetch /dev/ublkb4 96M
+log "  queues: $(ublk_json 4 | jq -c '[.queues[].stats | {ios, fetch_cqes, commit_cmds, fetch_rearms}]')"
+jq -e '[.queues[].stats.fetch_rearms] | add > 0' <(ublk_json 4) >/dev/null ||
+  fail "device 4's fetch command never ran out of buffers"
+must "$UBLK" del -n 4
+wait_gone /dev/ublkb4
 
 log "rdma (ram export): write-verify"
 setup_rxe

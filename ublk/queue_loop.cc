@@ -335,7 +335,6 @@ void QueueLoop::arm_batch_fetch_st() {
   BatchIoCmd cmd{cfg_.queue_id, 0, uint16_t(fetch_buf_bytes_ / sizeof(uint16_t)), uint8_t(sizeof(uint16_t)), 0, 0};
   std::memcpy(sqe->cmd, &cmd, sizeof(cmd));
   sqe->user_data = WorkId{WorkKind::kUblkCmd, cfg_.queue_id, 0, uint8_t(kIoFetchIoCmds), 0}.encode();
-  fetch_armed_ = true;
 }
 
 void QueueLoop::handle_batch_cqe_st(const io_uring_cqe& cqe, const WorkId& id) {
@@ -390,7 +389,6 @@ void QueueLoop::on_batch_fetch_st(const io_uring_cqe& cqe) {
     }
   }
   if (cqe.flags & IORING_CQE_F_MORE) return;
-  fetch_armed_ = false;
   if (cqe.res >= 0 || cqe.res == -ENOBUFS) {
     counters_.fetch_rearms.add_st();
     arm_batch_fetch_st();  // ended with its buffers all out (or the CQ full): the driver kept the tags

@@ -112,7 +112,6 @@ class QueueLoop final : public QueueContext {
   io_uring_buf_ring* fetch_ring_ = nullptr;
   uint16_t fetch_buf_count_ = 0;  // a power of two
   uint32_t fetch_buf_bytes_ = 0;
-  bool fetch_armed_ = false;
   bool fetch_aborted_ = false;  // the driver ended FETCH_IO_CMDS for good: the queue is stopping
   int commit_slot_ = -1;        // slot collecting this pass's completions (-1: none yet)
   uint16_t commit_len_ = 0;

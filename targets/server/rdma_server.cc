@@ -113,7 +113,8 @@ class ServerConnection {
                    const wire::AcceptData& acc, uint8_t max_reads, uint16_t queue_id, const ServerOptions& opts)
       : export_name_(std::move(export_name)), queue_id_(queue_id), peer_(conn->peer_address()), backend_(backend),
         depth_(acc.queue_depth), max_io_(acc.max_io_bytes), max_reads_(max_reads), read_imm_(acc.read_imm()),
-        batch_(acc.batch()), push_writes_(acc.push_writes()), push_slots_(acc.push_slots()), recv_slot_bytes_(batch_ ? wire::kMaxBatch * wire::kCommandSize : kMsgSlot),
+        batch_(acc.batch()), push_writes_(acc.push_writes()), push_slots_(acc.push_slots()),
+        recv_slot_bytes_(batch_ ? wire::kMaxBatch * wire::kCommandSize : kMsgSlot),
         spin_(opts.spin), serial_spin_(std::max(opts.spin, opts.serial_spin)),
         conn_(std::move(conn)) {
     limits_ = CommandLimits{backend.size(), backend.block_size(), backend.read_only(), backend.supported_ops(),
@@ -134,7 +135,7 @@ class ServerConnection {
   // PUSH_SLOTS this connection's buffer pool (tag t's slot at t * max_io).
   void fill_push_window(wire::AcceptData& a) const {
     a.push_rkey = data_mr_->rkey;
-    a.push_addr = push_slots_ ? reinterpret_cast<uint64_t>(pool_.get()) : reinterpret_cast<uint64_t>(direct_.data());
+    a.push_addr = reinterpret_cast<uint64_t>(push_slots_ ? pool_.get() : static_cast<void*>(direct_.data()));
   }
 
   void setup() {

@@ -292,13 +292,8 @@ void QueueLoop::prep_batch_st() {
   std::vector<BatchElem> elems(cfg_.depth);
   for (uint16_t tag = 0; tag < cfg_.depth; ++tag)
     elems[tag] = BatchElem{tag, 0, 0, reinterpret_cast<uint64_t>(io_buffer(tag))};
-  io_uring_sqe* sqe = get_sqe_st();
-  std::memset(sqe, 0, sizeof(*sqe));
-  sqe->opcode = IORING_OP_URING_CMD;
-  sqe->fd = cfg_.char_fd;
-  sqe->cmd_op = ioctl_batch_op(kIoPrepIoCmds);
   BatchIoCmd cmd{cfg_.queue_id, kBatchFHasBufAddr, cfg_.depth, uint8_t(sizeof(BatchElem)), 0, 0};
-  std::memcpy(sqe->cmd, &cmd, sizeof(cmd));
+  io_uring_sqe* sqe = uring_cmd_sqe_st(ioctl_batch_op(kIoPrepIoCmds), cmd);
   sqe->addr = reinterpret_cast<uint64_t>(elems.data());
   sqe->len = uint32_t(elems.size() * sizeof(BatchElem));
   const uint64_t prep_id = WorkId{WorkKind::kUblkCmd, cfg_.queue_id, 0, uint8_t(kIoPrepIoCmds), 0}.encode();
@@ -324,16 +319,11 @@ void QueueLoop::prep_batch_st() {
 
 // One multishot command delivers every request of the queue, in arrays of tags.
 void QueueLoop::arm_batch_fetch_st() {
-  io_uring_sqe* sqe = get_sqe_st();
-  std::memset(sqe, 0, sizeof(*sqe));
-  sqe->opcode = IORING_OP_URING_CMD;
-  sqe->fd = cfg_.char_fd;
-  sqe->cmd_op = ioctl_batch_op(kIoFetchIoCmds);
+  BatchIoCmd cmd{cfg_.queue_id, 0, uint16_t(fetch_buf_bytes_ / sizeof(uint16_t)), uint8_t(sizeof(uint16_t)), 0, 0};
+  io_uring_sqe* sqe = uring_cmd_sqe_st(ioctl_batch_op(kIoFetchIoCmds), cmd);
   sqe->uring_cmd_flags = IORING_URING_CMD_MULTISHOT;
   sqe->flags = IOSQE_BUFFER_SELECT;
   sqe->buf_group = 0;
-  BatchIoCmd cmd{cfg_.queue_id, 0, uint16_t(fetch_buf_bytes_ / sizeof(uint16_t)), uint8_t(sizeof(uint16_t)), 0, 0};
-  std::memcpy(sqe->cmd, &cmd, sizeof(cmd));
   sqe->user_data = WorkId{WorkKind::kUblkCmd, cfg_.queue_id, 0, uint8_t(kIoFetchIoCmds), 0}.encode();
 }
 
@@ -363,26 +353,16 @@ void QueueLoop::handle_batch_cqe_st(const io_uring_cqe& cqe, const WorkId& id) {
 
 void QueueLoop::on_batch_fetch_st(const io_uring_cqe& cqe) {
   counters_.fetch_cqes.add_st();
-  if (cqe.res > 0 && (cqe.flags & IORING_CQE_F_BUFFER)) {
+  if (cqe.flags & IORING_CQE_F_BUFFER) {
     const uint16_t bid = uint16_t(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
-    if (bid < fetch_buf_count_) {
-      const auto* tags = reinterpret_cast<const uint16_t*>(fetch_buf(bid));
-      const unsigned n = std::min<unsigned>(unsigned(cqe.res), fetch_buf_bytes_) / sizeof(uint16_t);
-      for (unsigned i = 0; i < n; ++i) {
-        if (tags[i] >= cfg_.depth) {
-          log::ublk_io()->error("queue {}: FETCH_IO_CMDS delivered tag {} beyond depth {}", cfg_.queue_id, tags[i],
-                                cfg_.depth);
-          continue;
-        }
-        take_request_st(tags[i]);
-      }
-    } else {
+    if (bid >= fetch_buf_count_) {
       log::ublk_io()->error("queue {}: FETCH_IO_CMDS used unknown buffer {}", cfg_.queue_id, bid);
-    }
-  }
-  if (cqe.flags & IORING_CQE_F_BUFFER) {  // taken (even for zero tags): give it back
-    const uint16_t bid = uint16_t(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
-    if (bid < fetch_buf_count_) {
+    } else {
+      // Tags out of range are refused (and logged) by take_request_st's state check.
+      const auto* tags = reinterpret_cast<const uint16_t*>(fetch_buf(bid));
+      const unsigned n = cqe.res > 0 ? std::min<unsigned>(unsigned(cqe.res), fetch_buf_bytes_) / sizeof(uint16_t) : 0;
+      for (unsigned i = 0; i < n; ++i) take_request_st(tags[i]);
+      // Taken (even for zero tags): give it back.
       io_uring_buf_ring_add(fetch_ring_, fetch_buf(bid), fetch_buf_bytes_, bid, io_uring_buf_ring_mask(fetch_buf_count_),
                             0);
       io_uring_buf_ring_advance(fetch_ring_, 1);
@@ -437,13 +417,8 @@ void QueueLoop::flush_batch_commits_st() {
     free_commit_slots_.push_back(slot);
     return;
   }
-  io_uring_sqe* sqe = get_sqe_st();
-  std::memset(sqe, 0, sizeof(*sqe));
-  sqe->opcode = IORING_OP_URING_CMD;
-  sqe->fd = cfg_.char_fd;
-  sqe->cmd_op = ioctl_batch_op(kIoCommitIoCmds);
   BatchIoCmd cmd{cfg_.queue_id, kBatchFHasBufAddr, n, uint8_t(sizeof(BatchElem)), 0, 0};
-  std::memcpy(sqe->cmd, &cmd, sizeof(cmd));
+  io_uring_sqe* sqe = uring_cmd_sqe_st(ioctl_batch_op(kIoCommitIoCmds), cmd);
   sqe->addr = reinterpret_cast<uint64_t>(commit_slots_[slot].get());
   sqe->len = uint32_t(n * sizeof(BatchElem));
   sqe->user_data = WorkId{WorkKind::kUblkCmd, cfg_.queue_id, slot, uint8_t(kIoCommitIoCmds), n}.encode();
@@ -458,15 +433,22 @@ bool QueueLoop::move_tag_st(uint16_t tag, TagState from, TagState to) {
   return false;
 }
 
-void QueueLoop::queue_io_cmd_st(uint32_t cmd_nr, uint16_t tag, int result) {
+// A URING_CMD SQE on the char device with `cmd` in its command area; the caller adds the rest.
+template <typename Cmd>
+io_uring_sqe* QueueLoop::uring_cmd_sqe_st(uint32_t cmd_op, const Cmd& cmd) {
+  static_assert(sizeof(Cmd) <= 16, "an IO command must fit a 64-byte SQE's command area");
   io_uring_sqe* sqe = get_sqe_st();
   std::memset(sqe, 0, sizeof(*sqe));
   sqe->opcode = IORING_OP_URING_CMD;
   sqe->fd = cfg_.char_fd;
-  sqe->cmd_op = cfg_.ioctl_encode ? ioctl_io_op(cmd_nr) : cmd_nr;
-  IoCmd cmd{cfg_.queue_id, tag, result, reinterpret_cast<uint64_t>(io_buffer(tag))};
-  static_assert(sizeof(IoCmd) <= 16, "IO command must fit a 64-byte SQE's command area");
+  sqe->cmd_op = cmd_op;
   std::memcpy(sqe->cmd, &cmd, sizeof(cmd));
+  return sqe;
+}
+
+void QueueLoop::queue_io_cmd_st(uint32_t cmd_nr, uint16_t tag, int result) {
+  IoCmd cmd{cfg_.queue_id, tag, result, reinterpret_cast<uint64_t>(io_buffer(tag))};
+  io_uring_sqe* sqe = uring_cmd_sqe_st(cfg_.ioctl_encode ? ioctl_io_op(cmd_nr) : cmd_nr, cmd);
   sqe->user_data = WorkId{WorkKind::kUblkCmd, cfg_.queue_id, tag, uint8_t(cmd_nr), 0}.encode();
   SPDLOG_LOGGER_TRACE(log::ublk_io(), "q{} tag {} {} result {}", cfg_.queue_id, tag, op_name(cmd_nr), result);
 }

@@ -70,6 +70,8 @@ class QueueLoop final : public QueueContext {
 
   void setup_st();
   void fetch_all_st();
+  template <typename Cmd>
+  io_uring_sqe* uring_cmd_sqe_st(uint32_t cmd_op, const Cmd& cmd);
   void queue_io_cmd_st(uint32_t cmd_nr, uint16_t tag, int result);
   void take_request_st(uint16_t tag);
   // Batch IO

@@ -10,12 +10,8 @@ del_under_io() {
   shift 2
   ublk_add "$id" "$@"
   pid=$(ublk_daemon_pid "$id")
-  out=$E2E_LOG_DIR/del-$what.fio
-  log "+ fio (background) on /dev/ublkb$id"
-  fio "${E2E_FIO_COMMON[@]}" --filename=/dev/ublkb"$id" --rw=randrw --bs=4k --iodepth=32 \
-    --numjobs=2 --runtime=120 --time_based --name=del-$what >"$out" 2>&1 &
-  fio_pid=$!
-  defer kill -9 "$fio_pid"
+  fio_background del-"$what" /dev/ublkb"$id" --bs=4k
+  out=$E2E_BG_FIO_OUT fio_pid=$E2E_BG_FIO_PID
   sleep 3
   kill -0 $fio_pid 2>/dev/null || fail "fio ended early: $(tail -n 5 "$out")"
   log "+ ublk-rdma del -n $id (fio running)"

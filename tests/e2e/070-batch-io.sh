@@ -79,11 +79,8 @@ wait_gone /dev/ublkb1
 log "del under IO (null)"
 ublk_add 2 -t null -q 2 --size 1G --batch-io on
 pid=$(ublk_daemon_pid 2)
-out=$E2E_LOG_DIR/del.fio
-fio "${E2E_FIO_COMMON[@]}" --filename=/dev/ublkb2 --rw=randrw --bs=4k --iodepth=32 --numjobs=2 \
-  --runtime=120 --time_based --name=del >"$out" 2>&1 &
-fio_pid=$!
-defer kill -9 "$fio_pid"
+fio_background del /dev/ublkb2 --bs=4k
+out=$E2E_BG_FIO_OUT fio_pid=$E2E_BG_FIO_PID
 nap 3
 kill -0 $fio_pid 2>/dev/null || fail "fio ended early: $(tail -n 5 "$out")"
 bounded 60 "$UBLK" del -n 2 || fail "del under IO failed or hung"
@@ -94,11 +91,8 @@ wait_pid_gone "$pid" 10
 log "daemon killed under IO (loop), then del"
 ublk_add 3 -t loop -f "$img" -q 2 -d 64 --batch-io on
 pid=$(ublk_daemon_pid 3)
-out=$E2E_LOG_DIR/kill.fio
-fio "${E2E_FIO_COMMON[@]}" --filename=/dev/ublkb3 --rw=randrw --bs=4k --iodepth=32 --numjobs=2 \
-  --runtime=120 --time_based --name=kill >"$out" 2>&1 &
-fio_pid=$!
-defer kill -9 "$fio_pid"
+fio_background kill /dev/ublkb3 --bs=4k
+fio_pid=$E2E_BG_FIO_PID
 nap 3
 must kill -9 "$pid"
 wait_pid_gone "$pid" 10

@@ -11,12 +11,8 @@ serve_start --export vol0=ram:64M
 id=0
 rdma_add $id vol0 -q 2 -d 64
 pid=$(ublk_daemon_pid $id)
-out=$E2E_LOG_DIR/del.fio
-log "+ fio (background) on /dev/ublkb$id, QD 32, 2 jobs"
-fio "${E2E_FIO_COMMON[@]}" --filename=/dev/ublkb$id --rw=randrw --bsrange=4k-256k --iodepth=32 \
-  --numjobs=2 --runtime=120 --time_based --name=del-under-io >"$out" 2>&1 &
-fio_pid=$!
-defer kill -9 "$fio_pid"
+fio_background del /dev/ublkb$id --bsrange=4k-256k
+out=$E2E_BG_FIO_OUT fio_pid=$E2E_BG_FIO_PID
 sleep 5
 kill -0 $fio_pid 2>/dev/null || fail "fio ended early: $(tail -n 5 "$out")"
 [[ $(serve_counter vol0 commands) -gt 0 ]] || fail "no command reached the server"

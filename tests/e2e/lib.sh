@@ -248,6 +248,20 @@ fio_write_verify() {
 
 size_bytes() { numfmt --from=iec "${1%B}"; }
 
+# fio_background TAG DEV ARGS...: fio in the background on DEV, random reads and writes at QD 32
+# with 2 jobs for up to 120 s (ARGS add e.g. the block size), its output in E2E_LOG_DIR/TAG.fio.
+# Sets E2E_BG_FIO_PID and E2E_BG_FIO_OUT; fio is killed when the test exits.
+fio_background() {
+  local tag=$1 dev=$2
+  shift 2
+  E2E_BG_FIO_OUT=$E2E_LOG_DIR/$tag.fio
+  log "+ fio (background) on $dev: randrw QD 32 x 2 jobs $*"
+  fio "${E2E_FIO_COMMON[@]}" --filename="$dev" --rw=randrw --iodepth=32 --numjobs=2 --runtime=120 \
+    --time_based "$@" --name="$tag" >"$E2E_BG_FIO_OUT" 2>&1 &
+  E2E_BG_FIO_PID=$!
+  defer kill -9 "$E2E_BG_FIO_PID"
+}
+
 # ---------------------------------------------------------------------------------------------
 # RDMA: rxe on a dummy interface (rdma_cm does not resolve routes over rxe on lo)
 

@@ -59,6 +59,7 @@ struct AddArgs {
   std::string export_name;
   int io_timeout_ms = 30000;
   std::string push_max = fmt::format("{}K", targets::kDefaultPushMaxBytes / 1024);
+  std::string pull_max;  // empty: every READ
 };
 
 int cmd_add(const AddArgs& a) {
@@ -92,6 +93,10 @@ int cmd_add(const AddArgs& a) {
     if (push_max > plan.dev_opts.max_io_bytes) push_max = plan.dev_opts.max_io_bytes;  // no WRITE is larger
     if (push_max % 512)
       throw UsageError(fmt::format("--push-max {}: must be 0 or a multiple of 512 bytes", a.push_max));
+    uint64_t pull_max = a.pull_max.empty() ? plan.dev_opts.max_io_bytes : size_option("--pull-max", a.pull_max);
+    if (pull_max > plan.dev_opts.max_io_bytes) pull_max = plan.dev_opts.max_io_bytes;  // no READ is larger
+    if (pull_max % 512)
+      throw UsageError(fmt::format("--pull-max {}: must be 0 or a multiple of 512 bytes", a.pull_max));
     if (a.traddr.empty()) throw UsageError("-t rdma needs the server's address: --traddr ADDR");
     if (a.export_name.empty()) throw UsageError("-t rdma needs an export name: --export NAME");
     plan.target_args = {{"type", "rdma"},
@@ -99,7 +104,8 @@ int cmd_add(const AddArgs& a) {
                         {"trsvcid", a.trsvcid},
                         {"export", a.export_name},
                         {"io_timeout_ms", a.io_timeout_ms},
-                        {"push_max_bytes", push_max}};
+                        {"push_max_bytes", push_max},
+                        {"pull_max_bytes", pull_max}};
   }
   if (a.dev_id >= 0) {
     ublk::ControlDevice ctrl;
@@ -272,6 +278,10 @@ int run(int argc, char** argv) {
                       "rdma: largest WRITE whose data we put into the server's memory ourselves (RDMA WRITE, "
                       "where the export offers it); larger ones the server fetches (RDMA READ); 0 = never")
       ->capture_default_str();
+  add_cmd->add_option("--pull-max", add.pull_max,
+                      "rdma: largest READ whose data we take from the server's memory ourselves (RDMA READ, "
+                      "where the export offers it: ram); larger ones the server sends (RDMA WRITE); "
+                      "0 = never; default: every READ");
 
   int del_id = -1;
   bool del_all = false;

@@ -66,6 +66,9 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
   cmd.add_flag("--no-push-writes", a.no_push_writes,
                "Never let clients put WRITE data into the server's memory by RDMA WRITE (a ram export, "
                "or a file/null export's buffer slots); fetch it with RDMA READ instead");
+  cmd.add_flag("--no-pull-reads", a.no_pull_reads,
+               "Never let clients read a ram export's memory by RDMA READ themselves; answer every READ "
+               "with our RDMA WRITE instead");
   cmd.add_option_function<std::string>(
          "--max-buffer-memory",
          [&a](const std::string& s) {
@@ -91,6 +94,7 @@ int run_serve(const ServeArgs& a) {
   opts.spin = std::chrono::microseconds(a.spin_us);
   opts.serial_spin = std::chrono::microseconds(a.serial_spin_us);
   opts.push_writes = !a.no_push_writes;
+  opts.pull_reads = !a.no_pull_reads;
   opts.max_total_pool_bytes = a.max_buffer_bytes;
   opts.max_connections = a.max_connections;
   struct sigaction sa {};

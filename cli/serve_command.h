@@ -16,6 +16,7 @@ struct ServeArgs {
   uint32_t spin_us = 50;               // see ServerOptions::spin
   uint32_t serial_spin_us = 1000;      // see ServerOptions::serial_spin
   bool no_push_writes = false;         // see ServerOptions::push_writes
+  bool no_pull_reads = false;          // see ServerOptions::pull_reads
   uint64_t max_buffer_bytes = 2ull << 30;  // --max-buffer-memory
   uint32_t max_connections = 1024;
 };

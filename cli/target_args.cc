@@ -30,6 +30,7 @@ std::unique_ptr<ublk::TargetFactory> make_target_factory(const nlohmann::json& a
     o.poll_mode = dev_opts.poll.mode;
     o.io_timeout = std::chrono::milliseconds(args.value("io_timeout_ms", 30000));
     o.push_max_bytes = args.value("push_max_bytes", o.push_max_bytes);
+    o.pull_max_bytes = args.value("pull_max_bytes", o.pull_max_bytes);
     return targets::make_rdma_target_factory(o);
   }
   throw_setup("unknown target type '{}'", type);

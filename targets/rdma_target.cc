@@ -30,7 +30,8 @@ using transport::Connection;
 // send is always outstanding when the queue is close to full (no stall, no overflow).
 constexpr uint32_t kSignalEvery = 16;
 constexpr uint32_t kSqSlack = 2 * kSignalEvery;
-// With PUSH_WRITES a WRITE takes two send-queue slots (its data's RDMA WRITE and its command).
+// With PUSH_WRITES a WRITE takes two send-queue slots (its data's RDMA WRITE and its command);
+// with PULL_READS a READ takes one (its RDMA READ, no command).
 constexpr uint32_t kWrsPerTag = 2;
 static_assert(ublk::kMaxQueueDepth * kWrsPerTag + kSqSlack <= 0xffff, "send queue size must fit the QP limits we ask for");
 static_assert(kSignalEvery >= 1 && kSqSlack >= 2 * kSignalEvery, "selective signaling needs two windows of slack");
@@ -90,6 +91,8 @@ struct RdmaCounters {
   RelaxedCounter cq_events;          // completion channel wakeups
   RelaxedCounter read_done_imm;      // READs completed by the server's RDMA WRITE WITH IMMEDIATE
   RelaxedCounter pushed_writes;      // WRITEs whose data we put into the export by RDMA WRITE
+  RelaxedCounter pulled_reads;       // READs whose data we took from the export by RDMA READ
+  RelaxedCounter pulled_bytes;       // ... and their bytes (in rdma_bytes, but moved by us, not the server)
 };
 
 class RdmaQueueTarget final : public ublk::QueueTarget {
@@ -126,10 +129,12 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     read_imm_ = link_.accepted.read_imm();
     batch_ = link_.accepted.batch();
     push_writes_ = link_.accepted.push_writes();
+    pull_reads_ = link_.accepted.pull_reads();
     sq_capacity_ = size_t(depth_) * (push_writes_ ? kWrsPerTag : 1) + kSqSlack;
     signal_fifo_.assign(sq_capacity_, 0);
     send_wrs_.resize(size_t(depth_) * kWrsPerTag);
     push_sges_.resize(depth_);
+    command_tags_.reserve(depth_);
 
     ctx.watch_fd_st(link_.conn->cq_fd(), kTokenCq);
     ctx.watch_fd_st(link_.conn->cm_fd(), kTokenCm);
@@ -158,12 +163,14 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
       return fail_now(req.tag, -EIO);
     }
     wire::Command cmd;
+    bool pulled = false;
     cmd.tag = req.tag;
     cmd.offset = req.offset;
     cmd.length = req.length;
     switch (req.op) {
       case ublk::kOpRead:
         cmd.opcode = wire::Opcode::kRead;
+        pulled = pull_reads_ && req.length <= opts_.pull_max_bytes;
         break;
       case ublk::kOpWrite:
         cmd.opcode = wire::Opcode::kWrite;
@@ -196,13 +203,16 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     t.length = cmd.length;
     t.tick = tick_;
     t.pushed = cmd.flags & wire::kCmdFlagPushed;
-    if (t.pushed) {
+    t.pulled = pulled;
+    if (t.pushed || t.pulled) {
       t.buffer = cmd.addr;
       t.offset = cmd.offset;
     }
 
-    uint8_t* slot = command_slot(req.tag);
-    wire::encode_into(cmd, std::span<uint8_t, wire::kCommandSize>(slot, wire::kCommandSize));
+    if (!t.pulled) {  // a pulled READ is our RDMA READ alone: the server hears nothing of it
+      uint8_t* slot = command_slot(req.tag);
+      wire::encode_into(cmd, std::span<uint8_t, wire::kCommandSize>(slot, wire::kCommandSize));
+    }
     pending_.push_back(req.tag);
     ++inflight_;
   }
@@ -290,10 +300,13 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
         {"cq_events", c.cq_events.get()},
         {"read_done_imm", c.read_done_imm.get()},
         {"pushed_writes", c.pushed_writes.get()},
+        {"pulled_reads", c.pulled_reads.get()},
+        {"pulled_bytes", c.pulled_bytes.get()},
         {"read_imm", read_imm_},
         {"batch", batch_},
         {"push_writes", push_writes_},
         {"push_slots", link_.accepted.push_slots()},
+        {"pull_reads", pull_reads_},
     };
     return j.dump();
   }
@@ -307,8 +320,9 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     TagState state = TagState::kFree;
     uint8_t op = 0;
     bool pushed = false;  // a WRITE whose data goes out by our RDMA WRITE before its command
-    uint64_t buffer = 0;  // pushed: where its data is in the slab ...
-    uint64_t offset = 0;  // ... and where it goes in the export
+    bool pulled = false;  // a READ that is our RDMA READ of the export, with no command
+    uint64_t buffer = 0;  // pushed or pulled: where its data is in the slab ...
+    uint64_t offset = 0;  // ... and where it is in the export
   };
 
   // link_.msgs: [depth receive slots][depth command slots]
@@ -334,43 +348,59 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     ctx_->complete_st(tag, result);
   }
 
-  // Posts every queued command with one ibv_post_send (one doorbell): one SEND per command, or
-  // with BATCH up to kMaxBatch commands per SEND (one scatter/gather entry each). With
-  // PUSH_WRITES the RDMA WRITEs of the WRITEs' data lead the chain: RC places them before the
-  // server sees any SEND behind them, so the data is in the export when its command arrives.
+  // Posts every queued request with one ibv_post_send (one doorbell): one SEND per command, or
+  // with BATCH up to kMaxBatch commands per SEND (one scatter/gather entry each). Our own RDMA
+  // lead the chain: with PUSH_WRITES the RDMA WRITEs of the WRITEs' data (RC places them before
+  // the server sees any SEND behind them, so the data is in the export when its command
+  // arrives), with PULL_READS the READs' RDMA READs (signaled: their completion is the READ's).
   void flush_sends_st() {
     if (dead_) return;
     size_t per_send = batch_ ? wire::kMaxBatch : 1;
     size_t room = sq_capacity_ - sq_used_;
-    // As many commands as their SENDs and RDMA WRITEs fit the send queue.
-    size_t cmds = 0, pushes = 0;
-    while (cmds < pending_.size()) {
-      size_t p = pushes + (tags_[pending_[cmds]].pushed ? 1 : 0);
-      if (p + (cmds + 1 + per_send - 1) / per_send > room) break;
-      pushes = p;
-      ++cmds;
+    // As many requests as their SENDs and our RDMA fit the send queue.
+    size_t taken = 0, cmds = 0, own = 0;
+    while (taken < pending_.size()) {
+      const TagSlot& t = tags_[pending_[taken]];
+      size_t o = own + (t.pushed || t.pulled ? 1 : 0);
+      size_t c = cmds + (t.pulled ? 0 : 1);
+      if (o + (c + per_send - 1) / per_send > room) break;
+      own = o;
+      cmds = c;
+      ++taken;
     }
+    if (taken == 0) return;  // wait for a signaled completion to free slots
     size_t n = (cmds + per_send - 1) / per_send;  // SENDs
-    if (n == 0) return;  // wait for a signaled completion to free slots
-    size_t w = 0;
-    for (size_t i = 0; i < cmds && pushes > 0; ++i) {
+    size_t total = own + n;                       // work requests in this chain
+    command_tags_.clear();
+    size_t w = 0, pulls = 0;
+    for (size_t i = 0; i < taken; ++i) {
       uint16_t tag = pending_[i];
-      const TagSlot& t = tags_[tag];
-      if (!t.pushed) continue;
+      TagSlot& t = tags_[tag];
+      if (!t.pulled) command_tags_.push_back(tag);
+      if (!t.pushed && !t.pulled) continue;
       ibv_send_wr& wr = send_wrs_[w];
       wr = ibv_send_wr{};
       push_sges_[w] = ibv_sge{t.buffer, t.length, slab_mr_->lkey};
       wr.sg_list = &push_sges_[w];
       wr.num_sge = 1;
-      wr.wr_id = WorkId{WorkKind::kRdmaWrite, queue_id_, tag, t.op, t.generation}.encode();
-      wr.opcode = IBV_WR_RDMA_WRITE;
-      wr.wr.rdma.remote_addr = link_.accepted.push_target(tag, t.offset);
-      wr.wr.rdma.rkey = link_.accepted.push_rkey;
-      wr.next = &send_wrs_[w + 1];
+      wr.next = w + 1 < total ? &send_wrs_[w + 1] : nullptr;
       ++since_signal_;
+      if (t.pulled) {
+        wr.wr_id = WorkId{WorkKind::kRdmaRead, queue_id_, tag, t.op, t.generation}.encode();
+        wr.opcode = IBV_WR_RDMA_READ;
+        wr.wr.rdma.remote_addr = link_.accepted.pull_source(t.offset);
+        wr.send_flags = IBV_SEND_SIGNALED;
+        signal_slots_st();
+        t.state = TagState::kInFlight;
+        ++pulls;
+      } else {
+        wr.wr_id = WorkId{WorkKind::kRdmaWrite, queue_id_, tag, t.op, t.generation}.encode();
+        wr.opcode = IBV_WR_RDMA_WRITE;
+        wr.wr.rdma.remote_addr = link_.accepted.push_target(tag, t.offset);
+      }
+      wr.wr.rdma.rkey = link_.accepted.window_rkey;
       ++w;
     }
-    size_t total = w + n;  // work requests in this chain
     size_t next = 0;
     for (size_t i = 0; i < n; ++i) {
       size_t k = std::min(per_send, cmds - next);
@@ -378,12 +408,12 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
       wr = ibv_send_wr{};
       wr.sg_list = &send_sges_[next];
       for (size_t j = 0; j < k; ++j, ++next) {
-        uint16_t tag = pending_[next];
+        uint16_t tag = command_tags_[next];
         send_sges_[next] = ibv_sge{reinterpret_cast<uint64_t>(command_slot(tag)), uint32_t(wire::kCommandSize),
                                    link_.msgs_mr->lkey};
         tags_[tag].state = TagState::kInFlight;
       }
-      uint16_t tag = pending_[next - k];
+      uint16_t tag = command_tags_[next - k];
       wr.wr_id = WorkId{WorkKind::kRdmaSend, queue_id_, tag, tags_[tag].op, tags_[tag].generation}.encode();
       wr.num_sge = int(k);
       wr.opcode = IBV_WR_SEND;
@@ -398,26 +428,32 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
       // filling up, so that a completion is always on its way to free slots.
       if (since_signal_ >= kSignalEvery || (last && sq_used_ + total + kSignalEvery > sq_capacity_)) {
         wr.send_flags |= IBV_SEND_SIGNALED;
-        signal_fifo_[fifo_tail_] = since_signal_;
-        fifo_tail_ = (fifo_tail_ + 1) % signal_fifo_.size();
-        since_signal_ = 0;
-        counters_.signaled_sends.add_st();
+        signal_slots_st();
       }
     }
     ibv_send_wr* bad = nullptr;
     int rc = ibv_post_send(link_.conn->qp(), &send_wrs_[0], &bad);
     counters_.doorbells.add_st();
-    counters_.max_post_batch.max_st(cmds);
+    counters_.max_post_batch.max_st(taken);
     counters_.commands.add_st(cmds);
     counters_.command_sends.add_st(n);
-    counters_.pushed_writes.add_st(w);
+    counters_.pushed_writes.add_st(w - pulls);
+    counters_.pulled_reads.add_st(pulls);
     sq_used_ += total;
     counters_.sq_depth_max.max_st(sq_used_);
-    pending_.erase(pending_.begin(), pending_.begin() + ptrdiff_t(cmds));
+    pending_.erase(pending_.begin(), pending_.begin() + ptrdiff_t(taken));
     if (rc != 0) {
-      log::rdma()->error("queue {}: ibv_post_send of {} commands failed: {}", queue_id_, cmds, errno_text(rc));
+      log::rdma()->error("queue {}: ibv_post_send of {} requests failed: {}", queue_id_, taken, errno_text(rc));
       connection_lost_st("posting commands failed");
     }
+  }
+
+  // The work request just marked signaled retires itself and the unsignaled ones before it.
+  void signal_slots_st() {
+    signal_fifo_[fifo_tail_] = since_signal_;
+    fifo_tail_ = (fifo_tail_ + 1) % signal_fifo_.size();
+    since_signal_ = 0;
+    counters_.signaled_sends.add_st();
   }
 
   int poll_cq_st() {
@@ -443,6 +479,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
           log::rdma()->error("queue {}: {} completion failed: {} (vendor error {:#x})", queue_id_,
                              id.kind == WorkKind::kRdmaRecv    ? "receive"
                              : id.kind == WorkKind::kRdmaWrite ? "RDMA WRITE of write data"
+                             : id.kind == WorkKind::kRdmaRead  ? "RDMA READ of read data"
                                                                : "send",
                              ibv_wc_status_str(wc.status),
                              wc.vendor_err);
@@ -450,11 +487,13 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
         }
         continue;
       }
-      if (id.kind == WorkKind::kRdmaSend) {
+      if (id.kind == WorkKind::kRdmaSend || id.kind == WorkKind::kRdmaRead) {
+        // Send-queue completions come in posting order: this is the oldest signaled one.
         if (fifo_head_ != fifo_tail_) {
           sq_used_ -= signal_fifo_[fifo_head_];
           fifo_head_ = (fifo_head_ + 1) % signal_fifo_.size();
         }
+        if (id.kind == WorkKind::kRdmaRead) handle_pull_done_st(id);
       } else if (id.kind == WorkKind::kRdmaRecv) {
         if (wc.opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
           handle_read_done_st(wc);
@@ -545,6 +584,21 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     complete_tag_st(d.tag, int(tags_[d.tag].length));
   }
 
+  // Our RDMA READ of a READ's data completed: the data is in the slab, the READ is done.
+  void handle_pull_done_st(const WorkId& id) {
+    if (!awaits_answer_st(id.tag, uint8_t(wire::Opcode::kRead)) || !tags_[id.tag].pulled ||
+        tags_[id.tag].generation != id.generation) {
+      counters_.stale_completions.add_st();
+      log::rdma()->error("queue {}: RDMA READ completion for tag {} generation {} not in flight", queue_id_, id.tag,
+                         id.generation);
+      return;
+    }
+    counters_.completed.add_st();
+    counters_.pulled_bytes.add_st(tags_[id.tag].length);
+    SPDLOG_LOGGER_TRACE(log::rdma_cq(), "q{} tag {} read done (pulled)", queue_id_, id.tag);
+    complete_tag_st(id.tag, int(tags_[id.tag].length));
+  }
+
   void handle_cm_events_st() {
     while (auto ev = link_.conn->poll_cm_event_st()) {
       switch (ev->type) {
@@ -615,6 +669,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
   bool read_imm_ = false;  // the server completes successful READs with ReadDone immediates
   bool batch_ = false;     // SENDs carry up to kMaxBatch commands / Responses
   bool push_writes_ = false;  // WRITE data goes by our RDMA WRITE into the export (PUSH_WRITES)
+  bool pull_reads_ = false;   // READ data comes by our RDMA READ from the export (PULL_READS)
   bool dead_ = false;
   bool cq_armed_ = false;
 
@@ -624,7 +679,8 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
   std::vector<uint16_t> pending_;  // tags encoded but not yet posted
   std::vector<ibv_send_wr> send_wrs_;
   std::vector<ibv_sge> send_sges_;
-  std::vector<ibv_sge> push_sges_;
+  std::vector<ibv_sge> push_sges_;   // one per RDMA WRITE / RDMA READ of a chain
+  std::vector<uint16_t> command_tags_;  // the tags of a chain that send a command
   std::vector<ibv_recv_wr> recv_wrs_;
   std::vector<ibv_sge> recv_sges_;
 
@@ -682,7 +738,8 @@ QueueLink connect_queue(const RdmaTargetOptions& o, uint16_t queue_id, uint64_t 
   req.max_io_bytes = o.max_io_bytes;
   req.session_id = session_id;
   req.flags = wire::kConnectReadImm | wire::kConnectBatch |
-              (o.push_max_bytes ? wire::kConnectPushWrites | wire::kConnectPushSlots : 0);
+              (o.push_max_bytes ? wire::kConnectPushWrites | wire::kConnectPushSlots : 0) |
+              (o.pull_max_bytes ? wire::kConnectPullReads : 0);
   if (!req.set_name(o.export_name))
     throw SetupError(fmt::format("export name '{}' is invalid: use 1..32 of [A-Za-z0-9._-]", o.export_name), EINVAL);
   auto pdata = wire::encode(req);
@@ -702,7 +759,7 @@ QueueLink connect_queue(const RdmaTargetOptions& o, uint16_t queue_id, uint64_t 
   p.sizes.max_send_sge = wire::kMaxBatch;  // a batched SEND: one entry per command
   p.private_data = pdata;
   p.responder_resources = 128;  // the server's RDMA READs of write data run against us
-  p.initiator_depth = 0;
+  p.initiator_depth = o.pull_max_bytes ? 128 : 0;  // ours of read data (PULL_READS) against it
 
   auto before_connect = [&](Connection& conn) {
     link.msgs_mr = conn.register_memory(link.msgs.get(), link.msgs.size(), IBV_ACCESS_LOCAL_WRITE,
@@ -731,9 +788,10 @@ QueueLink connect_queue(const RdmaTargetOptions& o, uint16_t queue_id, uint64_t 
                      EPROTO);
   link.accepted = d.value;
   if ((link.accepted.push_writes() && !(req.flags & wire::kConnectPushWrites)) ||
-      (link.accepted.push_slots() && !(req.flags & wire::kConnectPushSlots)))
-    throw SetupError(fmt::format("server {}:{} granted PUSH_WRITES, which this client did not ask for", o.traddr,
-                                 o.trsvcid),
+      (link.accepted.push_slots() && !(req.flags & wire::kConnectPushSlots)) ||
+      (link.accepted.pull_reads() && !(req.flags & wire::kConnectPullReads)))
+    throw SetupError(fmt::format("server {}:{} granted {}, which this client did not ask for", o.traddr, o.trsvcid,
+                                 link.accepted.pull_reads() ? "PULL_READS" : "PUSH_WRITES"),
                      EPROTO);
   if (link.accepted.queue_depth != o.queue_depth || link.accepted.max_io_bytes != o.max_io_bytes)
     throw SetupError(fmt::format("server {}:{} limits queue depth to {} and max IO to {} bytes (asked for {} and {}): "

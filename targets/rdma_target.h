@@ -13,6 +13,7 @@
 namespace ublkrdma::targets {
 
 inline constexpr uint32_t kDefaultPushMaxBytes = 16 * 1024;  // see RdmaTargetOptions::push_max_bytes
+inline constexpr uint32_t kDefaultPullMaxBytes = 32u << 20;   // every READ (the largest --max-io)
 
 struct RdmaTargetOptions {
   std::string traddr;          // server address (IPv4/IPv6 literal or host name)
@@ -29,6 +30,10 @@ struct RdmaTargetOptions {
   // buffer (0: do not ask for it). Small writes save a round trip; a large one would load our
   // queue thread with moving all of its data, which soft RDMA does on the poster's CPU.
   uint32_t push_max_bytes = kDefaultPushMaxBytes;
+  // PULL_READS: where the server grants it (ram exports), a READ of at most this many bytes is
+  // our own RDMA READ of the export's memory, with no command and no work on the server's CPU
+  // (0: do not ask for it).
+  uint32_t pull_max_bytes = kDefaultPullMaxBytes;
 };
 
 // Connects all nr_queues connections now (call after daemonizing: verbs and fork do not mix)

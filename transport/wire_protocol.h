@@ -1,5 +1,5 @@
 #pragma once
-// The ublk-rdma wire protocol, version 5 (speaks 1 to 4 too). docs/protocol.md is its one description; this file
+// The ublk-rdma wire protocol, version 6 (speaks 1 to 5 too). docs/protocol.md is its one description; this file
 // is its one implementation. Every message is little endian at fixed offsets, encoded and
 // decoded byte by byte (no struct overlay, so host endianness and padding never leak onto the
 // wire), and every decoder validates magic, version, opcode, flags and reserved fields.
@@ -23,7 +23,7 @@ namespace ublkrdma::wire {
 
 inline constexpr uint16_t kDefaultPort = 18520;
 inline constexpr uint32_t kMagic = 0x4d445255;  // bytes "URDM" on the wire
-inline constexpr uint16_t kVersion = 5;
+inline constexpr uint16_t kVersion = 6;
 inline constexpr uint16_t kMinVersion = 1;
 
 inline constexpr size_t kConnectRequestSize = 56;
@@ -60,29 +60,37 @@ inline constexpr uint16_t kConnectReadImm = 1u << 0;  // the client takes ReadDo
 inline constexpr uint16_t kConnectBatch = 1u << 1;    // v3: batched commands and responses
 inline constexpr uint16_t kConnectPushWrites = 1u << 2;  // v4: the client can RDMA WRITE its WRITEs' data
 inline constexpr uint16_t kConnectPushSlots = 1u << 3;   // v5: ... also into per-tag slots (PUSH_SLOTS)
-inline constexpr uint16_t kConnectFlagsKnown = kConnectReadImm | kConnectBatch | kConnectPushWrites | kConnectPushSlots;
+inline constexpr uint16_t kConnectPullReads = 1u << 4;   // v6: the client can RDMA READ its READs' data
+inline constexpr uint16_t kConnectFlagsKnown =
+    kConnectReadImm | kConnectBatch | kConnectPushWrites | kConnectPushSlots | kConnectPullReads;
 
 // AcceptData::features (v2): what the server will do on this connection; only what was asked.
 inline constexpr uint16_t kFeatureReadImm = 1u << 0;  // successful READs complete as ReadDone
 inline constexpr uint16_t kFeatureBatch = 1u << 1;    // v3: SENDs may carry several messages
-// v4: the client puts a WRITE's data straight into the export's memory (RDMA WRITE to push_addr
-// + offset under push_rkey) before it sends the command: ram exports only, never read-only.
+// v4: the client puts a WRITE's data straight into the export's memory (RDMA WRITE to window_addr
+// + offset under window_rkey) before it sends the command: ram exports only, never read-only.
 inline constexpr uint16_t kFeaturePushWrites = 1u << 2;
 // v5, only with kFeaturePushWrites: the window is not the export but the connection's buffer
-// pool, one slot of max_io_bytes per tag; a WRITE's data goes to push_addr + tag * max_io_bytes
+// pool, one slot of max_io_bytes per tag; a WRITE's data goes to window_addr + tag * max_io_bytes
 // (exports the server serves through a buffer pool: file, null).
 inline constexpr uint16_t kFeaturePushSlots = 1u << 3;
-inline constexpr uint16_t kFeaturesKnown = kFeatureReadImm | kFeatureBatch | kFeaturePushWrites | kFeaturePushSlots;
+// v6: the client takes a READ's data straight from the export's memory (RDMA READ from
+// window_addr + offset under window_rkey) and sends no command for it: ram exports only (the
+// window is the export, so never together with kFeaturePushSlots); read-only ones too.
+inline constexpr uint16_t kFeaturePullReads = 1u << 4;
+inline constexpr uint16_t kFeaturesKnown =
+    kFeatureReadImm | kFeatureBatch | kFeaturePushWrites | kFeaturePushSlots | kFeaturePullReads;
 
 // The flags / features each version defines (the same bits for both).
 static_assert(kConnectReadImm == kFeatureReadImm && kConnectBatch == kFeatureBatch &&
               kConnectPushWrites == kFeaturePushWrites && kConnectPushSlots == kFeaturePushSlots &&
-              kConnectFlagsKnown == kFeaturesKnown);
+              kConnectPullReads == kFeaturePullReads && kConnectFlagsKnown == kFeaturesKnown);
 constexpr uint16_t flags_known_in(uint16_t version) {
   return version <= 1   ? 0
          : version == 2 ? kConnectReadImm
          : version == 3 ? uint16_t(kConnectReadImm | kConnectBatch)
          : version == 4 ? uint16_t(kConnectReadImm | kConnectBatch | kConnectPushWrites)
+         : version == 5 ? uint16_t(kConnectReadImm | kConnectBatch | kConnectPushWrites | kConnectPushSlots)
                         : kConnectFlagsKnown;
 }
 
@@ -277,9 +285,10 @@ constexpr Decoded<ConnectRequest> decode_connect_request(std::span<const uint8_t
 // 24     4    export_flags (kExport* bits)
 // 28     2    features (kFeature* bits; v2, reserved (0) in v1)
 // 30     2    reserved (0)
-// 32     4    push_rkey (with kFeaturePushWrites: the rkey of the push window; else 0)
+// 32     4    window_rkey (with kFeaturePushWrites or kFeaturePullReads: the rkey of the window
+//             the client's RDMA reaches on this connection; else 0)
 // 36     4    reserved (0)
-// 40     8    push_addr (with kFeaturePushWrites: the address of the export's byte 0, or with
+// 40     8    window_addr (with either feature: the address of the export's byte 0, or with
 //             kFeaturePushSlots of tag 0's slot; else 0)
 struct AcceptData {
   uint16_t version = kVersion;
@@ -289,17 +298,20 @@ struct AcceptData {
   uint32_t max_io_bytes = 0;
   uint32_t export_flags = 0;
   uint16_t features = 0;
-  uint32_t push_rkey = 0;
-  uint64_t push_addr = 0;
+  uint32_t window_rkey = 0;
+  uint64_t window_addr = 0;
 
   constexpr bool read_imm() const { return features & kFeatureReadImm; }
   constexpr bool batch() const { return features & kFeatureBatch; }
   constexpr bool push_writes() const { return features & kFeaturePushWrites; }
   constexpr bool push_slots() const { return features & kFeaturePushSlots; }
+  constexpr bool pull_reads() const { return features & kFeaturePullReads; }
   // Where a pushed WRITE's data goes (push_writes() only).
   constexpr uint64_t push_target(uint16_t tag, uint64_t offset) const {
-    return push_slots() ? push_addr + uint64_t(tag) * max_io_bytes : push_addr + offset;
+    return push_slots() ? window_addr + uint64_t(tag) * max_io_bytes : window_addr + offset;
   }
+  // Where a pulled READ's data comes from (pull_reads() only: the window is the export).
+  constexpr uint64_t pull_source(uint64_t offset) const { return window_addr + offset; }
   constexpr bool read_only() const { return export_flags & kExportReadOnly; }
   constexpr bool flush() const { return export_flags & kExportFlush; }
   constexpr bool fua() const { return export_flags & kExportFua; }
@@ -318,8 +330,8 @@ constexpr std::array<uint8_t, kAcceptDataSize> encode(const AcceptData& a) {
   detail::put32(b, 20, a.max_io_bytes);
   detail::put32(b, 24, a.export_flags);
   detail::put16(b, 28, a.features);
-  detail::put32(b, 32, a.push_rkey);
-  detail::put64(b, 40, a.push_addr);
+  detail::put32(b, 32, a.window_rkey);
+  detail::put64(b, 40, a.window_addr);
   return b;
 }
 
@@ -337,17 +349,21 @@ constexpr Decoded<AcceptData> decode_accept_data(std::span<const uint8_t> b) {
   a.max_io_bytes = detail::get32(b, 20);
   a.export_flags = detail::get32(b, 24);
   a.features = detail::get16(b, 28);
-  a.push_rkey = detail::get32(b, 32);
-  a.push_addr = detail::get64(b, 40);
+  a.window_rkey = detail::get32(b, 32);
+  a.window_addr = detail::get64(b, 40);
   if (detail::get8(b, 19) != 0) return {a, DecodeError::kReservedNonZero};
   if (a.version == 1 && a.features != 0) return {a, DecodeError::kReservedNonZero};
   if (a.features & ~flags_known_in(a.version)) return {a, DecodeError::kBadFlags};
   if (detail::get16(b, 30) != 0 || detail::get32(b, 36) != 0) return {a, DecodeError::kReservedNonZero};
-  // The push window exists only with the feature (and then has an address).
-  if (!a.push_writes() && (a.push_rkey != 0 || a.push_addr != 0)) return {a, DecodeError::kReservedNonZero};
+  // The window exists only with a feature that uses it (and then has an address).
+  bool window = a.push_writes() || a.pull_reads();
+  if (!window && (a.window_rkey != 0 || a.window_addr != 0)) return {a, DecodeError::kReservedNonZero};
   if (a.export_flags & ~kExportFlagsKnown) return {a, DecodeError::kBadFlags};
-  if (a.push_writes() && (a.push_addr == 0 || (a.export_flags & kExportReadOnly))) return {a, DecodeError::kBadParams};
+  if (a.push_writes() && (a.window_addr == 0 || (a.export_flags & kExportReadOnly))) return {a, DecodeError::kBadParams};
   if (a.push_slots() && !a.push_writes()) return {a, DecodeError::kBadFlags};
+  // Pulls read the export itself: a window of slots is not one.
+  if (a.pull_reads() && a.push_slots()) return {a, DecodeError::kBadFlags};
+  if (a.pull_reads() && a.window_addr == 0) return {a, DecodeError::kBadParams};
   if (a.block_shift < 9 || a.block_shift > 12 || a.queue_depth == 0 || a.max_io_bytes == 0 ||
       (a.export_size & ((uint64_t(1) << a.block_shift) - 1)) != 0)
     return {a, DecodeError::kBadParams};

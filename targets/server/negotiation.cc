@@ -87,6 +87,12 @@ Negotiation negotiate(std::span<const uint8_t> private_data, const sockaddr* pee
     else if (offered & wire::kConnectPushSlots)
       n.accept.features |= wire::kFeaturePushWrites | wire::kFeaturePushSlots;
   }
+  // v6: READs served by the client's own RDMA READ of the export's memory. That opens the
+  // export to reading only, which this client may do anyway (read-only exports included), and
+  // only where the export is memory the NIC can read: ram. Not next to a window of slots.
+  if ((offered & wire::kConnectPullReads) && limits.pull_reads && info.direct_memory &&
+      !(n.accept.features & wire::kFeaturePushSlots) && limits.client_rdma_reads > 0)
+    n.accept.features |= wire::kFeaturePullReads;
   return n;
 }
 

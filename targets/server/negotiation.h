@@ -36,6 +36,9 @@ struct ServerLimits {
   uint32_t connections_in_use = 0;
   uint32_t max_connections = 1024;
   bool push_writes = true;  // PUSH_WRITES may be granted (serve --no-push-writes: never)
+  bool pull_reads = true;   // PULL_READS may be granted (serve --no-pull-reads: never)
+  // RDMA READs the client will issue against us (its rdma_cm initiator depth): PULL_READS needs > 0.
+  uint8_t client_rdma_reads = 0;
 };
 
 struct Negotiation {

@@ -114,6 +114,7 @@ class ServerConnection {
       : export_name_(std::move(export_name)), queue_id_(queue_id), peer_(conn->peer_address()), backend_(backend),
         depth_(acc.queue_depth), max_io_(acc.max_io_bytes), max_reads_(max_reads), read_imm_(acc.read_imm()),
         batch_(acc.batch()), push_writes_(acc.push_writes()), push_slots_(acc.push_slots()),
+        pull_reads_(acc.pull_reads()),
         recv_slot_bytes_(batch_ ? wire::kMaxBatch * wire::kCommandSize : kMsgSlot),
         spin_(opts.spin), serial_spin_(std::max(opts.spin, opts.serial_spin)),
         conn_(std::move(conn)) {
@@ -131,11 +132,11 @@ class ServerConnection {
   }
 
   // On the listener thread, before accepting: buffers, MRs, backend queue, receives.
-  // With PUSH_WRITES, the window the ACCEPT grants (after setup()): the export's memory, or with
-  // PUSH_SLOTS this connection's buffer pool (tag t's slot at t * max_io).
-  void fill_push_window(wire::AcceptData& a) const {
-    a.push_rkey = data_mr_->rkey;
-    a.push_addr = reinterpret_cast<uint64_t>(push_slots_ ? pool_.get() : static_cast<void*>(direct_.data()));
+  // With PUSH_WRITES or PULL_READS, the window the ACCEPT grants (after setup()): the export's
+  // memory, or with PUSH_SLOTS this connection's buffer pool (tag t's slot at t * max_io).
+  void fill_window(wire::AcceptData& a) const {
+    a.window_rkey = data_mr_->rkey;
+    a.window_addr = reinterpret_cast<uint64_t>(push_slots_ ? pool_.get() : static_cast<void*>(direct_.data()));
   }
 
   void setup() {
@@ -146,14 +147,17 @@ class ServerConnection {
     if (!direct.empty()) {
       // RDMA straight into the export: RDMA READ lands there (local write), RDMA WRITE reads it;
       // with PUSH_WRITES the client's RDMA WRITEs land there too (remote write, this export only:
-      // the MR covers exactly its bytes, and negotiation never grants it for a read-only one).
+      // the MR covers exactly its bytes, and negotiation never grants it for a read-only one);
+      // with PULL_READS the client's RDMA READs read it (remote read, the same bounds).
       direct_ = direct;
-      int access = IBV_ACCESS_LOCAL_WRITE | (push_writes_ ? IBV_ACCESS_REMOTE_WRITE : 0);
+      int access = IBV_ACCESS_LOCAL_WRITE | (push_writes_ ? IBV_ACCESS_REMOTE_WRITE : 0) |
+                   (pull_reads_ ? IBV_ACCESS_REMOTE_READ : 0);
       data_mr_ = conn_->register_memory(direct.data(), direct.size(), access,
                                         fmt::format("export '{}' memory", export_name_));
       registered = direct;
     } else {
-      if (push_writes_ && !push_slots_) throw_setup("PUSH_WRITES into the export needs an export served from memory");
+      if ((push_writes_ && !push_slots_) || pull_reads_)
+        throw_setup("PUSH_WRITES into or PULL_READS from the export need an export served from memory");
       // With PUSH_SLOTS the client's RDMA WRITEs land in its tags' slots: this pool is the
       // connection's own, and holds nothing but that client's data in flight.
       pool_ = MappedRegion::anonymous(size_t(depth_) * max_io_, true);
@@ -207,6 +211,7 @@ class ServerConnection {
     j["batch"] = batch_;
     j["push_writes"] = push_writes_;
     j["push_slots"] = push_slots_;
+    j["pull_reads"] = pull_reads_;
     return j;
   }
 
@@ -845,6 +850,7 @@ class ServerConnection {
   const bool batch_;     // SENDs carry up to kMaxBatch commands / responses
   const bool push_writes_;  // the client RDMA WRITEs WRITE data into the export (PUSH_WRITES)
   const bool push_slots_;   // ... into this connection's buffer pool, a slot per tag (PUSH_SLOTS)
+  const bool pull_reads_;   // the client RDMA READs READ data from the export (PULL_READS)
   const size_t recv_slot_bytes_;
   const std::chrono::microseconds spin_;
   const std::chrono::microseconds serial_spin_;  // >= spin_
@@ -942,6 +948,8 @@ struct RdmaServer::Impl {
     limits.max_total_pool_bytes = opts.max_total_pool_bytes;
     limits.max_connections = opts.max_connections;
     limits.push_writes = opts.push_writes;
+    limits.pull_reads = opts.pull_reads;
+    limits.client_rdma_reads = req.responder_resources();
     {
       std::lock_guard lk(mu);  // finished connections not reaped yet still hold their memory
       limits.connections_in_use = uint32_t(conns.size());
@@ -972,8 +980,10 @@ struct RdmaServer::Impl {
       sc = std::make_unique<ServerConnection>(std::move(conn), *backends[size_t(n.export_index)], spec.name, n.accept,
                                               reads, n.request.queue_id, opts);
       sc->setup();
-      if (n.accept.push_writes()) sc->fill_push_window(n.accept);
-      transport::accept_connection(sc->connection(), wire::encode(n.accept), reads, 0);
+      if (n.accept.push_writes() || n.accept.pull_reads()) sc->fill_window(n.accept);
+      // With PULL_READS the client's RDMA READs run against us: serve as many as it issues.
+      transport::accept_connection(sc->connection(), wire::encode(n.accept), reads,
+                                   n.accept.pull_reads() ? req.responder_resources() : 0);
     } catch (const SetupError& e) {
       rejected_connections.add_st();
       log::server()->error("cannot serve {} (export '{}'): {}", peer, spec.name, e.what());

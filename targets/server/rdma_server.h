@@ -39,6 +39,9 @@ struct ServerOptions {
   // Grant PUSH_WRITES to clients that ask (ram exports that are not read-only): they put WRITE
   // data into the export by RDMA WRITE before the command, instead of our RDMA READ after it.
   bool push_writes = true;
+  // Grant PULL_READS to clients that ask (ram exports): they RDMA READ a READ's data from the
+  // export themselves and send no command for it.
+  bool pull_reads = true;
 };
 
 class RdmaServer {

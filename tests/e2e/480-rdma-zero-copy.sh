@@ -3,9 +3,11 @@
 # work), every queue of the client counts copied_bytes == 0 and rdma_bytes > 0, rdma_bytes equals
 # what the ublk queue moved (bytes_read + bytes_written) and, summed, covers what fio moved; the
 # server's stats (per connection, and per export after it stopped) say copied_bytes == 0 and
-# rdma_bytes equal to the client's. Successful READs complete by RDMA WRITE WITH IMMEDIATE
-# (protocol v2's ReadDone): both queues negotiated it and used it, as many times as the server
-# sent one. Commands and Responses travel batched (protocol v3's BATCH): both sides negotiated it,
+# rdma_bytes equal to the client's except the READs the client pulled itself. READs from the ram
+# export are the client's own RDMA READs of the export (protocol v6's PULL_READS): both queues
+# negotiated and used it, for every READ, and the server moved none of their bytes. Successful
+# READs from the file export complete by RDMA WRITE WITH IMMEDIATE (protocol v2's ReadDone):
+# both queues negotiated it and used it, as many times as the server sent one. Commands and Responses travel batched (protocol v3's BATCH): both sides negotiated it,
 # fewer SENDs than messages went each way, and every command got exactly one answer. WRITEs to
 # the ram export of up to 16 KiB travel as the client's RDMA WRITE into the export (protocol v4's
 # PUSH_WRITES), larger ones as the server's RDMA READ: both queues negotiated it and used both
@@ -47,8 +49,12 @@ zero_copy() {
     fail "$export: a queue moved nothing by RDMA"
   ublk_json "$id" | jq -e 'all(.queues[]; .stats.target.rdma_bytes == .stats.bytes_read + .stats.bytes_written)' \
     >/dev/null || fail "$export: a queue's rdma_bytes differ from what its ublk queue moved"
-  ublk_json "$id" | jq -e 'all(.queues[]; .stats.target.read_imm == true and .stats.target.read_done_imm > 0)' \
-    >/dev/null || fail "$export: a queue did not negotiate or use ReadDone immediates"
+  pull=$([[ $export == vol0 ]] && echo true || echo false)
+  ublk_json "$id" | jq -e --argjson p "$pull" 'all(.queues[].stats.target; .read_imm == true
+      and .pull_reads == $p and (if $p then .pulled_reads > 0 and .read_done_imm == 0 and .pulled_bytes > 0
+                                  else .pulled_reads == 0 and .pulled_bytes == 0 and .read_done_imm > 0 end))' \
+    >/dev/null || fail "$export: a queue did not negotiate or use ReadDone immediates / pulls as expected (PULL_READS $pull): $(
+      ublk_json "$id" | jq -c '[.queues[].stats.target | {read_imm, read_done_imm, pull_reads, pulled_reads, pulled_bytes}]')"
   ublk_json "$id" | jq -e 'all(.queues[].stats.target; .batch == true and .command_sends < .commands
       and .answers + .read_done_imm == .commands)' >/dev/null ||
     fail "$export: a queue did not batch its commands, or a command did not get exactly one answer: $(
@@ -62,6 +68,7 @@ zero_copy() {
   pushed=$(ublk_json "$id" | jq '[.queues[].stats.target.pushed_writes] | add')
   imm=$(ublk_json "$id" | jq '[.queues[].stats.target.read_done_imm] | add')
   after=$(ublk_json "$id" | jq '[.queues[].stats.target.rdma_bytes] | add')
+  pulled=$(ublk_json "$id" | jq '[.queues[].stats.target.pulled_bytes] | add')
   moved=$((after - before))
   log "  fio moved $((64 * M)) bytes, the queues' rdma_bytes grew by $moved"
   ((moved >= 64 * M && moved <= 68 * M)) || fail "$export: rdma_bytes grew by $moved, fio moved $((64 * M))"
@@ -71,18 +78,20 @@ zero_copy() {
          read_imm: all(.read_imm), read_done_imm: (map(.read_done_imm) | add), batch: all(.batch),
          responses: (map(.commands - .read_done_imm) | add), answer_sends: (map(.answer_sends) | add),
          push_writes: all(.push_writes), push_slots: all(.push_slots), writes: (map(.writes) | add),
-         pushed_writes: (map(.pushed_writes) | add)}')
+         pushed_writes: (map(.pushed_writes) | add), pull_reads: all(.pull_reads)}')
   log "  server: $srv"
-  jq -e --argjson a "$after" --argjson i "$imm" '.connections == 2 and .copied_bytes == 0 and .rdma_bytes == $a
-      and .read_imm and .read_done_imm == $i and .batch and .answer_sends < .responses' <<<"$srv" >/dev/null ||
-    fail "$export: the server's counters do not match the client's (rdma_bytes $after, copied 0, 2 connections, read_done_imm $imm, batched answers)"
+  jq -e --argjson a "$((after - pulled))" --argjson i "$imm" --argjson p "$pull" '.connections == 2
+      and .copied_bytes == 0 and .pull_reads == $p
+      and .rdma_bytes == $a and .read_imm and .read_done_imm == $i and .batch and .answer_sends < .responses' \
+      <<<"$srv" >/dev/null ||
+    fail "$export: the server's counters do not match the client's (rdma_bytes $after less $pulled pulled, copied 0, 2 connections, read_done_imm $imm, batched answers)"
   jq -e --argjson p "$push" --argjson s "$slots" --argjson n "$pushed" '.push_writes == $p and .push_slots == $s
       and .pushed_writes == $n
       and (if $p then .pushed_writes < .writes else .pushed_writes == 0 end)' <<<"$srv" >/dev/null ||
     fail "$export: the server's PUSH_WRITES counters do not match the client's ($pushed pushed WRITEs, push $push)"
   must "$UBLK" del -n "$id"
   wait_gone "$dev"
-  echo "$after" >"$E2E_WORK/rdma_bytes.$export"
+  echo "$((after - pulled))" >"$E2E_WORK/rdma_bytes.$export"
 }
 
 zero_copy vol0 0

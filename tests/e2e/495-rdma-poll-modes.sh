@@ -5,7 +5,8 @@
 # sleeps rather than spins while more than a few requests are out (busy_sleeps > 0 after the
 # QD 64 runs); busy mode never sleeps. The server tells a serial client (QD1: one command at a
 # time, each after the last answer) from one that batches (QD32), and keeps polling for the former
-# (serial_commands counts what it took that way).
+# (serial_commands counts what it took that way); random writes, as the ram export's READs are
+# the client's own RDMA READs that the server never sees (PULL_READS).
 # e2e-timeout: 600
 . "$(dirname "$0")/lib.sh"
 require_ublk
@@ -39,12 +40,12 @@ done
 
 log "=== the server's serial spin: QD1, then QD32"
 rdma_add 0 vol0 -q 1 -d 64
-fio_run serial-qd1 --filename=/dev/ublkb0 --rw=randread --bs=4k --iodepth=1 --size=16M --io_size=4M
+fio_run serial-qd1 --filename=/dev/ublkb0 --rw=randwrite --bs=4k --iodepth=1 --size=16M --io_size=4M
 cmds1=$(serve_counter vol0 commands) serial1=$(serve_counter vol0 serial_commands)
 log "  after QD1: $serial1 of $cmds1 commands came serially"
 ((cmds1 >= 1000 && serial1 * 2 > cmds1)) ||
   fail "QD1: the server took $serial1 of $cmds1 commands as a serial stream (want more than half)"
-fio_run serial-qd32 --filename=/dev/ublkb0 --rw=randread --bs=4k --iodepth=32 --size=16M --io_size=16M
+fio_run serial-qd32 --filename=/dev/ublkb0 --rw=randwrite --bs=4k --iodepth=32 --size=16M --io_size=16M
 cmds2=$(serve_counter vol0 commands) serial2=$(serve_counter vol0 serial_commands)
 log "  after QD32: $((serial2 - serial1)) of $((cmds2 - cmds1)) commands came serially"
 ((cmds2 - cmds1 >= 4000 && (serial2 - serial1) * 2 < cmds2 - cmds1)) ||

@@ -209,6 +209,7 @@ TEST_F(RdmaTransport, RamExportRoundTripInEveryPollMode) {
       auto stats = nlohmann::json::parse(t->stats_json());
       EXPECT_EQ(stats["copied_bytes"], 0);
       EXPECT_EQ(stats["rdma_bytes"], 2u * 16 * 64 * 1024);
+      EXPECT_EQ(stats["pulled_reads"], 16);  // a ram export: READs are our own RDMA READs (PULL_READS)
       EXPECT_EQ(stats["errors"], 0);
       EXPECT_EQ(stats["stale_completions"], 0);
       t->stop_st();
@@ -307,6 +308,7 @@ struct RawClient {
   MappedRegion mem = MappedRegion::anonymous(1 << 20, true);
   ibv_mr* mr = nullptr;
   std::unique_ptr<transport::Connection> conn;
+  wire::AcceptData accepted;
 
   uint64_t data_buffer() const { return reinterpret_cast<uint64_t>(mem.get()) + 512 * 1024; }
   uint8_t* slot(uint64_t i) const { return static_cast<uint8_t*>(mem.get()) + 4096u * i; }
@@ -360,6 +362,7 @@ std::unique_ptr<RawClient> connect_raw(const std::string& addr, uint16_t port, w
   p.sizes = {send_wrs, req.queue_depth, 64, 1};
   p.private_data = pdata;
   p.responder_resources = 16;
+  p.initiator_depth = (req.flags & wire::kConnectPullReads) ? 16 : 0;
   if (req.flags & wire::kConnectBatch) rc->recv_bytes = wire::kMaxBatch * wire::kResponseSize;
   auto out = transport::connect_client(p, [&](transport::Connection& c) {
     rc->mr = c.register_memory(rc->mem.get(), rc->mem.size(),
@@ -368,6 +371,9 @@ std::unique_ptr<RawClient> connect_raw(const std::string& addr, uint16_t port, w
     for (uint16_t i = 0; i < req.queue_depth; ++i) EXPECT_EQ(rc->post_recv(c, i), 0);
   });
   if (out.rejected) return nullptr;
+  auto d = wire::decode_accept_data(out.private_data);
+  EXPECT_TRUE(d.ok()) << wire::decode_error_text(d.error);
+  rc->accepted = d.value;
   rc->conn = std::move(out.conn);
   return rc;
 }
@@ -607,6 +613,73 @@ TEST_F(RdmaTransport, BatchedCommandsGetBatchedAnswers) {
   EXPECT_EQ(got[0].status, 0);
   EXPECT_EQ(data[4096 + 5], 0x31);
   raw.conn->close_st();
+}
+
+// PULL_READS (v6): the client reads a ram export's memory with its own RDMA READ, and only it:
+// the window's memory region covers exactly the export, so a READ past its end fails on the
+// NIC (remote access error), not in the server's memory, and breaks only that connection.
+TEST_F(RdmaTransport, PulledReadsStayInsideTheExport) {
+  start_server({server::parse_export_spec("vol0=ram:1M")});
+  wire::ConnectRequest req;
+  req.flags = wire::kConnectPullReads | wire::kConnectPushWrites;
+  req.queue_depth = 8;
+  req.max_io_bytes = 64 * 1024;
+  auto client = connect_raw(addr_, port_, req, 64);
+  ASSERT_TRUE(client);
+  RawClient& raw = *client;
+  ASSERT_TRUE(raw.accepted.pull_reads());
+  ASSERT_TRUE(raw.accepted.push_writes());
+  ASSERT_NE(raw.accepted.window_addr, 0u);
+  uint64_t buf = raw.data_buffer();
+  auto* data = static_cast<uint8_t*>(reinterpret_cast<void*>(buf));
+  // One signaled RDMA WRITE or READ of `len` bytes at export offset `off`; the completion status.
+  auto rdma = [&](ibv_wr_opcode op, uint64_t off, uint32_t len) {
+    ibv_sge sge{buf, len, raw.mr->lkey};
+    ibv_send_wr wr{}, *bad = nullptr;
+    wr.sg_list = &sge;
+    wr.num_sge = 1;
+    wr.opcode = op;
+    wr.send_flags = IBV_SEND_SIGNALED;
+    wr.wr_id = 77;
+    wr.wr.rdma.remote_addr = raw.accepted.pull_source(off);
+    wr.wr.rdma.rkey = raw.accepted.window_rkey;
+    EXPECT_EQ(ibv_post_send(raw.conn->qp(), &wr, &bad), 0);
+    auto deadline = Clock::now() + 20s;
+    while (Clock::now() < deadline) {
+      ibv_wc wc;
+      if (ibv_poll_cq(raw.conn->cq(), 1, &wc) > 0 && wc.wr_id == 77) return wc.status;
+    }
+    ADD_FAILURE() << "no completion";
+    return IBV_WC_GENERAL_ERR;
+  };
+  std::memset(data, 0x3c, 8192);
+  EXPECT_EQ(rdma(IBV_WR_RDMA_WRITE, 12288, 8192), IBV_WC_SUCCESS);  // a pushed WRITE's data
+  std::memset(data, 0, 8192);
+  EXPECT_EQ(rdma(IBV_WR_RDMA_READ, 12288, 8192), IBV_WC_SUCCESS);
+  EXPECT_EQ(data[0], 0x3c);
+  EXPECT_EQ(data[8191], 0x3c);
+  std::memset(data, 0, 8192);
+  EXPECT_EQ(rdma(IBV_WR_RDMA_READ, (1 << 20) - 4096, 4096), IBV_WC_SUCCESS);  // the last block
+  // Past the export's end: refused by the NIC, and the connection is done.
+  EXPECT_EQ(rdma(IBV_WR_RDMA_READ, (1 << 20) - 4096, 8192), IBV_WC_REM_ACCESS_ERR);
+  raw.conn->close_st();
+
+  // The server goes on: another client with pulls reads what the first one wrote.
+  auto o = client_opts("vol0", 1, 4, 64 * 1024);
+  auto factory = targets::make_rdma_target_factory(o);
+  FakeQueue q(0, 4, 64 * 1024);
+  auto t = factory->make_queue_target(0);
+  t->start_st(q);
+  std::memset(q.io_buffer(2), 0, 8192);
+  t->submit_st(ublk::IoRequest{2, ublk::kOpRead, 0, 12288, 8192, q.io_buffer(2)});
+  ASSERT_TRUE(drive(*t, q, ublk::PollMode::kBusy, [&] { return q.results.size() == 1; }));
+  EXPECT_EQ(q.results[2], 8192);
+  EXPECT_EQ(uint8_t(q.io_buffer(2)[8191]), 0x3c);
+  auto stats = nlohmann::json::parse(t->stats_json());
+  EXPECT_EQ(stats["pull_reads"], true);
+  EXPECT_EQ(stats["pulled_reads"], 1);
+  EXPECT_EQ(stats["commands"], 0);  // the server heard nothing of it
+  t->stop_st();
 }
 
 TEST_F(RdmaTransport, ServerStopFailsClientIoPromptly) {

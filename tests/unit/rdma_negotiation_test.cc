@@ -25,6 +25,8 @@ struct Fixture {
   ServerLimits limits;
   std::vector<Cidr> allow;
 
+  Fixture() { limits.client_rdma_reads = 128; }  // what our client offers with PULL_READS
+
   ExportLookup lookup() {
     return [this](std::string_view name, ExportInfo& info) {
       if (name == "vol0") return info = vol0, 0;
@@ -196,7 +198,8 @@ TEST(RdmaNegotiation, NewerClientGetsOurVersion) {
   Negotiation n = f.run(r);
   ASSERT_TRUE(n.accepted);
   EXPECT_EQ(n.accept.version, wire::kVersion);
-  EXPECT_EQ(n.accept.features, wire::kFeatureReadImm | wire::kFeatureBatch | wire::kFeaturePushWrites);
+  EXPECT_EQ(n.accept.features,
+            wire::kFeatureReadImm | wire::kFeatureBatch | wire::kFeaturePushWrites | wire::kFeaturePullReads);
   r = request("file4k");
   r.version = 9;
   r.flags = 0xffff;
@@ -213,8 +216,8 @@ TEST(RdmaNegotiation, PushWritesOnlyIntoWritableMemory) {
   Negotiation n = f.run(r);
   ASSERT_TRUE(n.accepted) << n.reason;
   EXPECT_TRUE(n.accept.push_writes());
-  EXPECT_EQ(n.accept.push_rkey, 0u);  // the window is the connection's to fill in, after registration
-  EXPECT_EQ(n.accept.push_addr, 0u);
+  EXPECT_EQ(n.accept.window_rkey, 0u);  // the window is the connection's to fill in, after registration
+  EXPECT_EQ(n.accept.window_addr, 0u);
 
   r.flags = 0;  // not asked
   EXPECT_FALSE(f.run(r).accept.push_writes());
@@ -265,6 +268,57 @@ TEST(RdmaNegotiation, PushWritesOnlyIntoWritableMemory) {
 
   f.limits.push_writes = true;
   r.version = 3;  // a v3 client cannot ask for it: its flag is unknown there
+  n = f.run(r);
+  EXPECT_FALSE(n.accepted);
+  EXPECT_EQ(n.reject.status, wire::ConnectStatus::kBadParams);
+}
+
+// The export's memory opens to the client's RDMA READs only when asked by a v6 client, only for
+// an export served from memory (read-only ones too: reading is what the client may do there), only
+// when the client will issue RDMA READs, and never when the server forbids it.
+TEST(RdmaNegotiation, PullReadsOnlyFromExportMemory) {
+  Fixture f;
+  auto r = request("vol0");
+  r.flags = wire::kConnectPullReads;
+  Negotiation n = f.run(r);
+  ASSERT_TRUE(n.accepted) << n.reason;
+  EXPECT_TRUE(n.accept.pull_reads());
+  EXPECT_FALSE(n.accept.push_writes());
+  EXPECT_EQ(n.accept.window_addr, 0u);  // filled in by the connection after registration
+
+  r.flags = 0;  // not asked
+  EXPECT_FALSE(f.run(r).accept.pull_reads());
+
+  r = request("ro");  // read-only memory: pulls yes, pushes no
+  r.flags = wire::kConnectPullReads | wire::kConnectPushWrites | wire::kConnectPushSlots;
+  n = f.run(r);
+  ASSERT_TRUE(n.accepted) << n.reason;
+  EXPECT_TRUE(n.accept.pull_reads());
+  EXPECT_FALSE(n.accept.push_writes());
+
+  r = request("file4k");  // a buffer pool: nothing to read from, and never beside slots
+  r.flags = wire::kConnectPullReads | wire::kConnectPushWrites | wire::kConnectPushSlots;
+  n = f.run(r);
+  ASSERT_TRUE(n.accepted) << n.reason;
+  EXPECT_FALSE(n.accept.pull_reads());
+  EXPECT_TRUE(n.accept.push_slots());
+  r.flags = wire::kConnectPullReads;
+  EXPECT_FALSE(f.run(r).accept.pull_reads());
+  r = request("rofile");
+  r.flags = wire::kConnectPullReads;
+  EXPECT_FALSE(f.run(r).accept.pull_reads());
+
+  r = request("vol0");
+  r.flags = wire::kConnectPullReads;
+  f.limits.client_rdma_reads = 0;  // a client that will not issue RDMA READs
+  EXPECT_FALSE(f.run(r).accept.pull_reads());
+  f.limits.client_rdma_reads = 128;
+  f.limits.pull_reads = false;  // serve --no-pull-reads
+  n = f.run(r);
+  ASSERT_TRUE(n.accepted) << n.reason;
+  EXPECT_FALSE(n.accept.pull_reads());
+  f.limits.pull_reads = true;
+  r.version = 5;  // a v5 client cannot ask for it: its flag is unknown there
   n = f.run(r);
   EXPECT_FALSE(n.accepted);
   EXPECT_EQ(n.reject.status, wire::ConnectStatus::kBadParams);

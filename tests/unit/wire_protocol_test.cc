@@ -29,7 +29,7 @@ TEST(WireProtocol, ConnectRequestRoundTripAndLayout) {
   EXPECT_EQ(b[1], 'R');
   EXPECT_EQ(b[2], 'D');
   EXPECT_EQ(b[3], 'M');
-  EXPECT_EQ(b[4], 5);  // version
+  EXPECT_EQ(b[4], 6);  // version
   EXPECT_EQ(b[5], 0);
   EXPECT_EQ(b[6], 0);  // flags
   EXPECT_EQ(b[8], 3);     // queue id
@@ -75,7 +75,7 @@ TEST(WireProtocol, ConnectRequestMalformed) {
   EXPECT_EQ(decode_connect_request({}).error, DecodeError::kTooShort);
   EXPECT_EQ(with(0, 'X'), DecodeError::kBadMagic);
   EXPECT_EQ(with(4, 0), DecodeError::kBadVersion);  // version 0
-  EXPECT_EQ(with(6, 16), DecodeError::kBadFlags);   // a flag v5 does not know
+  EXPECT_EQ(with(6, 32), DecodeError::kBadFlags);   // a flag v6 does not know
   {
     auto b = good;
     b[4] = 3;  // v3 knows READ_IMM and BATCH, not PUSH_WRITES
@@ -89,6 +89,10 @@ TEST(WireProtocol, ConnectRequestMalformed) {
     b[6] |= kConnectPushSlots;  // PUSH_SLOTS is v5's
     EXPECT_EQ(decode_connect_request(b).error, DecodeError::kBadFlags);
     b[4] = 5;
+    EXPECT_TRUE(decode_connect_request(b).ok());
+    b[6] |= kConnectPullReads;  // PULL_READS is v6's
+    EXPECT_EQ(decode_connect_request(b).error, DecodeError::kBadFlags);
+    b[4] = 6;
     EXPECT_TRUE(decode_connect_request(b).ok());
   }
   {
@@ -177,8 +181,8 @@ TEST(WireProtocol, AcceptPushWindow) {
   a.queue_depth = 8;
   a.max_io_bytes = 4096;
   a.features = kFeaturePushWrites | kFeatureBatch;
-  a.push_rkey = 0xa1b2c3d4;
-  a.push_addr = 0x7f0012345000;
+  a.window_rkey = 0xa1b2c3d4;
+  a.window_addr = 0x7f0012345000;
   auto b = encode(a);
   EXPECT_EQ(b[32], 0xd4);  // little endian at 32 and 40
   EXPECT_EQ(b[35], 0xa1);
@@ -188,8 +192,8 @@ TEST(WireProtocol, AcceptPushWindow) {
   auto d = decode_accept_data(b);
   ASSERT_TRUE(d.ok()) << decode_error_text(d.error);
   EXPECT_TRUE(d.value.push_writes());
-  EXPECT_EQ(d.value.push_rkey, 0xa1b2c3d4u);
-  EXPECT_EQ(d.value.push_addr, 0x7f0012345000ull);
+  EXPECT_EQ(d.value.window_rkey, 0xa1b2c3d4u);
+  EXPECT_EQ(d.value.window_addr, 0x7f0012345000ull);
   {
     auto c = b;
     c[4] = 3;  // PUSH_WRITES is v4's
@@ -200,10 +204,10 @@ TEST(WireProtocol, AcceptPushWindow) {
     ro.export_flags = kExportReadOnly;  // never a push window into a read-only export
     EXPECT_EQ(decode_accept_data(encode(ro)).error, DecodeError::kBadParams);
     AcceptData noaddr = a;
-    noaddr.push_addr = 0;
+    noaddr.window_addr = 0;
     EXPECT_EQ(decode_accept_data(encode(noaddr)).error, DecodeError::kBadParams);
   }
-  // Export-addressed window: the data of a WRITE at `offset` goes to push_addr + offset.
+  // Export-addressed window: the data of a WRITE at `offset` goes to window_addr + offset.
   EXPECT_EQ(d.value.push_target(5, 8192), 0x7f0012345000ull + 8192);
   {
     // v5 PUSH_SLOTS: the window is the connection's buffer pool, one max_io_bytes slot per tag.
@@ -218,9 +222,48 @@ TEST(WireProtocol, AcceptPushWindow) {
     EXPECT_EQ(decode_accept_data(c).error, DecodeError::kBadFlags);
     AcceptData alone = s;  // slots without a window
     alone.features = kFeaturePushSlots;
-    alone.push_rkey = 0;
-    alone.push_addr = 0;
+    alone.window_rkey = 0;
+    alone.window_addr = 0;
     EXPECT_EQ(decode_accept_data(encode(alone)).error, DecodeError::kBadFlags);
+  }
+}
+
+TEST(WireProtocol, AcceptPullWindow) {
+  // v6 PULL_READS: the window is the export, read by the client's RDMA READ; read-only too.
+  AcceptData a;
+  a.export_size = 1 << 20;
+  a.queue_depth = 8;
+  a.max_io_bytes = 4096;
+  a.export_flags = kExportReadOnly;
+  a.features = kFeaturePullReads | kFeatureBatch;
+  a.window_rkey = 0x01020304;
+  a.window_addr = 0x7f0012345000;
+  auto b = encode(a);
+  EXPECT_EQ(b[28], kFeaturePullReads | kFeatureBatch);
+  EXPECT_EQ(kFeaturePullReads, 16);
+  auto d = decode_accept_data(b);
+  ASSERT_TRUE(d.ok()) << decode_error_text(d.error);
+  EXPECT_TRUE(d.value.pull_reads());
+  EXPECT_FALSE(d.value.push_writes());
+  EXPECT_EQ(d.value.pull_source(8192), 0x7f0012345000ull + 8192);
+  {
+    auto c = b;
+    c[4] = 5;  // PULL_READS is v6's
+    EXPECT_EQ(decode_accept_data(c).error, DecodeError::kBadFlags);
+  }
+  {
+    AcceptData noaddr = a;  // a pull window needs an address
+    noaddr.window_addr = 0;
+    EXPECT_EQ(decode_accept_data(encode(noaddr)).error, DecodeError::kBadParams);
+    AcceptData both = a;  // with PUSH_WRITES into the same export: fine where it is writable
+    both.export_flags = 0;
+    both.features |= kFeaturePushWrites;
+    auto bd = decode_accept_data(encode(both));
+    ASSERT_TRUE(bd.ok()) << decode_error_text(bd.error);
+    EXPECT_EQ(bd.value.push_target(3, 8192), bd.value.pull_source(8192));
+    AcceptData slots = both;  // a window of slots is not the export: nothing to pull from
+    slots.features |= kFeaturePushSlots;
+    EXPECT_EQ(decode_accept_data(encode(slots)).error, DecodeError::kBadFlags);
   }
 }
 
@@ -238,10 +281,10 @@ TEST(WireProtocol, AcceptMalformed) {
   EXPECT_EQ(decode_accept_data(std::span(good).first(47)).error, DecodeError::kTooShort);
   EXPECT_EQ(with(1, 0), DecodeError::kBadMagic);
   EXPECT_EQ(with(4, 0), DecodeError::kBadVersion);
-  EXPECT_EQ(with(4, 6), DecodeError::kBadVersion);  // newer than we speak: the server must not pick it
+  EXPECT_EQ(with(4, 7), DecodeError::kBadVersion);  // newer than we speak: the server must not pick it
   EXPECT_EQ(with(6, 1), DecodeError::kBadParams);   // status != ok inside an accept
   EXPECT_EQ(with(19, 1), DecodeError::kReservedNonZero);
-  EXPECT_EQ(with(28, 16), DecodeError::kBadFlags);  // a feature v5 does not know
+  EXPECT_EQ(with(28, 32), DecodeError::kBadFlags);  // a feature v6 does not know
   {
     auto b = good;
     b[28] = kFeatureReadImm | kFeatureBatch;

@@ -60,6 +60,7 @@ struct AddArgs {
   int io_timeout_ms = 30000;
   std::string push_max = fmt::format("{}K", targets::kDefaultPushMaxBytes / 1024);
   std::string pull_max;  // empty: every READ
+  std::string write_ack = "fence";
 };
 
 int cmd_add(const AddArgs& a) {
@@ -105,7 +106,8 @@ int cmd_add(const AddArgs& a) {
                         {"export", a.export_name},
                         {"io_timeout_ms", a.io_timeout_ms},
                         {"push_max_bytes", push_max},
-                        {"pull_max_bytes", pull_max}};
+                        {"pull_max_bytes", pull_max},
+                        {"fence_writes", a.write_ack == "fence"}};
   }
   if (a.dev_id >= 0) {
     ublk::ControlDevice ctrl;
@@ -282,6 +284,11 @@ int run(int argc, char** argv) {
                       "rdma: largest READ whose data we take from the server's memory ourselves (RDMA READ, "
                       "where the export offers it: ram); larger ones the server sends (RDMA WRITE); "
                       "0 = never; default: every READ");
+  add_cmd->add_option("--write-ack", add.write_ack,
+                      "rdma: what completes a WRITE pushed into a ram export: our own RDMA READ fence behind "
+                      "it (no work on the server's CPU) or the server's answer to its command")
+      ->check(CLI::IsMember({"fence", "server"}))
+      ->capture_default_str();
 
   int del_id = -1;
   bool del_all = false;

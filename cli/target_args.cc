@@ -31,6 +31,7 @@ std::unique_ptr<ublk::TargetFactory> make_target_factory(const nlohmann::json& a
     o.io_timeout = std::chrono::milliseconds(args.value("io_timeout_ms", 30000));
     o.push_max_bytes = args.value("push_max_bytes", o.push_max_bytes);
     o.pull_max_bytes = args.value("pull_max_bytes", o.pull_max_bytes);
+    o.fence_writes = args.value("fence_writes", o.fence_writes);
     return targets::make_rdma_target_factory(o);
   }
   throw_setup("unknown target type '{}'", type);

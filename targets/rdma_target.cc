@@ -31,7 +31,8 @@ using transport::Connection;
 constexpr uint32_t kSignalEvery = 16;
 constexpr uint32_t kSqSlack = 2 * kSignalEvery;
 // With PUSH_WRITES a WRITE takes two send-queue slots (its data's RDMA WRITE and its command);
-// with PULL_READS a READ takes one (its RDMA READ, no command).
+// with PULL_READS a READ takes one (its RDMA READ, no command), and a fenced WRITE one (its RDMA
+// WRITE; the chain's fence is the one slot more that a WRITE with a command would have taken).
 constexpr uint32_t kWrsPerTag = 2;
 static_assert(ublk::kMaxQueueDepth * kWrsPerTag + kSqSlack <= 0xffff, "send queue size must fit the QP limits we ask for");
 static_assert(kSignalEvery >= 1 && kSqSlack >= 2 * kSignalEvery, "selective signaling needs two windows of slack");
@@ -43,6 +44,10 @@ constexpr int kPollBatch = 32;
 // random IO at QD32 lost 7-16 % of its IOPS to it under emulation (ci/bench).
 constexpr uint32_t kSpinMaxInflight = 4;
 constexpr size_t kMsgSlot = 64;  // one cache line per command slot
+// WorkId::op of the RDMA READ that fences a chain's fenced WRITEs (a pulled READ's op is kRead).
+constexpr uint8_t kFenceOp = 0xff;
+// What the fence reads: a few bytes of the last fenced WRITE's data, into that tag's command slot.
+constexpr uint32_t kFenceBytes = 8;
 static_assert(wire::kCommandSize <= kMsgSlot);
 // A receive holds the largest answer message: kMaxBatch Responses once BATCH is negotiated
 // (receives are posted before the server's answer says whether it is).
@@ -93,6 +98,9 @@ struct RdmaCounters {
   RelaxedCounter pushed_writes;      // WRITEs whose data we put into the export by RDMA WRITE
   RelaxedCounter pulled_reads;       // READs whose data we took from the export by RDMA READ
   RelaxedCounter pulled_bytes;       // ... and their bytes (in rdma_bytes, but moved by us, not the server)
+  RelaxedCounter fenced_writes;      // pushed WRITEs with no command, done by an RDMA READ fence
+  RelaxedCounter fenced_bytes;       // ... and their bytes (in rdma_bytes; the server never sees them)
+  RelaxedCounter fences;             // those RDMA READ fences (one per chain that has fenced WRITEs)
 };
 
 class RdmaQueueTarget final : public ublk::QueueTarget {
@@ -130,6 +138,11 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     batch_ = link_.accepted.batch();
     push_writes_ = link_.accepted.push_writes();
     pull_reads_ = link_.accepted.pull_reads();
+    // A WRITE pushed into the export needs no answer when an RDMA READ after it on the same QP
+    // can prove it placed: that takes the export window with remote read (PULL_READS).
+    fence_writes_ = opts_.fence_writes && push_writes_ && pull_reads_ && !link_.accepted.push_slots();
+    fenced_ring_.assign(depth_, 0);
+    fence_sizes_.assign(size_t(depth_) + 1, 0);
     sq_capacity_ = size_t(depth_) * (push_writes_ ? kWrsPerTag : 1) + kSqSlack;
     signal_fifo_.assign(sq_capacity_, 0);
     send_wrs_.resize(size_t(depth_) * kWrsPerTag);
@@ -163,7 +176,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
       return fail_now(req.tag, -EIO);
     }
     wire::Command cmd;
-    bool pulled = false;
+    bool pulled = false, fenced = false;
     cmd.tag = req.tag;
     cmd.offset = req.offset;
     cmd.length = req.length;
@@ -176,6 +189,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
         cmd.opcode = wire::Opcode::kWrite;
         if (req.flags & ublk::kIoFFua) cmd.flags = wire::kCmdFlagFua;
         if (push_writes_ && req.length <= opts_.push_max_bytes) cmd.flags |= wire::kCmdFlagPushed;
+        fenced = fence_writes_ && (cmd.flags & wire::kCmdFlagPushed);
         break;
       case ublk::kOpFlush:
         cmd.opcode = wire::Opcode::kFlush;
@@ -204,12 +218,15 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     t.tick = tick_;
     t.pushed = cmd.flags & wire::kCmdFlagPushed;
     t.pulled = pulled;
+    t.fenced = fenced;
     if (t.pushed || t.pulled) {
       t.buffer = cmd.addr;
       t.offset = cmd.offset;
     }
 
-    if (!t.pulled) {  // a pulled READ is our RDMA READ alone: the server hears nothing of it
+    // A pulled READ is our RDMA READ alone, a fenced WRITE our RDMA WRITE alone: the server
+    // hears nothing of either.
+    if (t.sends_command()) {
       uint8_t* slot = command_slot(req.tag);
       wire::encode_into(cmd, std::span<uint8_t, wire::kCommandSize>(slot, wire::kCommandSize));
     }
@@ -302,11 +319,15 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
         {"pushed_writes", c.pushed_writes.get()},
         {"pulled_reads", c.pulled_reads.get()},
         {"pulled_bytes", c.pulled_bytes.get()},
+        {"fenced_writes", c.fenced_writes.get()},
+        {"fenced_bytes", c.fenced_bytes.get()},
+        {"fences", c.fences.get()},
         {"read_imm", read_imm_},
         {"batch", batch_},
         {"push_writes", push_writes_},
         {"push_slots", link_.accepted.push_slots()},
         {"pull_reads", pull_reads_},
+        {"fence_writes", fence_writes_},
     };
     return j.dump();
   }
@@ -321,8 +342,11 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     uint8_t op = 0;
     bool pushed = false;  // a WRITE whose data goes out by our RDMA WRITE before its command
     bool pulled = false;  // a READ that is our RDMA READ of the export, with no command
+    bool fenced = false;  // a pushed WRITE with no command, done when the fence READ behind it is
     uint64_t buffer = 0;  // pushed or pulled: where its data is in the slab ...
     uint64_t offset = 0;  // ... and where it is in the export
+
+    bool sends_command() const { return !pulled && !fenced; }
   };
 
   // link_.msgs: [depth receive slots][depth command slots]
@@ -353,30 +377,37 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
   // lead the chain: with PUSH_WRITES the RDMA WRITEs of the WRITEs' data (RC places them before
   // the server sees any SEND behind them, so the data is in the export when its command
   // arrives), with PULL_READS the READs' RDMA READs (signaled: their completion is the READ's).
+  // Fenced WRITEs send no command: after the chain's RDMA WRITEs one signaled RDMA READ of the
+  // export (the fence) completes only once the responder has executed every earlier RDMA WRITE
+  // on this QP (an RDMA READ never passes an RDMA WRITE), so their data is in the export's
+  // memory, where any later READ, from any queue, finds it; its completion completes them all.
   void flush_sends_st() {
     if (dead_) return;
     size_t per_send = batch_ ? wire::kMaxBatch : 1;
     size_t room = sq_capacity_ - sq_used_;
     // As many requests as their SENDs and our RDMA fit the send queue.
     size_t taken = 0, cmds = 0, own = 0;
+    bool fence = false;
     while (taken < pending_.size()) {
       const TagSlot& t = tags_[pending_[taken]];
-      size_t o = own + (t.pushed || t.pulled ? 1 : 0);
-      size_t c = cmds + (t.pulled ? 0 : 1);
+      size_t o = own + (t.pushed || t.pulled ? 1 : 0) + (t.fenced && !fence ? 1 : 0);
+      size_t c = cmds + (t.sends_command() ? 1 : 0);
       if (o + (c + per_send - 1) / per_send > room) break;
       own = o;
       cmds = c;
+      fence = fence || t.fenced;
       ++taken;
     }
     if (taken == 0) return;  // wait for a signaled completion to free slots
     size_t n = (cmds + per_send - 1) / per_send;  // SENDs
     size_t total = own + n;                       // work requests in this chain
     command_tags_.clear();
-    size_t w = 0, pulls = 0;
+    size_t w = 0, pulls = 0, fenced = 0;
+    uint16_t last_fenced = 0;
     for (size_t i = 0; i < taken; ++i) {
       uint16_t tag = pending_[i];
       TagSlot& t = tags_[tag];
-      if (!t.pulled) command_tags_.push_back(tag);
+      if (t.sends_command()) command_tags_.push_back(tag);
       if (!t.pushed && !t.pulled) continue;
       ibv_send_wr& wr = send_wrs_[w];
       wr = ibv_send_wr{};
@@ -397,8 +428,34 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
         wr.wr_id = WorkId{WorkKind::kRdmaWrite, queue_id_, tag, t.op, t.generation}.encode();
         wr.opcode = IBV_WR_RDMA_WRITE;
         wr.wr.rdma.remote_addr = link_.accepted.push_target(tag, t.offset);
+        if (t.fenced) {
+          t.state = TagState::kInFlight;
+          fenced_ring_[fenced_tail_] = tag;
+          fenced_tail_ = (fenced_tail_ + 1) % fenced_ring_.size();
+          last_fenced = tag;
+          ++fenced;
+        }
       }
       wr.wr.rdma.rkey = link_.accepted.window_rkey;
+      ++w;
+    }
+    if (fenced) {
+      const TagSlot& t = tags_[last_fenced];
+      ibv_send_wr& wr = send_wrs_[w];
+      wr = ibv_send_wr{};
+      fence_sge_ = ibv_sge{reinterpret_cast<uint64_t>(command_slot(last_fenced)), kFenceBytes, link_.msgs_mr->lkey};
+      wr.sg_list = &fence_sge_;
+      wr.num_sge = 1;
+      wr.wr_id = WorkId{WorkKind::kRdmaRead, queue_id_, last_fenced, kFenceOp, t.generation}.encode();
+      wr.opcode = IBV_WR_RDMA_READ;
+      wr.wr.rdma.remote_addr = link_.accepted.push_target(last_fenced, t.offset);
+      wr.wr.rdma.rkey = link_.accepted.window_rkey;
+      wr.send_flags = IBV_SEND_SIGNALED;
+      wr.next = w + 1 < total ? &send_wrs_[w + 1] : nullptr;
+      ++since_signal_;
+      signal_slots_st();
+      fence_sizes_[fence_tail_] = uint16_t(fenced);
+      fence_tail_ = (fence_tail_ + 1) % fence_sizes_.size();
       ++w;
     }
     size_t next = 0;
@@ -437,8 +494,10 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     counters_.max_post_batch.max_st(taken);
     counters_.commands.add_st(cmds);
     counters_.command_sends.add_st(n);
-    counters_.pushed_writes.add_st(w - pulls);
+    counters_.pushed_writes.add_st(w - pulls - (fenced ? 1 : 0));
     counters_.pulled_reads.add_st(pulls);
+    counters_.fenced_writes.add_st(fenced);
+    counters_.fences.add_st(fenced ? 1 : 0);
     sq_used_ += total;
     counters_.sq_depth_max.max_st(sq_used_);
     pending_.erase(pending_.begin(), pending_.begin() + ptrdiff_t(taken));
@@ -479,7 +538,8 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
           log::rdma()->error("queue {}: {} completion failed: {} (vendor error {:#x})", queue_id_,
                              id.kind == WorkKind::kRdmaRecv    ? "receive"
                              : id.kind == WorkKind::kRdmaWrite ? "RDMA WRITE of write data"
-                             : id.kind == WorkKind::kRdmaRead  ? "RDMA READ of read data"
+                             : id.kind == WorkKind::kRdmaRead  ? (id.op == kFenceOp ? "RDMA READ fencing WRITEs"
+                                                                                   : "RDMA READ of read data")
                                                                : "send",
                              ibv_wc_status_str(wc.status),
                              wc.vendor_err);
@@ -493,7 +553,13 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
           sq_used_ -= signal_fifo_[fifo_head_];
           fifo_head_ = (fifo_head_ + 1) % signal_fifo_.size();
         }
-        if (id.kind == WorkKind::kRdmaRead) handle_pull_done_st(id);
+        if (id.kind == WorkKind::kRdmaRead) {
+          if (id.op == kFenceOp) {
+            handle_fence_done_st();
+          } else {
+            handle_pull_done_st(id);
+          }
+        }
       } else if (id.kind == WorkKind::kRdmaRecv) {
         if (wc.opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
           handle_read_done_st(wc);
@@ -599,6 +665,29 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     complete_tag_st(id.tag, int(tags_[id.tag].length));
   }
 
+  // The fence behind a chain's fenced WRITEs completed: their data is in the export. Fences
+  // complete in posting order, so the oldest outstanding fence's WRITEs are the next in the ring.
+  void handle_fence_done_st() {
+    if (fence_head_ == fence_tail_) {
+      log::rdma()->error("queue {}: a write fence completed with none outstanding", queue_id_);
+      return connection_lost_st("unexpected fence completion");
+    }
+    uint16_t n = fence_sizes_[fence_head_];
+    fence_head_ = (fence_head_ + 1) % fence_sizes_.size();
+    for (uint16_t i = 0; i < n && !dead_; ++i) {
+      uint16_t tag = fenced_ring_[fenced_head_];
+      fenced_head_ = (fenced_head_ + 1) % fenced_ring_.size();
+      const TagSlot& t = tags_[tag];
+      if (t.state != TagState::kInFlight || !t.fenced) {
+        log::rdma()->error("queue {}: fenced WRITE tag {} not in flight (state {})", queue_id_, tag, int(t.state));
+        return connection_lost_st("write fence out of step");
+      }
+      counters_.completed.add_st();
+      counters_.fenced_bytes.add_st(t.length);
+      complete_tag_st(tag, int(t.length));
+    }
+  }
+
   void handle_cm_events_st() {
     while (auto ev = link_.conn->poll_cm_event_st()) {
       switch (ev->type) {
@@ -670,6 +759,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
   bool batch_ = false;     // SENDs carry up to kMaxBatch commands / Responses
   bool push_writes_ = false;  // WRITE data goes by our RDMA WRITE into the export (PUSH_WRITES)
   bool pull_reads_ = false;   // READ data comes by our RDMA READ from the export (PULL_READS)
+  bool fence_writes_ = false;  // pushed WRITEs send no command: an RDMA READ fence completes them
   bool dead_ = false;
   bool cq_armed_ = false;
 
@@ -681,6 +771,12 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
   std::vector<ibv_sge> send_sges_;
   std::vector<ibv_sge> push_sges_;   // one per RDMA WRITE / RDMA READ of a chain
   std::vector<uint16_t> command_tags_;  // the tags of a chain that send a command
+  ibv_sge fence_sge_{};
+  // Fenced WRITEs in posting order, and per outstanding fence how many of them it completes.
+  std::vector<uint16_t> fenced_ring_;
+  size_t fenced_head_ = 0, fenced_tail_ = 0;
+  std::vector<uint16_t> fence_sizes_;
+  size_t fence_head_ = 0, fence_tail_ = 0;
   std::vector<ibv_recv_wr> recv_wrs_;
   std::vector<ibv_sge> recv_sges_;
 
@@ -739,7 +835,7 @@ QueueLink connect_queue(const RdmaTargetOptions& o, uint16_t queue_id, uint64_t 
   req.session_id = session_id;
   req.flags = wire::kConnectReadImm | wire::kConnectBatch |
               (o.push_max_bytes ? wire::kConnectPushWrites | wire::kConnectPushSlots : 0) |
-              (o.pull_max_bytes ? wire::kConnectPullReads : 0);
+              (o.pull_max_bytes || (o.fence_writes && o.push_max_bytes) ? wire::kConnectPullReads : 0);
   if (!req.set_name(o.export_name))
     throw SetupError(fmt::format("export name '{}' is invalid: use 1..32 of [A-Za-z0-9._-]", o.export_name), EINVAL);
   auto pdata = wire::encode(req);
@@ -759,7 +855,8 @@ QueueLink connect_queue(const RdmaTargetOptions& o, uint16_t queue_id, uint64_t 
   p.sizes.max_send_sge = wire::kMaxBatch;  // a batched SEND: one entry per command
   p.private_data = pdata;
   p.responder_resources = 128;  // the server's RDMA READs of write data run against us
-  p.initiator_depth = o.pull_max_bytes ? 128 : 0;  // ours of read data (PULL_READS) against it
+  // Ours (pulled READs, write fences) against it, with PULL_READS.
+  p.initiator_depth = (req.flags & wire::kConnectPullReads) ? 128 : 0;
 
   auto before_connect = [&](Connection& conn) {
     link.msgs_mr = conn.register_memory(link.msgs.get(), link.msgs.size(), IBV_ACCESS_LOCAL_WRITE,

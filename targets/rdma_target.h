@@ -34,6 +34,10 @@ struct RdmaTargetOptions {
   // our own RDMA READ of the export's memory, with no command and no work on the server's CPU
   // (0: do not ask for it).
   uint32_t pull_max_bytes = kDefaultPullMaxBytes;
+  // Where the server grants both PUSH_WRITES into the export and PULL_READS (ram), a pushed
+  // WRITE sends no command: one RDMA READ after a pass's RDMA WRITEs proves their data placed
+  // and completes them, with no work on the server's CPU. false: every WRITE is a command.
+  bool fence_writes = true;
 };
 
 // Connects all nr_queues connections now (call after daemonizing: verbs and fork do not mix)

@@ -6,11 +6,13 @@
 # WRITE into the export (PUSH_WRITES, the default), larger ones the server fetches; to the file
 # export the small ones go into the tag's slot of the server's buffer pool (PUSH_SLOTS). READs
 # from the ram export are the client's own RDMA READs of the export (PULL_READS, the default),
-# from the file export the server's RDMA WRITEs. Another ram export is verified with pushes
-# switched off at the client and pulls only up to 16 KiB (add --push-max 0 --pull-max 16K: the
-# server RDMA READs every WRITE into the export and answers with a fenced SEND, and sends the
-# data of larger READs), and one more on a second server that refuses both (serve
-# --no-push-writes --no-pull-reads: all data moved by the server).
+# from the file export the server's RDMA WRITEs; the pushed WRITEs to the ram export send no
+# command at all: an RDMA READ fence behind them completes them (add --write-ack fence, the
+# default). Another ram export is verified with the server answering pushed WRITEs and pulls
+# only up to 16 KiB (add --write-ack server --pull-max 16K: larger READs' data the server sends),
+# and one more on a second server that refuses pushes and pulls (serve --no-push-writes
+# --no-pull-reads: the server RDMA READs every WRITE into the export and answers with a fenced
+# SEND, and sends every READ's data).
 # e2e-timeout: 900
 . "$(dirname "$0")/lib.sh"
 require_ublk
@@ -49,23 +51,25 @@ for export in vol0 f; do
 done
 
 jq -e 'all(.queues[].stats.target; .push_writes and .push_slots == false and .pushed_writes > 0
+    and .fence_writes and .fenced_writes == .pushed_writes and .fences > 0
     and .pull_reads and .pulled_reads > 0 and .read_done_imm == 0)' <(ublk_json 0) >/dev/null ||
-  fail "device 0 (ram export, defaults) did not push its WRITEs into the export and pull its READs: $(
-    ublk_json 0 | jq -c '[.queues[].stats.target | {push_writes, pushed_writes, pull_reads, pulled_reads}]')"
+  fail "device 0 (ram export, defaults) did not push and fence its WRITEs and pull its READs: $(
+    ublk_json 0 | jq -c '[.queues[].stats.target | {push_writes, pushed_writes, fenced_writes, fences, pull_reads, pulled_reads}]')"
 jq -e 'all(.queues[].stats.target; .push_writes and .push_slots and .pushed_writes > 0 and .errors == 0
-    and .pull_reads == false and .pulled_reads == 0)' <(ublk_json 1) >/dev/null ||
+    and .pull_reads == false and .pulled_reads == 0 and .fence_writes == false)' <(ublk_json 1) >/dev/null ||
   fail "device 1 (file export, defaults) did not push its WRITEs into slots (or pulled READs): $(
     ublk_json 1 | jq -c '[.queues[].stats.target | {push_writes, push_slots, pushed_writes, pull_reads, errors}]')"
 
-log "ram export, WRITE data fetched by the server, READs over 16K sent by it (add --push-max 0 --pull-max 16K)"
-rdma_add 2 vol1 -q 2 -d 64 --push-max 0 --pull-max 16K
-verify_64 verify-nopush /dev/ublkb2
-jq -e '.target_args.push_max_bytes == 0 and .target_args.pull_max_bytes == 16384 and all(.queues[].stats.target;
-    .push_writes == false and .pushed_writes == 0 and .errors == 0 and .pull_reads and .pulled_reads > 0
-    and .read_done_imm > 0)' <(ublk_json 2) >/dev/null ||
-  fail "device 2 pushed WRITEs, did not split its READs between pulls and the server, or counted errors: $(
-    ublk_json 2 | jq -c '[.queues[].stats.target | {push_writes, pushed_writes, pulled_reads, read_done_imm, errors}]')"
-[[ $(serve_counter vol1 pushed_writes) == 0 ]] || fail "the server counted pushed WRITEs on vol1"
+log "ram export, pushed WRITEs answered by the server, READs over 16K sent by it (add --write-ack server --pull-max 16K)"
+rdma_add 2 vol1 -q 2 -d 64 --write-ack server --pull-max 16K
+verify_64 verify-acked /dev/ublkb2
+jq -e '.target_args.fence_writes == false and .target_args.pull_max_bytes == 16384 and all(.queues[].stats.target;
+    .push_writes and .pushed_writes > 0 and .fence_writes == false and .fenced_writes == 0 and .errors == 0
+    and .pull_reads and .pulled_reads > 0 and .read_done_imm > 0)' <(ublk_json 2) >/dev/null ||
+  fail "device 2 fenced WRITEs, did not split its READs between pulls and the server, or counted errors: $(
+    ublk_json 2 | jq -c '[.queues[].stats.target | {pushed_writes, fenced_writes, pulled_reads, read_done_imm, errors}]')"
+[[ $(serve_counter vol1 pushed_writes) == $(ublk_json 2 | jq '[.queues[].stats.target.pushed_writes] | add') ]] ||
+  fail "the server did not answer every pushed WRITE on vol1"
 must "$UBLK" del -n 2
 wait_gone /dev/ublkb2
 
@@ -75,7 +79,7 @@ E2E_SERVE_LISTEN=$E2E_RDMA_ADDR:18521 serve_start --export vol2=ram:64M --no-pus
 rdma_add 3 vol2 --trsvcid 18521 -q 2 -d 64
 verify_64 verify-refused /dev/ublkb3
 jq -e 'all(.queues[].stats.target; .push_writes == false and .pushed_writes == 0 and .pull_reads == false
-    and .pulled_reads == 0 and .read_done_imm > 0 and .errors == 0)' <(ublk_json 3) >/dev/null ||
+    and .pulled_reads == 0 and .fence_writes == false and .read_done_imm > 0 and .errors == 0)' <(ublk_json 3) >/dev/null ||
   fail "device 3 pushed WRITEs or pulled READs with a server that refuses them, or counted errors"
 [[ $(serve_counter vol2 pushed_writes) == 0 ]] || fail "the second server counted pushed WRITEs"
 must "$UBLK" del -n 3

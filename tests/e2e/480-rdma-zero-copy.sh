@@ -3,7 +3,8 @@
 # work), every queue of the client counts copied_bytes == 0 and rdma_bytes > 0, rdma_bytes equals
 # what the ublk queue moved (bytes_read + bytes_written) and, summed, covers what fio moved; the
 # server's stats (per connection, and per export after it stopped) say copied_bytes == 0 and
-# rdma_bytes equal to the client's except the READs the client pulled itself. READs from the ram
+# rdma_bytes equal to the client's except what the client moved without it (pulled READs, fenced
+# WRITEs). READs from the ram
 # export are the client's own RDMA READs of the export (protocol v6's PULL_READS): both queues
 # negotiated and used it, for every READ, and the server moved none of their bytes. Successful
 # READs from the file export complete by RDMA WRITE WITH IMMEDIATE (protocol v2's ReadDone):
@@ -11,7 +12,8 @@
 # fewer SENDs than messages went each way, and every command got exactly one answer. WRITEs to
 # the ram export of up to 16 KiB travel as the client's RDMA WRITE into the export (protocol v4's
 # PUSH_WRITES), larger ones as the server's RDMA READ: both queues negotiated it and used both
-# ways, and pushed as many as the server answered as pushed. The file export offers the same into
+# ways; to the ram export the pushed WRITEs send no command (an RDMA READ fence completes
+# them), to the file export the server answers as many as were pushed. The file export offers the same into
 # its buffer pool's per-tag slots (protocol v5's PUSH_SLOTS), the ram export never does. On a ram
 # and a file export.
 . "$(dirname "$0")/lib.sh"
@@ -68,7 +70,13 @@ zero_copy() {
   pushed=$(ublk_json "$id" | jq '[.queues[].stats.target.pushed_writes] | add')
   imm=$(ublk_json "$id" | jq '[.queues[].stats.target.read_done_imm] | add')
   after=$(ublk_json "$id" | jq '[.queues[].stats.target.rdma_bytes] | add')
-  pulled=$(ublk_json "$id" | jq '[.queues[].stats.target.pulled_bytes] | add')
+  pulled=$(ublk_json "$id" | jq '[.queues[].stats.target | .pulled_bytes + .fenced_bytes] | add')
+  fenced=$(ublk_json "$id" | jq '[.queues[].stats.target.fenced_writes] | add')
+  ublk_json "$id" | jq -e --argjson p "$pull" 'all(.queues[].stats.target; .fence_writes == $p
+      and (if $p then .fenced_writes == .pushed_writes and .fences > 0 and .fences <= .fenced_writes
+           else .fenced_writes == 0 and .fences == 0 end))' >/dev/null ||
+    fail "$export: a queue did not fence its pushed WRITEs as expected (fence $pull): $(
+      ublk_json "$id" | jq -c '[.queues[].stats.target | {fence_writes, pushed_writes, fenced_writes, fences}]')"
   moved=$((after - before))
   log "  fio moved $((64 * M)) bytes, the queues' rdma_bytes grew by $moved"
   ((moved >= 64 * M && moved <= 68 * M)) || fail "$export: rdma_bytes grew by $moved, fio moved $((64 * M))"
@@ -84,11 +92,11 @@ zero_copy() {
       and .copied_bytes == 0 and .pull_reads == $p
       and .rdma_bytes == $a and .read_imm and .read_done_imm == $i and .batch and .answer_sends < .responses' \
       <<<"$srv" >/dev/null ||
-    fail "$export: the server's counters do not match the client's (rdma_bytes $after less $pulled pulled, copied 0, 2 connections, read_done_imm $imm, batched answers)"
-  jq -e --argjson p "$push" --argjson s "$slots" --argjson n "$pushed" '.push_writes == $p and .push_slots == $s
-      and .pushed_writes == $n
+    fail "$export: the server's counters do not match the client's (rdma_bytes $after less $pulled pulled or fenced, copied 0, 2 connections, read_done_imm $imm, batched answers)"
+  jq -e --argjson p "$push" --argjson s "$slots" --argjson n "$((pushed - fenced))" '.push_writes == $p
+      and .push_slots == $s and .pushed_writes == $n
       and (if $p then .pushed_writes < .writes else .pushed_writes == 0 end)' <<<"$srv" >/dev/null ||
-    fail "$export: the server's PUSH_WRITES counters do not match the client's ($pushed pushed WRITEs, push $push)"
+    fail "$export: the server's PUSH_WRITES counters do not match the client's ($pushed pushed WRITEs, $fenced of them fenced, push $push)"
   must "$UBLK" del -n "$id"
   wait_gone "$dev"
   echo "$((after - pulled))" >"$E2E_WORK/rdma_bytes.$export"

@@ -6,7 +6,8 @@
 # QD 64 runs); busy mode never sleeps. The server tells a serial client (QD1: one command at a
 # time, each after the last answer) from one that batches (QD32), and keeps polling for the former
 # (serial_commands counts what it took that way); random writes, as the ram export's READs are
-# the client's own RDMA READs that the server never sees (PULL_READS).
+# the client's own RDMA READs that the server never sees (PULL_READS), answered by the server
+# (add --write-ack server; a fenced WRITE sends no command either).
 # e2e-timeout: 600
 . "$(dirname "$0")/lib.sh"
 require_ublk
@@ -39,7 +40,7 @@ for variant in busy event hybrid hybrid:0; do
 done
 
 log "=== the server's serial spin: QD1, then QD32"
-rdma_add 0 vol0 -q 1 -d 64
+rdma_add 0 vol0 -q 1 -d 64 --write-ack server
 fio_run serial-qd1 --filename=/dev/ublkb0 --rw=randwrite --bs=4k --iodepth=1 --size=16M --io_size=4M
 cmds1=$(serve_counter vol0 commands) serial1=$(serve_counter vol0 serial_commands)
 log "  after QD1: $serial1 of $cmds1 commands came serially"

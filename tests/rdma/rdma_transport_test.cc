@@ -682,6 +682,54 @@ TEST_F(RdmaTransport, PulledReadsStayInsideTheExport) {
   t->stop_st();
 }
 
+// Fenced WRITEs: small WRITEs to a ram export are the client's RDMA WRITEs with no command,
+// completed by one RDMA READ fence per pass. Another client that reads through the server
+// (no pulls) finds every byte in the export.
+TEST_F(RdmaTransport, FencedWritesLandInTheExport) {
+  start_server({server::parse_export_spec("vol0=ram:16M")});
+  constexpr uint16_t kDepth = 16;
+  constexpr uint32_t kLen = 8192;
+  auto writer = targets::make_rdma_target_factory(client_opts("vol0", 1, kDepth, 64 * 1024));
+  FakeQueue q(0, kDepth, 64 * 1024);
+  auto t = writer->make_queue_target(0);
+  t->start_st(q);
+  for (uint16_t tag = 0; tag < kDepth; ++tag) {
+    fill(q.io_buffer(tag), kLen, tag + 40);
+    t->submit_st(ublk::IoRequest{tag, ublk::kOpWrite, 0, uint64_t(tag) * kLen, kLen, q.io_buffer(tag)});
+  }
+  ASSERT_TRUE(drive(*t, q, ublk::PollMode::kHybrid, [&] { return q.results.size() == kDepth; }));
+  for (auto [tag, res] : q.results) EXPECT_EQ(res, int(kLen)) << "tag " << tag;
+  auto ws = nlohmann::json::parse(t->stats_json());
+  EXPECT_EQ(ws["fence_writes"], true);
+  EXPECT_EQ(ws["fenced_writes"], kDepth);
+  EXPECT_GE(ws["fences"].get<uint64_t>(), 1u);
+  EXPECT_LE(ws["fences"].get<uint64_t>(), uint64_t(kDepth));
+  EXPECT_EQ(ws["commands"], 0);  // the server heard nothing of them
+  EXPECT_EQ(ws["errors"], 0);
+  t->stop_st();
+
+  auto o = client_opts("vol0", 1, kDepth, 64 * 1024);
+  o.pull_max_bytes = 0;
+  o.fence_writes = false;
+  auto reader_factory = targets::make_rdma_target_factory(o);
+  FakeQueue rq(0, kDepth, 64 * 1024);
+  auto r = reader_factory->make_queue_target(0);
+  r->start_st(rq);
+  for (uint16_t tag = 0; tag < kDepth; ++tag) {
+    std::memset(rq.io_buffer(tag), 0, kLen);
+    r->submit_st(ublk::IoRequest{tag, ublk::kOpRead, 0, uint64_t(tag) * kLen, kLen, rq.io_buffer(tag)});
+  }
+  ASSERT_TRUE(drive(*r, rq, ublk::PollMode::kHybrid, [&] { return rq.results.size() == kDepth; }));
+  for (uint16_t tag = 0; tag < kDepth; ++tag) {
+    EXPECT_EQ(rq.results[tag], int(kLen));
+    EXPECT_TRUE(check(rq.io_buffer(tag), kLen, tag + 40)) << "data of tag " << tag;
+  }
+  auto rs = nlohmann::json::parse(r->stats_json());
+  EXPECT_EQ(rs["pull_reads"], false);
+  EXPECT_EQ(rs["commands"], kDepth);
+  r->stop_st();
+}
+
 TEST_F(RdmaTransport, ServerStopFailsClientIoPromptly) {
   start_server({server::parse_export_spec("vol0=ram:16M")});
   auto factory = targets::make_rdma_target_factory(client_opts("vol0", 1, 4, 64 * 1024));

@@ -1,6 +1,7 @@
 // ublk-rdma: command line. ublksrv-compatible verbs (add, del, list, recover, features) plus
 // `serve`, the RDMA target server. Exit codes: 0 success, 1 failure, 2 usage error.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
@@ -32,6 +33,14 @@ uint64_t size_option(const std::string& what, const std::string& text) {
   auto r = parse_size(text);
   if (!r) throw UsageError(fmt::format("{}: '{}' is not a size (examples: 512M, 4G, 1048576)", what, text));
   return *r;
+}
+
+// --push-max / --pull-max: the largest IO that takes a path; no IO exceeds max_io, so larger
+// values mean "every IO" (as does an empty text); 0 means none.
+uint64_t io_size_limit_option(const std::string& what, const std::string& text, uint64_t max_io) {
+  uint64_t v = text.empty() ? max_io : std::min(size_option(what, text), max_io);
+  if (v % 512) throw UsageError(fmt::format("{} {}: must be 0 or a multiple of 512 bytes", what, text));
+  return v;
 }
 
 ublk::PollMode poll_mode_option(const std::string& s) {
@@ -90,14 +99,8 @@ int cmd_add(const AddArgs& a) {
     if (!a.size.empty()) throw UsageError("-t loop takes its size from the backing file; drop --size");
     plan.target_args = {{"type", "loop"}, {"file", a.file}, {"direct_io", !a.buffered}};
   } else if (a.type == "rdma") {
-    uint64_t push_max = size_option("--push-max", a.push_max);
-    if (push_max > plan.dev_opts.max_io_bytes) push_max = plan.dev_opts.max_io_bytes;  // no WRITE is larger
-    if (push_max % 512)
-      throw UsageError(fmt::format("--push-max {}: must be 0 or a multiple of 512 bytes", a.push_max));
-    uint64_t pull_max = a.pull_max.empty() ? plan.dev_opts.max_io_bytes : size_option("--pull-max", a.pull_max);
-    if (pull_max > plan.dev_opts.max_io_bytes) pull_max = plan.dev_opts.max_io_bytes;  // no READ is larger
-    if (pull_max % 512)
-      throw UsageError(fmt::format("--pull-max {}: must be 0 or a multiple of 512 bytes", a.pull_max));
+    uint64_t push_max = io_size_limit_option("--push-max", a.push_max, plan.dev_opts.max_io_bytes);
+    uint64_t pull_max = io_size_limit_option("--pull-max", a.pull_max, plan.dev_opts.max_io_bytes);
     if (a.traddr.empty()) throw UsageError("-t rdma needs the server's address: --traddr ADDR");
     if (a.export_name.empty()) throw UsageError("-t rdma needs an export name: --export NAME");
     plan.target_args = {{"type", "rdma"},

@@ -402,7 +402,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     size_t n = (cmds + per_send - 1) / per_send;  // SENDs
     size_t total = own + n;                       // work requests in this chain
     command_tags_.clear();
-    size_t w = 0, pulls = 0, fenced = 0;
+    size_t w = 0, pushes = 0, pulls = 0, fenced = 0;
     uint16_t last_fenced = 0;
     for (size_t i = 0; i < taken; ++i) {
       uint16_t tag = pending_[i];
@@ -428,6 +428,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
         wr.wr_id = WorkId{WorkKind::kRdmaWrite, queue_id_, tag, t.op, t.generation}.encode();
         wr.opcode = IBV_WR_RDMA_WRITE;
         wr.wr.rdma.remote_addr = link_.accepted.push_target(tag, t.offset);
+        ++pushes;
         if (t.fenced) {
           t.state = TagState::kInFlight;
           fenced_ring_[fenced_tail_] = tag;
@@ -494,7 +495,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     counters_.max_post_batch.max_st(taken);
     counters_.commands.add_st(cmds);
     counters_.command_sends.add_st(n);
-    counters_.pushed_writes.add_st(w - pulls - (fenced ? 1 : 0));
+    counters_.pushed_writes.add_st(pushes);
     counters_.pulled_reads.add_st(pulls);
     counters_.fenced_writes.add_st(fenced);
     counters_.fences.add_st(fenced ? 1 : 0);

@@ -306,6 +306,8 @@ struct AcceptData {
   constexpr bool push_writes() const { return features & kFeaturePushWrites; }
   constexpr bool push_slots() const { return features & kFeaturePushSlots; }
   constexpr bool pull_reads() const { return features & kFeaturePullReads; }
+  // Whether the window fields are in use: only with a feature that reaches into it.
+  constexpr bool has_window() const { return push_writes() || pull_reads(); }
   // Where a pushed WRITE's data goes (push_writes() only).
   constexpr uint64_t push_target(uint16_t tag, uint64_t offset) const {
     return push_slots() ? window_addr + uint64_t(tag) * max_io_bytes : window_addr + offset;
@@ -356,8 +358,7 @@ constexpr Decoded<AcceptData> decode_accept_data(std::span<const uint8_t> b) {
   if (a.features & ~flags_known_in(a.version)) return {a, DecodeError::kBadFlags};
   if (detail::get16(b, 30) != 0 || detail::get32(b, 36) != 0) return {a, DecodeError::kReservedNonZero};
   // The window exists only with a feature that uses it (and then has an address).
-  bool window = a.push_writes() || a.pull_reads();
-  if (!window && (a.window_rkey != 0 || a.window_addr != 0)) return {a, DecodeError::kReservedNonZero};
+  if (!a.has_window() && (a.window_rkey != 0 || a.window_addr != 0)) return {a, DecodeError::kReservedNonZero};
   if (a.export_flags & ~kExportFlagsKnown) return {a, DecodeError::kBadFlags};
   if (a.push_writes() && (a.window_addr == 0 || (a.export_flags & kExportReadOnly))) return {a, DecodeError::kBadParams};
   if (a.push_slots() && !a.push_writes()) return {a, DecodeError::kBadFlags};

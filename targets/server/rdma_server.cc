@@ -980,7 +980,7 @@ struct RdmaServer::Impl {
       sc = std::make_unique<ServerConnection>(std::move(conn), *backends[size_t(n.export_index)], spec.name, n.accept,
                                               reads, n.request.queue_id, opts);
       sc->setup();
-      if (n.accept.push_writes() || n.accept.pull_reads()) sc->fill_window(n.accept);
+      if (n.accept.has_window()) sc->fill_window(n.accept);
       // With PULL_READS the client's RDMA READs run against us: serve as many as it issues.
       transport::accept_connection(sc->connection(), wire::encode(n.accept), reads,
                                    n.accept.pull_reads() ? req.responder_resources() : 0);

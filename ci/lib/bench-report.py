@@ -2,7 +2,7 @@
 """ci/lib/bench-report.py --raw DIR --out DIR: the host half of ci/bench.
 
 Reads what ci/lib/bench-guest wrote (context.json, host.json, perftest/*.client.txt,
-contenders.jsonl, runs.jsonl, runs/*.fio.json, runs/*.cpu) and writes
+contenders.jsonl, runs.jsonl, runs/*.fio.json, runs/*.cpu, runs/*.counters[01].json) and writes
   OUT/bench.json  every number with its context: per-run values and medians,
   OUT/bench.md    the tables (ratios against nvme-rdma), the goals and the gap to each,
   OUT/bench.png   latency, IOPS and bandwidth bars per contender (gnuplot).
@@ -139,6 +139,41 @@ def fio_metrics(fio):
     }
 
 
+def queue_counters(snapshot):
+    """{counter: value} of a `list --json` snapshot, summed over the queues (high-water marks: the
+    largest); the target's counters are prefixed "target.". Flags and non-numbers are left out."""
+    if not isinstance(snapshot, list) or not snapshot:
+        return None
+    total = {}
+
+    def add(key, v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return
+        if "max" in key:
+            total[key] = max(total.get(key, 0), v)
+        else:
+            total[key] = total.get(key, 0) + v
+
+    for q in snapshot[0].get("queues", []):
+        st = q.get("stats") or {}
+        for k, v in st.items():
+            if k == "target" and isinstance(v, dict):
+                for tk, tv in v.items():
+                    add("target." + tk, tv)
+            else:
+                add(k, v)
+    return total
+
+
+def counters_for_run(before, after):
+    """What the daemon counted during one run: after - before (high-water marks: after's)."""
+    b, a = queue_counters(before), queue_counters(after)
+    if a is None:
+        return None
+    b = b or {}
+    return {k: (v if "max" in k else v - b.get(k, 0)) for k, v in a.items()}
+
+
 def median(vals):
     vals = [v for v in vals if v is not None]
     return statistics.median(vals) if vals else None
@@ -234,6 +269,11 @@ def main():
                     run["own_cpu_s_per_io"] = (cpu["own_cpu_s"] / m["total_ios"]
                                                if cpu["own_cpu_s"] is not None else None)
                     run["cpu"] = cpu
+                if r.get("counters_after"):
+                    before = load_json(os.path.join(raw, "runs", r["counters_before"])) if r.get("counters_before") else None
+                    ctr = counters_for_run(before, load_json(os.path.join(raw, "runs", r["counters_after"])))
+                    if ctr:
+                        run["ublk_counters"] = ctr
         c["jobs"].setdefault(r["job"], {"runs": []})["runs"].append(run)
 
     metric_keys = ["iops", "mib_s", "lat_mean_us", "lat_p50_us", "lat_p99_us",
@@ -341,6 +381,38 @@ def main():
     return 0
 
 
+def counter_table(res, order):
+    """What the ublk daemons counted in the 4k jobs (medians over the rounds of per-run ratios)."""
+    cols = [("IOs per loop pass", "ios", "loop_passes"), ("IOs per sleep", "ios", "idle_sleeps"),
+            ("IOs per doorbell", "ios", "target.doorbells"), ("IOs per CQ wakeup", "ios", "target.cq_events"),
+            ("commands to the server per IO", "target.commands", "ios")]
+    rows = []
+    for c in order:
+        if not c.startswith("ublk-"):
+            continue
+        for job in (QD1, RR, RW):
+            runs = [r["ublk_counters"] for r in res["contenders"][c]["jobs"].get(job, {}).get("runs", [])
+                    if r.get("ublk_counters")]
+            if not runs:
+                continue
+            cells = [c, job]
+            for _, num, den in cols:
+                vals = [r[num] / r[den] for r in runs if r.get(den) and num in r]
+                cells.append(fmt(median(vals)) if vals else "-")
+            rows.append(cells)
+    if not rows:
+        return []
+    L = ["", "What the ublk daemons counted during the 4k runs (`list --json`, summed over the queues; "
+         "median over the rounds): how many requests each pass of a queue's loop, each sleep, each "
+         "ibv_post_send and each completion-channel wakeup served, and how many commands reached the "
+         "server per request (pulled READs and fenced WRITEs send none).", "",
+         "| contender | job | " + " | ".join(h for h, _, _ in cols) + " |",
+         "|---|---|" + "---|" * len(cols)]
+    for cells in rows:
+        L.append("| " + " | ".join(cells) + " |")
+    return L
+
+
 def write_markdown(out, res, order, med):
     ctx, host = res["context"], res["context"].get("host", {})
     L = []
@@ -421,6 +493,7 @@ def write_markdown(out, res, order, med):
             L.append("| " + " | ".join(row) + " |")
     else:
         L.append("No ublk-rdma contender in this run.")
+    L.extend(counter_table(res, order))
     nb = res["ublk_null_vs_brd_iops"]
     L.append("")
     L.append("The ublk layer alone (ublk-null IOPS / brd IOPS): "

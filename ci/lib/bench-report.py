@@ -139,6 +139,11 @@ def fio_metrics(fio):
     }
 
 
+def is_high_water(counter):
+    """max_inflight, target.sq_depth_max, ...: a mark, neither summed over queues nor differenced."""
+    return "max" in counter
+
+
 def queue_counters(snapshot):
     """{counter: value} of a `list --json` snapshot, summed over the queues (high-water marks: the
     largest); the target's counters are prefixed "target.". Flags and non-numbers are left out."""
@@ -149,7 +154,7 @@ def queue_counters(snapshot):
     def add(key, v):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             return
-        if "max" in key:
+        if is_high_water(key):
             total[key] = max(total.get(key, 0), v)
         else:
             total[key] = total.get(key, 0) + v
@@ -171,7 +176,7 @@ def counters_for_run(before, after):
     if a is None:
         return None
     b = b or {}
-    return {k: (v if "max" in k else v - b.get(k, 0)) for k, v in a.items()}
+    return {k: (v if is_high_water(k) else v - b.get(k, 0)) for k, v in a.items()}
 
 
 def median(vals):

@@ -70,6 +70,7 @@ struct AddArgs {
   std::string push_max = fmt::format("{}K", targets::kDefaultPushMaxBytes / 1024);
   std::string pull_max;  // empty: every READ
   std::string write_ack = "fence";
+  int conns_per_queue = targets::kDefaultConnsPerQueue;
 };
 
 int cmd_add(const AddArgs& a) {
@@ -110,7 +111,8 @@ int cmd_add(const AddArgs& a) {
                         {"io_timeout_ms", a.io_timeout_ms},
                         {"push_max_bytes", push_max},
                         {"pull_max_bytes", pull_max},
-                        {"fence_writes", a.write_ack == "fence"}};
+                        {"fence_writes", a.write_ack == "fence"},
+                        {"conns_per_queue", a.conns_per_queue}};
   }
   if (a.dev_id >= 0) {
     ublk::ControlDevice ctrl;
@@ -291,6 +293,12 @@ int run(int argc, char** argv) {
                       "rdma: what completes a WRITE pushed into a ram export: our own RDMA READ fence behind "
                       "it (no work on the server's CPU) or the server's answer to its command")
       ->check(CLI::IsMember({"fence", "server"}))
+      ->capture_default_str();
+  add_cmd
+      ->add_option("--conns-per-queue", add.conns_per_queue,
+                   "rdma: RC connections (QPs) per queue; a queue's requests are spread over them, so more "
+                   "of them can be in flight where one QP limits it (soft RDMA)")
+      ->check(CLI::Range(1, int(targets::kMaxConnsPerQueue)))
       ->capture_default_str();
 
   int del_id = -1;

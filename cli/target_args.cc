@@ -32,6 +32,7 @@ std::unique_ptr<ublk::TargetFactory> make_target_factory(const nlohmann::json& a
     o.push_max_bytes = args.value("push_max_bytes", o.push_max_bytes);
     o.pull_max_bytes = args.value("pull_max_bytes", o.pull_max_bytes);
     o.fence_writes = args.value("fence_writes", o.fence_writes);
+    o.conns_per_queue = args.value("conns_per_queue", o.conns_per_queue);
     return targets::make_rdma_target_factory(o);
   }
   throw_setup("unknown target type '{}'", type);

@@ -53,17 +53,19 @@ static_assert(wire::kCommandSize <= kMsgSlot);
 // (receives are posted before the server's answer says whether it is).
 constexpr size_t kRecvSlot = wire::kMaxBatch * wire::kResponseSize;
 
-// Watched fds (QueueContext::watch_fd_st tokens).
+// Watched fds (QueueContext::watch_fd_st tokens): the kind in the low two bits, the lane above.
 constexpr uint8_t kTokenCq = 1;
 constexpr uint8_t kTokenCm = 2;
 constexpr uint8_t kTokenTimer = 3;
+constexpr uint8_t lane_token(uint8_t kind, size_t lane) { return uint8_t(kind | (lane << 2)); }
+static_assert(kMaxConnsPerQueue <= 64, "a lane's fd tokens must fit in a byte");
 
 // Ticks of the IO timer per io_timeout: a request times out between 1x and 1.25x io_timeout.
 constexpr uint32_t kTicksPerTimeout = 4;
 // In busy mode the loop never arms fd watches: poll the cm channel and the timer ourselves.
 constexpr uint32_t kHousekeepingEvery = 1024;
 
-// One queue's connection, made on the daemon's main thread and handed to the queue thread.
+// One connection of a queue, made on the daemon's main thread and handed to the queue thread.
 struct QueueLink {
   MappedRegion msgs;  // [depth response slots][depth command slots], registered below
   std::unique_ptr<Connection> conn;  // declared after msgs: destroyed (and deregistered) first
@@ -103,54 +105,89 @@ struct RdmaCounters {
   RelaxedCounter fences;             // those RDMA READ fences (one per chain that has fenced WRITEs)
 };
 
+// One connection of a queue and the bookkeeping of its send queue. A queue has one lane or
+// more (add --conns-per-queue); each request travels on the lane it was given at submission
+// (the one holding the fewest requests), with its data, command, answer or fence all on that
+// QP, so the RC ordering a fence relies on (an RDMA READ behind the RDMA WRITEs it proves) holds
+// within the lane. Soft RDMA (rxe) caps what one QP has in flight (unacknowledged packets,
+// packets queued at the responder), so more lanes let one queue keep more IO moving.
+struct Lane {
+  QueueLink link;
+  ibv_mr* slab_mr = nullptr;      // the queue's IO slab on this connection's PD (owned by it)
+  std::vector<uint16_t> pending;  // tags encoded but not yet posted
+  uint32_t inflight = 0;          // its tags in kQueued or kInFlight
+  bool cq_armed = false;
+  // Send-queue accounting: slots used, and for each outstanding signaled send how many slots
+  // its completion frees.
+  size_t sq_capacity = 0;
+  size_t sq_used = 0;
+  uint32_t since_signal = 0;
+  std::vector<uint32_t> signal_fifo;
+  size_t fifo_head = 0, fifo_tail = 0;
+  // Fenced WRITEs in posting order, and per outstanding fence how many of them it completes.
+  std::vector<uint16_t> fenced_ring;
+  size_t fenced_head = 0, fenced_tail = 0;
+  std::vector<uint16_t> fence_sizes;
+  size_t fence_head = 0, fence_tail = 0;
+
+  // Whether a completion may still come: only such lanes are polled and armed, so a queue at
+  // low depth pays for one CQ, not for all of them.
+  bool expects_completions() const { return inflight > 0 || fifo_head != fifo_tail; }
+};
+
 class RdmaQueueTarget final : public ublk::QueueTarget {
  public:
-  RdmaQueueTarget(QueueLink link, const RdmaTargetOptions& opts, uint16_t queue_id)
-      : link_(std::move(link)), opts_(opts), queue_id_(queue_id), depth_(link_.depth) {}
+  RdmaQueueTarget(std::vector<QueueLink> links, const RdmaTargetOptions& opts, uint16_t queue_id)
+      : opts_(opts), queue_id_(queue_id), depth_(links.front().depth) {
+    lanes_.resize(links.size());
+    for (size_t l = 0; l < links.size(); ++l) lanes_[l].link = std::move(links[l]);
+  }
 
   ~RdmaQueueTarget() override {
-    if (link_.conn) link_.conn->close_st();
+    for (Lane& lane : lanes_)
+      if (lane.link.conn) lane.link.conn->close_st();
   }
 
   void start_st(ublk::QueueContext& ctx) override {
     ctx_ = &ctx;
     if (ctx.depth() != depth_)
       throw_setup("rdma queue {}: ublk queue depth {} differs from the negotiated {}", queue_id_, ctx.depth(), depth_);
-    if (ctx.max_io_bytes() > link_.accepted.max_io_bytes)
+    if (ctx.max_io_bytes() > lanes_.front().link.accepted.max_io_bytes)
       throw_setup("rdma queue {}: ublk max IO {} exceeds the negotiated {}", queue_id_, ctx.max_io_bytes(),
-                  link_.accepted.max_io_bytes);
+                  lanes_.front().link.accepted.max_io_bytes);
     max_io_ = ctx.max_io_bytes();
     auto slab = ctx.io_slab();
-    // The server reads write data from and writes read data into the slab: one MR, remote
-    // read+write, covering only the slab.
-    slab_mr_ = link_.conn->register_memory(
-        slab.data(), slab.size(), IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE,
-        fmt::format("queue {} IO slab", queue_id_));
-    slab_base_ = reinterpret_cast<uint64_t>(slab.data());
-
+    const wire::AcceptData& accepted = lanes_.front().link.accepted;  // the same on every lane
     tags_.assign(depth_, TagSlot{});
     send_sges_.resize(depth_);
-    pending_.reserve(depth_);
     recv_wrs_.resize(depth_);
     recv_sges_.resize(depth_);
-    use_inline_ = link_.conn->max_inline() >= wire::kCommandSize;
-    read_imm_ = link_.accepted.read_imm();
-    batch_ = link_.accepted.batch();
-    push_writes_ = link_.accepted.push_writes();
-    pull_reads_ = link_.accepted.pull_reads();
+    use_inline_ = lanes_.front().link.conn->max_inline() >= wire::kCommandSize;
+    read_imm_ = accepted.read_imm();
+    batch_ = accepted.batch();
+    push_writes_ = accepted.push_writes();
+    pull_reads_ = accepted.pull_reads();
     // A WRITE pushed into the export needs no answer when an RDMA READ after it on the same QP
     // can prove it placed: that takes the export window with remote read (PULL_READS).
-    fence_writes_ = opts_.fence_writes && push_writes_ && pull_reads_ && !link_.accepted.push_slots();
-    fenced_ring_.assign(depth_, 0);
-    fence_sizes_.assign(size_t(depth_) + 1, 0);
-    sq_capacity_ = size_t(depth_) * (push_writes_ ? kWrsPerTag : 1) + kSqSlack;
-    signal_fifo_.assign(sq_capacity_, 0);
+    fence_writes_ = opts_.fence_writes && push_writes_ && pull_reads_ && !accepted.push_slots();
     send_wrs_.resize(size_t(depth_) * kWrsPerTag);
     push_sges_.resize(depth_);
     command_tags_.reserve(depth_);
-
-    ctx.watch_fd_st(link_.conn->cq_fd(), kTokenCq);
-    ctx.watch_fd_st(link_.conn->cm_fd(), kTokenCm);
+    for (size_t l = 0; l < lanes_.size(); ++l) {
+      Lane& lane = lanes_[l];
+      // The server reads write data from and writes read data into the slab: one MR per
+      // connection, remote read+write, covering only the slab.
+      lane.slab_mr = lane.link.conn->register_memory(
+          slab.data(), slab.size(), IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE,
+          fmt::format("queue {} IO slab (connection {})", queue_id_, l));
+      lane.pending.reserve(depth_);
+      lane.fenced_ring.assign(depth_, 0);
+      lane.fence_sizes.assign(size_t(depth_) + 1, 0);
+      lane.sq_capacity = size_t(depth_) * (push_writes_ ? kWrsPerTag : 1) + kSqSlack;
+      lane.signal_fifo.assign(lane.sq_capacity, 0);
+      ctx.watch_fd_st(lane.link.conn->cq_fd(), lane_token(kTokenCq, l));
+      ctx.watch_fd_st(lane.link.conn->cm_fd(), lane_token(kTokenCm, l));
+    }
     if (opts_.io_timeout.count() > 0) {
       timer_.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
       if (!timer_) throw_errno(errno, "rdma queue {}: timerfd_create", queue_id_);
@@ -163,9 +200,10 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
         throw_errno(errno, "rdma queue {}: timerfd_settime", queue_id_);
       ctx.watch_fd_st(timer_.get(), kTokenTimer);
     }
-    log::rdma()->debug("queue {}: connected to {} via {} (depth {}, max IO {}, inline {} bytes)", queue_id_,
-                       link_.conn->peer_address(), link_.conn->device_name(), depth_, max_io_,
-                       link_.conn->max_inline());
+    log::rdma()->debug("queue {}: {} connection(s) to {} via {} (depth {}, max IO {}, inline {} bytes)", queue_id_,
+                       lanes_.size(), lanes_.front().link.conn->peer_address(),
+                       lanes_.front().link.conn->device_name(), depth_, max_io_,
+                       lanes_.front().link.conn->max_inline());
   }
 
   void submit_st(const ublk::IoRequest& req) override {
@@ -205,10 +243,12 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
       default:
         return fail_now(req.tag, -EOPNOTSUPP);
     }
+    t.lane = pick_lane_st();
+    Lane& lane = lanes_[t.lane];
     if (cmd.opcode == wire::Opcode::kRead || cmd.opcode == wire::Opcode::kWrite) {
       if (req.length > max_io_) return fail_now(req.tag, -EINVAL);
       cmd.addr = reinterpret_cast<uint64_t>(req.buffer);
-      cmd.rkey = slab_mr_->rkey;
+      cmd.rkey = lane.slab_mr->rkey;
     }
     t.generation = (t.generation + 1) & WorkId::kGenMask;
     cmd.generation = t.generation;
@@ -227,16 +267,20 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     // A pulled READ is our RDMA READ alone, a fenced WRITE our RDMA WRITE alone: the server
     // hears nothing of either.
     if (t.sends_command()) {
-      uint8_t* slot = command_slot(req.tag);
+      uint8_t* slot = command_slot(lane, req.tag);
       wire::encode_into(cmd, std::span<uint8_t, wire::kCommandSize>(slot, wire::kCommandSize));
     }
-    pending_.push_back(req.tag);
+    lane.pending.push_back(req.tag);
+    ++lane.inflight;
+    ++pending_;
     ++inflight_;
   }
 
   int poll_st() override {
-    if (!pending_.empty()) flush_sends_st();
-    int handled = poll_cq_st();
+    if (pending_) flush_all_st();
+    int handled = 0;
+    for (Lane& lane : lanes_)
+      if (lane.expects_completions()) handled += poll_cq_st(lane);
     if (++polls_since_housekeeping_ >= kHousekeepingEvery) {
       polls_since_housekeeping_ = 0;
       housekeeping_st();
@@ -245,35 +289,42 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
   }
 
   ublk::IdleAdvice idle_advice_st() const override {
-    if (!pending_.empty()) return ublk::IdleAdvice::kSpin;  // sends wait for send-queue room
+    if (pending_) return ublk::IdleAdvice::kSpin;  // sends wait for send-queue room
     if (inflight_ == 0) return ublk::IdleAdvice::kNothingHeld;
     return inflight_ <= kSpinMaxInflight ? ublk::IdleAdvice::kSpin : ublk::IdleAdvice::kSleep;
   }
 
   bool prepare_to_sleep_st() override {
-    if (!pending_.empty()) flush_sends_st();
+    if (pending_) flush_all_st();
     if (dead_) return true;
-    if (!cq_armed_) {
-      if (int rc = link_.conn->arm_cq_st(); rc < 0) {
+    for (Lane& lane : lanes_) {
+      if (lane.cq_armed || !lane.expects_completions()) continue;
+      if (int rc = lane.link.conn->arm_cq_st(); rc < 0) {
         log::rdma()->error("queue {}: ibv_req_notify_cq: {}", queue_id_, errno_text(rc));
         return false;  // keep spinning rather than sleep without a wakeup
       }
-      cq_armed_ = true;
+      lane.cq_armed = true;
       counters_.cq_arms.add_st();
     }
     // Armed before this last poll: a completion that lands after it raises the event.
-    return poll_cq_st() == 0 && pending_.empty();
+    int found = 0;
+    for (Lane& lane : lanes_)
+      if (lane.expects_completions()) found += poll_cq_st(lane);
+    return found == 0 && pending_ == 0;
   }
 
   void on_fd_ready_st(uint8_t token) override {
-    switch (token) {
+    size_t l = token >> 2;
+    if (l >= lanes_.size()) return;
+    Lane& lane = lanes_[l];
+    switch (token & 3) {
       case kTokenCq:
-        while (link_.conn->consume_cq_event_st()) counters_.cq_events.add_st();
-        cq_armed_ = false;
-        poll_cq_st();
+        while (lane.link.conn->consume_cq_event_st()) counters_.cq_events.add_st();
+        lane.cq_armed = false;
+        poll_cq_st(lane);
         break;
       case kTokenCm:
-        handle_cm_events_st();
+        handle_cm_events_st(lane);
         break;
       case kTokenTimer:
         handle_timer_st();
@@ -286,7 +337,8 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
   void stop_st() override {
     // The loop is done with the slab: make sure the device is too before it is unmapped.
     dead_ = true;
-    if (link_.conn) link_.conn->close_st();
+    for (Lane& lane : lanes_)
+      if (lane.link.conn) lane.link.conn->close_st();
     log::rdma()->debug("queue {}: stopped ({} commands, {} errors, {} stale)", queue_id_, counters_.commands.get(),
                        counters_.errors.get(), counters_.stale_completions.get());
   }
@@ -325,7 +377,8 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
         {"read_imm", read_imm_},
         {"batch", batch_},
         {"push_writes", push_writes_},
-        {"push_slots", link_.accepted.push_slots()},
+        {"push_slots", lanes_.front().link.accepted.push_slots()},
+        {"connections", lanes_.size()},
         {"pull_reads", pull_reads_},
         {"fence_writes", fence_writes_},
     };
@@ -340,6 +393,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     uint32_t tick = 0;
     TagState state = TagState::kFree;
     uint8_t op = 0;
+    uint8_t lane = 0;     // the connection it travels on (set at submission)
     bool pushed = false;  // a WRITE whose data goes out by our RDMA WRITE before its command
     bool pulled = false;  // a READ that is our RDMA READ of the export, with no command
     bool fenced = false;  // a pushed WRITE with no command, done when the fence READ behind it is
@@ -349,10 +403,25 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     bool sends_command() const { return !pulled && !fenced; }
   };
 
-  // link_.msgs: [depth receive slots][depth command slots]
-  uint8_t* response_slot(uint16_t i) const { return static_cast<uint8_t*>(link_.msgs.get()) + size_t(i) * kRecvSlot; }
-  uint8_t* command_slot(uint16_t tag) const {
-    return static_cast<uint8_t*>(link_.msgs.get()) + size_t(depth_) * kRecvSlot + size_t(tag) * kMsgSlot;
+  Lane& lane_of(uint16_t tag) { return lanes_[tags_[tag].lane]; }
+
+  // The lane holding the fewest requests, the lowest on a tie: a shallow queue stays on one
+  // connection (one CQ to poll, and the server sees its commands back to back on one thread),
+  // a deep one spreads over all of them.
+  uint8_t pick_lane_st() const {
+    uint8_t best = 0;
+    for (uint8_t l = 1; l < lanes_.size(); ++l)
+      if (lanes_[l].inflight < lanes_[best].inflight) best = l;
+    return best;
+  }
+  size_t lane_index(const Lane& lane) const { return size_t(&lane - lanes_.data()); }
+
+  // A lane's link.msgs: [depth receive slots][depth command slots]
+  uint8_t* response_slot(const Lane& lane, uint16_t i) const {
+    return static_cast<uint8_t*>(lane.link.msgs.get()) + size_t(i) * kRecvSlot;
+  }
+  uint8_t* command_slot(const Lane& lane, uint16_t tag) const {
+    return static_cast<uint8_t*>(lane.link.msgs.get()) + size_t(depth_) * kRecvSlot + size_t(tag) * kMsgSlot;
   }
 
   void fail_now(uint16_t tag, int err) {
@@ -363,6 +432,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
   void complete_tag_st(uint16_t tag, int result) {
     TagSlot& t = tags_[tag];
     t.state = TagState::kFree;
+    --lane_of(tag).inflight;
     --inflight_;
     if (result < 0) {
       counters_.errors.add_st();
@@ -381,15 +451,20 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
   // export (the fence) completes only once the responder has executed every earlier RDMA WRITE
   // on this QP (an RDMA READ never passes an RDMA WRITE), so their data is in the export's
   // memory, where any later READ, from any queue, finds it; its completion completes them all.
-  void flush_sends_st() {
+  void flush_all_st() {
+    for (Lane& lane : lanes_)
+      if (!lane.pending.empty()) flush_sends_st(lane);
+  }
+
+  void flush_sends_st(Lane& lane) {
     if (dead_) return;
     size_t per_send = batch_ ? wire::kMaxBatch : 1;
-    size_t room = sq_capacity_ - sq_used_;
+    size_t room = lane.sq_capacity - lane.sq_used;
     // As many requests as their SENDs and our RDMA fit the send queue.
     size_t taken = 0, cmds = 0, own = 0;
     bool fence = false;
-    while (taken < pending_.size()) {
-      const TagSlot& t = tags_[pending_[taken]];
+    while (taken < lane.pending.size()) {
+      const TagSlot& t = tags_[lane.pending[taken]];
       size_t o = own + (t.pushed || t.pulled ? 1 : 0) + (t.fenced && !fence ? 1 : 0);
       size_t c = cmds + (t.sends_command() ? 1 : 0);
       if (o + (c + per_send - 1) / per_send > room) break;
@@ -405,58 +480,59 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     size_t w = 0, pushes = 0, pulls = 0, fenced = 0;
     uint16_t last_fenced = 0;
     for (size_t i = 0; i < taken; ++i) {
-      uint16_t tag = pending_[i];
+      uint16_t tag = lane.pending[i];
       TagSlot& t = tags_[tag];
       if (t.sends_command()) command_tags_.push_back(tag);
       if (!t.pushed && !t.pulled) continue;
       ibv_send_wr& wr = send_wrs_[w];
       wr = ibv_send_wr{};
-      push_sges_[w] = ibv_sge{t.buffer, t.length, slab_mr_->lkey};
+      push_sges_[w] = ibv_sge{t.buffer, t.length, lane.slab_mr->lkey};
       wr.sg_list = &push_sges_[w];
       wr.num_sge = 1;
       wr.next = w + 1 < total ? &send_wrs_[w + 1] : nullptr;
-      ++since_signal_;
+      ++lane.since_signal;
       if (t.pulled) {
         wr.wr_id = WorkId{WorkKind::kRdmaRead, queue_id_, tag, t.op, t.generation}.encode();
         wr.opcode = IBV_WR_RDMA_READ;
-        wr.wr.rdma.remote_addr = link_.accepted.pull_source(t.offset);
+        wr.wr.rdma.remote_addr = lane.link.accepted.pull_source(t.offset);
         wr.send_flags = IBV_SEND_SIGNALED;
-        signal_slots_st();
+        signal_slots_st(lane);
         t.state = TagState::kInFlight;
         ++pulls;
       } else {
         wr.wr_id = WorkId{WorkKind::kRdmaWrite, queue_id_, tag, t.op, t.generation}.encode();
         wr.opcode = IBV_WR_RDMA_WRITE;
-        wr.wr.rdma.remote_addr = link_.accepted.push_target(tag, t.offset);
+        wr.wr.rdma.remote_addr = lane.link.accepted.push_target(tag, t.offset);
         ++pushes;
         if (t.fenced) {
           t.state = TagState::kInFlight;
-          fenced_ring_[fenced_tail_] = tag;
-          fenced_tail_ = (fenced_tail_ + 1) % fenced_ring_.size();
+          lane.fenced_ring[lane.fenced_tail] = tag;
+          lane.fenced_tail = (lane.fenced_tail + 1) % lane.fenced_ring.size();
           last_fenced = tag;
           ++fenced;
         }
       }
-      wr.wr.rdma.rkey = link_.accepted.window_rkey;
+      wr.wr.rdma.rkey = lane.link.accepted.window_rkey;
       ++w;
     }
     if (fenced) {
       const TagSlot& t = tags_[last_fenced];
       ibv_send_wr& wr = send_wrs_[w];
       wr = ibv_send_wr{};
-      fence_sge_ = ibv_sge{reinterpret_cast<uint64_t>(command_slot(last_fenced)), kFenceBytes, link_.msgs_mr->lkey};
+      fence_sge_ = ibv_sge{reinterpret_cast<uint64_t>(command_slot(lane, last_fenced)), kFenceBytes,
+                           lane.link.msgs_mr->lkey};
       wr.sg_list = &fence_sge_;
       wr.num_sge = 1;
       wr.wr_id = WorkId{WorkKind::kRdmaRead, queue_id_, last_fenced, kFenceOp, t.generation}.encode();
       wr.opcode = IBV_WR_RDMA_READ;
-      wr.wr.rdma.remote_addr = link_.accepted.push_target(last_fenced, t.offset);
-      wr.wr.rdma.rkey = link_.accepted.window_rkey;
+      wr.wr.rdma.remote_addr = lane.link.accepted.push_target(last_fenced, t.offset);
+      wr.wr.rdma.rkey = lane.link.accepted.window_rkey;
       wr.send_flags = IBV_SEND_SIGNALED;
       wr.next = w + 1 < total ? &send_wrs_[w + 1] : nullptr;
-      ++since_signal_;
-      signal_slots_st();
-      fence_sizes_[fence_tail_] = uint16_t(fenced);
-      fence_tail_ = (fence_tail_ + 1) % fence_sizes_.size();
+      ++lane.since_signal;
+      signal_slots_st(lane);
+      lane.fence_sizes[lane.fence_tail] = uint16_t(fenced);
+      lane.fence_tail = (lane.fence_tail + 1) % lane.fence_sizes.size();
       ++w;
     }
     size_t next = 0;
@@ -467,8 +543,8 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
       wr.sg_list = &send_sges_[next];
       for (size_t j = 0; j < k; ++j, ++next) {
         uint16_t tag = command_tags_[next];
-        send_sges_[next] = ibv_sge{reinterpret_cast<uint64_t>(command_slot(tag)), uint32_t(wire::kCommandSize),
-                                   link_.msgs_mr->lkey};
+        send_sges_[next] = ibv_sge{reinterpret_cast<uint64_t>(command_slot(lane, tag)), uint32_t(wire::kCommandSize),
+                                   lane.link.msgs_mr->lkey};
         tags_[tag].state = TagState::kInFlight;
       }
       uint16_t tag = command_tags_[next - k];
@@ -476,21 +552,21 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
       wr.num_sge = int(k);
       wr.opcode = IBV_WR_SEND;
       wr.next = i + 1 < n ? &send_wrs_[w + i + 1] : nullptr;
-      if (use_inline_ && k * wire::kCommandSize <= link_.conn->max_inline()) {
+      if (use_inline_ && k * wire::kCommandSize <= lane.link.conn->max_inline()) {
         wr.send_flags |= IBV_SEND_INLINE;
         counters_.inline_sends.add_st();
       }
-      ++since_signal_;
+      ++lane.since_signal;
       bool last = i + 1 == n;
       // Signal every kSignalEvery-th work request, and the last of a batch when the queue is
       // filling up, so that a completion is always on its way to free slots.
-      if (since_signal_ >= kSignalEvery || (last && sq_used_ + total + kSignalEvery > sq_capacity_)) {
+      if (lane.since_signal >= kSignalEvery || (last && lane.sq_used + total + kSignalEvery > lane.sq_capacity)) {
         wr.send_flags |= IBV_SEND_SIGNALED;
-        signal_slots_st();
+        signal_slots_st(lane);
       }
     }
     ibv_send_wr* bad = nullptr;
-    int rc = ibv_post_send(link_.conn->qp(), &send_wrs_[0], &bad);
+    int rc = ibv_post_send(lane.link.conn->qp(), &send_wrs_[0], &bad);
     counters_.doorbells.add_st();
     counters_.max_post_batch.max_st(taken);
     counters_.commands.add_st(cmds);
@@ -499,9 +575,10 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     counters_.pulled_reads.add_st(pulls);
     counters_.fenced_writes.add_st(fenced);
     counters_.fences.add_st(fenced ? 1 : 0);
-    sq_used_ += total;
-    counters_.sq_depth_max.max_st(sq_used_);
-    pending_.erase(pending_.begin(), pending_.begin() + ptrdiff_t(taken));
+    lane.sq_used += total;
+    counters_.sq_depth_max.max_st(lane.sq_used);
+    lane.pending.erase(lane.pending.begin(), lane.pending.begin() + ptrdiff_t(taken));
+    pending_ -= taken;
     if (rc != 0) {
       log::rdma()->error("queue {}: ibv_post_send of {} requests failed: {}", queue_id_, taken, errno_text(rc));
       connection_lost_st("posting commands failed");
@@ -509,17 +586,17 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
   }
 
   // The work request just marked signaled retires itself and the unsignaled ones before it.
-  void signal_slots_st() {
-    signal_fifo_[fifo_tail_] = since_signal_;
-    fifo_tail_ = (fifo_tail_ + 1) % signal_fifo_.size();
-    since_signal_ = 0;
+  void signal_slots_st(Lane& lane) {
+    lane.signal_fifo[lane.fifo_tail] = lane.since_signal;
+    lane.fifo_tail = (lane.fifo_tail + 1) % lane.signal_fifo.size();
+    lane.since_signal = 0;
     counters_.signaled_sends.add_st();
   }
 
-  int poll_cq_st() {
-    if (!link_.conn || link_.conn->closed()) return 0;
+  int poll_cq_st(Lane& lane) {
+    if (!lane.link.conn || lane.link.conn->closed()) return 0;
     ibv_wc wcs[kPollBatch];
-    int n = ibv_poll_cq(link_.conn->cq(), kPollBatch, wcs);
+    int n = ibv_poll_cq(lane.link.conn->cq(), kPollBatch, wcs);
     counters_.polls.add_st();
     if (n <= 0) {
       if (n < 0) {
@@ -550,13 +627,13 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
       }
       if (id.kind == WorkKind::kRdmaSend || id.kind == WorkKind::kRdmaRead) {
         // Send-queue completions come in posting order: this is the oldest signaled one.
-        if (fifo_head_ != fifo_tail_) {
-          sq_used_ -= signal_fifo_[fifo_head_];
-          fifo_head_ = (fifo_head_ + 1) % signal_fifo_.size();
+        if (lane.fifo_head != lane.fifo_tail) {
+          lane.sq_used -= lane.signal_fifo[lane.fifo_head];
+          lane.fifo_head = (lane.fifo_head + 1) % lane.signal_fifo.size();
         }
         if (id.kind == WorkKind::kRdmaRead) {
           if (id.op == kFenceOp) {
-            handle_fence_done_st();
+            handle_fence_done_st(lane);
           } else {
             handle_pull_done_st(id);
           }
@@ -565,14 +642,14 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
         if (wc.opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
           handle_read_done_st(wc);
         } else {
-          handle_response_st(wc);
+          handle_response_st(lane, wc);
         }
         if (!dead_ && id.tag < depth_) {
           ibv_recv_wr& wr = recv_wrs_[reposts];
           ibv_sge& sge = recv_sges_[reposts];
-          sge.addr = reinterpret_cast<uint64_t>(response_slot(id.tag));
+          sge.addr = reinterpret_cast<uint64_t>(response_slot(lane, id.tag));
           sge.length = kRecvSlot;
-          sge.lkey = link_.msgs_mr->lkey;
+          sge.lkey = lane.link.msgs_mr->lkey;
           wr = ibv_recv_wr{};
           wr.wr_id = wc.wr_id;
           wr.sg_list = &sge;
@@ -584,7 +661,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     }
     if (reposts && !dead_) {
       ibv_recv_wr* bad = nullptr;
-      if (int rc = ibv_post_recv(link_.conn->qp(), &recv_wrs_[0], &bad)) {
+      if (int rc = ibv_post_recv(lane.link.conn->qp(), &recv_wrs_[0], &bad)) {
         log::rdma()->error("queue {}: reposting {} receives failed: {}", queue_id_, reposts, errno_text(rc));
         connection_lost_st("reposting receives failed");
       } else {
@@ -595,7 +672,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
   }
 
   // One receive: a Response, or with BATCH up to kMaxBatch of them back to back.
-  void handle_response_st(const ibv_wc& wc) {
+  void handle_response_st(const Lane& lane, const ibv_wc& wc) {
     WorkId id = WorkId::decode(wc.wr_id);
     size_t n = wire::messages_in(wc.byte_len, wire::kResponseSize, batch_);
     if (id.tag >= depth_ || n == 0) {
@@ -603,10 +680,10 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
       return connection_lost_st("malformed response");
     }
     for (size_t i = 0; i < n && !dead_; ++i)
-      handle_one_response_st(response_slot(id.tag) + i * wire::kResponseSize);
+      handle_one_response_st(lane, response_slot(lane, id.tag) + i * wire::kResponseSize);
   }
 
-  void handle_one_response_st(const uint8_t* p) {
+  void handle_one_response_st(const Lane& lane, const uint8_t* p) {
     counters_.answers.add_st();
     auto d = wire::decode_response(std::span<const uint8_t>(p, wire::kResponseSize));
     if (!d.ok()) {
@@ -614,7 +691,9 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
       return connection_lost_st("malformed response");
     }
     const wire::Response& r = d.value;
-    if (!awaits_answer_st(r.tag, uint8_t(r.opcode)) || tags_[r.tag].generation != r.generation) {
+    // An answer on another lane than its tag's is foreign, like a stale one.
+    if (!awaits_answer_st(r.tag, uint8_t(r.opcode)) || tags_[r.tag].generation != r.generation ||
+        &lane_of(r.tag) != &lane) {
       counters_.stale_completions.add_st();
       SPDLOG_LOGGER_DEBUG(log::rdma_cq(), "queue {}: stale response tag {} generation {}", queue_id_, r.tag,
                           r.generation);
@@ -668,16 +747,16 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
 
   // The fence behind a chain's fenced WRITEs completed: their data is in the export. Fences
   // complete in posting order, so the oldest outstanding fence's WRITEs are the next in the ring.
-  void handle_fence_done_st() {
-    if (fence_head_ == fence_tail_) {
+  void handle_fence_done_st(Lane& lane) {
+    if (lane.fence_head == lane.fence_tail) {
       log::rdma()->error("queue {}: a write fence completed with none outstanding", queue_id_);
       return connection_lost_st("unexpected fence completion");
     }
-    uint16_t n = fence_sizes_[fence_head_];
-    fence_head_ = (fence_head_ + 1) % fence_sizes_.size();
+    uint16_t n = lane.fence_sizes[lane.fence_head];
+    lane.fence_head = (lane.fence_head + 1) % lane.fence_sizes.size();
     for (uint16_t i = 0; i < n && !dead_; ++i) {
-      uint16_t tag = fenced_ring_[fenced_head_];
-      fenced_head_ = (fenced_head_ + 1) % fenced_ring_.size();
+      uint16_t tag = lane.fenced_ring[lane.fenced_head];
+      lane.fenced_head = (lane.fenced_head + 1) % lane.fenced_ring.size();
       const TagSlot& t = tags_[tag];
       if (t.state != TagState::kInFlight || !t.fenced) {
         log::rdma()->error("queue {}: fenced WRITE tag {} not in flight (state {})", queue_id_, tag, int(t.state));
@@ -689,8 +768,8 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     }
   }
 
-  void handle_cm_events_st() {
-    while (auto ev = link_.conn->poll_cm_event_st()) {
+  void handle_cm_events_st(Lane& lane) {
+    while (auto ev = lane.link.conn->poll_cm_event_st()) {
       switch (ev->type) {
         case RDMA_CM_EVENT_DISCONNECTED:
         case RDMA_CM_EVENT_DEVICE_REMOVAL:
@@ -698,8 +777,8 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
         case RDMA_CM_EVENT_UNREACHABLE:
         case RDMA_CM_EVENT_ADDR_CHANGE:
           if (!dead_) {
-            log::rdma()->warn("queue {}: connection to {}: {}", queue_id_, link_.conn->peer_address(),
-                              rdma_event_str(ev->type));
+            log::rdma()->warn("queue {}: connection {} to {}: {}", queue_id_, lane_index(lane),
+                              lane.link.conn->peer_address(), rdma_event_str(ev->type));
             connection_lost_st(rdma_event_str(ev->type));
           }
           break;
@@ -726,35 +805,36 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
   }
 
   void housekeeping_st() {
-    handle_cm_events_st();
+    for (Lane& lane : lanes_) handle_cm_events_st(lane);
     if (timer_) handle_timer_st();
   }
 
-  // The connection is unusable: stop the device from touching our memory, then fail every
-  // request we hold, and every later one, with -EIO (no reconnect yet).
+  // A connection is unusable: stop the device from touching our memory over any of the queue's
+  // connections, then fail every request we hold, and every later one, with -EIO (no reconnect
+  // yet).
   void connection_lost_st(const char* why) {
     if (dead_) return;
     dead_ = true;
     counters_.connection_lost.add_st();
     log::rdma()->warn("queue {}: connection to {} lost ({}): failing {} requests with EIO", queue_id_,
-                      link_.conn->peer_address(), why, inflight_);
-    // After the drain the QP is in error and flushed: no RDMA from the server lands in the
+                      lanes_.front().link.conn->peer_address(), why, inflight_);
+    // After the drain every QP is in error and flushed: no RDMA from the server lands in the
     // slab any more, so the kernel may reuse the buffers of the requests failed below.
-    link_.conn->disconnect_st();
-    link_.conn->drain_st(nullptr, std::chrono::milliseconds(1000));
-    pending_.clear();
+    for (Lane& lane : lanes_) lane.link.conn->disconnect_st();
+    for (Lane& lane : lanes_) {
+      lane.link.conn->drain_st(nullptr, std::chrono::milliseconds(1000));
+      lane.pending.clear();
+    }
+    pending_ = 0;
     for (uint16_t tag = 0; tag < depth_; ++tag)
       if (tags_[tag].state != TagState::kFree) complete_tag_st(tag, -EIO);
   }
 
-  QueueLink link_;
   RdmaTargetOptions opts_;
   uint16_t queue_id_;
   uint16_t depth_;
   ublk::QueueContext* ctx_ = nullptr;
   uint32_t max_io_ = 0;
-  ibv_mr* slab_mr_ = nullptr;  // owned by the connection
-  uint64_t slab_base_ = 0;
   bool use_inline_ = false;
   bool read_imm_ = false;  // the server completes successful READs with ReadDone immediates
   bool batch_ = false;     // SENDs carry up to kMaxBatch commands / Responses
@@ -762,32 +842,20 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
   bool pull_reads_ = false;   // READ data comes by our RDMA READ from the export (PULL_READS)
   bool fence_writes_ = false;  // pushed WRITEs send no command: an RDMA READ fence completes them
   bool dead_ = false;
-  bool cq_armed_ = false;
 
   std::vector<TagSlot> tags_;
   uint32_t inflight_ = 0;  // tags in kQueued or kInFlight
 
-  std::vector<uint16_t> pending_;  // tags encoded but not yet posted
+  std::vector<Lane> lanes_;
+  size_t pending_ = 0;  // tags encoded but not yet posted, over all lanes
+  // Scratch for building one lane's chain of work requests and its receive reposts.
   std::vector<ibv_send_wr> send_wrs_;
   std::vector<ibv_sge> send_sges_;
   std::vector<ibv_sge> push_sges_;   // one per RDMA WRITE / RDMA READ of a chain
   std::vector<uint16_t> command_tags_;  // the tags of a chain that send a command
   ibv_sge fence_sge_{};
-  // Fenced WRITEs in posting order, and per outstanding fence how many of them it completes.
-  std::vector<uint16_t> fenced_ring_;
-  size_t fenced_head_ = 0, fenced_tail_ = 0;
-  std::vector<uint16_t> fence_sizes_;
-  size_t fence_head_ = 0, fence_tail_ = 0;
   std::vector<ibv_recv_wr> recv_wrs_;
   std::vector<ibv_sge> recv_sges_;
-
-  // Send-queue accounting: slots used, and for each outstanding signaled send how many
-  // slots its completion frees.
-  size_t sq_capacity_ = 0;
-  size_t sq_used_ = 0;
-  uint32_t since_signal_ = 0;
-  std::vector<uint32_t> signal_fifo_;
-  size_t fifo_head_ = 0, fifo_tail_ = 0;
 
   UniqueFd timer_;
   uint32_t tick_ = 0;
@@ -913,16 +981,25 @@ class RdmaTargetFactory final : public ublk::TargetFactory {
                        ENODEV);
     std::random_device rd;
     uint64_t session = (uint64_t(rd()) << 32) | rd();
+    if (o.conns_per_queue < 1 || o.conns_per_queue > kMaxConnsPerQueue)
+      throw SetupError(fmt::format("rdma target: {} connections per queue (1..{})", o.conns_per_queue,
+                                   kMaxConnsPerQueue),
+                       EINVAL);
+    links_.resize(o.nr_queues);
     for (uint16_t q = 0; q < o.nr_queues; ++q) {
-      links_.push_back(connect_queue(o, q, session));
-      const wire::AcceptData& a = links_.back().accepted;
-      const wire::AcceptData& a0 = links_.front().accepted;
-      if (a.export_size != a0.export_size || a.block_shift != a0.block_shift || a.export_flags != a0.export_flags)
-        throw SetupError(fmt::format("server {}:{} described export '{}' differently on queue {}", o.traddr,
-                                     o.trsvcid, o.export_name, q),
-                         EPROTO);
+      for (uint16_t c = 0; c < o.conns_per_queue; ++c) {
+        links_[q].push_back(connect_queue(o, q, session));
+        const wire::AcceptData& a = links_[q].back().accepted;
+        const wire::AcceptData& a0 = links_.front().front().accepted;
+        // A queue's lanes share its tags' paths: they must be granted alike.
+        if (a.export_size != a0.export_size || a.block_shift != a0.block_shift || a.export_flags != a0.export_flags ||
+            a.features != a0.features)
+          throw SetupError(fmt::format("server {}:{} described export '{}' differently on queue {} connection {}",
+                                       o.traddr, o.trsvcid, o.export_name, q, c),
+                           EPROTO);
+      }
     }
-    const wire::AcceptData& a = links_.front().accepted;
+    const wire::AcceptData& a = links_.front().front().accepted;
     geo_.size_bytes = a.export_size;
     geo_.logical_bs_shift = a.block_shift;
     geo_.physical_bs_shift = std::max<uint8_t>(a.block_shift, 12);
@@ -932,16 +1009,17 @@ class RdmaTargetFactory final : public ublk::TargetFactory {
     geo_.discard = a.discard();
     geo_.write_zeroes = a.write_zeroes();
     geo_.discard_granularity = std::max<uint32_t>(4096, 1u << a.block_shift);
-    log::target()->info("rdma: export '{}' on {}:{}: {} bytes, {}-byte blocks{}, {} queue(s) x depth {}",
+    log::target()->info("rdma: export '{}' on {}:{}: {} bytes, {}-byte blocks{}, {} queue(s) x depth {}, {} "
+                        "connection(s) per queue",
                         o.export_name, o.traddr, o.trsvcid, a.export_size, 1u << a.block_shift,
-                        a.read_only() ? ", read-only" : "", o.nr_queues, o.queue_depth);
+                        a.read_only() ? ", read-only" : "", o.nr_queues, o.queue_depth, o.conns_per_queue);
   }
 
   std::string type_name() const override { return "rdma"; }
   ublk::DeviceGeometry geometry() const override { return geo_; }
 
   std::unique_ptr<ublk::QueueTarget> make_queue_target(uint16_t queue_id) override {
-    if (queue_id >= links_.size() || !links_[queue_id].conn)
+    if (queue_id >= links_.size() || links_[queue_id].empty() || !links_[queue_id].front().conn)
       throw_setup("rdma: no connection for queue {} (have {})", queue_id, links_.size());
     return std::make_unique<RdmaQueueTarget>(std::move(links_[queue_id]), opts_, queue_id);
   }
@@ -952,6 +1030,7 @@ class RdmaTargetFactory final : public ublk::TargetFactory {
                         {"trsvcid", opts_.trsvcid},
                         {"export", opts_.export_name},
                         {"poll", ublk::poll_mode_name(opts_.poll_mode)},
+                        {"conns_per_queue", opts_.conns_per_queue},
                         {"io_timeout_ms", opts_.io_timeout.count()},
                         {"size", geo_.size_bytes},
                         {"block_size", 1u << geo_.logical_bs_shift},
@@ -966,7 +1045,7 @@ class RdmaTargetFactory final : public ublk::TargetFactory {
 
  private:
   RdmaTargetOptions opts_;
-  std::vector<QueueLink> links_;
+  std::vector<std::vector<QueueLink>> links_;  // [queue][connection]
   ublk::DeviceGeometry geo_;
 };
 

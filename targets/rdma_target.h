@@ -1,8 +1,10 @@
 #pragma once
-// The `rdma` target: each ublk queue is one RC connection to a ublk-rdma server (protocol in
-// docs/protocol.md). The queue's IO slab is registered once as a memory region; a request is a
-// small SEND {op, tag, generation, offset, length, addr, rkey}; the server moves the data with
-// RDMA READ/WRITE straight from/to the slab and SENDs a response. No copy in userspace.
+// The `rdma` target: each ublk queue has one or more RC connections to a ublk-rdma server
+// (protocol in docs/protocol.md). The queue's IO slab is registered as a memory region on each
+// of them; a request is a small SEND {op, tag, generation, offset, length, addr, rkey}; the
+// server moves the data with RDMA READ/WRITE straight from/to the slab and SENDs a response (or
+// the client moves it itself where the export allows: PUSH_WRITES, PULL_READS). No copy in
+// userspace.
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -14,6 +16,8 @@ namespace ublkrdma::targets {
 
 inline constexpr uint32_t kDefaultPushMaxBytes = 16 * 1024;  // see RdmaTargetOptions::push_max_bytes
 inline constexpr uint32_t kDefaultPullMaxBytes = 32u << 20;   // every READ (the largest --max-io)
+inline constexpr uint16_t kDefaultConnsPerQueue = 4;  // see RdmaTargetOptions::conns_per_queue
+inline constexpr uint16_t kMaxConnsPerQueue = 8;
 
 struct RdmaTargetOptions {
   std::string traddr;          // server address (IPv4/IPv6 literal or host name)
@@ -21,6 +25,10 @@ struct RdmaTargetOptions {
   std::string export_name;     // [A-Za-z0-9._-]{1,32}
   uint16_t nr_queues = 1;
   uint16_t queue_depth = 128;
+  // RC connections per queue, each with its own QP and CQ; a request travels on the one that
+  // holds the fewest requests when it arrives. Soft RDMA (rxe) bounds what one QP keeps in
+  // flight, so more than one lets a deep queue move more IO at once.
+  uint16_t conns_per_queue = kDefaultConnsPerQueue;
   uint32_t max_io_bytes = 512 * 1024;
   ublk::PollMode poll_mode = ublk::PollMode::kHybrid;
   std::chrono::milliseconds io_timeout{30000};  // 0 = never time out
@@ -40,10 +48,11 @@ struct RdmaTargetOptions {
   bool fence_writes = true;
 };
 
-// Connects all nr_queues connections now (call after daemonizing: verbs and fork do not mix)
-// and takes the geometry from the server's answer. Throws SetupError with the reason: unknown
-// export, refused, unreachable, no RDMA device or route, negotiated limits below the request.
-// make_queue_target(q) hands connection q to queue thread q.
+// Connects all nr_queues x conns_per_queue connections now (call after daemonizing: verbs and
+// fork do not mix) and takes the geometry from the server's answer. Throws SetupError with the
+// reason: unknown export, refused, unreachable, no RDMA device or route, negotiated limits below
+// the request.
+// make_queue_target(q) hands queue q's connections to queue thread q.
 std::unique_ptr<ublk::TargetFactory> make_rdma_target_factory(const RdmaTargetOptions& opts);
 
 }  // namespace ublkrdma::targets

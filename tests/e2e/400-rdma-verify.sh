@@ -12,7 +12,8 @@
 # only up to 16 KiB (add --write-ack server --pull-max 16K: larger READs' data the server sends),
 # and one more on a second server that refuses pushes and pulls (serve --no-push-writes
 # --no-pull-reads: the server RDMA READs every WRITE into the export and answers with a fenced
-# SEND, and sends every READ's data).
+# SEND, and sends every READ's data). Each queue spreads its tags over 4 connections (the
+# default), 3 (device 2: tags spread unevenly) or 1 (device 3); the server sees every one.
 # e2e-timeout: 900
 . "$(dirname "$0")/lib.sh"
 require_ublk
@@ -59,12 +60,21 @@ jq -e 'all(.queues[].stats.target; .push_writes and .push_slots and .pushed_writ
     and .pull_reads == false and .pulled_reads == 0 and .fence_writes == false)' <(ublk_json 1) >/dev/null ||
   fail "device 1 (file export, defaults) did not push its WRITEs into slots (or pulled READs): $(
     ublk_json 1 | jq -c '[.queues[].stats.target | {push_writes, push_slots, pushed_writes, pull_reads, errors}]')"
+for export in vol0 f; do
+  [[ $(serve_stats wait | jq --arg e $export '[.connections[] | select(.export == $e)] | length') == 8 ]] ||
+    fail "the server does not hold 2 queues x 4 connections for $export: $(serve_stats wait | jq -c '.connections')"
+done
+jq -e '.target_args.conns_per_queue == 4 and all(.queues[].stats.target; .connections == 4)' <(ublk_json 0) >/dev/null ||
+  fail "device 0 does not use 4 connections per queue: $(ublk_json 0 | jq -c '[.queues[].stats.target.connections]')"
 
-log "ram export, pushed WRITEs answered by the server, READs over 16K sent by it (add --write-ack server --pull-max 16K)"
-rdma_add 2 vol1 -q 2 -d 64 --write-ack server --pull-max 16K
+log "ram export, pushed WRITEs answered by the server, READs over 16K sent by it, 3 connections per queue"
+log "(add --write-ack server --pull-max 16K --conns-per-queue 3)"
+rdma_add 2 vol1 -q 2 -d 64 --write-ack server --pull-max 16K --conns-per-queue 3
+[[ $(serve_stats wait | jq '[.connections[] | select(.export == "vol1")] | length') == 6 ]] ||
+  fail "the server does not hold 2 queues x 3 connections for vol1"
 verify_64 verify-acked /dev/ublkb2
 jq -e '.target_args.fence_writes == false and .target_args.pull_max_bytes == 16384 and all(.queues[].stats.target;
-    .push_writes and .pushed_writes > 0 and .fence_writes == false and .fenced_writes == 0 and .errors == 0
+    .connections == 3 and .push_writes and .pushed_writes > 0 and .fence_writes == false and .fenced_writes == 0 and .errors == 0
     and .pull_reads and .pulled_reads > 0 and .read_done_imm > 0)' <(ublk_json 2) >/dev/null ||
   fail "device 2 fenced WRITEs, did not split its READs between pulls and the server, or counted errors: $(
     ublk_json 2 | jq -c '[.queues[].stats.target | {pushed_writes, fenced_writes, pulled_reads, read_done_imm, errors}]')"
@@ -76,9 +86,9 @@ wait_gone /dev/ublkb2
 log "ram export on a server that refuses PUSH_WRITES and PULL_READS (serve --no-push-writes --no-pull-reads)"
 first_server=$E2E_SERVE_PID
 E2E_SERVE_LISTEN=$E2E_RDMA_ADDR:18521 serve_start --export vol2=ram:64M --no-push-writes --no-pull-reads
-rdma_add 3 vol2 --trsvcid 18521 -q 2 -d 64
+rdma_add 3 vol2 --trsvcid 18521 -q 2 -d 64 --conns-per-queue 1
 verify_64 verify-refused /dev/ublkb3
-jq -e 'all(.queues[].stats.target; .push_writes == false and .pushed_writes == 0 and .pull_reads == false
+jq -e 'all(.queues[].stats.target; .connections == 1 and .push_writes == false and .pushed_writes == 0 and .pull_reads == false
     and .pulled_reads == 0 and .fence_writes == false and .read_done_imm > 0 and .errors == 0)' <(ublk_json 3) >/dev/null ||
   fail "device 3 pushed WRITEs or pulled READs with a server that refuses them, or counted errors"
 [[ $(serve_counter vol2 pushed_writes) == 0 ]] || fail "the second server counted pushed WRITEs"

@@ -3,9 +3,10 @@
 # nothing listens on, fails with exit status 1 and a message that says why; no device, no daemon
 # is left behind, and the server still serves a good request afterwards. A server's bound on the
 # buffer memory of all its connections (--max-buffer-memory) refuses a connection that does not
-# fit as busy, leaves the connected device alone, and serves again once that memory is free.
-# --max-connections 1 refuses a 2-queue add as busy and serves a 1-queue one (with --spin-us 0:
-# the server sleeps as soon as it is idle, and IO still flows).
+# fit as busy, leaves the connected device alone, and serves again once that memory is free
+# (one connection per queue there: the bound is per connection). --max-connections 4 refuses a
+# 2-queue add (2 x 4 connections, the default) as busy and serves a 1-queue one (with --spin-us
+# 0: the server sleeps as soon as it is idle, and IO still flows).
 . "$(dirname "$0")/lib.sh"
 require_ublk
 require_cmd jq
@@ -45,9 +46,9 @@ must "$UBLK" del -n 0
 wait_gone /dev/ublkb0
 
 log "the server-wide buffer memory bound (48 MiB; 32 MiB per connection here)"
-rdma_add 0 f -q 1 -d 64
-log "+ ublk-rdma add -t rdma --export f -q 1 -d 64 (expecting exit status 1: busy)"
-out=$(bounded 60 "$UBLK" add -t rdma --traddr "$E2E_RDMA_ADDR" --export f -q 1 -d 64 2>&1)
+rdma_add 0 f -q 1 -d 64 --conns-per-queue 1
+log "+ ublk-rdma add -t rdma --export f -q 1 -d 64 --conns-per-queue 1 (expecting exit status 1: busy)"
+out=$(bounded 60 "$UBLK" add -t rdma --traddr "$E2E_RDMA_ADDR" --export f -q 1 -d 64 --conns-per-queue 1 2>&1)
 rc=$?
 printf '%s\n' "$out" | sed 's/^/    | /' >&2
 ((rc == 1)) || fail "the add beyond the memory bound exited with $rc, expected 1"
@@ -59,7 +60,7 @@ must "$UBLK" del -n 0
 wait_gone /dev/ublkb0
 log "once that connection is gone, its memory serves a new one"
 for ((i = 0; ; i++)); do
-  "$UBLK" add -n 1 -t rdma --traddr "$E2E_RDMA_ADDR" --export f -q 1 -d 64 >/dev/null 2>&1 && break
+  "$UBLK" add -n 1 -t rdma --traddr "$E2E_RDMA_ADDR" --export f -q 1 -d 64 --conns-per-queue 1 >/dev/null 2>&1 && break
   ((i < 20)) || fail "the server still refuses 10 s after the device was deleted"
   nap 0.5
 done
@@ -68,17 +69,17 @@ must "$UBLK" del -n 1
 wait_gone /dev/ublkb1
 serve_stop
 
-log "the server-wide connection bound (--max-connections 1), a server that never spins"
-serve_start --export vol0=ram:16M --max-connections 1 --spin-us 0
+log "the server-wide connection bound (--max-connections 4), a server that never spins"
+serve_start --export vol0=ram:16M --max-connections 4 --spin-us 0
 log "+ ublk-rdma add -t rdma --export vol0 -q 2 (expecting exit status 1: busy)"
 out=$(bounded 60 "$UBLK" add -t rdma --traddr "$E2E_RDMA_ADDR" --export vol0 -q 2 2>&1)
 rc=$?
 printf '%s\n' "$out" | sed 's/^/    | /' >&2
-((rc == 1)) || fail "the 2-queue add against --max-connections 1 exited with $rc, expected 1"
+((rc == 1)) || fail "the 2-queue add against --max-connections 4 exited with $rc, expected 1"
 grep -q "busy" <<<"$out" || fail "the refusal does not say the server is busy"
 no_ublk_devices
 grep -q "server at its connection limit" "$E2E_SERVE_LOG" || fail "the server log does not say why"
-for ((i = 0; ; i++)); do  # the refused add's first connection may take a moment to go
+for ((i = 0; ; i++)); do  # the refused add's first connections may take a moment to go
   "$UBLK" add -n 0 -t rdma --traddr "$E2E_RDMA_ADDR" --export vol0 -q 1 >/dev/null 2>&1 && break
   ((i < 20)) || fail "a 1-queue add is still refused 10 s after the refused one"
   nap 0.5

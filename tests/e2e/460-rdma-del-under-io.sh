@@ -34,7 +34,7 @@ wait_pid_gone "$pid" 10
 
 log "the server drops the connections and stays up"
 kill -0 "$E2E_SERVE_PID" || fail "the server died"
-wait_until 30 "the server to close both connections" eval "[[ \$(jq '.connections | length' '$E2E_SERVE_STATS') == 0 ]]"
+wait_until 30 "the server to close every connection" eval "[[ \$(jq '.connections | length' '$E2E_SERVE_STATS') == 0 ]]"
 rdma_add $id vol0 -q 2 -d 64
 fio_write_verify verify /dev/ublkb$id 12M
 must "$UBLK" del -n $id

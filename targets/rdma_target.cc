@@ -278,9 +278,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
 
   int poll_st() override {
     if (pending_) flush_all_st();
-    int handled = 0;
-    for (Lane& lane : lanes_)
-      if (lane.expects_completions()) handled += poll_cq_st(lane);
+    int handled = poll_lanes_st();
     if (++polls_since_housekeeping_ >= kHousekeepingEvery) {
       polls_since_housekeeping_ = 0;
       housekeeping_st();
@@ -307,10 +305,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
       counters_.cq_arms.add_st();
     }
     // Armed before this last poll: a completion that lands after it raises the event.
-    int found = 0;
-    for (Lane& lane : lanes_)
-      if (lane.expects_completions()) found += poll_cq_st(lane);
-    return found == 0 && pending_ == 0;
+    return poll_lanes_st() == 0 && pending_ == 0;
   }
 
   void on_fd_ready_st(uint8_t token) override {
@@ -583,6 +578,14 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
       log::rdma()->error("queue {}: ibv_post_send of {} requests failed: {}", queue_id_, taken, errno_text(rc));
       connection_lost_st("posting commands failed");
     }
+  }
+
+  // Polls the CQ of every lane that may still get a completion; returns how many it reaped.
+  int poll_lanes_st() {
+    int n = 0;
+    for (Lane& lane : lanes_)
+      if (lane.expects_completions()) n += poll_cq_st(lane);
+    return n;
   }
 
   // The work request just marked signaled retires itself and the unsignaled ones before it.
@@ -975,23 +978,24 @@ class RdmaTargetFactory final : public ublk::TargetFactory {
   explicit RdmaTargetFactory(const RdmaTargetOptions& o) : opts_(o) {
     if (o.traddr.empty()) throw SetupError("rdma target: no server address (--traddr)", EINVAL);
     if (o.nr_queues == 0 || o.queue_depth == 0) throw SetupError("rdma target: queues and depth must be > 0", EINVAL);
+    if (o.conns_per_queue < 1 || o.conns_per_queue > kMaxConnsPerQueue)
+      throw SetupError(fmt::format("rdma target: {} connections per queue (1..{})", o.conns_per_queue,
+                                   kMaxConnsPerQueue),
+                       EINVAL);
     if (transport::rdma_device_names().empty())
       throw SetupError("no RDMA device found (load a driver, e.g. `modprobe rdma_rxe` and "
                        "`rdma link add rxe0 type rxe netdev IFACE`)",
                        ENODEV);
     std::random_device rd;
     uint64_t session = (uint64_t(rd()) << 32) | rd();
-    if (o.conns_per_queue < 1 || o.conns_per_queue > kMaxConnsPerQueue)
-      throw SetupError(fmt::format("rdma target: {} connections per queue (1..{})", o.conns_per_queue,
-                                   kMaxConnsPerQueue),
-                       EINVAL);
     links_.resize(o.nr_queues);
     for (uint16_t q = 0; q < o.nr_queues; ++q) {
       for (uint16_t c = 0; c < o.conns_per_queue; ++c) {
         links_[q].push_back(connect_queue(o, q, session));
         const wire::AcceptData& a = links_[q].back().accepted;
         const wire::AcceptData& a0 = links_.front().front().accepted;
-        // A queue's lanes share its tags' paths: they must be granted alike.
+        // Every connection of every queue must be granted alike: a queue's lanes share its
+        // tags' paths, and the device has one geometry.
         if (a.export_size != a0.export_size || a.block_shift != a0.block_shift || a.export_flags != a0.export_flags ||
             a.features != a0.features)
           throw SetupError(fmt::format("server {}:{} described export '{}' differently on queue {} connection {}",

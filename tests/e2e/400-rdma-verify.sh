@@ -61,7 +61,7 @@ jq -e 'all(.queues[].stats.target; .push_writes and .push_slots and .pushed_writ
   fail "device 1 (file export, defaults) did not push its WRITEs into slots (or pulled READs): $(
     ublk_json 1 | jq -c '[.queues[].stats.target | {push_writes, push_slots, pushed_writes, pull_reads, errors}]')"
 for export in vol0 f; do
-  [[ $(serve_stats wait | jq --arg e $export '[.connections[] | select(.export == $e)] | length') == 8 ]] ||
+  [[ $(serve_connections $export) == 8 ]] ||
     fail "the server does not hold 2 queues x 4 connections for $export: $(serve_stats wait | jq -c '.connections')"
 done
 jq -e '.target_args.conns_per_queue == 4 and all(.queues[].stats.target; .connections == 4)' <(ublk_json 0) >/dev/null ||
@@ -70,7 +70,7 @@ jq -e '.target_args.conns_per_queue == 4 and all(.queues[].stats.target; .connec
 log "ram export, pushed WRITEs answered by the server, READs over 16K sent by it, 3 connections per queue"
 log "(add --write-ack server --pull-max 16K --conns-per-queue 3)"
 rdma_add 2 vol1 -q 2 -d 64 --write-ack server --pull-max 16K --conns-per-queue 3
-[[ $(serve_stats wait | jq '[.connections[] | select(.export == "vol1")] | length') == 6 ]] ||
+[[ $(serve_connections vol1) == 6 ]] ||
   fail "the server does not hold 2 queues x 3 connections for vol1"
 verify_64 verify-acked /dev/ublkb2
 jq -e '.target_args.fence_writes == false and .target_args.pull_max_bytes == 16384 and all(.queues[].stats.target;

@@ -366,3 +366,5 @@ rdma_add() {
 # serve_counter EXPORT FIELD: FIELD summed over the server's live connections to EXPORT, from a
 # fresh stats file.
 serve_counter() { serve_stats wait | jq --arg e "$1" "[.connections[] | select(.export == \$e) | .$2] | add // 0"; }
+# serve_connections EXPORT: how many live connections the server holds to EXPORT (fresh stats).
+serve_connections() { serve_stats wait | jq --arg e "$1" '[.connections[] | select(.export == $e)] | length'; }

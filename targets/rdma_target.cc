@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -16,6 +17,7 @@
 #include "base/mapped_region.h"
 #include "base/unique_fd.h"
 #include "base/work_id.h"
+#include "targets/connection_slots.h"
 #include "transport/connection.h"
 #include "transport/wire_protocol.h"
 #include "ublk/uapi.h"
@@ -67,12 +69,13 @@ constexpr uint32_t kHousekeepingEvery = 1024;
 
 // One connection of a queue, made on the daemon's main thread and handed to the queue thread.
 struct QueueLink {
-  MappedRegion msgs;  // [depth response slots][depth command slots], registered below
+  MappedRegion msgs;  // [depth receive slots][depth command slots], registered below
   std::unique_ptr<Connection> conn;  // declared after msgs: destroyed (and deregistered) first
   ibv_mr* msgs_mr = nullptr;
   wire::AcceptData accepted;
-  uint16_t depth = 0;
+  uint16_t depth = 0;  // this connection's: how many of the queue's requests it may hold at once
 };
+
 
 struct RdmaCounters {
   RelaxedCounter rdma_bytes;         // data the server moved by RDMA for completed READ/WRITE
@@ -111,11 +114,14 @@ struct RdmaCounters {
 // QP, so the RC ordering a fence relies on (an RDMA READ behind the RDMA WRITEs it proves) holds
 // within the lane. Soft RDMA (rxe) caps what one QP has in flight (unacknowledged packets,
 // packets queued at the responder), so more lanes let one queue keep more IO moving.
+// On the wire a request is named by its slot on the lane (0..link.depth-1), not by its ublk tag:
+// a connection negotiates only the depth it can carry, so the server's per-connection state (a
+// file export's buffer pool) does not grow with the number of connections.
 struct Lane {
   QueueLink link;
   ibv_mr* slab_mr = nullptr;      // the queue's IO slab on this connection's PD (owned by it)
   std::vector<uint16_t> pending;  // tags encoded but not yet posted
-  uint32_t inflight = 0;          // its tags in kQueued or kInFlight
+  ConnectionSlots slots;          // its requests (kQueued or kInFlight), by their wire tag
   bool cq_armed = false;
   // Send-queue accounting: slots used, and for each outstanding signaled send how many slots
   // its completion frees.
@@ -132,13 +138,14 @@ struct Lane {
 
   // Whether a completion may still come: only such lanes are polled and armed, so a queue at
   // low depth pays for one CQ, not for all of them.
-  bool expects_completions() const { return inflight > 0 || fifo_head != fifo_tail; }
+  bool expects_completions() const { return slots.in_use() > 0 || fifo_head != fifo_tail; }
+  uint16_t depth() const { return link.depth; }
 };
 
 class RdmaQueueTarget final : public ublk::QueueTarget {
  public:
   RdmaQueueTarget(std::vector<QueueLink> links, const RdmaTargetOptions& opts, uint16_t queue_id)
-      : opts_(opts), queue_id_(queue_id), depth_(links.front().depth) {
+      : opts_(opts), queue_id_(queue_id), depth_(opts.queue_depth) {
     lanes_.resize(links.size());
     for (size_t l = 0; l < links.size(); ++l) lanes_[l].link = std::move(links[l]);
   }
@@ -180,10 +187,13 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
       lane.slab_mr = lane.link.conn->register_memory(
           slab.data(), slab.size(), IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE,
           fmt::format("queue {} IO slab (connection {})", queue_id_, l));
-      lane.pending.reserve(depth_);
-      lane.fenced_ring.assign(depth_, 0);
-      lane.fence_sizes.assign(size_t(depth_) + 1, 0);
-      lane.sq_capacity = size_t(depth_) * (push_writes_ ? kWrsPerTag : 1) + kSqSlack;
+      uint16_t d = lane.depth();
+      if (d == 0 || d > depth_) throw_setup("rdma queue {}: connection {} has depth {} (queue: {})", queue_id_, l, d, depth_);
+      lane.pending.reserve(d);
+      lane.slots = ConnectionSlots(d);
+      lane.fenced_ring.assign(d, 0);
+      lane.fence_sizes.assign(size_t(d) + 1, 0);
+      lane.sq_capacity = size_t(d) * (push_writes_ ? kWrsPerTag : 1) + kSqSlack;
       lane.signal_fifo.assign(lane.sq_capacity, 0);
       ctx.watch_fd_st(lane.link.conn->cq_fd(), lane_token(kTokenCq, l));
       ctx.watch_fd_st(lane.link.conn->cm_fd(), lane_token(kTokenCm, l));
@@ -200,9 +210,9 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
         throw_errno(errno, "rdma queue {}: timerfd_settime", queue_id_);
       ctx.watch_fd_st(timer_.get(), kTokenTimer);
     }
-    log::rdma()->debug("queue {}: {} connection(s) to {} via {} (depth {}, max IO {}, inline {} bytes)", queue_id_,
-                       lanes_.size(), lanes_.front().link.conn->peer_address(),
-                       lanes_.front().link.conn->device_name(), depth_, max_io_,
+    log::rdma()->debug("queue {}: {} connection(s) to {} via {} (depth {}, {} per connection, max IO {}, inline {} bytes)",
+                       queue_id_, lanes_.size(), lanes_.front().link.conn->peer_address(),
+                       lanes_.front().link.conn->device_name(), depth_, lanes_.front().depth(), max_io_,
                        lanes_.front().link.conn->max_inline());
   }
 
@@ -215,7 +225,6 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     }
     wire::Command cmd;
     bool pulled = false, fenced = false;
-    cmd.tag = req.tag;
     cmd.offset = req.offset;
     cmd.length = req.length;
     switch (req.op) {
@@ -243,14 +252,24 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
       default:
         return fail_now(req.tag, -EOPNOTSUPP);
     }
+    if ((cmd.opcode == wire::Opcode::kRead || cmd.opcode == wire::Opcode::kWrite) && req.length > max_io_)
+      return fail_now(req.tag, -EINVAL);
     t.lane = pick_lane_st();
     Lane& lane = lanes_[t.lane];
+    if (lane.slots.full()) {  // cannot happen: the least loaded lane has a free slot
+      log::rdma()->error("queue {}: connection {} has no free slot for tag {}", queue_id_, t.lane, req.tag);
+      return fail_now(req.tag, -EIO);
+    }
+    t.slot = lane.slots.take(req.tag);
+    cmd.tag = t.slot;
     if (cmd.opcode == wire::Opcode::kRead || cmd.opcode == wire::Opcode::kWrite) {
-      if (req.length > max_io_) return fail_now(req.tag, -EINVAL);
       cmd.addr = reinterpret_cast<uint64_t>(req.buffer);
       cmd.rkey = lane.slab_mr->rkey;
     }
-    t.generation = (t.generation + 1) & WorkId::kGenMask;
+    // One counter for the queue, not one per tag: a slot passes between tags, and an answer
+    // must never match a later request in the same slot.
+    next_generation_ = (next_generation_ + 1) & WorkId::kGenMask;
+    t.generation = next_generation_;
     cmd.generation = t.generation;
     t.state = TagState::kQueued;
     t.op = uint8_t(cmd.opcode);
@@ -267,11 +286,10 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     // A pulled READ is our RDMA READ alone, a fenced WRITE our RDMA WRITE alone: the server
     // hears nothing of either.
     if (t.sends_command()) {
-      uint8_t* slot = command_slot(lane, req.tag);
+      uint8_t* slot = command_slot(lane, t.slot);
       wire::encode_into(cmd, std::span<uint8_t, wire::kCommandSize>(slot, wire::kCommandSize));
     }
     lane.pending.push_back(req.tag);
-    ++lane.inflight;
     ++pending_;
     ++inflight_;
   }
@@ -374,6 +392,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
         {"push_writes", push_writes_},
         {"push_slots", lanes_.front().link.accepted.push_slots()},
         {"connections", lanes_.size()},
+        {"connection_depth", lanes_.front().depth()},
         {"pull_reads", pull_reads_},
         {"fence_writes", fence_writes_},
     };
@@ -388,7 +407,8 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
     uint32_t tick = 0;
     TagState state = TagState::kFree;
     uint8_t op = 0;
-    uint8_t lane = 0;     // the connection it travels on (set at submission)
+    uint8_t lane = 0;     // the connection it travels on (set at submission) ...
+    uint16_t slot = 0;    // ... and its slot there: its tag on the wire
     bool pushed = false;  // a WRITE whose data goes out by our RDMA WRITE before its command
     bool pulled = false;  // a READ that is our RDMA READ of the export, with no command
     bool fenced = false;  // a pushed WRITE with no command, done when the fence READ behind it is
@@ -404,19 +424,18 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
   // connection (one CQ to poll, and the server sees its commands back to back on one thread),
   // a deep one spreads over all of them.
   uint8_t pick_lane_st() const {
-    uint8_t best = 0;
-    for (uint8_t l = 1; l < lanes_.size(); ++l)
-      if (lanes_[l].inflight < lanes_[best].inflight) best = l;
-    return best;
+    std::array<uint32_t, kMaxConnsPerQueue> loads;
+    for (size_t l = 0; l < lanes_.size(); ++l) loads[l] = lanes_[l].slots.in_use();
+    return uint8_t(least_loaded(std::span<const uint32_t>(loads.data(), lanes_.size())));
   }
   size_t lane_index(const Lane& lane) const { return size_t(&lane - lanes_.data()); }
 
-  // A lane's link.msgs: [depth receive slots][depth command slots]
+  // A lane's link.msgs: [lane depth receive slots][lane depth command slots]
   uint8_t* response_slot(const Lane& lane, uint16_t i) const {
     return static_cast<uint8_t*>(lane.link.msgs.get()) + size_t(i) * kRecvSlot;
   }
-  uint8_t* command_slot(const Lane& lane, uint16_t tag) const {
-    return static_cast<uint8_t*>(lane.link.msgs.get()) + size_t(depth_) * kRecvSlot + size_t(tag) * kMsgSlot;
+  uint8_t* command_slot(const Lane& lane, uint16_t slot) const {
+    return static_cast<uint8_t*>(lane.link.msgs.get()) + size_t(lane.depth()) * kRecvSlot + size_t(slot) * kMsgSlot;
   }
 
   void fail_now(uint16_t tag, int err) {
@@ -427,7 +446,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
   void complete_tag_st(uint16_t tag, int result) {
     TagSlot& t = tags_[tag];
     t.state = TagState::kFree;
-    --lane_of(tag).inflight;
+    lane_of(tag).slots.release(t.slot);
     --inflight_;
     if (result < 0) {
       counters_.errors.add_st();
@@ -497,7 +516,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
       } else {
         wr.wr_id = WorkId{WorkKind::kRdmaWrite, queue_id_, tag, t.op, t.generation}.encode();
         wr.opcode = IBV_WR_RDMA_WRITE;
-        wr.wr.rdma.remote_addr = lane.link.accepted.push_target(tag, t.offset);
+        wr.wr.rdma.remote_addr = lane.link.accepted.push_target(t.slot, t.offset);
         ++pushes;
         if (t.fenced) {
           t.state = TagState::kInFlight;
@@ -514,13 +533,13 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
       const TagSlot& t = tags_[last_fenced];
       ibv_send_wr& wr = send_wrs_[w];
       wr = ibv_send_wr{};
-      fence_sge_ = ibv_sge{reinterpret_cast<uint64_t>(command_slot(lane, last_fenced)), kFenceBytes,
+      fence_sge_ = ibv_sge{reinterpret_cast<uint64_t>(command_slot(lane, t.slot)), kFenceBytes,
                            lane.link.msgs_mr->lkey};
       wr.sg_list = &fence_sge_;
       wr.num_sge = 1;
       wr.wr_id = WorkId{WorkKind::kRdmaRead, queue_id_, last_fenced, kFenceOp, t.generation}.encode();
       wr.opcode = IBV_WR_RDMA_READ;
-      wr.wr.rdma.remote_addr = lane.link.accepted.push_target(last_fenced, t.offset);
+      wr.wr.rdma.remote_addr = lane.link.accepted.push_target(t.slot, t.offset);
       wr.wr.rdma.rkey = lane.link.accepted.window_rkey;
       wr.send_flags = IBV_SEND_SIGNALED;
       wr.next = w + 1 < total ? &send_wrs_[w + 1] : nullptr;
@@ -538,7 +557,8 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
       wr.sg_list = &send_sges_[next];
       for (size_t j = 0; j < k; ++j, ++next) {
         uint16_t tag = command_tags_[next];
-        send_sges_[next] = ibv_sge{reinterpret_cast<uint64_t>(command_slot(lane, tag)), uint32_t(wire::kCommandSize),
+        send_sges_[next] = ibv_sge{reinterpret_cast<uint64_t>(command_slot(lane, tags_[tag].slot)),
+                                   uint32_t(wire::kCommandSize),
                                    lane.link.msgs_mr->lkey};
         tags_[tag].state = TagState::kInFlight;
       }
@@ -643,11 +663,11 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
         }
       } else if (id.kind == WorkKind::kRdmaRecv) {
         if (wc.opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
-          handle_read_done_st(wc);
+          handle_read_done_st(lane, wc);
         } else {
           handle_response_st(lane, wc);
         }
-        if (!dead_ && id.tag < depth_) {
+        if (!dead_ && id.tag < lane.depth()) {
           ibv_recv_wr& wr = recv_wrs_[reposts];
           ibv_sge& sge = recv_sges_[reposts];
           sge.addr = reinterpret_cast<uint64_t>(response_slot(lane, id.tag));
@@ -678,7 +698,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
   void handle_response_st(const Lane& lane, const ibv_wc& wc) {
     WorkId id = WorkId::decode(wc.wr_id);
     size_t n = wire::messages_in(wc.byte_len, wire::kResponseSize, batch_);
-    if (id.tag >= depth_ || n == 0) {
+    if (id.tag >= lane.depth() || n == 0) {
       log::rdma()->error("queue {}: answer of {} bytes in slot {}: protocol error", queue_id_, wc.byte_len, id.tag);
       return connection_lost_st("malformed response");
     }
@@ -694,18 +714,20 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
       return connection_lost_st("malformed response");
     }
     const wire::Response& r = d.value;
-    // An answer on another lane than its tag's is foreign, like a stale one.
-    if (!awaits_answer_st(r.tag, uint8_t(r.opcode)) || tags_[r.tag].generation != r.generation ||
-        &lane_of(r.tag) != &lane) {
+    // The answer names the lane's slot; a slot holding no request, or one of another opcode or
+    // generation, makes it stale.
+    uint16_t tag = lane.slots.tag_of(r.tag);
+    if (tag == kNoTag || !awaits_answer_st(tag, uint8_t(r.opcode)) || tags_[tag].generation != r.generation) {
       counters_.stale_completions.add_st();
-      SPDLOG_LOGGER_DEBUG(log::rdma_cq(), "queue {}: stale response tag {} generation {}", queue_id_, r.tag,
-                          r.generation);
+      SPDLOG_LOGGER_DEBUG(log::rdma_cq(), "queue {}: stale response slot {} generation {} on connection {}", queue_id_,
+                          r.tag, r.generation, lane_index(lane));
       return;
     }
     counters_.completed.add_st();
     int err = wire::status_to_errno(r.status);
-    SPDLOG_LOGGER_TRACE(log::rdma_cq(), "q{} tag {} gen {} status {}", queue_id_, r.tag, r.generation, r.status);
-    complete_tag_st(r.tag, err < 0 ? err : int(tags_[r.tag].length));
+    SPDLOG_LOGGER_TRACE(log::rdma_cq(), "q{} tag {} (slot {}) gen {} status {}", queue_id_, tag, r.tag, r.generation,
+                        r.status);
+    complete_tag_st(tag, err < 0 ? err : int(tags_[tag].length));
   }
 
   // Whether `tag` names a command of opcode `op` that waits for its answer (the caller checks
@@ -715,22 +737,24 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
   }
 
   // A READ's data arrived with its answer in the immediate (status 0).
-  void handle_read_done_st(const ibv_wc& wc) {
+  void handle_read_done_st(const Lane& lane, const ibv_wc& wc) {
     if (!read_imm_ || !(wc.wc_flags & IBV_WC_WITH_IMM)) {
       log::rdma()->error("queue {}: RDMA WRITE WITH IMMEDIATE the server did not negotiate: protocol error", queue_id_);
       return connection_lost_st("unexpected immediate");
     }
     wire::ReadDone d = wire::decode_read_done(be32toh(wc.imm_data));
-    if (!awaits_answer_st(d.tag, uint8_t(wire::Opcode::kRead)) || !wire::read_done_matches(d, tags_[d.tag].generation)) {
+    uint16_t tag = lane.slots.tag_of(d.tag);
+    if (tag == kNoTag || !awaits_answer_st(tag, uint8_t(wire::Opcode::kRead)) ||
+        !wire::read_done_matches(d, tags_[tag].generation)) {
       counters_.stale_completions.add_st();
-      SPDLOG_LOGGER_DEBUG(log::rdma_cq(), "queue {}: stale read completion tag {} generation {}", queue_id_, d.tag,
-                          d.generation_low);
+      SPDLOG_LOGGER_DEBUG(log::rdma_cq(), "queue {}: stale read completion slot {} generation {} on connection {}",
+                          queue_id_, d.tag, d.generation_low, lane_index(lane));
       return;
     }
     counters_.completed.add_st();
     counters_.read_done_imm.add_st();
-    SPDLOG_LOGGER_TRACE(log::rdma_cq(), "q{} tag {} read done (immediate)", queue_id_, d.tag);
-    complete_tag_st(d.tag, int(tags_[d.tag].length));
+    SPDLOG_LOGGER_TRACE(log::rdma_cq(), "q{} tag {} (slot {}) read done (immediate)", queue_id_, tag, d.tag);
+    complete_tag_st(tag, int(tags_[tag].length));
   }
 
   // Our RDMA READ of a READ's data completed: the data is in the slab, the READ is done.
@@ -848,6 +872,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
 
   std::vector<TagSlot> tags_;
   uint32_t inflight_ = 0;  // tags in kQueued or kInFlight
+  uint32_t next_generation_ = 0;
 
   std::vector<Lane> lanes_;
   size_t pending_ = 0;  // tags encoded but not yet posted, over all lanes
@@ -899,10 +924,11 @@ constexpr int kIbCmRejConsumerDefined = 28;  // the server called rdma_reject
                    ECONNREFUSED);
 }
 
-QueueLink connect_queue(const RdmaTargetOptions& o, uint16_t queue_id, uint64_t session_id) {
+// One connection of queue `queue_id`, carrying at most `depth` of its requests at once.
+QueueLink connect_queue(const RdmaTargetOptions& o, uint16_t queue_id, uint16_t depth, uint64_t session_id) {
   wire::ConnectRequest req;
   req.queue_id = queue_id;
-  req.queue_depth = o.queue_depth;
+  req.queue_depth = depth;
   req.max_io_bytes = o.max_io_bytes;
   req.session_id = session_id;
   req.flags = wire::kConnectReadImm | wire::kConnectBatch |
@@ -913,16 +939,16 @@ QueueLink connect_queue(const RdmaTargetOptions& o, uint16_t queue_id, uint64_t 
   auto pdata = wire::encode(req);
 
   QueueLink link;
-  link.depth = o.queue_depth;
-  link.msgs = MappedRegion::anonymous(size_t(o.queue_depth) * (kRecvSlot + kMsgSlot), true);
+  link.depth = depth;
+  link.msgs = MappedRegion::anonymous(size_t(depth) * (kRecvSlot + kMsgSlot), true);
 
   transport::ClientConnectParams p;
   p.address = o.traddr;
   p.port = o.trsvcid;
   p.connect_timeout = o.connect_timeout;
   // Room for PUSH_WRITES (an RDMA WRITE per WRITE): the QP exists before the server answers.
-  p.sizes.send_wrs = uint32_t(o.queue_depth) * kWrsPerTag + kSqSlack;
-  p.sizes.recv_wrs = o.queue_depth;
+  p.sizes.send_wrs = uint32_t(depth) * kWrsPerTag + kSqSlack;
+  p.sizes.recv_wrs = depth;
   p.sizes.max_inline = 64;
   p.sizes.max_send_sge = wire::kMaxBatch;  // a batched SEND: one entry per command
   p.private_data = pdata;
@@ -933,19 +959,19 @@ QueueLink connect_queue(const RdmaTargetOptions& o, uint16_t queue_id, uint64_t 
   auto before_connect = [&](Connection& conn) {
     link.msgs_mr = conn.register_memory(link.msgs.get(), link.msgs.size(), IBV_ACCESS_LOCAL_WRITE,
                                         fmt::format("queue {} message slots", queue_id));
-    // One receive per tag, posted before CONNECT so no response can find the queue empty.
-    std::vector<ibv_recv_wr> wrs(o.queue_depth);
-    std::vector<ibv_sge> sges(o.queue_depth);
-    for (uint16_t i = 0; i < o.queue_depth; ++i) {
+    // One receive per slot, posted before CONNECT so no response can find the queue empty.
+    std::vector<ibv_recv_wr> wrs(depth);
+    std::vector<ibv_sge> sges(depth);
+    for (uint16_t i = 0; i < depth; ++i) {
       sges[i] = ibv_sge{reinterpret_cast<uint64_t>(link.msgs.get()) + uint64_t(i) * kRecvSlot, uint32_t(kRecvSlot),
                         link.msgs_mr->lkey};
       wrs[i].wr_id = WorkId{WorkKind::kRdmaRecv, queue_id, i, 0, 0}.encode();
       wrs[i].sg_list = &sges[i];
       wrs[i].num_sge = 1;
-      wrs[i].next = i + 1 < o.queue_depth ? &wrs[i + 1] : nullptr;
+      wrs[i].next = i + 1 < depth ? &wrs[i + 1] : nullptr;
     }
     ibv_recv_wr* bad = nullptr;
-    if (int rc = ibv_post_recv(conn.qp(), wrs.data(), &bad)) throw_errno(rc, "posting {} receives", o.queue_depth);
+    if (int rc = ibv_post_recv(conn.qp(), wrs.data(), &bad)) throw_errno(rc, "posting {} receives", depth);
   };
 
   transport::ConnectOutcome out = transport::connect_client(p, before_connect);
@@ -962,13 +988,16 @@ QueueLink connect_queue(const RdmaTargetOptions& o, uint16_t queue_id, uint64_t 
     throw SetupError(fmt::format("server {}:{} granted {}, which this client did not ask for", o.traddr, o.trsvcid,
                                  link.accepted.pull_reads() ? "PULL_READS" : "PUSH_WRITES"),
                      EPROTO);
-  if (link.accepted.queue_depth != o.queue_depth || link.accepted.max_io_bytes != o.max_io_bytes)
-    throw SetupError(fmt::format("server {}:{} limits queue depth to {} and max IO to {} bytes (asked for {} and {}): "
-                                 "use -d {} --max-io {}",
-                                 o.traddr, o.trsvcid, link.accepted.queue_depth, link.accepted.max_io_bytes,
-                                 o.queue_depth, o.max_io_bytes, link.accepted.queue_depth,
+  if (link.accepted.queue_depth != depth || link.accepted.max_io_bytes != o.max_io_bytes) {
+    // The server's limit is per connection; -d spreads over the queue's connections.
+    uint32_t conns = uint32_t((o.queue_depth + depth - 1) / depth);
+    throw SetupError(fmt::format("server {}:{} limits a connection's depth to {} and max IO to {} bytes (asked for {} "
+                                 "and {}): use -d {} --max-io {}",
+                                 o.traddr, o.trsvcid, link.accepted.queue_depth, link.accepted.max_io_bytes, depth,
+                                 o.max_io_bytes, std::min<uint32_t>(link.accepted.queue_depth * conns, o.queue_depth),
                                  link.accepted.max_io_bytes),
                      EINVAL);
+  }
   link.conn = std::move(out.conn);
   return link;
 }
@@ -988,10 +1017,13 @@ class RdmaTargetFactory final : public ublk::TargetFactory {
                        ENODEV);
     std::random_device rd;
     uint64_t session = (uint64_t(rd()) << 32) | rd();
+    // More connections than requests would carry nothing.
+    conns_ = std::min<uint16_t>(o.conns_per_queue, o.queue_depth);
+    conn_depth_ = connection_depth(o.queue_depth, conns_);
     links_.resize(o.nr_queues);
     for (uint16_t q = 0; q < o.nr_queues; ++q) {
-      for (uint16_t c = 0; c < o.conns_per_queue; ++c) {
-        links_[q].push_back(connect_queue(o, q, session));
+      for (uint16_t c = 0; c < conns_; ++c) {
+        links_[q].push_back(connect_queue(o, q, conn_depth_, session));
         const wire::AcceptData& a = links_[q].back().accepted;
         const wire::AcceptData& a0 = links_.front().front().accepted;
         // Every connection of every queue must be granted alike: a queue's lanes share its
@@ -1014,9 +1046,9 @@ class RdmaTargetFactory final : public ublk::TargetFactory {
     geo_.write_zeroes = a.write_zeroes();
     geo_.discard_granularity = std::max<uint32_t>(4096, 1u << a.block_shift);
     log::target()->info("rdma: export '{}' on {}:{}: {} bytes, {}-byte blocks{}, {} queue(s) x depth {}, {} "
-                        "connection(s) per queue",
+                        "connection(s) per queue (depth {} each)",
                         o.export_name, o.traddr, o.trsvcid, a.export_size, 1u << a.block_shift,
-                        a.read_only() ? ", read-only" : "", o.nr_queues, o.queue_depth, o.conns_per_queue);
+                        a.read_only() ? ", read-only" : "", o.nr_queues, o.queue_depth, conns_, conn_depth_);
   }
 
   std::string type_name() const override { return "rdma"; }
@@ -1034,7 +1066,8 @@ class RdmaTargetFactory final : public ublk::TargetFactory {
                         {"trsvcid", opts_.trsvcid},
                         {"export", opts_.export_name},
                         {"poll", ublk::poll_mode_name(opts_.poll_mode)},
-                        {"conns_per_queue", opts_.conns_per_queue},
+                        {"conns_per_queue", conns_},
+                        {"connection_depth", conn_depth_},
                         {"io_timeout_ms", opts_.io_timeout.count()},
                         {"size", geo_.size_bytes},
                         {"block_size", 1u << geo_.logical_bs_shift},
@@ -1050,6 +1083,8 @@ class RdmaTargetFactory final : public ublk::TargetFactory {
  private:
   RdmaTargetOptions opts_;
   std::vector<std::vector<QueueLink>> links_;  // [queue][connection]
+  uint16_t conns_ = 0;       // per queue
+  uint16_t conn_depth_ = 0;  // what each of them carries at most
   ublk::DeviceGeometry geo_;
 };
 

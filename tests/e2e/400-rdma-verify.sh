@@ -13,7 +13,8 @@
 # and one more on a second server that refuses pushes and pulls (serve --no-push-writes
 # --no-pull-reads: the server RDMA READs every WRITE into the export and answers with a fenced
 # SEND, and sends every READ's data). Each queue spreads its tags over 4 connections (the
-# default), 3 (device 2: tags spread unevenly) or 1 (device 3); the server sees every one.
+# default), 3 (device 2: tags spread unevenly) or 1 (device 3); the server sees every one, each
+# with the depth it carries (queue depth / connections, rounded up), not the queue's.
 # e2e-timeout: 900
 . "$(dirname "$0")/lib.sh"
 require_ublk
@@ -63,15 +64,23 @@ jq -e 'all(.queues[].stats.target; .push_writes and .push_slots and .pushed_writ
 for export in vol0 f; do
   [[ $(serve_connections $export) == 8 ]] ||
     fail "the server does not hold 2 queues x 4 connections for $export: $(serve_stats wait | jq -c '.connections')"
+  [[ $(serve_counter $export depth) == 128 ]] ||
+    fail "the server's connections to $export do not carry depth 16 each (2 x 64 in all): $(
+      serve_stats wait | jq -c '[.connections[] | {export, depth}]')"
 done
-jq -e '.target_args.conns_per_queue == 4 and all(.queues[].stats.target; .connections == 4)' <(ublk_json 0) >/dev/null ||
-  fail "device 0 does not use 4 connections per queue: $(ublk_json 0 | jq -c '[.queues[].stats.target.connections]')"
+for id in 0 1; do
+  jq -e '.target_args.conns_per_queue == 4 and
+      all(.queues[].stats.target; .connections == 4 and .connection_depth == 16)' <(ublk_json $id) >/dev/null ||
+    fail "device $id does not use 4 connections of depth 16 per queue: $(
+      ublk_json $id | jq -c '[.queues[].stats.target | {connections, connection_depth}]')"
+done
 
 log "ram export, pushed WRITEs answered by the server, READs over 16K sent by it, 3 connections per queue"
 log "(add --write-ack server --pull-max 16K --conns-per-queue 3)"
 rdma_add 2 vol1 -q 2 -d 64 --write-ack server --pull-max 16K --conns-per-queue 3
-[[ $(serve_connections vol1) == 6 ]] ||
-  fail "the server does not hold 2 queues x 3 connections for vol1"
+[[ $(serve_connections vol1) == 6 && $(serve_counter vol1 depth) == $((6 * 22)) ]] ||
+  fail "the server does not hold 2 queues x 3 connections of depth 22 for vol1: $(
+    serve_stats wait | jq -c '[.connections[] | {export, depth}]')"
 verify_64 verify-acked /dev/ublkb2
 jq -e '.target_args.fence_writes == false and .target_args.pull_max_bytes == 16384 and all(.queues[].stats.target;
     .connections == 3 and .push_writes and .pushed_writes > 0 and .fence_writes == false and .fenced_writes == 0 and .errors == 0
@@ -88,7 +97,7 @@ first_server=$E2E_SERVE_PID
 E2E_SERVE_LISTEN=$E2E_RDMA_ADDR:18521 serve_start --export vol2=ram:64M --no-push-writes --no-pull-reads
 rdma_add 3 vol2 --trsvcid 18521 -q 2 -d 64 --conns-per-queue 1
 verify_64 verify-refused /dev/ublkb3
-jq -e 'all(.queues[].stats.target; .connections == 1 and .push_writes == false and .pushed_writes == 0 and .pull_reads == false
+jq -e 'all(.queues[].stats.target; .connections == 1 and .connection_depth == 64 and .push_writes == false and .pushed_writes == 0 and .pull_reads == false
     and .pulled_reads == 0 and .fence_writes == false and .read_done_imm > 0 and .errors == 0)' <(ublk_json 3) >/dev/null ||
   fail "device 3 pushed WRITEs or pulled READs with a server that refuses them, or counted errors"
 [[ $(serve_counter vol2 pushed_writes) == 0 ]] || fail "the second server counted pushed WRITEs"

@@ -4,7 +4,8 @@
 # is left behind, and the server still serves a good request afterwards. A server's bound on the
 # buffer memory of all its connections (--max-buffer-memory) refuses a connection that does not
 # fit as busy, leaves the connected device alone, and serves again once that memory is free
-# (one connection per queue there: the bound is per connection). --max-connections 4 refuses a
+# (a device takes the same pool memory over 4 connections, the default, as over one: each
+# connection's pool holds only the requests it carries). --max-connections 4 refuses a
 # 2-queue add (2 x 4 connections, the default) as busy and serves a 1-queue one (with --spin-us
 # 0: the server sleeps as soon as it is idle, and IO still flows).
 . "$(dirname "$0")/lib.sh"
@@ -13,7 +14,8 @@ require_cmd jq
 setup_rxe
 img=$E2E_WORK/export.img
 truncate -s 16M "$img"
-# A file export needs a buffer pool per connection: depth 64 x 512 KiB max IO = 32 MiB.
+# A file export needs a buffer pool per connection: its depth x 512 KiB max IO; -q 1 -d 64 over
+# 4 connections (depth 16 each) or over 1 (depth 64) takes 32 MiB.
 serve_start --export vol0=ram:16M --export f=file:"$img" --max-buffer-memory 48M
 
 # add_refused WHAT PATTERN ARGS...: add must exit 1 within 60 s, saying PATTERN; nothing left.
@@ -45,8 +47,10 @@ must dd if=/dev/ublkb0 of=/dev/null bs=1M iflag=direct status=none
 must "$UBLK" del -n 0
 wait_gone /dev/ublkb0
 
-log "the server-wide buffer memory bound (48 MiB; 32 MiB per connection here)"
-rdma_add 0 f -q 1 -d 64 --conns-per-queue 1
+log "the server-wide buffer memory bound (48 MiB; 32 MiB per device here)"
+rdma_add 0 f -q 1 -d 64
+[[ $(serve_connections f) == 4 && $(serve_counter f depth) == 64 ]] ||
+  fail "the server does not hold 4 connections of depth 16 for f: $(serve_stats wait | jq -c '.connections')"
 log "+ ublk-rdma add -t rdma --export f -q 1 -d 64 --conns-per-queue 1 (expecting exit status 1: busy)"
 out=$(bounded 60 "$UBLK" add -t rdma --traddr "$E2E_RDMA_ADDR" --export f -q 1 -d 64 --conns-per-queue 1 2>&1)
 rc=$?

@@ -76,7 +76,6 @@ struct QueueLink {
   uint16_t depth = 0;  // this connection's: how many of the queue's requests it may hold at once
 };
 
-
 struct RdmaCounters {
   RelaxedCounter rdma_bytes;         // data the server moved by RDMA for completed READ/WRITE
   RelaxedCounter copied_bytes;       // IO data copied in userspace (no such path exists: stays 0)
@@ -188,7 +187,8 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
           slab.data(), slab.size(), IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE,
           fmt::format("queue {} IO slab (connection {})", queue_id_, l));
       uint16_t d = lane.depth();
-      if (d == 0 || d > depth_) throw_setup("rdma queue {}: connection {} has depth {} (queue: {})", queue_id_, l, d, depth_);
+      if (d == 0 || d > depth_)
+        throw_setup("rdma queue {}: connection {} has depth {} (queue: {})", queue_id_, l, d, depth_);
       lane.pending.reserve(d);
       lane.slots = ConnectionSlots(d);
       lane.fenced_ring.assign(d, 0);
@@ -210,7 +210,8 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
         throw_errno(errno, "rdma queue {}: timerfd_settime", queue_id_);
       ctx.watch_fd_st(timer_.get(), kTokenTimer);
     }
-    log::rdma()->debug("queue {}: {} connection(s) to {} via {} (depth {}, {} per connection, max IO {}, inline {} bytes)",
+    log::rdma()->debug("queue {}: {} connection(s) to {} via {} (depth {}, {} per connection, max IO {}, "
+                       "inline {} bytes)",
                        queue_id_, lanes_.size(), lanes_.front().link.conn->peer_address(),
                        lanes_.front().link.conn->device_name(), depth_, lanes_.front().depth(), max_io_,
                        lanes_.front().link.conn->max_inline());

@@ -4,7 +4,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <span>
 #include <vector>
 
 namespace ublkrdma::targets {
@@ -18,12 +17,13 @@ constexpr uint16_t connection_depth(uint16_t queue_depth, uint16_t conns) {
   return conns == 0 ? 0 : uint16_t((uint32_t(queue_depth) + conns - 1) / conns);
 }
 
-// The index of the smallest load, the lowest on a tie: a shallow queue stays on its first
-// connection, a deep one spreads over all of them. `loads` must not be empty.
-inline size_t least_loaded(std::span<const uint32_t> loads) {
+// The index in 0..n-1 with the smallest load(i), the lowest on a tie: a shallow queue stays on
+// its first connection, a deep one spreads over all of them. n must be > 0.
+template <typename Load>
+size_t least_loaded(size_t n, Load load) {
   size_t best = 0;
-  for (size_t i = 1; i < loads.size(); ++i)
-    if (loads[i] < loads[best]) best = i;
+  for (size_t i = 1; i < n; ++i)
+    if (load(i) < load(best)) best = i;
   return best;
 }
 

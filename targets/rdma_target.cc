@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <cerrno>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -425,9 +424,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget {
   // connection (one CQ to poll, and the server sees its commands back to back on one thread),
   // a deep one spreads over all of them.
   uint8_t pick_lane_st() const {
-    std::array<uint32_t, kMaxConnsPerQueue> loads;
-    for (size_t l = 0; l < lanes_.size(); ++l) loads[l] = lanes_[l].slots.in_use();
-    return uint8_t(least_loaded(std::span<const uint32_t>(loads.data(), lanes_.size())));
+    return uint8_t(least_loaded(lanes_.size(), [this](size_t l) { return lanes_[l].slots.in_use(); }));
   }
   size_t lane_index(const Lane& lane) const { return size_t(&lane - lanes_.data()); }
 
@@ -925,8 +922,9 @@ constexpr int kIbCmRejConsumerDefined = 28;  // the server called rdma_reject
                    ECONNREFUSED);
 }
 
-// One connection of queue `queue_id`, carrying at most `depth` of its requests at once.
-QueueLink connect_queue(const RdmaTargetOptions& o, uint16_t queue_id, uint16_t depth, uint64_t session_id) {
+// One of the `conns` connections of queue `queue_id`: it carries at most its share of the depth.
+QueueLink connect_queue(const RdmaTargetOptions& o, uint16_t queue_id, uint16_t conns, uint64_t session_id) {
+  uint16_t depth = connection_depth(o.queue_depth, conns);
   wire::ConnectRequest req;
   req.queue_id = queue_id;
   req.queue_depth = depth;
@@ -991,11 +989,10 @@ QueueLink connect_queue(const RdmaTargetOptions& o, uint16_t queue_id, uint16_t 
                      EPROTO);
   if (link.accepted.queue_depth != depth || link.accepted.max_io_bytes != o.max_io_bytes) {
     // The server's limit is per connection; -d spreads over the queue's connections.
-    uint32_t conns = uint32_t((o.queue_depth + depth - 1) / depth);
     throw SetupError(fmt::format("server {}:{} limits a connection's depth to {} and max IO to {} bytes (asked for {} "
                                  "and {}): use -d {} --max-io {}",
                                  o.traddr, o.trsvcid, link.accepted.queue_depth, link.accepted.max_io_bytes, depth,
-                                 o.max_io_bytes, std::min<uint32_t>(link.accepted.queue_depth * conns, o.queue_depth),
+                                 o.max_io_bytes, std::min<uint32_t>(uint32_t(link.accepted.queue_depth) * conns, o.queue_depth),
                                  link.accepted.max_io_bytes),
                      EINVAL);
   }
@@ -1020,11 +1017,10 @@ class RdmaTargetFactory final : public ublk::TargetFactory {
     uint64_t session = (uint64_t(rd()) << 32) | rd();
     // More connections than requests would carry nothing.
     conns_ = std::min<uint16_t>(o.conns_per_queue, o.queue_depth);
-    conn_depth_ = connection_depth(o.queue_depth, conns_);
     links_.resize(o.nr_queues);
     for (uint16_t q = 0; q < o.nr_queues; ++q) {
       for (uint16_t c = 0; c < conns_; ++c) {
-        links_[q].push_back(connect_queue(o, q, conn_depth_, session));
+        links_[q].push_back(connect_queue(o, q, conns_, session));
         const wire::AcceptData& a = links_[q].back().accepted;
         const wire::AcceptData& a0 = links_.front().front().accepted;
         // Every connection of every queue must be granted alike: a queue's lanes share its
@@ -1036,6 +1032,7 @@ class RdmaTargetFactory final : public ublk::TargetFactory {
                            EPROTO);
       }
     }
+    conn_depth_ = links_.front().front().depth;  // connect_queue checked each one was granted it
     const wire::AcceptData& a = links_.front().front().accepted;
     geo_.size_bytes = a.export_size;
     geo_.logical_bs_shift = a.block_shift;

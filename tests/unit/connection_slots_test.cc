@@ -21,11 +21,12 @@ TEST(ConnectionSlots, DepthIsTheShareRoundedUp) {
 
 TEST(ConnectionSlots, LeastLoadedTakesTheLowestOnATie) {
   std::vector<uint32_t> loads{3, 1, 1, 2};
-  EXPECT_EQ(least_loaded(loads), 1u);
+  auto of = [&](size_t i) { return loads[i]; };
+  EXPECT_EQ(least_loaded(loads.size(), of), 1u);
   loads = {0, 0, 0};
-  EXPECT_EQ(least_loaded(loads), 0u);
+  EXPECT_EQ(least_loaded(loads.size(), of), 0u);
   loads = {5};
-  EXPECT_EQ(least_loaded(loads), 0u);
+  EXPECT_EQ(least_loaded(loads.size(), of), 0u);
 }
 
 TEST(ConnectionSlots, TakeNamesTheTagAndReleaseFreesIt) {
@@ -84,9 +85,7 @@ TEST(ConnectionSlots, LeastLoadedNeverOverflowsTheShare) {
         // Fill more often than drain, so the queue spends most steps near full.
         bool submit = !free_tags.empty() && (held.empty() || rng() % 3 != 0);
         if (submit) {
-          std::vector<uint32_t> loads;
-          for (const auto& s : slots) loads.push_back(s.in_use());
-          uint16_t lane = uint16_t(least_loaded(loads));
+          uint16_t lane = uint16_t(least_loaded(slots.size(), [&](size_t l) { return slots[l].in_use(); }));
           ASSERT_FALSE(slots[lane].full()) << "depth " << depth << " conns " << conns << " step " << step;
           size_t i = rng() % free_tags.size();
           uint16_t tag = free_tags[i];

@@ -8,8 +8,8 @@
 
 #include "base/errors.h"
 #include "base/size.h"
-#include "targets/server/export_spec.h"
-#include "targets/server/rdma_server.h"
+#include "server/export_spec.h"
+#include "server/rdma_server.h"
 
 namespace ublkrdma::cli {
 namespace {

@@ -26,7 +26,7 @@
 #include "base/log.h"
 #include "base/mapped_region.h"
 #include "targets/rdma_target.h"
-#include "targets/server/rdma_server.h"
+#include "server/rdma_server.h"
 #include "transport/connection.h"
 #include "transport/wire_protocol.h"
 #include "ublk/queue_target.h"

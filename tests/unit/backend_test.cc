@@ -1,6 +1,6 @@
 // Backend semantics for ram, null and file (regular files, O_DIRECT and buffered, on the
 // build host's /tmp and on tmpfs) for every op, plus the validator in front of them.
-#include "targets/server/backend.h"
+#include "server/backend.h"
 
 #include <fcntl.h>
 #include <linux/loop.h>
@@ -20,9 +20,9 @@
 
 #include "base/errors.h"
 #include "base/mapped_region.h"
-#include "targets/server/backend_file.h"
-#include "targets/server/backend_ram.h"
-#include "targets/server/command_validator.h"
+#include "server/backend_file.h"
+#include "server/backend_ram.h"
+#include "server/command_validator.h"
 
 namespace ublkrdma::server {
 namespace {
@@ -454,9 +454,9 @@ TEST_P(FileBackendTest, ReadOnly) {
 INSTANTIATE_TEST_SUITE_P(Host, FileBackendTest,
                          ::testing::Values(FileCase{"/tmp", true}, FileCase{"/tmp", false}, FileCase{"/dev/shm", true},
                                            FileCase{"/dev/shm", false}),
-                         [](const auto& info) {
-                           std::string dir = info.param.dir[1] == 't' ? "tmp" : "shm";
-                           return dir + (info.param.try_direct ? "_direct" : "_buffered");
+                         [](const auto& test_case) {
+                           std::string dir = test_case.param.dir[1] == 't' ? "tmp" : "shm";
+                           return dir + (test_case.param.try_direct ? "_direct" : "_buffered");
                          });
 
 // A loop device over a temp file: the block-device paths (BLKGETSIZE64, BLKSSZGET, O_EXCL,

@@ -1,4 +1,4 @@
-#include "targets/server/command_validator.h"
+#include "server/command_validator.h"
 
 #include <gtest/gtest.h>
 
@@ -6,7 +6,7 @@
 #include <set>
 #include <string>
 
-#include "targets/server/backend.h"
+#include "server/backend.h"
 
 namespace ublkrdma::server {
 namespace {

@@ -1,4 +1,4 @@
-#include "targets/server/export_spec.h"
+#include "server/export_spec.h"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>

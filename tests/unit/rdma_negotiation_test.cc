@@ -1,10 +1,10 @@
 // The server's answer to a CONNECT request: every reason to refuse, and what an accept says.
-#include "targets/server/negotiation.h"
+#include "server/negotiation.h"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 
-#include "targets/server/backend.h"
+#include "server/backend.h"
 
 namespace ublkrdma::server {
 namespace {

@@ -1,10 +1,10 @@
-#include "targets/server/backend_null.h"
+#include "server/backend_null.h"
 
 #include <cerrno>
 
 #include "base/log.h"
 #include "base/size.h"
-#include "targets/server/backend_immediate.h"
+#include "server/backend_immediate.h"
 
 namespace ublkrdma::server {
 namespace {

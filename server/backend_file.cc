@@ -1,4 +1,4 @@
-#include "targets/server/backend_file.h"
+#include "server/backend_file.h"
 
 #include <fcntl.h>
 #include <linux/falloc.h>

@@ -1,10 +1,10 @@
-#include "targets/server/backend.h"
+#include "server/backend.h"
 
 #include "base/errors.h"
 
-#include "targets/server/backend_file.h"
-#include "targets/server/backend_null.h"
-#include "targets/server/backend_ram.h"
+#include "server/backend_file.h"
+#include "server/backend_null.h"
+#include "server/backend_ram.h"
 
 namespace ublkrdma::server {
 

@@ -3,7 +3,7 @@
 // is (no zeroing: the point is to measure the transport), writes are dropped.
 #include <memory>
 
-#include "targets/server/backend.h"
+#include "server/backend.h"
 
 namespace ublkrdma::server {
 

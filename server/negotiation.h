@@ -9,7 +9,7 @@
 #include <span>
 #include <string_view>
 
-#include "targets/server/export_spec.h"
+#include "server/export_spec.h"
 #include "transport/wire_protocol.h"
 
 namespace ublkrdma::server {

@@ -2,7 +2,7 @@
 // file:PATH: a regular file or a block device served through one io_uring per queue.
 #include <memory>
 
-#include "targets/server/backend.h"
+#include "server/backend.h"
 
 namespace ublkrdma::server {
 

@@ -1,4 +1,4 @@
-#include "targets/server/rdma_server.h"
+#include "server/rdma_server.h"
 
 #include <endian.h>
 #include <poll.h>
@@ -19,9 +19,9 @@
 #include "base/log.h"
 #include "base/mapped_region.h"
 #include "base/work_id.h"
-#include "targets/server/backend.h"
-#include "targets/server/command_validator.h"
-#include "targets/server/negotiation.h"
+#include "server/backend.h"
+#include "server/command_validator.h"
+#include "server/negotiation.h"
 #include "transport/connection.h"
 #include "transport/wire_protocol.h"
 

@@ -1,4 +1,4 @@
-#include "targets/server/backend_immediate.h"
+#include "server/backend_immediate.h"
 
 #include <cerrno>
 

@@ -2,7 +2,7 @@
 // ram:SIZE[,hugepages][,populate]: the export is anonymous memory the server RDMAs into.
 #include <memory>
 
-#include "targets/server/backend.h"
+#include "server/backend.h"
 
 namespace ublkrdma::server {
 

@@ -1,4 +1,4 @@
-#include "targets/server/backend_ram.h"
+#include "server/backend_ram.h"
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -10,7 +10,7 @@
 #include "base/log.h"
 #include "base/mapped_region.h"
 #include "base/size.h"
-#include "targets/server/backend_immediate.h"
+#include "server/backend_immediate.h"
 
 namespace ublkrdma::server {
 namespace {

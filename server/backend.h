@@ -37,7 +37,7 @@
 #include <memory>
 #include <span>
 
-#include "targets/server/export_spec.h"
+#include "server/export_spec.h"
 
 namespace ublkrdma::server {
 

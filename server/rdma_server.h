@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "targets/server/export_spec.h"
+#include "server/export_spec.h"
 
 namespace ublkrdma::server {
 

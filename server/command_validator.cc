@@ -1,8 +1,8 @@
-#include "targets/server/command_validator.h"
+#include "server/command_validator.h"
 
 #include <cerrno>
 
-#include "targets/server/backend.h"
+#include "server/backend.h"
 
 namespace ublkrdma::server {
 

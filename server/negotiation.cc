@@ -1,9 +1,9 @@
-#include "targets/server/negotiation.h"
+#include "server/negotiation.h"
 
 #include <algorithm>
 #include <bit>
 
-#include "targets/server/backend.h"
+#include "server/backend.h"
 
 namespace ublkrdma::server {
 

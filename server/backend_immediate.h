@@ -3,7 +3,7 @@
 // per-queue ring of completions and handed out by the next poll(). No fd, no syscalls.
 #include <vector>
 
-#include "targets/server/backend.h"
+#include "server/backend.h"
 
 namespace ublkrdma::server {
 

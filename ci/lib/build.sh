@@ -1,0 +1,12 @@
+# shellcheck shell=bash
+# How the project's build dirs are configured (sourced by ci/bootstrap and ci/test).
+
+# configure_build DIR [CMAKE_OPTION...]: configure DIR (Ninja on first use) with the options CI
+# builds with: RelWithDebInfo and compiler warnings as errors.
+configure_build() {
+  local dir=$1
+  shift
+  local gen=()
+  [[ -f $dir/CMakeCache.txt ]] || gen=(-G Ninja)
+  cmake -S . -B "$dir" "${gen[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DUBLK_RDMA_WERROR=ON "$@" >/dev/null
+}

@@ -232,49 +232,85 @@ void Connection::disconnect_st() {
     log::rdma()->debug("rdma_disconnect from {}: {}", peer_address(), errno_text(errno));
 }
 
-void Connection::drain_st(const std::function<void(const ibv_wc&)>& on_wc, std::chrono::milliseconds timeout) {
-  if (drained_ || !qp_created_) return;
-  drained_ = true;
-  ibv_qp_attr attr{};
-  attr.qp_state = IBV_QPS_ERR;
-  if (int rc = ibv_modify_qp(qp(), &attr, IBV_QP_STATE))
-    log::rdma()->warn("moving the QP to {} to the error state: {}", peer_address(), errno_text(rc));
-
-  // Markers: posted after the transition, so they complete (flushed) after everything
-  // posted before it. A QP that was never connected may not flush: then only poll what is
-  // there (its receives die with it; nothing else was posted).
-  bool want_send = false, want_recv = false;
-  if (!established_) {
-    ibv_wc wc[32];
+Quiesced Connection::quiesce_st(const std::function<void(const ibv_wc&)>& on_wc, std::chrono::milliseconds timeout) {
+  if (quiesced_) return *quiesced_;
+  if (!qp_created_) return *(quiesced_ = Quiesced::kDestroyed);
+  auto poll_all = [&] {
+    // Whatever is queued in the CQ belongs to the dead QP.
+    ibv_wc wcs[32];
     int n;
-    while ((n = ibv_poll_cq(cq_.get(), 32, wc)) > 0)
+    while ((n = ibv_poll_cq(cq_.get(), 32, wcs)) > 0)
       for (int i = 0; i < n; ++i)
-        if (on_wc) on_wc(wc[i]);
-    return;
-  }
+        if (on_wc && wcs[i].wr_id != drain_marker_wr_id(true) && wcs[i].wr_id != drain_marker_wr_id(false))
+          on_wc(wcs[i]);
+  };
+  struct Steps {
+    Connection& c;
+    const std::function<void(const ibv_wc&)>& on_wc;
+    std::chrono::milliseconds timeout;
+    bool to_error() {
+      ibv_qp_attr attr{};
+      attr.qp_state = IBV_QPS_ERR;
+      if (int rc = ibv_modify_qp(c.qp(), &attr, IBV_QP_STATE)) {
+        log::rdma()->warn("moving the QP to {} to the error state: {}", c.peer_address(), errno_text(rc));
+        return false;
+      }
+      return true;
+    }
+    bool post_markers() { return c.post_drain_markers_st(); }
+    bool wait_markers() { return c.wait_drain_markers_st(on_wc, timeout); }
+    bool destroy() {
+      bool ok = c.destroy_qp();
+      if (ok) log::rdma()->warn("QP to {} not drained: destroyed instead", c.peer_address());
+      return ok;
+    }
+  };
+  quiesced_ = quiesce_qp(Steps{*this, on_wc, timeout});
+  if (*quiesced_ != Quiesced::kLive) poll_all();
+  return *quiesced_;
+}
+
+bool Connection::post_drain_markers_st() {
+  // A QP that was never connected holds only receives, which no peer can reach: nothing to
+  // wait for.
+  if (!established_) return true;
+  // Markers: posted after the transition to error, so they complete (flushed) after
+  // everything posted before it.
   ibv_recv_wr rwr{}, *bad_r = nullptr;
   rwr.wr_id = drain_marker_wr_id(false);
-  if (ibv_post_recv(qp(), &rwr, &bad_r) == 0) want_recv = true;
+  if (int rc = ibv_post_recv(qp(), &rwr, &bad_r)) {
+    log::rdma()->warn("posting the receive drain marker to {}: {}", peer_address(), errno_text(rc));
+    return false;
+  }
+  want_recv_marker_ = true;
   ibv_send_wr swr{}, *bad_s = nullptr;
   swr.wr_id = drain_marker_wr_id(true);
   swr.opcode = IBV_WR_SEND;
   swr.send_flags = IBV_SEND_SIGNALED;
-  if (established_ && ibv_post_send(qp(), &swr, &bad_s) == 0) want_send = true;
+  if (int rc = ibv_post_send(qp(), &swr, &bad_s)) {
+    log::rdma()->warn("posting the send drain marker to {}: {}", peer_address(), errno_text(rc));
+    return false;
+  }
+  want_send_marker_ = true;
+  return true;
+}
 
+bool Connection::wait_drain_markers_st(const std::function<void(const ibv_wc&)>& on_wc,
+                                       std::chrono::milliseconds timeout) {
   auto deadline = Clock::now() + timeout;
   ibv_wc wcs[32];
   unsigned idle_rounds = 0;
-  while (want_send || want_recv) {
+  while (want_send_marker_ || want_recv_marker_) {
     int n = ibv_poll_cq(cq_.get(), 32, wcs);
     if (n < 0) {
       log::rdma()->warn("ibv_poll_cq while draining the QP to {}: {}", peer_address(), errno_text(-n));
-      break;
+      return false;
     }
     for (int i = 0; i < n; ++i) {
       if (wcs[i].wr_id == drain_marker_wr_id(true)) {
-        want_send = false;
+        want_send_marker_ = false;
       } else if (wcs[i].wr_id == drain_marker_wr_id(false)) {
-        want_recv = false;
+        want_recv_marker_ = false;
       } else if (on_wc) {
         on_wc(wcs[i]);
       }
@@ -282,33 +318,37 @@ void Connection::drain_st(const std::function<void(const ibv_wc&)>& on_wc, std::
     if (n == 0) {
       if (Clock::now() > deadline) {
         log::rdma()->warn("draining the QP to {} timed out after {} ms (send marker {}, recv marker {})",
-                          peer_address(), timeout.count(), want_send ? "missing" : "seen",
-                          want_recv ? "missing" : "seen");
-        break;
+                          peer_address(), timeout.count(), want_send_marker_ ? "missing" : "seen",
+                          want_recv_marker_ ? "missing" : "seen");
+        return false;
       }
       if (++idle_rounds > 64) ::usleep(100);
     }
   }
-  // Whatever else is still queued in the CQ belongs to the dead QP.
-  int n;
-  while ((n = ibv_poll_cq(cq_.get(), 32, wcs)) > 0)
-    for (int i = 0; i < n; ++i)
-      if (on_wc && wcs[i].wr_id != drain_marker_wr_id(true) && wcs[i].wr_id != drain_marker_wr_id(false)) on_wc(wcs[i]);
+  return true;
 }
 
-void Connection::destroy_qp() {
-  if (!qp_created_) return;
+bool Connection::destroy_qp() {
+  if (!qp_created_) return true;
+  // ibv_destroy_qp, not rdma_destroy_qp, which cannot report a failure. The CQs are ours, not
+  // rdma_cm's, so it has nothing else to release.
+  if (int rc = ibv_destroy_qp(id_->qp)) {
+    log::rdma()->error("ibv_destroy_qp (QP to {}): {}", peer_address(), errno_text(rc));
+    return false;
+  }
+  id_->qp = nullptr;
   qp_created_ = false;
-  rdma_destroy_qp(id_.get());
+  return true;
 }
 
-void Connection::close_st() {
-  if (closed_) return;
-  closed_ = true;
+Quiesced Connection::close_st() {
+  if (closed_) return quiesced_.value_or(Quiesced::kDestroyed);
   disconnect_st();
-  drain_st(nullptr);
-  destroy_qp();
+  Quiesced q = quiesce_st(nullptr);
+  if (!destroy_qp()) return Quiesced::kLive;  // try again later; the MRs stay registered
+  closed_ = true;
   mrs_.clear();  // the device no longer touches them
+  return q == Quiesced::kLive ? Quiesced::kDestroyed : q;
 }
 
 // ------------------------------------------------------------------------- client side

@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "transport/qp_quiesce.h"
 #include "transport/verbs_handles.h"
 
 namespace ublkrdma::transport {
@@ -82,14 +83,17 @@ class Connection {
   std::optional<CmEventInfo> wait_cm_event_st(std::chrono::milliseconds timeout);
   // rdma_disconnect (once; sends DREQ and moves the QP to error). Safe to call repeatedly.
   void disconnect_st();
-  // Moves the QP to error, then polls the CQ until the marker work requests posted after the
-  // transition come back flushed, or `timeout` passes. Every other completion is handed to
-  // `on_wc` (they carry flush errors). Idempotent.
-  void drain_st(const std::function<void(const ibv_wc&)>& on_wc,
-                std::chrono::milliseconds timeout = std::chrono::milliseconds(2000));
-  // disconnect + drain (dropping completions) + destroy the QP + deregister the MRs. After
-  // this, nothing the connection registered is touched by the device. Idempotent.
-  void close_st();
+  // Takes the QP out of service (qp_quiesce.h): moves it to error and polls the CQ until the
+  // marker work requests posted after the transition come back flushed, or `timeout` passes;
+  // if that fails, destroys the QP. Every other completion is handed to `on_wc` (they carry
+  // flush errors). kLive means the device may still move data for the QP: buffers it could
+  // reach must stay held. Idempotent (later calls return the first result, or kDestroyed).
+  Quiesced quiesce_st(const std::function<void(const ibv_wc&)>& on_wc,
+                      std::chrono::milliseconds timeout = std::chrono::milliseconds(2000));
+  // disconnect + quiesce (dropping completions) + destroy the QP + deregister the MRs. After
+  // this, nothing the connection registered is touched by the device, unless it returns kLive
+  // (destroying the QP failed: the MRs are then kept too). Idempotent.
+  Quiesced close_st();
   bool closed() const { return closed_; }
 
   // Marks the QP as having been connected (so draining posts markers).
@@ -99,7 +103,11 @@ class Connection {
   static uint64_t drain_marker_wr_id(bool send);
 
  private:
-  void destroy_qp();
+  // ibv_destroy_qp; true once the QP is gone.
+  bool destroy_qp();
+  // The drain half of quiesce_st: true when both markers came back.
+  bool post_drain_markers_st();
+  bool wait_drain_markers_st(const std::function<void(const ibv_wc&)>& on_wc, std::chrono::milliseconds timeout);
 
   EventChannelPtr channel_;
   CmIdPtr id_;
@@ -113,7 +121,8 @@ class Connection {
   bool qp_created_ = false;
   bool established_ = false;
   bool disconnected_ = false;
-  bool drained_ = false;
+  std::optional<Quiesced> quiesced_;
+  bool want_send_marker_ = false, want_recv_marker_ = false;
   bool closed_ = false;
 };
 

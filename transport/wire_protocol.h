@@ -414,7 +414,7 @@ constexpr Decoded<RejectData> decode_reject_data(std::span<const uint8_t> b) {
 //  0     1    opcode (Opcode)
 //  1     1    flags (kCmdFlag*)
 //  2     2    tag (< negotiated queue depth; at most one command per tag in flight)
-//  4     4    generation (client's per-tag counter; echoed in the response)
+//  4     4    generation (the client queue's counter, next_generation(); echoed in the response)
 //  8     8    offset (bytes)
 // 16     4    length (bytes; 0 for FLUSH)
 // 20     4    rkey (of the client's memory region holding the data; READ/WRITE only)
@@ -536,10 +536,14 @@ constexpr uint32_t encode_read_done(uint16_t tag, uint32_t generation) {
 constexpr ReadDone decode_read_done(uint32_t imm) {
   return ReadDone{uint16_t(imm & ((1u << kReadDoneTagBits) - 1)), imm >> kReadDoneTagBits};
 }
-// Whether a ReadDone names the command with this generation.
-constexpr bool read_done_matches(const ReadDone& d, uint32_t generation) {
-  return d.generation_low == (generation & kReadDoneGenerationMask);
-}
+// The generations a client gives its commands: 20 bits, the most every message that names a
+// command carries (a ReadDone has room for no more), so an answer and a ReadDone agree on which
+// command they name. One counter per client queue; a slot passes between tags, so the counter
+// is not per tag.
+inline constexpr uint32_t kGenerationMask = kReadDoneGenerationMask;
+constexpr uint32_t next_generation(uint32_t generation) { return (generation + 1) & kGenerationMask; }
+// Whether a ReadDone names the command with this generation (one next_generation() drew).
+constexpr bool read_done_matches(const ReadDone& d, uint32_t generation) { return d.generation_low == generation; }
 
 // Compile-time proof that the codecs round-trip.
 static_assert([] {
@@ -555,8 +559,8 @@ static_assert([] {
   return d.ok() && d.value.tag == 17 && d.value.generation == 99 && d.value.status == -30;
 }());
 static_assert([] {
-  ReadDone d = decode_read_done(encode_read_done(4095, 0xabcdef));
-  return d.tag == 4095 && read_done_matches(d, 0xabcdef) && !read_done_matches(d, 0xabcdee);
+  ReadDone d = decode_read_done(encode_read_done(4095, 0xabcde));
+  return d.tag == 4095 && read_done_matches(d, 0xabcde) && !read_done_matches(d, 0xabcdf);
 }());
 static_assert(encode(Command{}).size() == kCommandSize && encode(Response{}).size() == kResponseSize);
 

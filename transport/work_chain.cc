@@ -46,6 +46,8 @@ SendChain::Posted SendChain::finish(SendBudget& budget, size_t n, int rc, const 
   size_t posted = n;
   if (rc != 0) posted = bad >= &wrs_[0] && bad < &wrs_[0] + n ? size_t(bad - &wrs_[0]) : 0;
   budget.posted(std::span<const ibv_send_wr>(wrs_.data(), posted));
+  size_t signaled = 0;
+  for (size_t i = 0; i < posted; ++i) signaled += (wrs_[i].send_flags & IBV_SEND_SIGNALED) ? 1 : 0;
   if (posted < len_) {
     // Keep the rest for the next pass; their scatter/gather entries move with them.
     size_t first = posted < len_ ? sge_at_[posted] : sges_len_;
@@ -59,7 +61,7 @@ SendChain::Posted SendChain::finish(SendBudget& budget, size_t n, int rc, const 
   } else {
     clear();
   }
-  return {posted, rc};
+  return {posted, signaled, rc};
 }
 
 RecvChain::RecvChain(size_t reserve) : wrs_(std::max<size_t>(reserve, 1)), sges_(wrs_.size()) {}

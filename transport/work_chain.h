@@ -40,8 +40,9 @@ class SendChain {
   void clear() { len_ = sges_len_ = 0; }
 
   struct Posted {
-    size_t wrs = 0;  // work requests posted (taken off the front of the chain)
-    int rc = 0;      // the post function's result: 0, or a positive errno
+    size_t wrs = 0;       // work requests posted (taken off the front of the chain)
+    size_t signaled = 0;  // ... of which signaled
+    int rc = 0;           // the post function's result: 0, or a positive errno
   };
   // Posts the front of the chain that fits the budget, signaled as the budget decides (every
   // one with `signal_all`), with one doorbell, and keeps the rest. Nothing is posted when the

@@ -93,6 +93,7 @@ TEST(SendChain, PostsAChainWithOneDoorbellAndSignalsEveryNth) {
   for (uint64_t i = 0; i < 20; ++i) chain.append(0x1000 * i, 4096, 7).wr_id = i;
   auto p = chain.post(b, poster(q));
   EXPECT_EQ(p.wrs, 20u);
+  EXPECT_EQ(p.signaled, 1u);
   EXPECT_EQ(p.rc, 0);
   EXPECT_TRUE(chain.empty());
   EXPECT_EQ(q.doorbells, 1u);

@@ -1,0 +1,436 @@
+#include "targets/rdma_connection.h"
+
+#include <endian.h>
+
+#include <algorithm>
+
+#include "base/errors.h"
+#include "base/log.h"
+#include "ublk/uapi.h"
+
+namespace ublkrdma::targets {
+namespace {
+
+using transport::Connection;
+
+// Every kSignalEvery-th work request is signaled; its completion retires the unsignaled ones
+// before it. The send queue holds the in-flight requests plus two signaling windows, so a
+// signaled one is always outstanding when the queue is close to full (no stall, no overflow).
+constexpr uint32_t kSignalEvery = 16;
+constexpr uint32_t kSqSlack = 2 * kSignalEvery;
+// With PULL_READS a READ takes one slot (its RDMA READ, no command), and a fenced WRITE one (its
+// RDMA WRITE; the chain's fence is the one slot more that a WRITE with a command would take).
+static_assert(ublk::kMaxQueueDepth * kWrsPerRequest + kSqSlack <= 0xffff, "send queue size must fit the QP limits we ask for");
+
+constexpr int kPollBatch = 32;
+constexpr size_t kMsgSlot = 64;  // one cache line per command slot
+static_assert(wire::kCommandSize <= kMsgSlot);
+// A receive holds the largest answer message: kMaxBatch Responses once BATCH is negotiated
+// (receives are posted before the server's answer says whether it is).
+constexpr size_t kRecvSlot = wire::kMaxBatch * wire::kResponseSize;
+// WorkId::op of the RDMA READ that fences a chain's fenced WRITEs (a pulled READ's op is kRead).
+constexpr uint8_t kFenceOp = 0xff;
+// What the fence reads: a few bytes of the last fenced WRITE's data, into that tag's command slot.
+constexpr uint32_t kFenceBytes = 8;
+
+// IB CM reject reasons rdma_cm reports in REJECTED events.
+constexpr int kIbCmRejInvalidServiceId = 8;   // nothing listens on that port
+constexpr int kIbCmRejConsumerDefined = 28;  // the server called rdma_reject
+
+[[noreturn]] void throw_rejected(const RdmaTargetOptions& o, const transport::ConnectOutcome& out) {
+  std::string where = fmt::format("{}:{}", o.traddr, o.trsvcid);
+  auto d = wire::decode_reject_data(out.private_data);
+  if (d.ok()) {
+    const wire::RejectData& r = d.value;
+    switch (r.status) {
+      case wire::ConnectStatus::kUnknownExport:
+        throw SetupError(fmt::format("server {} has no export named '{}'", where, o.export_name), ENOENT);
+      case wire::ConnectStatus::kAccessDenied:
+        throw SetupError(fmt::format("server {} denies access to this client (check its --allow)", where), EACCES);
+      case wire::ConnectStatus::kBadVersion:
+        throw SetupError(fmt::format("server {} speaks protocol versions {}..{}, this client {}..{}", where,
+                                     r.min_version, r.version, wire::kMinVersion, wire::kVersion),
+                         EPROTO);
+      default:
+        throw SetupError(fmt::format("server {} refused the connection: {}", where, wire::connect_status_text(r.status)),
+                         ECONNREFUSED);
+    }
+  }
+  if (out.reject_status == kIbCmRejInvalidServiceId)
+    throw SetupError(fmt::format("connection refused by {}: nothing listens there (is `ublk-rdma serve` running?)", where),
+                     ECONNREFUSED);
+  throw SetupError(fmt::format("connection to {} rejected (rdma_cm reason {}{})", where, out.reject_status,
+                               out.reject_status == kIbCmRejConsumerDefined ? ", by the peer" : ""),
+                   ECONNREFUSED);
+}
+
+const char* work_name(const WorkId& id) {
+  switch (id.kind) {
+    case WorkKind::kRdmaRecv: return "receive";
+    case WorkKind::kRdmaWrite: return "RDMA WRITE of write data";
+    case WorkKind::kRdmaRead: return id.op == kFenceOp ? "RDMA READ fencing WRITEs" : "RDMA READ of read data";
+    default: return "send";
+  }
+}
+
+}  // namespace
+
+RdmaConnection::RdmaConnection(std::unique_ptr<Connection> conn, MappedRegion msgs, ibv_mr* msgs_mr,
+                               const wire::AcceptData& accepted, uint16_t depth)
+    : msgs_(std::move(msgs)), conn_(std::move(conn)), msgs_mr_(msgs_mr), accepted_(accepted), depth_(depth) {}
+
+RdmaConnection::~RdmaConnection() {
+  if (conn_) conn_->close_st();
+}
+
+void RdmaConnection::start_st(const RdmaQueueSetup& setup, size_t index, RdmaCounters& counters) {
+  setup_ = setup;
+  index_ = index;
+  counters_ = &counters;
+  if (depth_ == 0) throw_setup("rdma queue {}: connection {} has depth 0", setup.queue_id, index);
+  // The server reads write data from and writes read data into the slab: one MR per
+  // connection, remote read+write, covering only the slab.
+  slab_mr_ = conn_->register_memory(setup.slab.data(), setup.slab.size(),
+                                    IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE,
+                                    fmt::format("queue {} IO slab (connection {})", setup.queue_id, index));
+  use_inline_ = conn_->max_inline() >= wire::kCommandSize;
+  pending_.reserve(depth_);
+  slots_ = ConnectionSlots(depth_);
+  fenced_ring_.assign(depth_, 0);
+  fence_sizes_.assign(size_t(depth_) + 1, 0);
+  size_t capacity = size_t(depth_) * (setup.push_writes ? kWrsPerRequest : 1) + kSqSlack;
+  budget_ = transport::SendBudget(capacity, kSignalEvery);
+  chain_ = transport::SendChain(capacity);
+  reposts_ = transport::RecvChain(depth_);
+  command_tags_.reserve(depth_);
+}
+
+uint8_t* RdmaConnection::response_slot(uint16_t i) const {
+  return static_cast<uint8_t*>(msgs_.get()) + size_t(i) * kRecvSlot;
+}
+uint8_t* RdmaConnection::command_slot(uint16_t slot) const {
+  return static_cast<uint8_t*>(msgs_.get()) + size_t(depth_) * kRecvSlot + size_t(slot) * kMsgSlot;
+}
+
+// Our own RDMA leads the chain: with PUSH_WRITES the RDMA WRITEs of the WRITEs' data (RC places
+// them before the server sees any SEND behind them, so the data is in the export when its command
+// arrives), with PULL_READS the READs' RDMA READs (signaled: their completion is the READ's).
+// Fenced WRITEs send no command: after the chain's RDMA WRITEs one signaled RDMA READ of the
+// export (the fence) completes only once the responder has executed every earlier RDMA WRITE on
+// this QP (an RDMA READ never passes an RDMA WRITE), so their data is in the export's memory,
+// where any later READ, from any queue, finds it; its completion completes them all.
+size_t RdmaConnection::post_st(std::vector<RdmaRequest>& requests, RdmaConnectionEvents& events) {
+  if (failed_ || pending_.empty()) return 0;
+  const uint16_t queue_id = setup_.queue_id;
+  size_t per_send = setup_.batch ? wire::kMaxBatch : 1;
+  size_t room = budget_.room();
+  // As many requests as their SENDs and our RDMA fit the send queue.
+  size_t taken = 0, cmds = 0, own = 0;
+  bool fence = false;
+  while (taken < pending_.size()) {
+    const RdmaRequest& t = requests[pending_[taken]];
+    size_t o = own + (t.pushed || t.pulled ? 1 : 0) + (t.fenced && !fence ? 1 : 0);
+    size_t c = cmds + (t.sends_command() ? 1 : 0);
+    if (o + (c + per_send - 1) / per_send > room) break;
+    own = o;
+    cmds = c;
+    fence = fence || t.fenced;
+    ++taken;
+  }
+  if (taken == 0) return 0;  // wait for a signaled completion to free slots
+  command_tags_.clear();
+  size_t pushes = 0, pulls = 0, fenced = 0;
+  uint16_t last_fenced = 0;
+  for (size_t i = 0; i < taken; ++i) {
+    uint16_t tag = pending_[i];
+    RdmaRequest& t = requests[tag];
+    if (t.sends_command()) command_tags_.push_back(tag);
+    if (!t.pushed && !t.pulled) continue;
+    ibv_send_wr& wr = chain_.append(t.buffer, t.length, slab_mr_->lkey);
+    if (t.pulled) {
+      wr.wr_id = WorkId{WorkKind::kRdmaRead, queue_id, tag, t.op, t.generation}.encode();
+      wr.opcode = IBV_WR_RDMA_READ;
+      wr.wr.rdma.remote_addr = accepted_.pull_source(t.offset);
+      wr.send_flags = IBV_SEND_SIGNALED;
+      t.state = RequestState::kInFlight;
+      ++pulls;
+    } else {
+      wr.wr_id = WorkId{WorkKind::kRdmaWrite, queue_id, tag, t.op, t.generation}.encode();
+      wr.opcode = IBV_WR_RDMA_WRITE;
+      wr.wr.rdma.remote_addr = accepted_.push_target(t.slot, t.offset);
+      ++pushes;
+      if (t.fenced) {
+        t.state = RequestState::kInFlight;
+        fenced_ring_[fenced_tail_] = tag;
+        fenced_tail_ = (fenced_tail_ + 1) % fenced_ring_.size();
+        last_fenced = tag;
+        ++fenced;
+      }
+    }
+    wr.wr.rdma.rkey = accepted_.window_rkey;
+  }
+  if (fenced) {
+    const RdmaRequest& t = requests[last_fenced];
+    ibv_send_wr& wr = chain_.append(reinterpret_cast<uint64_t>(command_slot(t.slot)), kFenceBytes, msgs_mr_->lkey);
+    wr.wr_id = WorkId{WorkKind::kRdmaRead, queue_id, last_fenced, kFenceOp, t.generation}.encode();
+    wr.opcode = IBV_WR_RDMA_READ;
+    wr.wr.rdma.remote_addr = accepted_.push_target(t.slot, t.offset);
+    wr.wr.rdma.rkey = accepted_.window_rkey;
+    wr.send_flags = IBV_SEND_SIGNALED;
+    fence_sizes_[fence_tail_] = uint16_t(fenced);
+    fence_tail_ = (fence_tail_ + 1) % fence_sizes_.size();
+  }
+  size_t sends = 0;
+  for (size_t next = 0; next < cmds; ++sends) {
+    size_t k = std::min(per_send, cmds - next);
+    uint16_t first = command_tags_[next];
+    ibv_send_wr* wr = nullptr;
+    for (size_t j = 0; j < k; ++j, ++next) {
+      RdmaRequest& t = requests[command_tags_[next]];
+      uint64_t addr = reinterpret_cast<uint64_t>(command_slot(t.slot));
+      if (j == 0) {
+        wr = &chain_.append(addr, uint32_t(wire::kCommandSize), msgs_mr_->lkey);
+      } else {
+        chain_.add_sge(addr, uint32_t(wire::kCommandSize), msgs_mr_->lkey);
+      }
+      t.state = RequestState::kInFlight;
+    }
+    wr->wr_id = WorkId{WorkKind::kRdmaSend, queue_id, first, requests[first].op, requests[first].generation}.encode();
+    wr->opcode = IBV_WR_SEND;
+    if (use_inline_ && k * wire::kCommandSize <= conn_->max_inline()) {
+      wr->send_flags |= IBV_SEND_INLINE;
+      counters_->inline_sends.add_st();
+    }
+  }
+  size_t total = chain_.size();
+  // The chain was sized to the room: all of it goes out, with one doorbell.
+  auto posted = chain_.post(budget_, [this](ibv_send_wr* first, ibv_send_wr** bad) {
+    return ibv_post_send(conn_->qp(), first, bad);
+  });
+  RdmaCounters& c = *counters_;
+  c.doorbells.add_st();
+  c.max_post_batch.max_st(taken);
+  c.commands.add_st(cmds);
+  c.command_sends.add_st(sends);
+  c.pushed_writes.add_st(pushes);
+  c.pulled_reads.add_st(pulls);
+  c.fenced_writes.add_st(fenced);
+  c.fences.add_st(fenced ? 1 : 0);
+  c.signaled_sends.add_st(posted.signaled);
+  c.sq_depth_max.max_st(budget_.used());
+  pending_.erase(pending_.begin(), pending_.begin() + ptrdiff_t(taken));
+  if (posted.rc != 0 || posted.wrs != total) {
+    chain_.clear();
+    log::rdma()->error("queue {}: ibv_post_send of {} requests failed: {}", queue_id, taken, errno_text(posted.rc));
+    events.on_connection_failed_st(*this, "posting commands failed");
+  }
+  return taken;
+}
+
+int RdmaConnection::poll_st(const std::vector<RdmaRequest>& requests, RdmaConnectionEvents& events) {
+  if (!conn_ || conn_->closed()) return 0;
+  ibv_wc wcs[kPollBatch];
+  int n = ibv_poll_cq(conn_->cq(), kPollBatch, wcs);
+  RdmaCounters& c = *counters_;
+  c.polls.add_st();
+  if (n <= 0) {
+    if (n < 0) {
+      log::rdma()->error("queue {}: ibv_poll_cq: {}", setup_.queue_id, errno_text(-n));
+      events.on_connection_failed_st(*this, "polling the CQ failed");
+    }
+    c.idle_polls.add_st();
+    return 0;
+  }
+  c.max_poll_batch.max_st(uint64_t(n));
+  for (int i = 0; i < n; ++i) {
+    const ibv_wc& wc = wcs[i];
+    WorkId id = WorkId::decode(wc.wr_id);
+    if (wc.status != IBV_WC_SUCCESS) {
+      if (!failed_) {
+        log::rdma()->error("queue {}: {} completion failed: {} (vendor error {:#x})", setup_.queue_id, work_name(id),
+                           ibv_wc_status_str(wc.status), wc.vendor_err);
+        events.on_connection_failed_st(*this, "work request failed");
+      }
+      continue;
+    }
+    if (id.kind == WorkKind::kRdmaRecv) {
+      handle_receive_st(wc, events);
+      if (!failed_ && id.tag < depth_)
+        reposts_.add(wc.wr_id, reinterpret_cast<uint64_t>(response_slot(id.tag)), uint32_t(kRecvSlot), msgs_mr_->lkey);
+      continue;
+    }
+    // Send-queue completions come in posting order: this is the oldest signaled one.
+    budget_.retire();
+    if (id.kind == WorkKind::kRdmaRead) {
+      if (id.op == kFenceOp) {
+        handle_fence_done_st(requests, events);
+      } else {
+        events.on_pull_done_st(id);
+      }
+    }
+  }
+  size_t reposts = reposts_.size();
+  if (reposts && !failed_) {
+    if (int rc = reposts_.post([this](ibv_recv_wr* first, ibv_recv_wr** bad) {
+          return ibv_post_recv(conn_->qp(), first, bad);
+        })) {
+      log::rdma()->error("queue {}: reposting {} receives failed: {}", setup_.queue_id, reposts, errno_text(rc));
+      events.on_connection_failed_st(*this, "reposting receives failed");
+    } else {
+      c.recv_reposts.add_st(reposts);
+    }
+  }
+  reposts_.clear();
+  return n;
+}
+
+// One receive: a Response, or with BATCH up to kMaxBatch of them back to back; or a ReadDone.
+void RdmaConnection::handle_receive_st(const ibv_wc& wc, RdmaConnectionEvents& events) {
+  WorkId id = WorkId::decode(wc.wr_id);
+  if (wc.opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
+    if (!setup_.read_imm || !(wc.wc_flags & IBV_WC_WITH_IMM)) {
+      log::rdma()->error("queue {}: RDMA WRITE WITH IMMEDIATE the server did not negotiate: protocol error",
+                         setup_.queue_id);
+      return events.on_connection_failed_st(*this, "unexpected immediate");
+    }
+    return events.on_read_done_st(*this, wire::decode_read_done(be32toh(wc.imm_data)));
+  }
+  size_t n = wire::messages_in(wc.byte_len, wire::kResponseSize, setup_.batch);
+  if (id.tag >= depth_ || n == 0) {
+    log::rdma()->error("queue {}: answer of {} bytes in slot {}: protocol error", setup_.queue_id, wc.byte_len, id.tag);
+    return events.on_connection_failed_st(*this, "malformed response");
+  }
+  for (size_t i = 0; i < n && !failed_; ++i) {
+    counters_->answers.add_st();
+    const uint8_t* p = response_slot(id.tag) + i * wire::kResponseSize;
+    auto d = wire::decode_response(std::span<const uint8_t>(p, wire::kResponseSize));
+    if (!d.ok()) {
+      log::rdma()->error("queue {}: malformed response: {}", setup_.queue_id, wire::decode_error_text(d.error));
+      return events.on_connection_failed_st(*this, "malformed response");
+    }
+    events.on_answer_st(*this, d.value);
+  }
+}
+
+// The fence behind a chain's fenced WRITEs completed: their data is in the export. Fences
+// complete in posting order, so the oldest outstanding fence's WRITEs are the next in the ring.
+void RdmaConnection::handle_fence_done_st(const std::vector<RdmaRequest>& requests, RdmaConnectionEvents& events) {
+  if (fence_head_ == fence_tail_) {
+    log::rdma()->error("queue {}: a write fence completed with none outstanding", setup_.queue_id);
+    return events.on_connection_failed_st(*this, "unexpected fence completion");
+  }
+  uint16_t n = fence_sizes_[fence_head_];
+  fence_head_ = (fence_head_ + 1) % fence_sizes_.size();
+  for (uint16_t i = 0; i < n && !failed_; ++i) {
+    uint16_t tag = fenced_ring_[fenced_head_];
+    fenced_head_ = (fenced_head_ + 1) % fenced_ring_.size();
+    const RdmaRequest& t = requests[tag];
+    if (t.state != RequestState::kInFlight || !t.fenced) {
+      log::rdma()->error("queue {}: fenced WRITE tag {} not in flight (state {})", setup_.queue_id, tag, int(t.state));
+      return events.on_connection_failed_st(*this, "write fence out of step");
+    }
+    events.on_fenced_write_done_st(tag);
+  }
+}
+
+int RdmaConnection::arm_st() {
+  if (cq_armed_ || !expects_completions()) return 0;
+  if (int rc = conn_->arm_cq_st(); rc < 0) return rc;
+  cq_armed_ = true;
+  counters_->cq_arms.add_st();
+  return 0;
+}
+
+unsigned RdmaConnection::consume_cq_events_st() {
+  unsigned n = 0;
+  while (conn_->consume_cq_event_st()) ++n;
+  cq_armed_ = false;
+  return n;
+}
+
+bool RdmaConnection::fail_st() {
+  failed_ = true;
+  pending_.clear();
+  chain_.clear();
+  conn_->disconnect_st();
+  bool safe = conn_->quiesce_st(nullptr, std::chrono::milliseconds(1000)) != transport::Quiesced::kLive;
+  if (safe) budget_.reset();
+  return safe;
+}
+
+bool RdmaConnection::close_st() {
+  failed_ = true;
+  return !conn_ || conn_->close_st() != transport::Quiesced::kLive;
+}
+
+RdmaConnection connect_rdma_connection(const RdmaTargetOptions& o, uint16_t queue_id, uint16_t conns,
+                                       uint64_t session_id) {
+  uint16_t depth = connection_depth(o.queue_depth, conns);
+  wire::ConnectRequest req;
+  req.queue_id = queue_id;
+  req.queue_depth = depth;
+  req.max_io_bytes = o.max_io_bytes;
+  req.session_id = session_id;
+  req.flags = wire::kConnectReadImm | wire::kConnectBatch |
+              (o.push_max_bytes ? wire::kConnectPushWrites | wire::kConnectPushSlots : 0) |
+              (o.pull_max_bytes || (o.fence_writes && o.push_max_bytes) ? wire::kConnectPullReads : 0);
+  if (!req.set_name(o.export_name))
+    throw SetupError(fmt::format("export name '{}' is invalid: use 1..32 of [A-Za-z0-9._-]", o.export_name), EINVAL);
+  auto pdata = wire::encode(req);
+
+  MappedRegion msgs = MappedRegion::anonymous(size_t(depth) * (kRecvSlot + kMsgSlot), true);
+  ibv_mr* msgs_mr = nullptr;
+
+  transport::ClientConnectParams p;
+  p.address = o.traddr;
+  p.port = o.trsvcid;
+  p.connect_timeout = o.connect_timeout;
+  // Room for PUSH_WRITES (an RDMA WRITE per WRITE): the QP exists before the server answers.
+  p.sizes.send_wrs = uint32_t(depth) * kWrsPerRequest + kSqSlack;
+  p.sizes.recv_wrs = depth;
+  p.sizes.max_inline = 64;
+  p.sizes.max_send_sge = wire::kMaxBatch;  // a batched SEND: one entry per command
+  p.private_data = pdata;
+  p.responder_resources = 128;  // the server's RDMA READs of write data run against us
+  // Ours (pulled READs, write fences) against it, with PULL_READS.
+  p.initiator_depth = (req.flags & wire::kConnectPullReads) ? 128 : 0;
+
+  auto before_connect = [&](Connection& conn) {
+    msgs_mr = conn.register_memory(msgs.get(), msgs.size(), IBV_ACCESS_LOCAL_WRITE,
+                                   fmt::format("queue {} message slots", queue_id));
+    // One receive per slot, posted before CONNECT so no response can find the queue empty.
+    transport::RecvChain recvs(depth);
+    for (uint16_t i = 0; i < depth; ++i)
+      recvs.add(WorkId{WorkKind::kRdmaRecv, queue_id, i, 0, 0}.encode(),
+                reinterpret_cast<uint64_t>(msgs.get()) + uint64_t(i) * kRecvSlot, uint32_t(kRecvSlot), msgs_mr->lkey);
+    if (int rc = recvs.post([&](ibv_recv_wr* first, ibv_recv_wr** bad) { return ibv_post_recv(conn.qp(), first, bad); }))
+      throw_errno(rc, "posting {} receives", depth);
+  };
+
+  transport::ConnectOutcome out = transport::connect_client(p, before_connect);
+  if (out.rejected) throw_rejected(o, out);
+  auto d = wire::decode_accept_data(out.private_data);
+  if (!d.ok())
+    throw SetupError(fmt::format("server {}:{} sent an invalid accept: {}", o.traddr, o.trsvcid,
+                                 wire::decode_error_text(d.error)),
+                     EPROTO);
+  const wire::AcceptData& accepted = d.value;
+  if ((accepted.push_writes() && !(req.flags & wire::kConnectPushWrites)) ||
+      (accepted.push_slots() && !(req.flags & wire::kConnectPushSlots)) ||
+      (accepted.pull_reads() && !(req.flags & wire::kConnectPullReads)))
+    throw SetupError(fmt::format("server {}:{} granted {}, which this client did not ask for", o.traddr, o.trsvcid,
+                                 accepted.pull_reads() ? "PULL_READS" : "PUSH_WRITES"),
+                     EPROTO);
+  if (accepted.queue_depth != depth || accepted.max_io_bytes != o.max_io_bytes) {
+    // The server's limit is per connection; -d spreads over the queue's connections.
+    throw SetupError(fmt::format("server {}:{} limits a connection's depth to {} and max IO to {} bytes (asked for {} "
+                                 "and {}): use -d {} --max-io {}",
+                                 o.traddr, o.trsvcid, accepted.queue_depth, accepted.max_io_bytes, depth,
+                                 o.max_io_bytes, std::min<uint32_t>(uint32_t(accepted.queue_depth) * conns, o.queue_depth),
+                                 accepted.max_io_bytes),
+                     EINVAL);
+  }
+  return RdmaConnection(std::move(out.conn), std::move(msgs), msgs_mr, accepted, depth);
+}
+
+}  // namespace ublkrdma::targets

@@ -1,0 +1,160 @@
+#pragma once
+// One RC connection of an rdma queue, and everything that travels on it: its QP and CQ (in
+// transport::Connection), its message slots, the queue's IO slab registered on its PD, the
+// slots that name its requests on the wire, its send-queue budget, the chain of work requests a
+// pass posts with one doorbell, its receives, and its write fences. The queue target keeps the
+// requests' state (by ublk tag) and matches answers to them; a connection can be torn down and
+// built again without touching the rest of the queue.
+//
+// A queue has one connection or more (add --conns-per-queue); each request travels on the one
+// it was given at submission, with its data, command, answer or fence all on that QP, so the RC
+// ordering a fence relies on (an RDMA READ behind the RDMA WRITEs it proves) holds. On the wire
+// a request is named by its slot on the connection (0..depth-1), not by its ublk tag.
+//
+// Made on the daemon's main thread (connect_rdma_connection), then owned by the queue thread:
+// functions ending in _st are for that thread only.
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/mapped_region.h"
+#include "base/work_id.h"
+#include "targets/connection_slots.h"
+#include "targets/rdma_counters.h"
+#include "targets/rdma_request.h"
+#include "targets/rdma_target.h"
+#include "transport/connection.h"
+#include "transport/send_budget.h"
+#include "transport/wire_protocol.h"
+#include "transport/work_chain.h"
+
+namespace ublkrdma::targets {
+
+class RdmaConnection;
+
+// What a connection reports to its queue while polling.
+class RdmaConnectionEvents {
+ public:
+  virtual ~RdmaConnectionEvents() = default;
+  virtual void on_answer_st(const RdmaConnection& c, const wire::Response& r) = 0;
+  virtual void on_read_done_st(const RdmaConnection& c, const wire::ReadDone& d) = 0;
+  // Our RDMA READ of a READ's data completed (its wr_id names the tag and generation).
+  virtual void on_pull_done_st(const WorkId& id) = 0;
+  // A fence proved this fenced WRITE's data placed.
+  virtual void on_fenced_write_done_st(uint16_t tag) = 0;
+  // The connection is unusable (a failed work request, a malformed message, a failed post).
+  virtual void on_connection_failed_st(const RdmaConnection& c, const char* why) = 0;
+};
+
+// What a queue's connections share, fixed when the queue starts.
+struct RdmaQueueSetup {
+  uint16_t queue_id = 0;
+  std::span<std::byte> slab;  // the queue's IO buffers, registered on every connection
+  bool batch = false;         // SENDs carry up to kMaxBatch commands / Responses
+  bool read_imm = false;      // the server completes successful READs with ReadDone immediates
+  bool push_writes = false;   // a WRITE's data may go first by our RDMA WRITE
+};
+
+class RdmaConnection {
+ public:
+  // The connection to the server, made by connect_rdma_connection.
+  RdmaConnection(std::unique_ptr<transport::Connection> conn, MappedRegion msgs, ibv_mr* msgs_mr,
+                 const wire::AcceptData& accepted, uint16_t depth);
+  RdmaConnection(RdmaConnection&&) = default;
+  ~RdmaConnection();
+
+  const wire::AcceptData& accepted() const { return accepted_; }
+  uint16_t depth() const { return depth_; }
+  uint32_t max_inline() const { return conn_->max_inline(); }
+  std::string peer_address() const { return conn_->peer_address(); }
+  std::string device_name() const { return conn_->device_name(); }
+  int cq_fd() const { return conn_->cq_fd(); }
+  int cm_fd() const { return conn_->cm_fd(); }
+
+  // --- queue thread
+  // Registers the slab and sizes the per-connection state. Throws SetupError.
+  void start_st(const RdmaQueueSetup& setup, size_t index, RdmaCounters& counters);
+
+  uint32_t in_use() const { return slots_.in_use(); }
+  bool full() const { return slots_.full(); }
+  uint16_t tag_of(uint16_t slot) const { return slots_.tag_of(slot); }
+  uint32_t slab_rkey() const { return slab_mr_->rkey; }
+  // Takes a slot for `tag`: its name on the wire. The caller checks !full().
+  uint16_t take_slot_st(uint16_t tag) { return slots_.take(tag); }
+  void release_slot_st(uint16_t slot) { slots_.release(slot); }
+  // Where the command of the request in `slot` is encoded before it is posted.
+  uint8_t* command_slot(uint16_t slot) const;
+  // The request `tag` (encoded, kQueued) goes out with the next post_st.
+  void queue_st(uint16_t tag) { pending_.push_back(tag); }
+  size_t pending() const { return pending_.size(); }
+
+  // Posts as many queued requests as the send queue has room for with one ibv_post_send: one
+  // SEND per command (with BATCH up to kMaxBatch per SEND), led by our own RDMA (pushed WRITEs'
+  // data, pulled READs), and a fence behind the chain's fenced WRITEs. Returns how many
+  // requests it posted; a failed post is reported through `events`.
+  size_t post_st(std::vector<RdmaRequest>& requests, RdmaConnectionEvents& events);
+
+  // Whether a completion may still come: only such connections are polled and armed, so a
+  // queue at low depth pays for one CQ, not for all of them.
+  bool expects_completions() const { return slots_.in_use() > 0 || budget_.signal_outstanding(); }
+  // Polls the CQ once and reports what completed; returns how many completions it reaped.
+  int poll_st(const std::vector<RdmaRequest>& requests, RdmaConnectionEvents& events);
+  // Asks for a completion event unless one is asked for already; -errno on failure.
+  int arm_st();
+  // Takes the completion events off the channel after a wakeup; returns how many.
+  unsigned consume_cq_events_st();
+  std::optional<transport::CmEventInfo> poll_cm_event_st() { return conn_->poll_cm_event_st(); }
+
+  // The connection failed: posting and reposting stop, and the QP is taken out of service
+  // (drained, or destroyed); false when neither worked and the device may still write into
+  // the slab (the caller must not hand the buffers back then).
+  bool fail_st();
+  // Ends the connection for good (drain, destroy, deregister). False as fail_st.
+  bool close_st();
+  bool failed() const { return failed_; }
+
+ private:
+  uint8_t* response_slot(uint16_t i) const;
+  void handle_receive_st(const ibv_wc& wc, RdmaConnectionEvents& events);
+  void handle_fence_done_st(const std::vector<RdmaRequest>& requests, RdmaConnectionEvents& events);
+
+  // Declared before conn_: destroyed (unmapped) after it, so after the MRs on it are gone.
+  MappedRegion msgs_;  // [depth receive slots][depth command slots]
+  std::unique_ptr<transport::Connection> conn_;
+  ibv_mr* msgs_mr_ = nullptr;
+  ibv_mr* slab_mr_ = nullptr;
+  wire::AcceptData accepted_;
+  uint16_t depth_ = 0;  // how many of the queue's requests it may hold at once
+
+  RdmaQueueSetup setup_;
+  size_t index_ = 0;
+  RdmaCounters* counters_ = nullptr;
+  bool use_inline_ = false;
+  bool cq_armed_ = false;
+  bool failed_ = false;
+
+  ConnectionSlots slots_;          // its requests (kQueued or kInFlight), by their wire tag
+  std::vector<uint16_t> pending_;  // tags encoded but not yet posted
+  transport::SendBudget budget_;
+  transport::SendChain chain_;
+  transport::RecvChain reposts_;
+  std::vector<uint16_t> command_tags_;  // the tags of a chain that send a command
+  // Fenced WRITEs in posting order, and per outstanding fence how many of them it completes.
+  std::vector<uint16_t> fenced_ring_;
+  size_t fenced_head_ = 0, fenced_tail_ = 0;
+  std::vector<uint16_t> fence_sizes_;
+  size_t fence_head_ = 0, fence_tail_ = 0;
+};
+
+// Connects one of the `conns` connections of queue `queue_id` (it carries at most its share of
+// the depth) and checks what the server granted. Throws SetupError with the reason.
+RdmaConnection connect_rdma_connection(const RdmaTargetOptions& o, uint16_t queue_id, uint16_t conns,
+                                       uint64_t session_id);
+
+// Send-queue slots per request a connection reserves: with PUSH_WRITES a WRITE takes two (its
+// data's RDMA WRITE and its command).
+inline constexpr uint32_t kWrsPerRequest = 2;
+
+}  // namespace ublkrdma::targets

@@ -153,22 +153,16 @@ void CommandPipeline::advance(Tag& t) {
 }
 
 void CommandPipeline::on_read_done(uint16_t tag, ReadKind kind, bool ok) {
-  (void)kind;
-  if (tag >= config_.depth) return;
+  // A direct READ took no credit and holds no tag (its answer is fenced behind it): its
+  // completion, when the send budget signaled it, only retires send-queue slots.
+  if (kind != ReadKind::kCredited || tag >= config_.depth) return;
   Tag& t = tags_[tag];
-  if (!ok) {
-    if (t.state == CommandState::kReadingData) {
-      --reads_;
-      release(t);
-    }
-    return;
-  }
+  if (t.state != CommandState::kReadingData) return;  // cannot happen: one credited READ per command
   --reads_;
-  if (t.state == CommandState::kReadingData) {
-    stats_.rdma_bytes.add_st(t.cmd.length);
-    t.state = CommandState::kReadyToExecute;
-    advance(t);
-  }
+  if (!ok) return release(t);
+  stats_.rdma_bytes.add_st(t.cmd.length);
+  t.state = CommandState::kReadyToExecute;
+  advance(t);
   grant_read_credits();
 }
 

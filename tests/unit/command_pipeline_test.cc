@@ -162,6 +162,34 @@ TEST(CommandPipeline, DirectExportMovesDataWithoutBackend) {
   EXPECT_EQ(h.io.take(), (std::vector<Event>{submit_ev(3, wire::Opcode::kFlush)}));
 }
 
+// A direct WRITE's RDMA READ takes no credit; when the send budget signals it (every Nth work
+// request, and all of them while draining) its completion must not give one back.
+TEST(CommandPipeline, DirectReadCompletionsTakeBackNoCredit) {
+  Harness h(config(true, 1));
+  h.send(wire::Opcode::kWrite, 0);
+  h.send(wire::Opcode::kWrite, 1);
+  h.io.take();
+  h.pipeline.on_read_done(0, ReadKind::kDirect, true);
+  h.pipeline.on_read_done(1, ReadKind::kDirect, false);
+  EXPECT_EQ(h.pipeline.read_credits_in_use(), 0u);
+  EXPECT_EQ(h.pipeline.inflight(), 0u);
+}
+
+// The same on an export without direct memory: a credited READ in flight keeps its credit.
+TEST(CommandPipeline, CreditsCountOnlyCreditedReads) {
+  Harness h(config(false, 1));
+  h.send(wire::Opcode::kWrite, 0);
+  h.send(wire::Opcode::kWrite, 1);
+  h.io.take();
+  h.pipeline.on_read_done(5, ReadKind::kDirect, true);  // not this tag's READ
+  EXPECT_EQ(h.pipeline.read_credits_in_use(), 1u);
+  EXPECT_EQ(h.pipeline.state(1), CommandState::kNeedReadCredit);
+  EXPECT_TRUE(h.io.take().empty());
+  h.pipeline.on_read_done(0, ReadKind::kCredited, true);
+  EXPECT_EQ(h.io.take(), (std::vector<Event>{submit_ev(0, wire::Opcode::kWrite), read_ev(1, ReadKind::kCredited)}));
+  EXPECT_EQ(h.pipeline.read_credits_in_use(), 1u);
+}
+
 TEST(CommandPipeline, FlushAndDiscardGoToBackend) {
   Harness h(config());
   h.send(wire::Opcode::kFlush, 0);

@@ -204,12 +204,8 @@ void Connection::serve(const std::atomic<bool>& stop) {
     flush();
     work += resume_parked();
     if (failed_ && pipeline_->inflight() == 0 && sends_->empty()) return;
-    if (draining_ && pipeline_->inflight() == 0 && sends_->empty() && parked_len_ == 0 && sends_->drained()) {
-      // Every answer posted since the stop was signaled and has completed; an unsignaled
-      // tail from before the stop gets a moment to leave before the QP is flushed.
-      if (sends_->unsignaled_tail() > 0) ::usleep(20000);
-      return;
-    }
+    // Every answer has been posted and every work request has completed: the QP may go.
+    if (draining_ && pipeline_->inflight() == 0 && sends_->empty() && parked_len_ == 0 && sends_->drained()) return;
     if (failed_ && !bq_->busy()) return;  // what is left waits on a dead QP
     if (++passes % kCmCheckEvery == 0) handle_cm_events();
     if (work > 0) {

@@ -85,7 +85,17 @@ ibv_send_wr& SendQueue::append_answer_send(const uint8_t* p) {
 }
 
 bool SendQueue::drained() {
-  return !budget_.signal_outstanding();
+  if (budget_.quiescent()) return true;
+  if (budget_.unsignaled_tail() > 0 && empty()) {
+    // Nothing reports the unsignaled tail: a signaled work request after it will (send-queue
+    // completions come in order). A zero-length RDMA WRITE moves no data and needs no rkey, as
+    // in the kernel's ib_drain_sq; the next flush() posts it.
+    ibv_send_wr& wr = chain_.append_empty();
+    wr.wr_id = WorkId{WorkKind::kRdmaWrite, config_.queue_id, 0, kDrainWriteOp, 0}.encode();
+    wr.opcode = IBV_WR_RDMA_WRITE;
+    wr.send_flags = IBV_SEND_SIGNALED;
+  }
+  return false;
 }
 
 void SendQueue::clear() {

@@ -69,10 +69,9 @@ class SendQueue {
   // Work requests posted and not yet retired.
   size_t used() const { return budget_.used(); }
   // At shutdown, with nothing left to post: true once every posted work request has
-  // completed, counted (no timer).
+  // completed, counted (no timer). While an unsignaled tail is out, queues one signaled
+  // zero-length RDMA WRITE (for the next flush) whose completion retires it.
   bool drained();
-  // Work requests posted after the last signaled one.
-  uint32_t unsignaled_tail() const { return budget_.unsignaled_tail(); }
   // The QP failed: nothing queued will be posted.
   void clear();
 

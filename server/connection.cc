@@ -1,0 +1,457 @@
+#include "server/connection.h"
+
+#include <endian.h>
+#include <poll.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+
+#include "base/errors.h"
+#include "base/log.h"
+#include "base/work_id.h"
+
+namespace ublkrdma::server {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr size_t kMsgSlot = 64;  // one cache line per receive / response slot
+static_assert(wire::kCommandSize <= kMsgSlot && wire::kResponseSize <= kMsgSlot);
+constexpr int kPollBatch = 32;
+constexpr uint32_t kCmCheckEvery = 4096;  // passes between cm-channel checks while spinning
+// Receives in a row that each brought one command, with no other command in flight or in the
+// send queue: the peer waits for every answer before it sends again (QD1), and polling catches
+// its next command one round trip after our answer.
+constexpr uint32_t kSerialStreak = 8;
+
+}  // namespace
+
+transport::QpSizes Connection::qp_sizes(const wire::AcceptData& accepted) {
+  transport::QpSizes sizes;
+  sizes.send_wrs = SendQueue::capacity(accepted.queue_depth);
+  sizes.recv_wrs = accepted.queue_depth;
+  sizes.max_inline = 64;
+  if (accepted.batch()) sizes.max_send_sge = wire::kMaxBatch;  // a batched answer: one entry per Response
+  return sizes;
+}
+
+Connection::Connection(std::unique_ptr<transport::Connection> rdma, const Backend& backend, std::string export_name,
+                       const wire::AcceptData& acc, uint8_t max_reads, uint16_t queue_id, const ServerOptions& opts)
+    : export_name_(std::move(export_name)), queue_id_(queue_id), peer_(rdma->peer_address()), backend_(backend),
+      depth_(acc.queue_depth), max_io_(acc.max_io_bytes), max_reads_(max_reads), read_imm_(acc.read_imm()),
+      batch_(acc.batch()), push_writes_(acc.push_writes()), push_slots_(acc.push_slots()),
+      pull_reads_(acc.pull_reads()),
+      recv_slot_bytes_(batch_ ? wire::kMaxBatch * wire::kCommandSize : kMsgSlot),
+      spin_(opts.spin), serial_spin_(std::max(opts.spin, opts.serial_spin)),
+      rdma_(std::move(rdma)), recvs_(depth_) {}
+
+Connection::~Connection() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Connection::fill_window(wire::AcceptData& a) const {
+  a.window_rkey = data_mr_->rkey;
+  a.window_addr = reinterpret_cast<uint64_t>(push_slots_ ? pool_.get() : static_cast<void*>(direct_.data()));
+}
+
+void Connection::setup() {
+  msgs_ = MappedRegion::anonymous(size_t(depth_) * (recv_slot_bytes_ + kMsgSlot) + scratch_slots() * kMsgSlot, true);
+  msgs_mr_ = rdma_->register_memory(msgs_.get(), msgs_.size(), IBV_ACCESS_LOCAL_WRITE, "message slots");
+  std::span<std::byte> direct = backend_.direct_memory();
+  std::span<std::byte> registered;
+  if (!direct.empty()) {
+    // RDMA straight into the export: RDMA READ lands there (local write), RDMA WRITE reads it;
+    // with PUSH_WRITES the client's RDMA WRITEs land there too (remote write, this export only:
+    // the MR covers exactly its bytes, and negotiation never grants it for a read-only one);
+    // with PULL_READS the client's RDMA READs read it (remote read, the same bounds).
+    direct_ = direct;
+    int access = IBV_ACCESS_LOCAL_WRITE | (push_writes_ ? IBV_ACCESS_REMOTE_WRITE : 0) |
+                 (pull_reads_ ? IBV_ACCESS_REMOTE_READ : 0);
+    data_mr_ = rdma_->register_memory(direct.data(), direct.size(), access,
+                                      fmt::format("export '{}' memory", export_name_));
+    registered = direct;
+  } else {
+    if ((push_writes_ && !push_slots_) || pull_reads_)
+      throw_setup("PUSH_WRITES into or PULL_READS from the export need an export served from memory");
+    // With PUSH_SLOTS the client's RDMA WRITEs land in its tags' slots: this pool is the
+    // connection's own, and holds nothing but that client's data in flight.
+    pool_ = MappedRegion::anonymous(size_t(depth_) * max_io_, true);
+    int access = IBV_ACCESS_LOCAL_WRITE | (push_slots_ ? IBV_ACCESS_REMOTE_WRITE : 0);
+    data_mr_ = rdma_->register_memory(pool_.get(), pool_.size(), access, "buffer pool");
+    registered = pool_.bytes();
+    pool_bytes_ = pool_.size();
+  }
+  bq_ = backend_.open_queue(registered, depth_);
+
+  PipelineConfig pc;
+  pc.peer = peer_;
+  pc.depth = depth_;
+  pc.max_reads = max_reads_;
+  pc.direct = !direct_.empty();
+  pc.read_imm = read_imm_;
+  pc.limits = CommandLimits{backend_.size(), backend_.block_size(), backend_.read_only(), backend_.supported_ops(),
+                            max_io_, depth_, push_writes_};
+  // DISCARD and WRITE_ZEROES move no data: the negotiated max IO (a buffer size) does not
+  // bound them, only the export does.
+  pc.limits_nodata = pc.limits;
+  pc.limits_nodata.max_io_bytes = UINT32_MAX;
+  pc.limits_nodata.push_writes = false;
+  pipeline_.emplace(std::move(pc), static_cast<CommandIo&>(*this), stats_);
+
+  SendQueueConfig sc;
+  sc.depth = depth_;
+  sc.queue_id = queue_id_;
+  sc.batch = batch_;
+  sc.max_inline = rdma_->max_inline();
+  sc.answer_lkey = msgs_mr_->lkey;
+  sends_.emplace(
+      sc, [this](ibv_send_wr* first, ibv_send_wr** bad) { return ibv_post_send(rdma_->qp(), first, bad); }, stats_);
+
+  parked_.resize(depth_);
+  for (uint16_t i = 0; i < depth_; ++i) queue_recv(i);
+  post_recvs();
+  if (failed_) throw_setup("posting {} receives for {} failed", depth_, peer_);
+}
+
+void Connection::start(const std::atomic<bool>& stop) {
+  thread_ = std::thread([this, &stop] { run(stop); });
+}
+
+nlohmann::json Connection::to_json() const {
+  nlohmann::json j = stats_.to_json();
+  j["peer"] = peer_;
+  j["export"] = export_name_;
+  j["queue"] = queue_id_;
+  j["depth"] = depth_;
+  j["max_io_bytes"] = max_io_;
+  j["direct"] = !direct_.empty();
+  j["read_imm"] = read_imm_;
+  j["batch"] = batch_;
+  j["push_writes"] = push_writes_;
+  j["push_slots"] = push_slots_;
+  j["pull_reads"] = pull_reads_;
+  return j;
+}
+
+uint8_t* Connection::recv_slot(uint16_t i) const {
+  return static_cast<uint8_t*>(msgs_.get()) + size_t(i) * recv_slot_bytes_;
+}
+uint8_t* Connection::resp_slot(uint16_t tag) const {
+  return static_cast<uint8_t*>(msgs_.get()) + size_t(depth_) * recv_slot_bytes_ + size_t(tag) * kMsgSlot;
+}
+// Answers to refused commands: their tag may be out of range or busy, so they never use a
+// tag's slot. They leave inline, one per SEND (the slot is copied when posted), and no more
+// answers than the send queue's bound (SendQueue::has_room) wait unposted at once: a slot is
+// posted before the ring comes back to it, however fast a client floods bad commands. (On a
+// device without inline sends such a flood can still garble the flooder's own answers.)
+size_t Connection::scratch_slots() const { return size_t(depth_) * kWrsPerTag + kWrsPerTag; }
+uint8_t* Connection::scratch_slot() {
+  size_t i = scratch_next_++ % scratch_slots();
+  return static_cast<uint8_t*>(msgs_.get()) + size_t(depth_) * (recv_slot_bytes_ + kMsgSlot) + i * kMsgSlot;
+}
+std::byte* Connection::data_buffer(const wire::Command& cmd) const {
+  if (!direct_.empty()) return direct_.data() + cmd.offset;  // validated: within the export
+  return static_cast<std::byte*>(pool_.get()) + size_t(cmd.tag) * max_io_;
+}
+
+// ------------------------------------------------------------------ thread body
+
+void Connection::run(const std::atomic<bool>& stop) {
+  log::server()->debug("{}: serving export '{}' queue {} (depth {}, max IO {}, {} RDMA READs, {})", peer_,
+                       export_name_, queue_id_, depth_, max_io_, max_reads_,
+                       direct_.empty() ? "buffer pool" : "direct to export memory");
+  if (wait_established()) serve(stop);
+  // Let the backend finish what it holds (its buffers are ours), then tear down in order:
+  // QP drained and destroyed, MRs deregistered, then the backend queue and the buffers.
+  while (bq_->busy()) {
+    BackendCompletion done[kPollBatch];
+    if (bq_->poll(done) < 0) break;
+    if (bq_->busy()) ::usleep(200);
+  }
+  rdma_->close_st();
+  bq_.reset();
+  log::server()->info("{}: export '{}' queue {} closed ({} commands, {} errors, {} rejected)", peer_, export_name_,
+                      queue_id_, stats_.commands.get(), stats_.errors.get(), stats_.rejected.get());
+  done_.store(true, std::memory_order_release);
+}
+
+bool Connection::wait_established() {
+  auto deadline = Clock::now() + std::chrono::seconds(10);
+  while (Clock::now() < deadline) {
+    auto ev = rdma_->wait_cm_event_st(std::chrono::milliseconds(200));
+    if (!ev) continue;
+    if (ev->type == RDMA_CM_EVENT_ESTABLISHED) return true;
+    log::server()->warn("{}: connection not established: {} (status {})", peer_, rdma_event_str(ev->type),
+                        ev->status);
+    return false;
+  }
+  log::server()->warn("{}: connection not established within 10 s", peer_);
+  return false;
+}
+
+void Connection::serve(const std::atomic<bool>& stop) {
+  auto last_active = Clock::now();
+  uint32_t passes = 0;
+  for (;;) {
+    if (!draining_ && stop.load(std::memory_order_relaxed)) {
+      draining_ = true;
+      pipeline_->start_draining();
+      log::server()->debug("{}: stopping: finishing {} commands in flight", peer_, pipeline_->inflight());
+    }
+    int work = poll_cq() + poll_backend();
+    flush();
+    work += resume_parked();
+    if (failed_ && pipeline_->inflight() == 0 && sends_->empty()) return;
+    // Every answer has been posted and every work request has completed: the QP may go.
+    if (draining_ && pipeline_->inflight() == 0 && sends_->empty() && parked_len_ == 0 && sends_->drained()) return;
+    if (failed_ && !bq_->busy()) return;  // what is left waits on a dead QP
+    if (++passes % kCmCheckEvery == 0) handle_cm_events();
+    if (work > 0) {
+      last_active = Clock::now();
+      continue;
+    }
+    // A serial peer's next command comes one round trip after our answer: polling until then
+    // saves a wake-up per IO. Other peers' commands come in bursts; between them the CPU
+    // is better left to the kernel work that carries them.
+    auto spin = serial_streak_ == kSerialStreak ? serial_spin_ : spin_;
+    if (spin.count() > 0 && Clock::now() - last_active < spin) {
+      ::sched_yield();  // let rxe's kernel work (our packets) run on this CPU while we wait
+      continue;
+    }
+    sleep_once();
+    last_active = Clock::now() - serial_spin_;  // woken: poll, and sleep again at once if idle
+  }
+}
+
+void Connection::sleep_once() {
+  if (!sends_->empty() || parked_len_ > 0) return;  // waiting for send-queue room: keep polling
+  if (int rc = rdma_->arm_cq_st(); rc < 0) {
+    log::server()->error("{}: ibv_req_notify_cq: {}", peer_, errno_text(rc));
+    failed_ = true;
+    return;
+  }
+  if (poll_cq() > 0 || poll_backend() > 0) return;  // armed before this poll: nothing lost
+  stats_.sleeps.add_st();
+  pollfd fds[3] = {{rdma_->cq_fd(), POLLIN, 0}, {rdma_->cm_fd(), POLLIN, 0}, {bq_->event_fd(), POLLIN, 0}};
+  int nfds = bq_->event_fd() >= 0 ? 3 : 2;
+  int rc = ::poll(fds, nfds, 100);  // bounded: the stop flag is checked at least 10x/s
+  if (rc < 0 && errno != EINTR) log::server()->warn("{}: poll: {}", peer_, errno_text(errno));
+  if (fds[0].revents) rdma_->consume_cq_event_st();
+  if (fds[1].revents) handle_cm_events();
+}
+
+void Connection::handle_cm_events() {
+  while (auto ev = rdma_->poll_cm_event_st()) {
+    switch (ev->type) {
+      case RDMA_CM_EVENT_DISCONNECTED:
+      case RDMA_CM_EVENT_DEVICE_REMOVAL:
+      case RDMA_CM_EVENT_TIMEWAIT_EXIT:
+        if (!failed_) log::server()->info("{}: {}", peer_, rdma_event_str(ev->type));
+        fail("peer disconnected");
+        break;
+      default:
+        log::server()->debug("{}: rdma_cm event {}", peer_, rdma_event_str(ev->type));
+    }
+  }
+}
+
+// The QP is unusable: stop posting; flushed completions free the tags that wait on it.
+void Connection::fail(const char* why) {
+  if (failed_) return;
+  failed_ = true;
+  log::server()->debug("{}: connection failed ({}), {} commands in flight", peer_, why, pipeline_->inflight());
+  rdma_->disconnect_st();
+  sends_->clear();
+  parked_len_ = 0;
+  pipeline_->fail();
+}
+
+// ------------------------------------------------------------------ completions
+
+int Connection::poll_cq() {
+  ibv_wc wcs[kPollBatch];
+  int n = ibv_poll_cq(rdma_->cq(), kPollBatch, wcs);
+  stats_.polls.add_st();
+  if (n <= 0) {
+    if (n < 0) {
+      log::server()->error("{}: ibv_poll_cq: {}", peer_, errno_text(-n));
+      fail("poll_cq failed");
+    }
+    stats_.idle_polls.add_st();
+    return 0;
+  }
+  size_t received = 0;  // commands
+  for (int i = 0; i < n; ++i) {
+    const ibv_wc& wc = wcs[i];
+    WorkId id = WorkId::decode(wc.wr_id);
+    if (wc.status != IBV_WC_SUCCESS) {
+      if (!failed_ && wc.status != IBV_WC_WR_FLUSH_ERR)
+        log::server()->warn("{}: {} failed: {} (vendor error {:#x})", peer_,
+                            id.kind == WorkKind::kRdmaRecv   ? "receive"
+                            : id.kind == WorkKind::kRdmaRead ? "RDMA READ of write data"
+                                                             : "send",
+                            ibv_wc_status_str(wc.status), wc.vendor_err);
+      fail("work request failed");
+      if (id.kind == WorkKind::kRdmaRead) pipeline_->on_read_done(id.tag, ReadKind(id.op), false);
+      continue;
+    }
+    switch (id.kind) {
+      case WorkKind::kRdmaRecv: {
+        size_t commands = commands_in(wc.byte_len);
+        received += commands;
+        if (parked_len_ > 0 || !sends_->has_room(commands)) {
+          park(id.tag, wc.byte_len);
+        } else {
+          on_message(id.tag, wc.byte_len);
+        }
+        break;
+      }
+      case WorkKind::kRdmaRead:
+        sends_->retire();
+        pipeline_->on_read_done(id.tag, ReadKind(id.op), true);
+        break;
+      case WorkKind::kRdmaSend:
+      case WorkKind::kRdmaWrite:
+        sends_->retire();
+        break;
+      default:
+        break;
+    }
+  }
+  post_recvs();
+  if (received > 0) note_arrivals(received);
+  return n;
+}
+
+// One command alone, with at most itself in flight: a serial stream if it keeps up. Large
+// transfers at some depth also come one command at a time, but while the answers to the
+// others still fill the send queue (used() counts unsignaled work requests until a later
+// signaled one completes: up to kSignalEvery of them).
+void Connection::note_arrivals(size_t commands) {
+  bool alone = commands == 1 && pipeline_->inflight() <= 1 && sends_->used() <= kSignalEvery + kWrsPerTag;
+  serial_streak_ = alone ? std::min(serial_streak_ + 1, kSerialStreak) : 0;
+  if (serial_streak_ == kSerialStreak) stats_.serial_commands.add_st();
+}
+
+// Commands a receive of byte_len bytes holds (a malformed one counts as one, to be refused).
+size_t Connection::commands_in(uint32_t byte_len) const {
+  return std::max<size_t>(1, wire::messages_in(byte_len, wire::kCommandSize, batch_));
+}
+
+// One receive: a command, or with BATCH up to kMaxBatch of them back to back.
+void Connection::on_message(uint16_t slot, uint32_t byte_len) {
+  if (slot >= depth_) return;
+  std::array<wire::Decoded<wire::Command>, wire::kMaxBatch> cmds;
+  size_t n = wire::messages_in(byte_len, wire::kCommandSize, batch_);
+  bool malformed = n == 0;
+  if (malformed) n = 1;  // refuse what the first bytes name
+  for (size_t i = 0; i < n; ++i)
+    cmds[i] =
+        wire::decode_command(std::span<const uint8_t>(recv_slot(slot) + i * wire::kCommandSize, wire::kCommandSize));
+  queue_recv(slot);  // the commands are decoded: the slot may take the next message
+  for (size_t i = 0; i < n; ++i) pipeline_->on_command(cmds[i], malformed, byte_len);
+}
+
+void Connection::park(uint16_t slot, uint32_t byte_len) {
+  if (slot >= depth_ || parked_len_ >= parked_.size()) return;  // one receive per slot: cannot happen
+  parked_[parked_len_++] = Parked{slot, byte_len};
+  stats_.parked_max.max_st(parked_len_);
+}
+
+int Connection::resume_parked() {
+  size_t done = 0;
+  while (done < parked_len_ && sends_->has_room(commands_in(parked_[done].byte_len))) {
+    on_message(parked_[done].slot, parked_[done].byte_len);
+    ++done;
+  }
+  if (done == 0) return 0;
+  std::copy(parked_.begin() + ptrdiff_t(done), parked_.begin() + ptrdiff_t(parked_len_), parked_.begin());
+  parked_len_ -= done;
+  post_recvs();
+  return int(done);
+}
+
+int Connection::poll_backend() {
+  BackendCompletion done[kPollBatch];
+  int n = bq_->poll(done);
+  if (n < 0) {
+    log::server()->error("{}: backend queue failed: {}", peer_, errno_text(n));
+    return 0;
+  }
+  for (int i = 0; i < n; ++i) {
+    if (!pipeline_->on_backend_done(done[i].tag, done[i].result))
+      log::server()->error("{}: backend completed tag {} that is not with it", peer_, done[i].tag);
+  }
+  return n;
+}
+
+// ------------------------------------------------------------------ posting
+
+void Connection::queue_recv(uint16_t slot) {
+  recvs_.add(WorkId{WorkKind::kRdmaRecv, queue_id_, slot, 0, 0}.encode(), reinterpret_cast<uint64_t>(recv_slot(slot)),
+             uint32_t(recv_slot_bytes_), msgs_mr_->lkey);
+}
+
+void Connection::post_recvs() {
+  if (recvs_.empty()) return;
+  if (failed_) return recvs_.clear();
+  size_t n = recvs_.size();
+  if (int rc = recvs_.post([this](ibv_recv_wr* first, ibv_recv_wr** bad) {
+        return ibv_post_recv(rdma_->qp(), first, bad);
+      })) {
+    log::server()->error("{}: posting {} receives: {}", peer_, n, errno_text(rc));
+    fail("post_recv failed");
+  }
+}
+
+// Posts as much of the pass's work as the send queue has room for, with one doorbell.
+void Connection::flush() {
+  if (failed_) return;
+  if (int rc = sends_->flush(draining_)) {
+    log::server()->error("{}: ibv_post_send: {}", peer_, errno_text(rc));
+    fail("post_send failed");
+  }
+}
+
+void Connection::queue_rdma_read(const wire::Command& cmd, ReadKind kind) {
+  ibv_send_wr& wr = sends_->rdma(WorkId{WorkKind::kRdmaRead, queue_id_, cmd.tag, uint8_t(kind), cmd.generation}.encode(),
+                                 IBV_WR_RDMA_READ, reinterpret_cast<uint64_t>(data_buffer(cmd)), cmd.length,
+                                 data_mr_->lkey, cmd.addr, cmd.rkey);
+  // A credited READ's data must be here before the backend sees it; a direct one's answer is
+  // fenced behind it instead.
+  if (kind == ReadKind::kCredited) wr.send_flags = IBV_SEND_SIGNALED;
+}
+
+void Connection::queue_rdma_write(const wire::Command& cmd, bool read_done) {
+  ibv_send_wr& wr = sends_->rdma(WorkId{WorkKind::kRdmaWrite, queue_id_, cmd.tag, 0, cmd.generation}.encode(),
+                                 IBV_WR_RDMA_WRITE, reinterpret_cast<uint64_t>(data_buffer(cmd)), cmd.length,
+                                 data_mr_->lkey, cmd.addr, cmd.rkey);
+  if (read_done) {
+    wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
+    wr.imm_data = htobe32(wire::encode_read_done(cmd.tag, cmd.generation));
+  }
+}
+
+void Connection::queue_answer(const wire::Command& cmd, int err, AnswerKind kind) {
+  if (failed_) return;
+  uint8_t* p = kind == AnswerKind::kRefusal ? scratch_slot() : resp_slot(cmd.tag);
+  wire::Response r{cmd.tag, wire::is_known_opcode(uint8_t(cmd.opcode)) ? cmd.opcode : wire::Opcode::kRead,
+                   cmd.generation, wire::errno_to_status(err)};
+  wire::encode_into(r, std::span<uint8_t, wire::kResponseSize>(p, wire::kResponseSize));
+  switch (kind) {
+    case AnswerKind::kAnswer: return sends_->answer(p);
+    case AnswerKind::kFenced: return sends_->fenced_answer(p);
+    case AnswerKind::kRefusal: return sends_->refusal(p);
+  }
+}
+
+int Connection::submit_backend(const wire::Command& cmd) {
+  bool data = cmd.opcode == wire::Opcode::kRead || cmd.opcode == wire::Opcode::kWrite;
+  uint32_t flags = (cmd.flags & wire::kCmdFlagFua) ? kBackendFlagFua : 0;
+  return bq_->submit(cmd.tag, BackendOp(uint8_t(cmd.opcode)), cmd.offset, cmd.length, data ? data_buffer(cmd) : nullptr,
+                     flags);
+}
+
+}  // namespace ublkrdma::server

@@ -1,0 +1,39 @@
+#pragma once
+// The options of `ublk-rdma serve`.
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "server/export_spec.h"
+
+namespace ublkrdma::server {
+
+struct ServerOptions {
+  std::string listen_addr;  // "" or "0.0.0.0" = any
+  uint16_t port = 18520;
+  std::vector<ExportSpec> exports;
+  std::vector<Cidr> allow;
+  std::string stats_path;  // JSON stats written here periodically and at exit ("" = none)
+  std::chrono::milliseconds stats_interval{1000};
+  uint16_t max_queue_depth = 4096;
+  uint32_t max_io_bytes = 4u << 20;
+  // Bounds over all connections together (see ServerLimits).
+  uint64_t max_total_pool_bytes = 2ull << 30;
+  uint32_t max_connections = 1024;
+  // A connection thread keeps polling this long after its last event before it sleeps on
+  // the completion channel (0 = sleep at once when idle).
+  std::chrono::microseconds spin{50};
+  // ... and this long (if longer) while its peer sends one command at a time and waits for
+  // each answer (QD1): the next command is then one round trip away, and a wake-up per IO
+  // would be most of its latency.
+  std::chrono::microseconds serial_spin{1000};
+  // Grant PUSH_WRITES to clients that ask (ram exports that are not read-only): they put WRITE
+  // data into the export by RDMA WRITE before the command, instead of our RDMA READ after it.
+  bool push_writes = true;
+  // Grant PULL_READS to clients that ask (ram exports): they RDMA READ a READ's data from the
+  // export themselves and send no command for it.
+  bool pull_reads = true;
+};
+
+}  // namespace ublkrdma::server

@@ -4,7 +4,8 @@
 Reads what ci/lib/bench-guest wrote (context.json, host.json, perftest/*.client.txt,
 contenders.jsonl, runs.jsonl, runs/*.fio.json, runs/*.cpu, runs/*.counters[01].json) and writes
   OUT/bench.json  every number with its context: per-run values and medians,
-  OUT/bench.md    the tables (ratios against nvme-rdma), the goals and the gap to each,
+  OUT/bench.md    the tables (ratios against nvme-rdma), the goals and the gap to each, and
+                  with ci/bench --baseline-bin each ublk-rdma contender against its -base twin,
   OUT/bench.png   latency, IOPS and bandwidth bars per contender (gnuplot).
 Exit status: 0 when every contender produced every number, 1 otherwise (the files are
 written either way), 2 when the raw directory is unusable.
@@ -20,7 +21,12 @@ import subprocess
 import sys
 
 BASELINE = "nvme-rdma"
-RDMA_MODES = ["ublk-rdma-busy", "ublk-rdma-event", "ublk-rdma-hybrid"]
+# The ublk-rdma contenders whose goals are checked: the three completion modes on ram exports and
+# the default mode on a file export of a brd device (the server's backend path).
+RDMA_MODES = ["ublk-rdma-busy", "ublk-rdma-event", "ublk-rdma-hybrid", "ublk-rdma-file"]
+# With ci/bench --baseline-bin, each ublk-rdma contender NAME has a twin NAME + TWIN run by the
+# baseline build.
+TWIN = "-base"
 QD1 = "randread-4k-qd1"
 RR = "randread-4k-qd32x2"
 RW = "randwrite-4k-qd32x2"
@@ -360,6 +366,7 @@ def main():
               0.85 * wbw if wbw else None, True, "MiB/s", by_rep(mname, SR, "mib_s"),
               0.85 * wbw if wbw else None)
         goals.append(g)
+    twins = baseline_twins(contenders, order, jobs, job_names, by_rep, med)
     null_vs_brd = {job: ratio(med("ublk-null", job, "iops"), med("brd", job, "iops"))
                    for job in (QD1, RR, RW, SR, SW)}
 
@@ -369,6 +376,7 @@ def main():
         "contenders": contenders,
         "goals": goals,
         "ublk_null_vs_brd_iops": null_vs_brd,
+        "baseline_twins": twins,
         "baseline": BASELINE,
         "problems": problems,
     }
@@ -384,6 +392,77 @@ def main():
             print(f"[bench-report] {p}", file=sys.stderr)
         return 1
     return 0
+
+
+def job_metric(job):
+    """The number a job is judged by: (key, label, higher is better)."""
+    bs = str(job.get("bs", ""))
+    kib = int(bs[:-1]) if bs[:-1].isdigit() and bs[-1:].lower() == "k" else 0
+    if job.get("iodepth") == 1 and job.get("numjobs", 1) == 1:
+        return "lat_mean_us", "mean latency us", False
+    if kib >= 64:
+        return "mib_s", "MiB/s", True
+    return "iops", "IOPS", True
+
+
+def baseline_twins(contenders, order, jobs, job_names, by_rep, med):
+    """Each contender against its twin of the baseline build, per job: the medians of both, and
+    the ratio (this build / baseline) within each round, where the two ran minutes apart at
+    most."""
+    specs = {j["name"]: j for j in jobs}
+    out = []
+    for c in order:
+        twin = c + TWIN
+        if c.endswith(TWIN) or twin not in contenders:
+            continue
+        for jn in job_names:
+            key, label, higher = job_metric(specs.get(jn, {"name": jn}))
+            mine, base = by_rep(c, jn, key), by_rep(twin, jn, key)
+            rounds = [{"rep": r, "value": mine[r], "base": base[r], "ratio": mine[r] / base[r],
+                       "better": mine[r] > base[r] if higher else mine[r] < base[r]}
+                      for r in sorted(mine) if r in base and base[r]]
+            cmine, cbase = by_rep(c, jn, "guest_cpu_s_per_io"), by_rep(twin, jn, "guest_cpu_s_per_io")
+            cpu = [cmine[r] / cbase[r] for r in sorted(cmine) if cbase.get(r)]
+            rs = [x["ratio"] for x in rounds]
+            out.append({"contender": c, "twin": twin, "job": jn, "metric": key, "label": label,
+                        "higher_is_better": higher, "value": med(c, jn, key), "base_value": med(twin, jn, key),
+                        "ratio_median": median(rs), "ratio_min": min(rs) if rs else None,
+                        "ratio_max": max(rs) if rs else None,
+                        "better_rounds": sum(1 for x in rounds if x["better"]), "rounds": rounds,
+                        "guest_cpu_per_io_ratio_median": median(cpu)})
+    return out
+
+
+def twin_table(res):
+    twins = res.get("baseline_twins") or []
+    if not twins:
+        return []
+    ctx = res["context"]
+    host = ctx.get("host", {})
+    base = host.get("baseline_bin") or ctx.get("baseline_bin") or "?"
+    sha = host.get("baseline_sha256")
+    mine_sha = host.get("binary_sha256")
+    L = ["", "### Against the baseline build (same boot)", "",
+         f"Each ublk-rdma contender against its twin `NAME{TWIN}`, served and attached by the baseline "
+         f"build `{base}`" + (f" (sha256 {sha}...)" if sha else "")
+         + (" instead of this one" if not mine_sha or mine_sha != sha
+            else ", the same binary as this one (an A/A run: what follows is this boot's noise)")
+         + (f" (sha256 {mine_sha}...)" if mine_sha and mine_sha != sha else "")
+         + ", with storage of its own, in the same rounds: right after its contender in odd rounds, "
+         "right before it in even ones. Ratio: this build / the baseline within each round (the two "
+         "runs of a round are minutes apart at most); its median over the rounds, their range, and in "
+         "how many rounds this build was the better one (latency: lower is better; the rest: higher). "
+         "CPU: the guest's busy CPU time per IO, this build / the baseline, median over the rounds.", "",
+         "| contender | job | metric | this build | baseline | ratio (median) | per round | better in | CPU/IO ratio |",
+         "|---|---|---|---|---|---|---|---|---|"]
+    for t in twins:
+        n = len(t["rounds"])
+        rng = (f"{fmt_ratio(t['ratio_min'])}-{fmt_ratio(t['ratio_max'])}" if n > 1
+               else fmt_ratio(t["ratio_min"]) if n else "-")
+        L.append(f"| **{t['contender']}** | {t['job']} | {t['label']} | {fmt(t['value'])} | {fmt(t['base_value'])} "
+                 f"| {fmt_ratio(t['ratio_median'])} | {rng} | {t['better_rounds'] if n else '-'} of {n} "
+                 f"| {fmt_ratio(t['guest_cpu_per_io_ratio_median'])} |")
+    return L
 
 
 def counter_table(res, order):
@@ -442,6 +521,13 @@ def write_markdown(out, res, order, med):
     L.append("Ratios in parentheses are against nvme-rdma (latency: lower is better; the rest: higher is "
              "better). CPU is the guest's busy CPU time per IO during the 4k randread QD32 run (all "
              "processes and the kernel, fio included); \"own\" is the userspace daemon/server part of it.")
+    if "ublk-rdma-file" in order:
+        L.append("")
+        L.append("ublk-rdma-file serves a brd device through the server's file backend (io_uring, O_DIRECT), "
+                 "the same kind of namespace as nvme-rdma's: every IO goes through the server's CPU. The "
+                 "other ublk-rdma rows serve RAM exports: the client pulls reads with its own RDMA READs "
+                 "and pushes writes of up to 16 KiB with its own RDMA WRITEs, which the server's CPU never "
+                 "sees.")
     L.append("")
     hdr = ["contender", "QD1 mean us", "QD1 p50 us", "QD1 p99 us", "randread QD32x2 IOPS",
            "randwrite QD32x2 IOPS", "seq read MiB/s", "seq write MiB/s", "CPU us/IO (own)"]
@@ -484,7 +570,7 @@ def write_markdown(out, res, order, med):
             L.append(f"| {name} | {t['bytes'] // 1024} KiB | {fmt(t['bw_avg_mib_s'])} MiB/s | "
                      f"{fmt(t.get('bw_peak_mib_s'))} MiB/s | - |")
     L.append("")
-    L.append("Goals (issue 4) per completion mode; \"met\" or the gap:")
+    L.append("Goals (issue 4) per ublk-rdma contender; \"met\" or the gap:")
     L.append("")
     if res["goals"]:
         modes = [g["contender"] for g in res["goals"]]
@@ -498,6 +584,7 @@ def write_markdown(out, res, order, med):
             L.append("| " + " | ".join(row) + " |")
     else:
         L.append("No ublk-rdma contender in this run.")
+    L.extend(twin_table(res))
     L.extend(counter_table(res, order))
     nb = res["ublk_null_vs_brd_iops"]
     L.append("")

@@ -16,7 +16,9 @@
 //          buffer and completes at once without touching the data (zero copy). Any other
 //          buffer is refused with -EINVAL (a copy would hide a server bug). DISCARD and
 //          WRITE_ZEROES zero the range in place with memset: the memory is pinned by the NIC,
-//          so MADV_DONTNEED would make the CPU's and the NIC's views of it diverge.
+//          so MADV_DONTNEED would make the CPU's and the NIC's views of it diverge. Up to
+//          kRamZeroChunk (backend_ram.h) inside submit(); a larger range that much per poll(),
+//          between the other commands, with event_fd() readable until it is done.
 //  - file: io_uring per queue, O_DIRECT where the file system allows it. The buffers given to
 //          open_queue() (the server's RDMA-registered buffers) become io_uring fixed buffers,
 //          so data goes disk <-> NIC memory without a copy; a buffer outside them still works
@@ -31,7 +33,9 @@
 // poll() to the kernel (one syscall per pass) and then reaps without blocking. So call poll()
 // after each batch of submit()s, and always before sleeping on event_fd(): completions that
 // finish inside submit() (ram, null, block-device ioctls, immediate errors) are only handed
-// out by poll() and do not make event_fd() readable.
+// out by poll() and do not make event_fd() readable. Work that only poll() advances (a ram
+// export's large zeroing) keeps event_fd() readable until it is done, so sleeping on it never
+// stalls that work.
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -82,7 +86,8 @@ class BackendQueue {
 
   // -1 if every command completes synchronously (poll() right after submit() finds them).
   // Otherwise an fd that is readable (level-triggered: POLLIN) while completions wait to be
-  // reaped by poll(); watch it with epoll or an IORING_OP_POLL_ADD. Never read it.
+  // reaped by poll() or work waits for poll() to advance it; watch it with epoll or an
+  // IORING_OP_POLL_ADD. Never read it. The same fd for the queue's lifetime.
   virtual int event_fd() const = 0;
 
   // True while any submitted command has not yet been returned by poll().

@@ -14,7 +14,8 @@ class NullQueue final : public ImmediateQueue {
   NullQueue(uint64_t size, bool read_only, uint16_t depth) : ImmediateQueue(depth), size_(size), read_only_(read_only) {}
 
  private:
-  int execute_st(BackendOp op, uint64_t offset, uint32_t length, std::byte*, uint32_t, int* result) override {
+  int execute_st(uint16_t, BackendOp op, uint64_t offset, uint32_t length, std::byte*, uint32_t,
+                 int* result) override {
     switch (op) {
       case BackendOp::kFlush:
         *result = 0;

@@ -3,9 +3,11 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <vector>
 
 #include "base/log.h"
 #include "base/mapped_region.h"
@@ -33,10 +35,18 @@ uint64_t round_up(uint64_t v, uint64_t to) { return (v + to - 1) / to * to; }
 class RamQueue final : public ImmediateQueue {
  public:
   RamQueue(std::span<std::byte> memory, bool read_only, uint16_t depth)
-      : ImmediateQueue(depth), memory_(memory), read_only_(read_only) {}
+      : ImmediateQueue(depth, /*may_defer=*/true), memory_(memory), read_only_(read_only),
+        zeroing_(depth ? depth : 1) {}
 
  private:
-  int execute_st(BackendOp op, uint64_t offset, uint32_t length, std::byte* buffer, uint32_t,
+  // A range still to be zeroed by advance_st().
+  struct Zeroing {
+    uint16_t tag;
+    uint64_t offset;
+    uint64_t remaining;
+  };
+
+  int execute_st(uint16_t tag, BackendOp op, uint64_t offset, uint32_t length, std::byte* buffer, uint32_t,
                  int* result) override {
     switch (op) {
       case BackendOp::kRead:
@@ -61,15 +71,40 @@ class RamQueue final : public ImmediateQueue {
         if (read_only_) return -EROFS;
         // memset, not MADV_DONTNEED: the memory is pinned by an RDMA memory region, and
         // dropping the pages would leave the NIC on the old ones and the CPU on new zero pages.
-        std::memset(memory_.data() + offset, 0, length);
-        *result = 0;
-        return 0;
+        if (length <= kRamZeroChunk) {
+          std::memset(memory_.data() + offset, 0, length);
+          *result = 0;
+          return 0;
+        }
+        // Up to 4 GiB: done a chunk per poll() so the connection's other commands are not held
+        // up behind it for seconds.
+        zeroing_[(zero_head_ + zero_count_++) % zeroing_.size()] = Zeroing{tag, offset, length};
+        return kDeferred;
     }
     return -EINVAL;
   }
 
+  void advance_st() override {
+    uint64_t budget = kRamZeroChunk;
+    while (budget > 0 && zero_count_ > 0) {
+      Zeroing& z = zeroing_[zero_head_];
+      uint64_t n = std::min(z.remaining, budget);
+      std::memset(memory_.data() + z.offset, 0, n);
+      z.offset += n;
+      z.remaining -= n;
+      budget -= n;
+      if (z.remaining > 0) break;
+      const uint16_t tag = z.tag;
+      zero_head_ = uint32_t((zero_head_ + 1) % zeroing_.size());
+      --zero_count_;
+      complete_deferred_st(tag, 0);
+    }
+  }
+
   std::span<std::byte> memory_;
   bool read_only_;
+  std::vector<Zeroing> zeroing_;  // FIFO ring of depth entries (one command per tag)
+  uint32_t zero_head_ = 0, zero_count_ = 0;
 };
 
 class RamBackend final : public Backend {

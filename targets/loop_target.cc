@@ -42,6 +42,7 @@ class LoopQueue final : public ublk::QueueTarget {
         break;
       case ublk::kOpFlush: {
         io_uring_sqe* sqe = ctx_->get_sqe_st();
+        if (!sqe) return ctx_->complete_st(req.tag, -EIO);  // the ring is full (logged)
         io_uring_prep_fsync(sqe, fd_, IORING_FSYNC_DATASYNC);
         sqe->user_data = ublk::QueueContext::target_user_data(ctx_->queue_id(), req.tag, kFsync);
         break;
@@ -96,6 +97,7 @@ class LoopQueue final : public ublk::QueueTarget {
 
   void issue_fallocate_st(const ublk::IoRequest& req, int mode, uint8_t op) {
     io_uring_sqe* sqe = ctx_->get_sqe_st();
+    if (!sqe) return ctx_->complete_st(req.tag, -EIO);  // the ring is full (logged)
     io_uring_prep_fallocate(sqe, fd_, mode, off_t(req.offset), off_t(req.length));
     sqe->user_data = ublk::QueueContext::target_user_data(ctx_->queue_id(), req.tag, op);
   }
@@ -103,6 +105,7 @@ class LoopQueue final : public ublk::QueueTarget {
   void issue_rw_st(uint16_t tag) {
     InFlight& f = reqs_[tag];
     io_uring_sqe* sqe = ctx_->get_sqe_st();
+    if (!sqe) return ctx_->complete_st(tag, -EIO);  // the ring is full (logged)
     void* buf = f.req.buffer + f.done;
     unsigned len = f.req.length - f.done;
     off_t off = off_t(f.req.offset + f.done);

@@ -163,8 +163,16 @@ class IncomingRequest {
   std::span<const uint8_t> private_data() const { return private_data_; }
   const sockaddr* peer() const;
   std::string peer_address() const;
-  uint8_t initiator_depth() const { return initiator_depth_; }          // what the client will issue
-  uint8_t responder_resources() const { return responder_resources_; }  // what the client will serve
+  // The request's RDMA READ depths as rdma_cm reports them to the passive side: already from
+  // our point of view (the IB CM swaps the two fields of the client's REQ). Accept with an
+  // initiator_depth of at most initiator_depth() and responder_resources of at least
+  // responder_resources() (rdma_accept(3)).
+  // RDMA READs we may have outstanding against the client: its responder_resources, what it
+  // will serve.
+  uint8_t initiator_depth() const { return initiator_depth_; }
+  // RDMA READs the client will have outstanding against us: its initiator_depth, what it will
+  // issue.
+  uint8_t responder_resources() const { return responder_resources_; }
 
   // rdma_reject with `private_data`, then releases the id.
   void reject(std::span<const uint8_t> private_data);

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "base/log.h"
+#include "ublk/sqe_retry.h"
 
 namespace ublkrdma::ublk {
 namespace {
@@ -118,15 +119,18 @@ void QueueLoop::run_st(std::unique_ptr<QueueTarget> target, const std::function<
   published_target_.store(target_.get());
   if (cfg_.batch_io) {
     prep_batch_st();
-    arm_batch_fetch_st();
+    if (!arm_batch_fetch_st())
+      throw_setup("queue {}: no room in the submission queue for FETCH_IO_CMDS", cfg_.queue_id);
   } else {
     for (uint16_t tag = 0; tag < cfg_.depth; ++tag) {
-      queue_io_cmd_st(kIoFetchReq, tag, 0);
+      if (!queue_io_cmd_st(kIoFetchReq, tag, 0))
+        throw_setup("queue {}: no room in the submission queue for FETCH_REQ of tag {}", cfg_.queue_id, tag);
       tags_.transition(tag, TagState::kIdle, TagState::kInKernel);
     }
   }
   if (cfg_.exit_fd >= 0) {
     io_uring_sqe* sqe = get_sqe_st();
+    if (!sqe) throw_setup("queue {}: no room in the submission queue for the exit poll", cfg_.queue_id);
     io_uring_prep_poll_add(sqe, cfg_.exit_fd, POLLIN);
     sqe->user_data = WorkId{WorkKind::kControl, cfg_.queue_id, 0, 0, 0}.encode();
   }
@@ -178,6 +182,7 @@ void QueueLoop::run_st(std::unique_ptr<QueueTarget> target, const std::function<
         rc = io_uring_submit_and_get_events(ring);
     } else {
       arm_watches_st();
+      if (exiting_) continue;  // a watch could not be armed: the queue failed
       if (!target_->prepare_to_sleep_st()) continue;
       counters_.idle_sleeps.add_st();
       if (advice == IdleAdvice::kSleep) counters_.busy_sleeps.add_st();
@@ -191,7 +196,8 @@ void QueueLoop::run_st(std::unique_ptr<QueueTarget> target, const std::function<
     }
   }
   target_->stop_st();
-  log::ublk_io()->debug("queue {}: {}, exiting", cfg_.queue_id, exiting_ ? "told to exit" : "all tags retired");
+  log::ublk_io()->debug("queue {}: {}, exiting", cfg_.queue_id,
+                        failed_ ? "failed" : exiting_ ? "told to exit" : "all tags retired");
 }
 
 // Called on idle passes only: true until the queue has been idle for the hybrid spin time.
@@ -244,7 +250,7 @@ void QueueLoop::handle_ublk_cqe_st(uint16_t tag, int res) {
   if (res == kIoResOk) {
     take_request_st(tag);
   } else if (res == kIoResNeedGetData) {
-    queue_io_cmd_st(kIoNeedGetData, tag, 0);
+    if (!queue_io_cmd_st(kIoNeedGetData, tag, 0)) fail_st("NEED_GET_DATA");
   } else {
     // ABORT (-ENODEV) when the device stops or the queue is torn down; anything else is
     // unexpected but equally final for this tag.
@@ -278,7 +284,7 @@ void QueueLoop::complete_st(uint16_t tag, int result) {
     counters_.bytes_written.add_st(uint64_t(result));
   }
   if (!cfg_.batch_io) {
-    queue_io_cmd_st(kIoCommitAndFetchReq, tag, result);
+    if (!queue_io_cmd_st(kIoCommitAndFetchReq, tag, result)) fail_st("COMMIT_AND_FETCH_REQ");
     return;
   }
   queue_batch_commit_st(tag, result);
@@ -294,6 +300,7 @@ void QueueLoop::prep_batch_st() {
     elems[tag] = BatchElem{tag, 0, 0, reinterpret_cast<uint64_t>(io_buffer(tag))};
   BatchIoCmd cmd{cfg_.queue_id, kBatchFHasBufAddr, cfg_.depth, uint8_t(sizeof(BatchElem)), 0, 0};
   io_uring_sqe* sqe = uring_cmd_sqe_st(ioctl_batch_op(kIoPrepIoCmds), cmd);
+  if (!sqe) throw_setup("queue {}: no room in the submission queue for PREP_IO_CMDS", cfg_.queue_id);
   sqe->addr = reinterpret_cast<uint64_t>(elems.data());
   sqe->len = uint32_t(elems.size() * sizeof(BatchElem));
   const uint64_t prep_id = WorkId{WorkKind::kUblkCmd, cfg_.queue_id, 0, uint8_t(kIoPrepIoCmds), 0}.encode();
@@ -318,13 +325,15 @@ void QueueLoop::prep_batch_st() {
 }
 
 // One multishot command delivers every request of the queue, in arrays of tags.
-void QueueLoop::arm_batch_fetch_st() {
+bool QueueLoop::arm_batch_fetch_st() {
   BatchIoCmd cmd{cfg_.queue_id, 0, uint16_t(fetch_buf_bytes_ / sizeof(uint16_t)), uint8_t(sizeof(uint16_t)), 0, 0};
   io_uring_sqe* sqe = uring_cmd_sqe_st(ioctl_batch_op(kIoFetchIoCmds), cmd);
+  if (!sqe) return false;
   sqe->uring_cmd_flags = IORING_URING_CMD_MULTISHOT;
   sqe->flags = IOSQE_BUFFER_SELECT;
   sqe->buf_group = 0;
   sqe->user_data = WorkId{WorkKind::kUblkCmd, cfg_.queue_id, 0, uint8_t(kIoFetchIoCmds), 0}.encode();
+  return true;
 }
 
 void QueueLoop::handle_batch_cqe_st(const io_uring_cqe& cqe, const WorkId& id) {
@@ -371,7 +380,8 @@ void QueueLoop::on_batch_fetch_st(const io_uring_cqe& cqe) {
   if (cqe.flags & IORING_CQE_F_MORE) return;
   if (cqe.res >= 0 || cqe.res == -ENOBUFS) {
     counters_.fetch_rearms.add_st();
-    arm_batch_fetch_st();  // ended with its buffers all out (or the CQ full): the driver kept the tags
+    // Ended with its buffers all out (or the CQ full): the driver kept the tags.
+    if (!arm_batch_fetch_st()) fail_st("FETCH_IO_CMDS");
     return;
   }
   if (cqe.res != kIoResAbort)
@@ -419,6 +429,11 @@ void QueueLoop::flush_batch_commits_st() {
   }
   BatchIoCmd cmd{cfg_.queue_id, kBatchFHasBufAddr, n, uint8_t(sizeof(BatchElem)), 0, 0};
   io_uring_sqe* sqe = uring_cmd_sqe_st(ioctl_batch_op(kIoCommitIoCmds), cmd);
+  if (!sqe) {
+    free_commit_slots_.push_back(slot);
+    fail_st("COMMIT_IO_CMDS");
+    return;
+  }
   sqe->addr = reinterpret_cast<uint64_t>(commit_slots_[slot].get());
   sqe->len = uint32_t(n * sizeof(BatchElem));
   sqe->user_data = WorkId{WorkKind::kUblkCmd, cfg_.queue_id, slot, uint8_t(kIoCommitIoCmds), n}.encode();
@@ -434,10 +449,12 @@ bool QueueLoop::move_tag_st(uint16_t tag, TagState from, TagState to) {
 }
 
 // A URING_CMD SQE on the char device with `cmd` in its command area; the caller adds the rest.
+// Null if the SQ has no room (see get_sqe_st).
 template <typename Cmd>
 io_uring_sqe* QueueLoop::uring_cmd_sqe_st(uint32_t cmd_op, const Cmd& cmd) {
   static_assert(sizeof(Cmd) <= 16, "an IO command must fit a 64-byte SQE's command area");
   io_uring_sqe* sqe = get_sqe_st();
+  if (!sqe) return nullptr;
   std::memset(sqe, 0, sizeof(*sqe));
   sqe->opcode = IORING_OP_URING_CMD;
   sqe->fd = cfg_.char_fd;
@@ -446,23 +463,36 @@ io_uring_sqe* QueueLoop::uring_cmd_sqe_st(uint32_t cmd_op, const Cmd& cmd) {
   return sqe;
 }
 
-void QueueLoop::queue_io_cmd_st(uint32_t cmd_nr, uint16_t tag, int result) {
+bool QueueLoop::queue_io_cmd_st(uint32_t cmd_nr, uint16_t tag, int result) {
   IoCmd cmd{cfg_.queue_id, tag, result, reinterpret_cast<uint64_t>(io_buffer(tag))};
   io_uring_sqe* sqe = uring_cmd_sqe_st(cfg_.ioctl_encode ? ioctl_io_op(cmd_nr) : cmd_nr, cmd);
+  if (!sqe) return false;
   sqe->user_data = WorkId{WorkKind::kUblkCmd, cfg_.queue_id, tag, uint8_t(cmd_nr), 0}.encode();
   SPDLOG_LOGGER_TRACE(log::ublk_io(), "q{} tag {} {} result {}", cfg_.queue_id, tag, op_name(cmd_nr), result);
+  return true;
 }
 
 io_uring_sqe* QueueLoop::get_sqe_st() {
+  if (failed_) return nullptr;  // the ring already refused: do not retry (and log) per request
   io_uring* ring = ring_.get();
-  io_uring_sqe* sqe = io_uring_get_sqe(ring);
-  while (!sqe) {
-    int rc = io_uring_submit(ring);
-    if (rc < 0 && rc != -EAGAIN && rc != -EBUSY && rc != -EINTR)
-      log::ublk_io()->error("queue {}: flushing a full SQ failed: {}", cfg_.queue_id, errno_text(rc));
-    sqe = io_uring_get_sqe(ring);
-  }
+  int err = 0;
+  io_uring_sqe* sqe = get_entry_flushing([ring] { return io_uring_get_sqe(ring); },
+                                         [ring] { return io_uring_submit(ring); }, kMaxSqFlushes, &err);
+  if (!sqe)
+    log::ublk_io()->error("queue {}: the submission queue stays full ({} flushes): {}", cfg_.queue_id, kMaxSqFlushes,
+                          errno_text(err));
   return sqe;
+}
+
+// The ring cannot take a command the queue's tags depend on (a commit, a fetch, a watch it
+// would sleep on): waiting for it would hang the thread, so the queue stops serving now, loudly.
+// Its requests in the kernel get no answer until the device is stopped.
+void QueueLoop::fail_st(const char* what) {
+  if (!failed_)
+    log::ublk_io()->error("queue {}: no room in the submission queue for {}: this queue stops serving",
+                          cfg_.queue_id, what);
+  failed_ = true;
+  exiting_ = true;
 }
 
 int QueueLoop::register_fixed_buffers_st(std::span<const iovec> bufs) {
@@ -475,6 +505,10 @@ void QueueLoop::arm_watches_st() {
   for (auto& w : watches_) {
     if (w.armed) continue;
     io_uring_sqe* sqe = get_sqe_st();
+    if (!sqe) {
+      fail_st("a poll on a watched fd");  // sleeping without it could miss the target's wake-up
+      return;
+    }
     io_uring_prep_poll_add(sqe, w.fd, POLLIN);
     sqe->user_data = WorkId{WorkKind::kFdPoll, cfg_.queue_id, 0, w.token, 0}.encode();
     w.armed = true;

@@ -72,12 +72,13 @@ class QueueLoop final : public QueueContext {
   void fetch_all_st();
   template <typename Cmd>
   io_uring_sqe* uring_cmd_sqe_st(uint32_t cmd_op, const Cmd& cmd);
-  void queue_io_cmd_st(uint32_t cmd_nr, uint16_t tag, int result);
+  bool queue_io_cmd_st(uint32_t cmd_nr, uint16_t tag, int result);  // false: no room in the SQ
+  void fail_st(const char* what);
   void take_request_st(uint16_t tag);
   // Batch IO
   void setup_batch_st();
   void prep_batch_st();
-  void arm_batch_fetch_st();
+  bool arm_batch_fetch_st();  // false: no room in the SQ
   void handle_batch_cqe_st(const io_uring_cqe& cqe, const WorkId& id);
   void on_batch_fetch_st(const io_uring_cqe& cqe);
   void queue_batch_commit_st(uint16_t tag, int result);
@@ -108,6 +109,7 @@ class QueueLoop final : public QueueContext {
   std::vector<uint8_t> tag_ops_;
   std::vector<FdWatch> watches_;
   bool exiting_ = false;
+  bool failed_ = false;  // stopped by fail_st
   uint64_t idle_since_ns_ = 0;  // hybrid: when the current run of idle passes began (0: busy)
   bool cooperative_taskrun_ = false;  // ring set up with COOP_TASKRUN + TASKRUN_FLAG
   // Batch IO state

@@ -91,7 +91,8 @@ class QueueContext {
   virtual void complete_st(uint16_t tag, int result) = 0;
 
   // An SQE on the queue's ring for the target's own IO; its user_data must be made with
-  // target_user_data(). Never returns null (flushes the SQ if it is full).
+  // target_user_data(). Flushes the SQ if it is full; null if it stays full (the flushes keep
+  // failing; logged): complete the request with an error then.
   virtual io_uring_sqe* get_sqe_st() = 0;
   static uint64_t target_user_data(uint16_t queue, uint16_t tag, uint8_t op) {
     return WorkId{WorkKind::kTargetIo, queue, tag, op, 0}.encode();

@@ -59,6 +59,11 @@ void fill(std::byte* p, size_t n, uint8_t seed) {
   for (size_t i = 0; i < n; ++i) p[i] = std::byte(uint8_t(seed + i * 7 + (i >> 9)));
 }
 
+bool readable(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
 bool all_zero(const std::byte* p, size_t n) {
   return std::all_of(p, p + n, [](std::byte b) { return b == std::byte{0}; });
 }
@@ -102,7 +107,8 @@ TEST(RamBackend, EveryOp) {
   ASSERT_EQ(mem.size(), 1u << 20);
   EXPECT_TRUE(all_zero(mem.data(), mem.size()));
   auto q = b->open_queue(mem, kDepth);
-  EXPECT_EQ(q->event_fd(), -1);
+  ASSERT_GE(q->event_fd(), 0);  // for large zeroings (LargeZeroingTakesTurnsWithOtherCommands)
+  EXPECT_FALSE(readable(q->event_fd()));
   EXPECT_FALSE(q->busy());
 
   // WRITE: the server RDMA-READs the client's data straight into the export, then submits.
@@ -137,6 +143,100 @@ TEST(RamBackend, EveryOp) {
   EXPECT_EQ(q->submit(0, BackendOp::kDiscard, mem.size(), 512, nullptr, 0), -EINVAL);
   EXPECT_EQ(q->submit(0, BackendOp::kWrite, mem.size() - 512, 1024, mem.data() + mem.size() - 512, 0), -EINVAL);
   EXPECT_EQ(q->submit(0, BackendOp::kWriteZeroes, UINT64_MAX - 511, 1024, nullptr, 0), -EINVAL);
+}
+
+// A DISCARD / WRITE_ZEROES larger than kRamZeroChunk is done a chunk per poll(), so a 4 GiB
+// one does not hold up the connection's other commands for seconds.
+TEST(RamBackend, LargeZeroingTakesTurnsWithOtherCommands) {
+  constexpr size_t kSize = 64u << 20;
+  auto b = open_backend(spec(BackendKind::kRam, kSize));
+  std::span<std::byte> mem = b->direct_memory();
+  auto q = b->open_queue(mem, kDepth);
+  // Not aligned to the chunk at either end.
+  const uint64_t off = 512;
+  const uint32_t len = uint32_t(kSize - 1024);
+  for (BackendOp op : {BackendOp::kWriteZeroes, BackendOp::kDiscard}) {
+    SCOPED_TRACE(op == BackendOp::kDiscard ? "discard" : "write zeroes");
+    std::memset(mem.data(), 0xa5, mem.size());
+    ASSERT_EQ(q->submit(0, op, off, len, nullptr, 0), 0);
+    EXPECT_TRUE(q->busy());
+    // A connection that finds nothing to reap sleeps on event_fd(): it must not sleep now.
+    EXPECT_TRUE(readable(q->event_fd()));
+
+    BackendCompletion c[4];
+    EXPECT_EQ(q->poll(c), 0);
+    const auto zeros = size_t(std::count(mem.begin() + off, mem.begin() + off + len, std::byte{0}));
+    EXPECT_GT(zeros, 0u);
+    EXPECT_LE(zeros, kRamZeroChunk);
+    EXPECT_TRUE(q->busy());
+    EXPECT_TRUE(readable(q->event_fd()));
+
+    // A READ submitted meanwhile is answered on the next poll, ahead of the zeroing.
+    const uint64_t roff = kSize / 2;
+    ASSERT_EQ(q->submit(1, BackendOp::kRead, roff, 4096, mem.data() + roff, 0), 0);
+    ASSERT_EQ(q->poll(c), 1);
+    EXPECT_EQ(c[0].tag, 1);
+    EXPECT_EQ(c[0].result, 4096);
+    EXPECT_TRUE(q->busy());
+
+    // The rest, a chunk per poll: bounded, never more polls than chunks.
+    int polls = 0, n = 0;
+    while (n == 0 && polls <= int(len / kRamZeroChunk) + 1) {
+      n = q->poll(c);
+      ++polls;
+    }
+    ASSERT_EQ(n, 1);
+    EXPECT_EQ(c[0].tag, 0);
+    EXPECT_EQ(c[0].result, 0);
+    EXPECT_GE(polls, int(len / kRamZeroChunk) - 2);
+    EXPECT_FALSE(q->busy());
+    EXPECT_FALSE(readable(q->event_fd()));
+    EXPECT_TRUE(all_zero(mem.data() + off, len));
+    EXPECT_EQ(mem[off - 1], std::byte{0xa5});
+    EXPECT_EQ(mem[off + len], std::byte{0xa5});
+    EXPECT_EQ(q->poll(c), 0);
+  }
+
+  // Up to a chunk stays synchronous.
+  std::memset(mem.data(), 0xa5, mem.size());
+  ASSERT_EQ(q->submit(2, BackendOp::kWriteZeroes, 0, kRamZeroChunk, nullptr, 0), 0);
+  EXPECT_TRUE(all_zero(mem.data(), kRamZeroChunk));
+  EXPECT_EQ(mem[kRamZeroChunk], std::byte{0xa5});
+  EXPECT_FALSE(readable(q->event_fd()));
+  BackendCompletion c[1];
+  ASSERT_EQ(q->poll(c), 1);
+  EXPECT_EQ(c[0].tag, 2);
+}
+
+// Several large zeroings in flight at once all finish, with the event fd readable until the last.
+TEST(RamBackend, LargeZeroingsQueueUp) {
+  constexpr size_t kSize = 16u << 20;
+  auto b = open_backend(spec(BackendKind::kRam, kSize));
+  std::span<std::byte> mem = b->direct_memory();
+  auto q = b->open_queue(mem, kDepth);
+  std::memset(mem.data(), 0xa5, mem.size());
+  const uint32_t part = uint32_t(kSize / 4);
+  for (uint16_t t = 0; t < 4; ++t)
+    ASSERT_EQ(q->submit(t, t % 2 ? BackendOp::kDiscard : BackendOp::kWriteZeroes, t * part, part - 512, nullptr, 0),
+              0);
+  std::vector<int> seen;
+  BackendCompletion c[kDepth];
+  for (int polls = 0; q->busy() && polls < 100; ++polls) {
+    EXPECT_TRUE(readable(q->event_fd()));
+    int n = q->poll(c);
+    ASSERT_GE(n, 0);
+    for (int i = 0; i < n; ++i) {
+      EXPECT_EQ(c[i].result, 0);
+      seen.push_back(c[i].tag);
+    }
+  }
+  EXPECT_EQ(seen, (std::vector<int>{0, 1, 2, 3}));
+  EXPECT_FALSE(q->busy());
+  EXPECT_FALSE(readable(q->event_fd()));
+  for (uint16_t t = 0; t < 4; ++t) {
+    EXPECT_TRUE(all_zero(mem.data() + t * part, part - 512));
+    EXPECT_EQ(mem[t * part + part - 512], std::byte{0xa5});
+  }
 }
 
 TEST(RamBackend, TagsAndBatches) {

@@ -64,7 +64,7 @@ struct AddArgs {
   int spin_us = int(ublk::kDefaultHybridSpin.count());
   bool buffered = false;
   std::string traddr;
-  int trsvcid = 18520;
+  int trsvcid = wire::kDefaultPort;
   std::string export_name;
   int io_timeout_ms = 30000;
   std::string push_max = fmt::format("{}K", targets::kDefaultPushMaxBytes / 1024);
@@ -277,7 +277,7 @@ int run(int argc, char** argv) {
       ->capture_default_str();
   add_cmd->add_flag("--buffered", add.buffered, "loop: do not use O_DIRECT");
   add_cmd->add_option("--traddr", add.traddr, "rdma: server address");
-  add_cmd->add_option("--trsvcid", add.trsvcid, "rdma: server port (default 18520)")->check(CLI::Range(1, 65535));
+  add_cmd->add_option("--trsvcid", add.trsvcid, fmt::format("rdma: server port (default {})", wire::kDefaultPort))->check(CLI::Range(1, 65535));
   add_cmd->add_option("--export", add.export_name, "rdma: export name on the server");
   add_cmd->add_option("--io-timeout", add.io_timeout_ms, "rdma: fail an IO after this many ms")
       ->check(CLI::Range(100, 3600000));

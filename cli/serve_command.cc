@@ -47,7 +47,7 @@ void parse_listen(const std::string& text, std::string& addr, uint16_t& port) {
 }  // namespace
 
 void add_serve_options(CLI::App& cmd, ServeArgs& a) {
-  cmd.add_option("--listen", a.listen, "ADDR[:PORT] to listen on (port default 18520)")->required();
+  cmd.add_option("--listen", a.listen, fmt::format("ADDR[:PORT] to listen on (port default {})", wire::kDefaultPort))->required();
   cmd.add_option("--export", a.exports, "NAME=ram:SIZE[,hugepages] | NAME=file:PATH | NAME=null:SIZE (repeatable)")
       ->required();
   cmd.add_option("--read-only", a.read_only, "Export NAME refuses writes (repeatable)");

@@ -42,20 +42,12 @@
 #include <span>
 
 #include "server/export_spec.h"
+#include "transport/protocol.h"
 
 namespace ublkrdma::server {
 
-// Same numbering as the ublk ops (ublk/uapi.h kOp*) so a decoded command maps 1:1.
-enum class BackendOp : uint8_t {
-  kRead = 0,
-  kWrite = 1,
-  kFlush = 2,
-  kDiscard = 3,
-  kWriteZeroes = 5,
-};
-
-// submit() flags.
-inline constexpr uint32_t kBackendFlagFua = 1u << 0;  // WRITE: durable before completion
+// Ops are wire::Opcode and submit() flags wire::kCmdFlag* (transport/protocol.h): a validated
+// command is handed to the backend as it was decoded. Of the flags a backend acts on FUA only.
 
 // supported_ops() bits. READ and WRITE are always supported.
 inline constexpr uint32_t kSupportsFlush = 1u << 0;
@@ -77,7 +69,7 @@ class BackendQueue {
   // completion comes from poll(), possibly already on the next call), or -errno if refused
   // outright (-EINVAL bad tag/buffer/range, -EBUSY tag in flight, -EROFS on a read-only
   // export, -EAGAIN if the kernel ring stays full); a refused command produces no completion.
-  virtual int submit(uint16_t tag, BackendOp op, uint64_t offset, uint32_t length, std::byte* buffer,
+  virtual int submit(uint16_t tag, wire::Opcode op, uint64_t offset, uint32_t length, std::byte* buffer,
                      uint32_t flags) = 0;
 
   // Pushes queued commands to the kernel, then copies up to out.size() finished commands into

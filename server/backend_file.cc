@@ -67,15 +67,15 @@ class FileQueue final : public FileBackendQueue {
   int event_fd() const override { return ring_.fd(); }
   bool busy() const override { return active_ > 0; }
 
-  int submit(uint16_t tag, BackendOp op, uint64_t offset, uint32_t length, std::byte* buffer,
+  int submit(uint16_t tag, wire::Opcode op, uint64_t offset, uint32_t length, std::byte* buffer,
              uint32_t flags) override {
     if (tag >= slots_.size()) return -EINVAL;
     Slot& s = slots_[tag];
     if (s.active) return -EBUSY;
-    bool writes = op != BackendOp::kRead && op != BackendOp::kFlush;
-    if (op != BackendOp::kFlush && !within_export(info_.size, offset, length)) return -EINVAL;
+    bool writes = op != wire::Opcode::kRead && op != wire::Opcode::kFlush;
+    if (op != wire::Opcode::kFlush && !within_export(info_.size, offset, length)) return -EINVAL;
     if (writes && info_.read_only) return -EROFS;
-    if ((op == BackendOp::kRead || op == BackendOp::kWrite) && (buffer == nullptr || length == 0)) return -EINVAL;
+    if ((op == wire::Opcode::kRead || op == wire::Opcode::kWrite) && (buffer == nullptr || length == 0)) return -EINVAL;
 
     s = Slot{};
     s.op = op;
@@ -87,18 +87,18 @@ class FileQueue final : public FileBackendQueue {
 
     int rc = 0;
     switch (op) {
-      case BackendOp::kRead:
-      case BackendOp::kWrite:
+      case wire::Opcode::kRead:
+      case wire::Opcode::kWrite:
         s.fixed_index = fixed_index(buffer, length);
         rc = prep_transfer_st(tag);
         break;
-      case BackendOp::kFlush:
+      case wire::Opcode::kFlush:
         rc = prep_st(tag, [&](io_uring_sqe* sqe) { io_uring_prep_fsync(sqe, info_.fd, IORING_FSYNC_DATASYNC); });
         break;
-      case BackendOp::kDiscard:
-      case BackendOp::kWriteZeroes:
+      case wire::Opcode::kDiscard:
+      case wire::Opcode::kWriteZeroes:
         if (info_.block_device) return block_device_ioctl_st(tag, op, offset, length);
-        s.punch = op == BackendOp::kDiscard || zero_range_unsupported_;
+        s.punch = op == wire::Opcode::kDiscard || zero_range_unsupported_;
         rc = prep_fallocate_st(tag);
         break;
       default:
@@ -144,7 +144,7 @@ class FileQueue final : public FileBackendQueue {
   struct Slot {
     bool active = false;
     bool punch = false;  // fallocate mode: punch hole instead of zero range
-    BackendOp op = BackendOp::kRead;
+    wire::Opcode op = wire::Opcode::kRead;
     uint32_t flags = 0;
     uint64_t offset = 0;
     uint32_t length = 0;
@@ -188,7 +188,7 @@ class FileQueue final : public FileBackendQueue {
     unsigned len = s.length - s.done;
     uint64_t off = s.offset + s.done;
     return prep_st(tag, [&](io_uring_sqe* sqe) {
-      if (s.op == BackendOp::kRead) {
+      if (s.op == wire::Opcode::kRead) {
         if (s.fixed_index >= 0)
           io_uring_prep_read_fixed(sqe, info_.fd, p, len, off, s.fixed_index);
         else
@@ -199,7 +199,7 @@ class FileQueue final : public FileBackendQueue {
         else
           io_uring_prep_write(sqe, info_.fd, p, len, off);
         // FUA: the write itself is durable (O_DSYNC semantics) before it completes.
-        if (s.flags & kBackendFlagFua) sqe->rw_flags = RWF_DSYNC;
+        if (s.flags & wire::kCmdFlagFua) sqe->rw_flags = RWF_DSYNC;
       }
     });
   }
@@ -211,9 +211,9 @@ class FileQueue final : public FileBackendQueue {
   }
 
   // Block devices have no asynchronous discard in io_uring 2.3: the ioctls run here.
-  int block_device_ioctl_st(uint16_t tag, BackendOp op, uint64_t offset, uint32_t length) {
+  int block_device_ioctl_st(uint16_t tag, wire::Opcode op, uint64_t offset, uint32_t length) {
     uint64_t range[2] = {offset, length};
-    int rc = ::ioctl(info_.fd, op == BackendOp::kDiscard ? BLKDISCARD : BLKZEROOUT, range);
+    int rc = ::ioctl(info_.fd, op == wire::Opcode::kDiscard ? BLKDISCARD : BLKZEROOUT, range);
     int result = rc == 0 ? 0 : -errno;
     Slot& s = slots_[tag];
     s.active = true;
@@ -231,8 +231,8 @@ class FileQueue final : public FileBackendQueue {
     }
     Slot& s = slots_[id.tag];
     switch (s.op) {
-      case BackendOp::kRead:
-      case BackendOp::kWrite:
+      case wire::Opcode::kRead:
+      case wire::Opcode::kWrite:
         if (res < 0) break;
         if (res == 0) {  // EOF: the file shrank under us, or the device went away
           res = -EIO;
@@ -249,7 +249,7 @@ class FileQueue final : public FileBackendQueue {
         }
         res = int(s.length);
         break;
-      case BackendOp::kWriteZeroes:
+      case wire::Opcode::kWriteZeroes:
         if (res == -EOPNOTSUPP && !s.punch) {
           // Some file systems (tmpfs) punch holes but cannot zero a range; a hole reads as zeros.
           SPDLOG_LOGGER_DEBUG(log::server(), "export '{}': no FALLOC_FL_ZERO_RANGE here; punching holes instead",

@@ -16,7 +16,7 @@ ImmediateQueue::ImmediateQueue(uint16_t depth, bool may_defer) : done_(depth ? d
   work_fd_.reset(fd);
 }
 
-int ImmediateQueue::submit(uint16_t tag, BackendOp op, uint64_t offset, uint32_t length, std::byte* buffer,
+int ImmediateQueue::submit(uint16_t tag, wire::Opcode op, uint64_t offset, uint32_t length, std::byte* buffer,
                            uint32_t flags) {
   if (tag >= in_flight_.size()) return -EINVAL;
   if (in_flight_[tag]) return -EBUSY;

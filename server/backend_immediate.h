@@ -20,7 +20,7 @@ class ImmediateQueue : public BackendQueue {
   // Throws SetupError.
   explicit ImmediateQueue(uint16_t depth, bool may_defer = false);
 
-  int submit(uint16_t tag, BackendOp op, uint64_t offset, uint32_t length, std::byte* buffer,
+  int submit(uint16_t tag, wire::Opcode op, uint64_t offset, uint32_t length, std::byte* buffer,
              uint32_t flags) final;
   int poll(std::span<BackendCompletion> out) final;
   int event_fd() const final { return work_fd_.get(); }
@@ -33,7 +33,7 @@ class ImmediateQueue : public BackendQueue {
 
   // Does the command now. Returns -errno to refuse it (no completion), 0 with its completion
   // result (bytes or 0, or -errno) in *result, or kDeferred.
-  virtual int execute_st(uint16_t tag, BackendOp op, uint64_t offset, uint32_t length, std::byte* buffer,
+  virtual int execute_st(uint16_t tag, wire::Opcode op, uint64_t offset, uint32_t length, std::byte* buffer,
                          uint32_t flags, int* result) = 0;
 
   // Called at the start of each poll() while deferred commands remain: does a bounded piece of

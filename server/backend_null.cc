@@ -14,19 +14,19 @@ class NullQueue final : public ImmediateQueue {
   NullQueue(uint64_t size, bool read_only, uint16_t depth) : ImmediateQueue(depth), size_(size), read_only_(read_only) {}
 
  private:
-  int execute_st(uint16_t, BackendOp op, uint64_t offset, uint32_t length, std::byte*, uint32_t,
+  int execute_st(uint16_t, wire::Opcode op, uint64_t offset, uint32_t length, std::byte*, uint32_t,
                  int* result) override {
     switch (op) {
-      case BackendOp::kFlush:
+      case wire::Opcode::kFlush:
         *result = 0;
         return 0;
-      case BackendOp::kRead:
-      case BackendOp::kWrite:
-      case BackendOp::kDiscard:
-      case BackendOp::kWriteZeroes:
+      case wire::Opcode::kRead:
+      case wire::Opcode::kWrite:
+      case wire::Opcode::kDiscard:
+      case wire::Opcode::kWriteZeroes:
         if (!within_export(size_, offset, length)) return -EINVAL;
-        if (op != BackendOp::kRead && read_only_) return -EROFS;
-        *result = (op == BackendOp::kRead || op == BackendOp::kWrite) ? int(length) : 0;
+        if (op != wire::Opcode::kRead && read_only_) return -EROFS;
+        *result = (op == wire::Opcode::kRead || op == wire::Opcode::kWrite) ? int(length) : 0;
         return 0;
     }
     return -EINVAL;

@@ -46,13 +46,13 @@ class RamQueue final : public ImmediateQueue {
     uint64_t remaining;
   };
 
-  int execute_st(uint16_t tag, BackendOp op, uint64_t offset, uint32_t length, std::byte* buffer, uint32_t,
+  int execute_st(uint16_t tag, wire::Opcode op, uint64_t offset, uint32_t length, std::byte* buffer, uint32_t,
                  int* result) override {
     switch (op) {
-      case BackendOp::kRead:
-      case BackendOp::kWrite:
+      case wire::Opcode::kRead:
+      case wire::Opcode::kWrite:
         if (!within_export(memory_.size(), offset, length)) return -EINVAL;
-        if (op == BackendOp::kWrite && read_only_) return -EROFS;
+        if (op == wire::Opcode::kWrite && read_only_) return -EROFS;
         // The data already moved by RDMA to or from the export itself; anything else would
         // need a copy, which this design does not do.
         if (buffer != memory_.data() + offset) {
@@ -62,11 +62,11 @@ class RamQueue final : public ImmediateQueue {
         }
         *result = int(length);
         return 0;
-      case BackendOp::kFlush:
+      case wire::Opcode::kFlush:
         *result = 0;
         return 0;
-      case BackendOp::kDiscard:
-      case BackendOp::kWriteZeroes:
+      case wire::Opcode::kDiscard:
+      case wire::Opcode::kWriteZeroes:
         if (!within_export(memory_.size(), offset, length)) return -EINVAL;
         if (read_only_) return -EROFS;
         // memset, not MADV_DONTNEED: the memory is pinned by an RDMA memory region, and

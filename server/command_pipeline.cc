@@ -7,8 +7,6 @@
 
 namespace ublkrdma::server {
 
-static_assert(wire::kCmdFlagFua == kCommandFlagFua && wire::kCmdFlagPushed == kCommandFlagPushed,
-              "command flags are validated as they come off the wire");
 
 const char* command_state_name(CommandState s) {
   switch (s) {

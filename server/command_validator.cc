@@ -6,28 +6,27 @@
 
 namespace ublkrdma::server {
 
-static_assert(kCommandFlagFua == kBackendFlagFua, "validated flags are handed to the backend as they are");
 
 CommandCheck validate_command(const CommandToValidate& cmd, const CommandLimits& limits) {
   bool writes = false;  // changes the export's contents
   bool has_range = true;
   uint32_t needs = 0;   // kSupports* bit the op needs
-  switch (BackendOp(cmd.opcode)) {
-    case BackendOp::kRead:
+  switch (wire::Opcode(cmd.opcode)) {
+    case wire::Opcode::kRead:
       break;
-    case BackendOp::kWrite:
+    case wire::Opcode::kWrite:
       writes = true;
-      if (cmd.flags & kCommandFlagFua) needs = kSupportsFua;
+      if (cmd.flags & wire::kCmdFlagFua) needs = kSupportsFua;
       break;
-    case BackendOp::kFlush:
+    case wire::Opcode::kFlush:
       has_range = false;
       needs = kSupportsFlush;
       break;
-    case BackendOp::kDiscard:
+    case wire::Opcode::kDiscard:
       writes = true;
       needs = kSupportsDiscard;
       break;
-    case BackendOp::kWriteZeroes:
+    case wire::Opcode::kWriteZeroes:
       writes = true;
       needs = kSupportsWriteZeroes;
       break;
@@ -35,10 +34,10 @@ CommandCheck validate_command(const CommandToValidate& cmd, const CommandLimits&
       return CommandCheck::kUnknownOpcode;
   }
 
-  if (cmd.flags & ~(kCommandFlagFua | kCommandFlagPushed)) return CommandCheck::kUnknownFlags;
-  if ((cmd.flags & (kCommandFlagFua | kCommandFlagPushed)) && BackendOp(cmd.opcode) != BackendOp::kWrite)
+  if (cmd.flags & ~(wire::kCmdFlagFua | wire::kCmdFlagPushed)) return CommandCheck::kUnknownFlags;
+  if ((cmd.flags & (wire::kCmdFlagFua | wire::kCmdFlagPushed)) && wire::Opcode(cmd.opcode) != wire::Opcode::kWrite)
     return CommandCheck::kUnknownFlags;
-  if ((cmd.flags & kCommandFlagPushed) && !limits.push_writes) return CommandCheck::kUnknownFlags;
+  if ((cmd.flags & wire::kCmdFlagPushed) && !limits.push_writes) return CommandCheck::kUnknownFlags;
   if (cmd.tag >= limits.depth) return CommandCheck::kBadTag;
 
   if (has_range) {

@@ -3,17 +3,14 @@
 // before anything touches memory. Pure: no state, no IO, no logging, so the server can count
 // every rejection by reason and answer with an error status.
 //
-// Opcodes use the ublk numbering (ublk/uapi.h kOp*, same as BackendOp): READ 0, WRITE 1,
-// FLUSH 2, DISCARD 3, WRITE_ZEROES 5. FLUSH ignores offset and length (it touches no data).
+// Opcodes and flags are the protocol's (transport/protocol.h). FLUSH ignores offset and length
+// (it touches no data). Flags: FUA on WRITEs only; PUSHED on WRITEs only, and only where the
+// connection negotiated PUSH_WRITES; any other bit is rejected.
 #include <cstdint>
 
-namespace ublkrdma::server {
+#include "transport/protocol.h"
 
-// Command flags the validator knows; any other bit is rejected.
-inline constexpr uint32_t kCommandFlagFua = 1u << 0;  // WRITE only; == kBackendFlagFua
-// WRITE only, and only where the connection negotiated PUSH_WRITES: the client has already put
-// the data into the export (wire::kCmdFlagPushed).
-inline constexpr uint32_t kCommandFlagPushed = 1u << 1;
+namespace ublkrdma::server {
 
 struct CommandToValidate {
   uint8_t opcode;
@@ -30,7 +27,7 @@ struct CommandLimits {
   uint32_t supported_ops;  // kSupports* bits (Backend::supported_ops())
   uint32_t max_io_bytes;   // negotiated per-command maximum
   uint32_t depth;          // negotiated queue depth: tags are 0..depth-1
-  bool push_writes = false;  // PUSH_WRITES negotiated: WRITEs may carry kCommandFlagPushed
+  bool push_writes = false;  // PUSH_WRITES negotiated: WRITEs may carry wire::kCmdFlagPushed
 };
 
 enum class CommandCheck : uint8_t {

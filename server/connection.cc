@@ -449,8 +449,8 @@ void Connection::queue_answer(const wire::Command& cmd, int err, AnswerKind kind
 
 int Connection::submit_backend(const wire::Command& cmd) {
   bool data = cmd.opcode == wire::Opcode::kRead || cmd.opcode == wire::Opcode::kWrite;
-  uint32_t flags = (cmd.flags & wire::kCmdFlagFua) ? kBackendFlagFua : 0;
-  return bq_->submit(cmd.tag, BackendOp(uint8_t(cmd.opcode)), cmd.offset, cmd.length, data ? data_buffer(cmd) : nullptr,
+  uint32_t flags = cmd.flags & wire::kCmdFlagFua;  // PUSHED is the connection's business, not the backend's
+  return bq_->submit(cmd.tag, cmd.opcode, cmd.offset, cmd.length, data ? data_buffer(cmd) : nullptr,
                      flags);
 }
 

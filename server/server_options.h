@@ -6,12 +6,13 @@
 #include <vector>
 
 #include "server/export_spec.h"
+#include "transport/protocol.h"
 
 namespace ublkrdma::server {
 
 struct ServerOptions {
   std::string listen_addr;  // "" or "0.0.0.0" = any
-  uint16_t port = 18520;
+  uint16_t port = wire::kDefaultPort;
   std::vector<ExportSpec> exports;
   std::vector<Cidr> allow;
   std::string stats_path;  // JSON stats written here periodically and at exit ("" = none)

@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "transport/protocol.h"
 #include "ublk/device.h"
 
 namespace ublkrdma::targets {
@@ -21,7 +22,7 @@ inline constexpr uint16_t kMaxConnsPerQueue = 8;
 
 struct RdmaTargetOptions {
   std::string traddr;          // server address (IPv4/IPv6 literal or host name)
-  uint16_t trsvcid = 18520;    // server port
+  uint16_t trsvcid = wire::kDefaultPort;  // server port
   std::string export_name;     // [A-Za-z0-9._-]{1,32}
   uint16_t nr_queues = 1;
   uint16_t queue_depth = 128;

@@ -19,9 +19,10 @@
 #include <span>
 #include <string_view>
 
+#include "transport/protocol.h"
+
 namespace ublkrdma::wire {
 
-inline constexpr uint16_t kDefaultPort = 18520;
 inline constexpr uint32_t kMagic = 0x4d445255;  // bytes "URDM" on the wire
 inline constexpr uint16_t kVersion = 6;
 inline constexpr uint16_t kMinVersion = 1;
@@ -39,21 +40,6 @@ inline constexpr size_t kMaxBatch = 16;
 static_assert(kConnectRequestSize <= 56, "CONNECT private data is limited to 56 bytes");
 static_assert(kAcceptDataSize <= 196, "ACCEPT private data is limited to 196 bytes");
 static_assert(kRejectDataSize <= 148, "REJECT private data is limited to 148 bytes");
-
-// Opcodes use the ublk numbering (and the server's BackendOp), so they map 1:1.
-enum class Opcode : uint8_t {
-  kRead = 0,
-  kWrite = 1,
-  kFlush = 2,
-  kDiscard = 3,
-  kWriteZeroes = 5,
-};
-constexpr bool is_known_opcode(uint8_t op) { return op <= 3 || op == 5; }
-
-// Command flags.
-inline constexpr uint8_t kCmdFlagFua = 1u << 0;     // WRITE: durable before the response
-inline constexpr uint8_t kCmdFlagPushed = 1u << 1;  // WRITE (v4, PUSH_WRITES): the data is already there
-inline constexpr uint8_t kCmdFlagsKnown = kCmdFlagFua | kCmdFlagPushed;
 
 // ConnectRequest::flags (v2; v1 has none).
 inline constexpr uint16_t kConnectReadImm = 1u << 0;  // the client takes ReadDone immediates

@@ -30,7 +30,7 @@ namespace {
 constexpr uint16_t kDepth = 8;
 
 // Submits one command and polls (sleeping on event_fd() when there is one) until it completes.
-int run(BackendQueue& q, uint16_t tag, BackendOp op, uint64_t offset, uint32_t length, std::byte* buffer,
+int run(BackendQueue& q, uint16_t tag, wire::Opcode op, uint64_t offset, uint32_t length, std::byte* buffer,
         uint32_t flags = 0) {
   int rc = q.submit(tag, op, offset, length, buffer, flags);
   if (rc < 0) return rc;
@@ -85,8 +85,8 @@ ExportSpec spec(BackendKind kind, uint64_t size, std::string path = {}) {
 void expect_validator_guards(const Backend& b) {
   CommandLimits l = limits_of(b);
   uint32_t bs = b.block_size();
-  for (BackendOp op : {BackendOp::kRead, BackendOp::kWrite, BackendOp::kDiscard, BackendOp::kWriteZeroes}) {
-    EXPECT_EQ(validate_command({uint8_t(op), 0, 0, b.size() - bs, bs}, l), b.read_only() && op != BackendOp::kRead
+  for (wire::Opcode op : {wire::Opcode::kRead, wire::Opcode::kWrite, wire::Opcode::kDiscard, wire::Opcode::kWriteZeroes}) {
+    EXPECT_EQ(validate_command({uint8_t(op), 0, 0, b.size() - bs, bs}, l), b.read_only() && op != wire::Opcode::kRead
                                                                                 ? CommandCheck::kReadOnly
                                                                                 : CommandCheck::kOk);
     EXPECT_EQ(validate_command({uint8_t(op), 0, 0, b.size(), bs}, l), CommandCheck::kOutOfRange);
@@ -114,35 +114,35 @@ TEST(RamBackend, EveryOp) {
   // WRITE: the server RDMA-READs the client's data straight into the export, then submits.
   fill(mem.data() + 8192, 16384, 1);
   std::vector<std::byte> expect(mem.begin() + 8192, mem.begin() + 8192 + 16384);
-  EXPECT_EQ(run(*q, 0, BackendOp::kWrite, 8192, 16384, mem.data() + 8192), 16384);
-  EXPECT_EQ(run(*q, 1, BackendOp::kWrite, 8192, 16384, mem.data() + 8192, kBackendFlagFua), 16384);
-  EXPECT_EQ(run(*q, 2, BackendOp::kRead, 8192, 16384, mem.data() + 8192), 16384);
+  EXPECT_EQ(run(*q, 0, wire::Opcode::kWrite, 8192, 16384, mem.data() + 8192), 16384);
+  EXPECT_EQ(run(*q, 1, wire::Opcode::kWrite, 8192, 16384, mem.data() + 8192, wire::kCmdFlagFua), 16384);
+  EXPECT_EQ(run(*q, 2, wire::Opcode::kRead, 8192, 16384, mem.data() + 8192), 16384);
   EXPECT_EQ(0, std::memcmp(mem.data() + 8192, expect.data(), expect.size()));  // untouched
-  EXPECT_EQ(run(*q, 3, BackendOp::kFlush, 0, 0, nullptr), 0);
+  EXPECT_EQ(run(*q, 3, wire::Opcode::kFlush, 0, 0, nullptr), 0);
 
   // Anything but the export's own memory is refused: the ram path never copies.
   std::vector<std::byte> elsewhere(4096);
-  EXPECT_EQ(q->submit(0, BackendOp::kRead, 0, 4096, elsewhere.data(), 0), -EINVAL);
-  EXPECT_EQ(q->submit(0, BackendOp::kWrite, 4096, 4096, mem.data(), 0), -EINVAL);
+  EXPECT_EQ(q->submit(0, wire::Opcode::kRead, 0, 4096, elsewhere.data(), 0), -EINVAL);
+  EXPECT_EQ(q->submit(0, wire::Opcode::kWrite, 4096, 4096, mem.data(), 0), -EINVAL);
   EXPECT_FALSE(q->busy());
 
   // DISCARD and WRITE_ZEROES zero exactly the range, unaligned edges included.
   fill(mem.data(), mem.size(), 9);
-  EXPECT_EQ(run(*q, 4, BackendOp::kDiscard, 512, 8192 + 1024, nullptr), 0);
+  EXPECT_EQ(run(*q, 4, wire::Opcode::kDiscard, 512, 8192 + 1024, nullptr), 0);
   EXPECT_TRUE(all_zero(mem.data() + 512, 8192 + 1024));
   EXPECT_NE(mem[511], std::byte{0});
   EXPECT_FALSE(all_zero(mem.data() + 512 + 8192 + 1024, 512));
-  EXPECT_EQ(run(*q, 5, BackendOp::kWriteZeroes, 65536, 65536, nullptr), 0);
+  EXPECT_EQ(run(*q, 5, wire::Opcode::kWriteZeroes, 65536, 65536, nullptr), 0);
   EXPECT_TRUE(all_zero(mem.data() + 65536, 65536));
   EXPECT_FALSE(all_zero(mem.data() + 131072, 512));
-  EXPECT_EQ(run(*q, 5, BackendOp::kWriteZeroes, mem.size() - 512, 512, nullptr), 0);
+  EXPECT_EQ(run(*q, 5, wire::Opcode::kWriteZeroes, mem.size() - 512, 512, nullptr), 0);
   EXPECT_TRUE(all_zero(mem.data() + mem.size() - 512, 512));
 
   expect_validator_guards(*b);
   // The queue's own guard, should an unvalidated command slip through.
-  EXPECT_EQ(q->submit(0, BackendOp::kDiscard, mem.size(), 512, nullptr, 0), -EINVAL);
-  EXPECT_EQ(q->submit(0, BackendOp::kWrite, mem.size() - 512, 1024, mem.data() + mem.size() - 512, 0), -EINVAL);
-  EXPECT_EQ(q->submit(0, BackendOp::kWriteZeroes, UINT64_MAX - 511, 1024, nullptr, 0), -EINVAL);
+  EXPECT_EQ(q->submit(0, wire::Opcode::kDiscard, mem.size(), 512, nullptr, 0), -EINVAL);
+  EXPECT_EQ(q->submit(0, wire::Opcode::kWrite, mem.size() - 512, 1024, mem.data() + mem.size() - 512, 0), -EINVAL);
+  EXPECT_EQ(q->submit(0, wire::Opcode::kWriteZeroes, UINT64_MAX - 511, 1024, nullptr, 0), -EINVAL);
 }
 
 // A DISCARD / WRITE_ZEROES larger than kRamZeroChunk is done a chunk per poll(), so a 4 GiB
@@ -155,8 +155,8 @@ TEST(RamBackend, LargeZeroingTakesTurnsWithOtherCommands) {
   // Not aligned to the chunk at either end.
   const uint64_t off = 512;
   const uint32_t len = uint32_t(kSize - 1024);
-  for (BackendOp op : {BackendOp::kWriteZeroes, BackendOp::kDiscard}) {
-    SCOPED_TRACE(op == BackendOp::kDiscard ? "discard" : "write zeroes");
+  for (wire::Opcode op : {wire::Opcode::kWriteZeroes, wire::Opcode::kDiscard}) {
+    SCOPED_TRACE(op == wire::Opcode::kDiscard ? "discard" : "write zeroes");
     std::memset(mem.data(), 0xa5, mem.size());
     ASSERT_EQ(q->submit(0, op, off, len, nullptr, 0), 0);
     EXPECT_TRUE(q->busy());
@@ -173,7 +173,7 @@ TEST(RamBackend, LargeZeroingTakesTurnsWithOtherCommands) {
 
     // A READ submitted meanwhile is answered on the next poll, ahead of the zeroing.
     const uint64_t roff = kSize / 2;
-    ASSERT_EQ(q->submit(1, BackendOp::kRead, roff, 4096, mem.data() + roff, 0), 0);
+    ASSERT_EQ(q->submit(1, wire::Opcode::kRead, roff, 4096, mem.data() + roff, 0), 0);
     ASSERT_EQ(q->poll(c), 1);
     EXPECT_EQ(c[0].tag, 1);
     EXPECT_EQ(c[0].result, 4096);
@@ -199,7 +199,7 @@ TEST(RamBackend, LargeZeroingTakesTurnsWithOtherCommands) {
 
   // Up to a chunk stays synchronous.
   std::memset(mem.data(), 0xa5, mem.size());
-  ASSERT_EQ(q->submit(2, BackendOp::kWriteZeroes, 0, kRamZeroChunk, nullptr, 0), 0);
+  ASSERT_EQ(q->submit(2, wire::Opcode::kWriteZeroes, 0, kRamZeroChunk, nullptr, 0), 0);
   EXPECT_TRUE(all_zero(mem.data(), kRamZeroChunk));
   EXPECT_EQ(mem[kRamZeroChunk], std::byte{0xa5});
   EXPECT_FALSE(readable(q->event_fd()));
@@ -217,7 +217,7 @@ TEST(RamBackend, LargeZeroingsQueueUp) {
   std::memset(mem.data(), 0xa5, mem.size());
   const uint32_t part = uint32_t(kSize / 4);
   for (uint16_t t = 0; t < 4; ++t)
-    ASSERT_EQ(q->submit(t, t % 2 ? BackendOp::kDiscard : BackendOp::kWriteZeroes, t * part, part - 512, nullptr, 0),
+    ASSERT_EQ(q->submit(t, t % 2 ? wire::Opcode::kDiscard : wire::Opcode::kWriteZeroes, t * part, part - 512, nullptr, 0),
               0);
   std::vector<int> seen;
   BackendCompletion c[kDepth];
@@ -243,9 +243,9 @@ TEST(RamBackend, TagsAndBatches) {
   auto b = open_backend(spec(BackendKind::kRam, 1 << 20));
   std::span<std::byte> mem = b->direct_memory();
   auto q = b->open_queue(mem, kDepth);
-  EXPECT_EQ(q->submit(kDepth, BackendOp::kFlush, 0, 0, nullptr, 0), -EINVAL);
-  for (uint16_t t = 0; t < kDepth; ++t) ASSERT_EQ(q->submit(t, BackendOp::kRead, t * 4096, 4096, mem.data() + t * 4096, 0), 0);
-  EXPECT_EQ(q->submit(3, BackendOp::kFlush, 0, 0, nullptr, 0), -EBUSY);
+  EXPECT_EQ(q->submit(kDepth, wire::Opcode::kFlush, 0, 0, nullptr, 0), -EINVAL);
+  for (uint16_t t = 0; t < kDepth; ++t) ASSERT_EQ(q->submit(t, wire::Opcode::kRead, t * 4096, 4096, mem.data() + t * 4096, 0), 0);
+  EXPECT_EQ(q->submit(3, wire::Opcode::kFlush, 0, 0, nullptr, 0), -EBUSY);
   BackendCompletion c[3];
   std::vector<int> seen;
   while (q->busy()) {
@@ -261,7 +261,7 @@ TEST(RamBackend, TagsAndBatches) {
   std::sort(seen.begin(), seen.end());
   for (int t = 0; t < kDepth; ++t) EXPECT_EQ(seen[t], t);
   EXPECT_EQ(q->poll(c), 0);
-  EXPECT_EQ(q->submit(3, BackendOp::kFlush, 0, 0, nullptr, 0), 0);  // the tag is free again
+  EXPECT_EQ(q->submit(3, wire::Opcode::kFlush, 0, 0, nullptr, 0), 0);  // the tag is free again
 }
 
 TEST(RamBackend, ReadOnly) {
@@ -271,11 +271,11 @@ TEST(RamBackend, ReadOnly) {
   EXPECT_TRUE(b->read_only());
   std::span<std::byte> mem = b->direct_memory();
   auto q = b->open_queue(mem, kDepth);
-  EXPECT_EQ(run(*q, 0, BackendOp::kRead, 0, 4096, mem.data()), 4096);
-  EXPECT_EQ(run(*q, 0, BackendOp::kFlush, 0, 0, nullptr), 0);
-  EXPECT_EQ(q->submit(0, BackendOp::kWrite, 0, 4096, mem.data(), 0), -EROFS);
-  EXPECT_EQ(q->submit(0, BackendOp::kDiscard, 0, 4096, nullptr, 0), -EROFS);
-  EXPECT_EQ(q->submit(0, BackendOp::kWriteZeroes, 0, 4096, nullptr, 0), -EROFS);
+  EXPECT_EQ(run(*q, 0, wire::Opcode::kRead, 0, 4096, mem.data()), 4096);
+  EXPECT_EQ(run(*q, 0, wire::Opcode::kFlush, 0, 0, nullptr), 0);
+  EXPECT_EQ(q->submit(0, wire::Opcode::kWrite, 0, 4096, mem.data(), 0), -EROFS);
+  EXPECT_EQ(q->submit(0, wire::Opcode::kDiscard, 0, 4096, nullptr, 0), -EROFS);
+  EXPECT_EQ(q->submit(0, wire::Opcode::kWriteZeroes, 0, 4096, nullptr, 0), -EROFS);
   expect_validator_guards(*b);
   EXPECT_TRUE(open_backend(spec(BackendKind::kRam, 1 << 20), /*read_only=*/true)->read_only());
 }
@@ -305,22 +305,22 @@ TEST(NullBackend, EveryOp) {
   std::vector<std::byte> buf(8192);
   fill(buf.data(), buf.size(), 3);
   std::vector<std::byte> before = buf;
-  EXPECT_EQ(run(*q, 0, BackendOp::kWrite, 0, 8192, buf.data()), 8192);
-  EXPECT_EQ(run(*q, 1, BackendOp::kWrite, 4096, 8192, buf.data(), kBackendFlagFua), 8192);
-  EXPECT_EQ(run(*q, 2, BackendOp::kRead, (1ull << 40) - 8192, 8192, buf.data()), 8192);
+  EXPECT_EQ(run(*q, 0, wire::Opcode::kWrite, 0, 8192, buf.data()), 8192);
+  EXPECT_EQ(run(*q, 1, wire::Opcode::kWrite, 4096, 8192, buf.data(), wire::kCmdFlagFua), 8192);
+  EXPECT_EQ(run(*q, 2, wire::Opcode::kRead, (1ull << 40) - 8192, 8192, buf.data()), 8192);
   EXPECT_EQ(buf, before);  // reads leave the buffer as it is
-  EXPECT_EQ(run(*q, 3, BackendOp::kFlush, 0, 0, nullptr), 0);
-  EXPECT_EQ(run(*q, 4, BackendOp::kDiscard, 0, 1u << 30, nullptr), 0);
-  EXPECT_EQ(run(*q, 5, BackendOp::kWriteZeroes, 0, 1u << 30, nullptr), 0);
-  EXPECT_EQ(q->submit(0, BackendOp::kRead, 1ull << 40, 512, buf.data(), 0), -EINVAL);
-  EXPECT_EQ(q->submit(kDepth, BackendOp::kRead, 0, 512, buf.data(), 0), -EINVAL);
+  EXPECT_EQ(run(*q, 3, wire::Opcode::kFlush, 0, 0, nullptr), 0);
+  EXPECT_EQ(run(*q, 4, wire::Opcode::kDiscard, 0, 1u << 30, nullptr), 0);
+  EXPECT_EQ(run(*q, 5, wire::Opcode::kWriteZeroes, 0, 1u << 30, nullptr), 0);
+  EXPECT_EQ(q->submit(0, wire::Opcode::kRead, 1ull << 40, 512, buf.data(), 0), -EINVAL);
+  EXPECT_EQ(q->submit(kDepth, wire::Opcode::kRead, 0, 512, buf.data(), 0), -EINVAL);
   expect_validator_guards(*b);
 
   auto ro = open_backend(spec(BackendKind::kNull, 1 << 20), true);
   auto rq = ro->open_queue({}, kDepth);
-  EXPECT_EQ(run(*rq, 0, BackendOp::kRead, 0, 512, buf.data()), 512);
-  EXPECT_EQ(rq->submit(0, BackendOp::kWrite, 0, 512, buf.data(), 0), -EROFS);
-  EXPECT_EQ(rq->submit(0, BackendOp::kWriteZeroes, 0, 512, nullptr, 0), -EROFS);
+  EXPECT_EQ(run(*rq, 0, wire::Opcode::kRead, 0, 512, buf.data()), 512);
+  EXPECT_EQ(rq->submit(0, wire::Opcode::kWrite, 0, 512, buf.data(), 0), -EROFS);
+  EXPECT_EQ(rq->submit(0, wire::Opcode::kWriteZeroes, 0, 512, nullptr, 0), -EROFS);
   expect_validator_guards(*ro);
 }
 
@@ -409,21 +409,21 @@ TEST_P(FileBackendTest, WriteReadFlushFua) {
   auto q = backend_->open_queue(slab_.bytes(), kDepth);
   fill(slot(0), 65536, 5);
   std::vector<std::byte> data(slot(0), slot(0) + 65536);
-  EXPECT_EQ(run(*q, 0, BackendOp::kWrite, 65536, 65536, slot(0)), 65536);
+  EXPECT_EQ(run(*q, 0, wire::Opcode::kWrite, 65536, 65536, slot(0)), 65536);
   EXPECT_EQ(file_->read(65536, 65536), data);  // reached the file (O_DIRECT or page cache)
   std::memset(slot(1), 0xee, 65536);
-  EXPECT_EQ(run(*q, 1, BackendOp::kRead, 65536, 65536, slot(1)), 65536);
+  EXPECT_EQ(run(*q, 1, wire::Opcode::kRead, 65536, 65536, slot(1)), 65536);
   EXPECT_EQ(0, std::memcmp(slot(1), data.data(), data.size()));
-  EXPECT_EQ(run(*q, 2, BackendOp::kFlush, 0, 0, nullptr), 0);
+  EXPECT_EQ(run(*q, 2, wire::Opcode::kFlush, 0, 0, nullptr), 0);
 
   fill(slot(2), 4096, 77);
-  EXPECT_EQ(run(*q, 3, BackendOp::kWrite, kFileSize - 4096, 4096, slot(2), kBackendFlagFua), 4096);
+  EXPECT_EQ(run(*q, 3, wire::Opcode::kWrite, kFileSize - 4096, 4096, slot(2), wire::kCmdFlagFua), 4096);
   std::vector<std::byte> tail(slot(2), slot(2) + 4096);
   EXPECT_EQ(file_->read(kFileSize - 4096, 4096), tail);
 
   // The block size is the alignment unit: smallest aligned IO at the very end works.
   uint32_t bs = backend_->block_size();
-  EXPECT_EQ(run(*q, 4, BackendOp::kRead, kFileSize - bs, bs, slot(3)), int(bs));
+  EXPECT_EQ(run(*q, 4, wire::Opcode::kRead, kFileSize - bs, bs, slot(3)), int(bs));
   EXPECT_EQ(0, std::memcmp(slot(3), tail.data() + 4096 - bs, bs));
 }
 
@@ -433,23 +433,23 @@ TEST_P(FileBackendTest, BuffersOutsideTheFixedOnesStillWork) {
   auto* p = static_cast<std::byte*>(other.get());
   fill(p, 8192, 11);
   std::vector<std::byte> data(p, p + 8192);
-  EXPECT_EQ(run(*q, 0, BackendOp::kWrite, 0, 8192, p), 8192);
+  EXPECT_EQ(run(*q, 0, wire::Opcode::kWrite, 0, 8192, p), 8192);
   std::memset(p, 0, 8192);
-  EXPECT_EQ(run(*q, 0, BackendOp::kRead, 0, 8192, p), 8192);
+  EXPECT_EQ(run(*q, 0, wire::Opcode::kRead, 0, 8192, p), 8192);
   EXPECT_EQ(0, std::memcmp(p, data.data(), 8192));
   // A buffer straddling the end of the fixed region falls back to a plain read.
   auto half = backend_->open_queue(slab_.bytes().first(kSlab / 2), kDepth);
   EXPECT_TRUE(dynamic_cast<FileBackendQueue&>(*half).fixed_buffers());
   std::byte* straddle = static_cast<std::byte*>(slab_.get()) + kSlab / 2 - 4096;
   std::memset(straddle, 0, 8192);
-  EXPECT_EQ(run(*half, 1, BackendOp::kRead, 0, 8192, straddle), 8192);
+  EXPECT_EQ(run(*half, 1, wire::Opcode::kRead, 0, 8192, straddle), 8192);
   EXPECT_EQ(0, std::memcmp(straddle, data.data(), 8192));
 
   // Without fixed buffers at all.
   auto plain = backend_->open_queue({}, kDepth);
   EXPECT_FALSE(dynamic_cast<FileBackendQueue&>(*plain).fixed_buffers());
   std::memset(slot(0), 0, 8192);
-  EXPECT_EQ(run(*plain, 0, BackendOp::kRead, 0, 8192, slot(0)), 8192);
+  EXPECT_EQ(run(*plain, 0, wire::Opcode::kRead, 0, 8192, slot(0)), 8192);
   EXPECT_EQ(0, std::memcmp(slot(0), data.data(), 8192));
 }
 
@@ -460,20 +460,20 @@ TEST_P(FileBackendTest, DiscardAndWriteZeroesReadBackZeros) {
   file_->write(0, pattern);
   uint64_t allocated = file_->allocated_bytes();
 
-  EXPECT_EQ(run(*q, 0, BackendOp::kDiscard, 1 << 20, 1 << 20, nullptr), 0);
-  EXPECT_EQ(run(*q, 1, BackendOp::kRead, 1 << 20, 65536, slot(0)), 65536);
+  EXPECT_EQ(run(*q, 0, wire::Opcode::kDiscard, 1 << 20, 1 << 20, nullptr), 0);
+  EXPECT_EQ(run(*q, 1, wire::Opcode::kRead, 1 << 20, 65536, slot(0)), 65536);
   EXPECT_TRUE(all_zero(slot(0), 65536));
   EXPECT_TRUE(all_zero(file_->read(1 << 20, 1 << 20).data(), 1 << 20));
   EXPECT_LT(file_->allocated_bytes(), allocated);  // a real hole
 
   uint32_t bs = backend_->block_size();
-  EXPECT_EQ(run(*q, 2, BackendOp::kWriteZeroes, 3 << 20, 8 * bs, nullptr), 0);
-  EXPECT_EQ(run(*q, 3, BackendOp::kRead, (3 << 20) - bs, 10 * bs, slot(1)), int(10 * bs));
+  EXPECT_EQ(run(*q, 2, wire::Opcode::kWriteZeroes, 3 << 20, 8 * bs, nullptr), 0);
+  EXPECT_EQ(run(*q, 3, wire::Opcode::kRead, (3 << 20) - bs, 10 * bs, slot(1)), int(10 * bs));
   EXPECT_EQ(0, std::memcmp(slot(1), pattern.data() + (3 << 20) - bs, bs));  // before: intact
   EXPECT_TRUE(all_zero(slot(1) + bs, 8 * bs));
   EXPECT_EQ(0, std::memcmp(slot(1) + 9 * bs, pattern.data() + (3 << 20) + 8 * bs, bs));  // after: intact
   // Again, so a queue that learnt "no ZERO_RANGE here" (tmpfs) takes its fallback directly.
-  EXPECT_EQ(run(*q, 4, BackendOp::kWriteZeroes, 0, 4096, nullptr), 0);
+  EXPECT_EQ(run(*q, 4, wire::Opcode::kWriteZeroes, 0, 4096, nullptr), 0);
   EXPECT_TRUE(all_zero(file_->read(0, 4096).data(), 4096));
   EXPECT_EQ(file_->read(4096, 4096), std::vector<std::byte>(pattern.begin() + 4096, pattern.begin() + 8192));
   // The file keeps its size.
@@ -485,8 +485,8 @@ TEST_P(FileBackendTest, DiscardAndWriteZeroesReadBackZeros) {
 TEST_P(FileBackendTest, ManyInFlightAndEventFd) {
   auto q = backend_->open_queue(slab_.bytes(), kDepth);
   for (uint16_t t = 0; t < kDepth; ++t) fill(slot(t), 65536, uint8_t(t));
-  for (uint16_t t = 0; t < kDepth; ++t) ASSERT_EQ(q->submit(t, BackendOp::kWrite, t * 65536ull, 65536, slot(t), 0), 0);
-  EXPECT_EQ(q->submit(2, BackendOp::kFlush, 0, 0, nullptr, 0), -EBUSY);
+  for (uint16_t t = 0; t < kDepth; ++t) ASSERT_EQ(q->submit(t, wire::Opcode::kWrite, t * 65536ull, 65536, slot(t), 0), 0);
+  EXPECT_EQ(q->submit(2, wire::Opcode::kFlush, 0, 0, nullptr, 0), -EBUSY);
   std::vector<bool> done(kDepth);
   BackendCompletion c[3];
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
@@ -515,11 +515,11 @@ TEST_P(FileBackendTest, ManyInFlightAndEventFd) {
 
 TEST_P(FileBackendTest, QueueGuards) {
   auto q = backend_->open_queue(slab_.bytes(), kDepth);
-  EXPECT_EQ(q->submit(kDepth, BackendOp::kRead, 0, 4096, slot(0), 0), -EINVAL);
-  EXPECT_EQ(q->submit(0, BackendOp::kRead, kFileSize, 4096, slot(0), 0), -EINVAL);
-  EXPECT_EQ(q->submit(0, BackendOp::kWrite, kFileSize - 4096, 8192, slot(0), 0), -EINVAL);  // would grow the file
-  EXPECT_EQ(q->submit(0, BackendOp::kDiscard, UINT64_MAX - 4095, 8192, nullptr, 0), -EINVAL);
-  EXPECT_EQ(q->submit(0, BackendOp::kRead, 0, 4096, nullptr, 0), -EINVAL);
+  EXPECT_EQ(q->submit(kDepth, wire::Opcode::kRead, 0, 4096, slot(0), 0), -EINVAL);
+  EXPECT_EQ(q->submit(0, wire::Opcode::kRead, kFileSize, 4096, slot(0), 0), -EINVAL);
+  EXPECT_EQ(q->submit(0, wire::Opcode::kWrite, kFileSize - 4096, 8192, slot(0), 0), -EINVAL);  // would grow the file
+  EXPECT_EQ(q->submit(0, wire::Opcode::kDiscard, UINT64_MAX - 4095, 8192, nullptr, 0), -EINVAL);
+  EXPECT_EQ(q->submit(0, wire::Opcode::kRead, 0, 4096, nullptr, 0), -EINVAL);
   EXPECT_FALSE(q->busy());
   BackendCompletion c[1];
   EXPECT_EQ(q->poll(c), 0);
@@ -529,9 +529,9 @@ TEST_P(FileBackendTest, ShortReadAfterTruncateIsAnError) {
   auto q = backend_->open_queue(slab_.bytes(), kDepth);
   // Someone shrinks the file under the server: the read gets part of the data, then EOF.
   ASSERT_EQ(::truncate(file_->path().c_str(), kFileSize - 8192), 0);
-  EXPECT_EQ(run(*q, 0, BackendOp::kRead, kFileSize - 16384, 16384, slot(0)), -EIO);
-  EXPECT_EQ(run(*q, 1, BackendOp::kRead, kFileSize - 8192, 8192, slot(0)), -EIO);
-  EXPECT_EQ(run(*q, 2, BackendOp::kRead, 0, 8192, slot(0)), 8192);
+  EXPECT_EQ(run(*q, 0, wire::Opcode::kRead, kFileSize - 16384, 16384, slot(0)), -EIO);
+  EXPECT_EQ(run(*q, 1, wire::Opcode::kRead, kFileSize - 8192, 8192, slot(0)), -EIO);
+  EXPECT_EQ(run(*q, 2, wire::Opcode::kRead, 0, 8192, slot(0)), 8192);
 }
 
 TEST_P(FileBackendTest, ReadOnly) {
@@ -540,11 +540,11 @@ TEST_P(FileBackendTest, ReadOnly) {
   EXPECT_TRUE(ro->read_only());
   EXPECT_EQ(ro->supported_ops() & (kSupportsDiscard | kSupportsWriteZeroes), 0u);
   auto q = ro->open_queue(slab_.bytes(), kDepth);
-  EXPECT_EQ(run(*q, 0, BackendOp::kRead, 0, 4096, slot(0)), 4096);
-  EXPECT_EQ(run(*q, 0, BackendOp::kFlush, 0, 0, nullptr), 0);
-  EXPECT_EQ(q->submit(0, BackendOp::kWrite, 0, 4096, slot(0), 0), -EROFS);
-  EXPECT_EQ(q->submit(0, BackendOp::kDiscard, 0, 4096, nullptr, 0), -EROFS);
-  EXPECT_EQ(q->submit(0, BackendOp::kWriteZeroes, 0, 4096, nullptr, 0), -EROFS);
+  EXPECT_EQ(run(*q, 0, wire::Opcode::kRead, 0, 4096, slot(0)), 4096);
+  EXPECT_EQ(run(*q, 0, wire::Opcode::kFlush, 0, 0, nullptr), 0);
+  EXPECT_EQ(q->submit(0, wire::Opcode::kWrite, 0, 4096, slot(0), 0), -EROFS);
+  EXPECT_EQ(q->submit(0, wire::Opcode::kDiscard, 0, 4096, nullptr, 0), -EROFS);
+  EXPECT_EQ(q->submit(0, wire::Opcode::kWriteZeroes, 0, 4096, nullptr, 0), -EROFS);
   expect_validator_guards(*ro);
   // Two read-only servers may share a file; a writer may not join them.
   auto ro2 = open_file_backend(spec(BackendKind::kFile, 0, file_->path()), true);
@@ -622,25 +622,25 @@ TEST(FileBackendBlockDevice, EveryOp) {
   MappedRegion slab = MappedRegion::anonymous(1 << 20);
   auto* buf = static_cast<std::byte*>(slab.get());
   auto q = b->open_queue(slab.bytes(), kDepth);
-  EXPECT_EQ(run(*q, 0, BackendOp::kRead, 4096, 65536, buf), 65536);
+  EXPECT_EQ(run(*q, 0, wire::Opcode::kRead, 4096, 65536, buf), 65536);
   EXPECT_EQ(0, std::memcmp(buf, pattern.data() + 4096, 65536));
   fill(buf, 65536, 99);
   std::vector<std::byte> data(buf, buf + 65536);
-  EXPECT_EQ(run(*q, 1, BackendOp::kWrite, 1 << 20, 65536, buf, kBackendFlagFua), 65536);
-  EXPECT_EQ(run(*q, 2, BackendOp::kFlush, 0, 0, nullptr), 0);
+  EXPECT_EQ(run(*q, 1, wire::Opcode::kWrite, 1 << 20, 65536, buf, wire::kCmdFlagFua), 65536);
+  EXPECT_EQ(run(*q, 2, wire::Opcode::kFlush, 0, 0, nullptr), 0);
   std::memset(buf, 0, 65536);
-  EXPECT_EQ(run(*q, 3, BackendOp::kRead, 1 << 20, 65536, buf), 65536);
+  EXPECT_EQ(run(*q, 3, wire::Opcode::kRead, 1 << 20, 65536, buf), 65536);
   EXPECT_EQ(0, std::memcmp(buf, data.data(), 65536));
 
-  EXPECT_EQ(run(*q, 4, BackendOp::kDiscard, 2 << 20, 1 << 20, nullptr), 0);
-  EXPECT_EQ(run(*q, 5, BackendOp::kRead, 2 << 20, 65536, buf), 65536);
+  EXPECT_EQ(run(*q, 4, wire::Opcode::kDiscard, 2 << 20, 1 << 20, nullptr), 0);
+  EXPECT_EQ(run(*q, 5, wire::Opcode::kRead, 2 << 20, 65536, buf), 65536);
   EXPECT_TRUE(all_zero(buf, 65536));
-  EXPECT_EQ(run(*q, 6, BackendOp::kWriteZeroes, 4 << 20, 4096, nullptr), 0);
-  EXPECT_EQ(run(*q, 7, BackendOp::kRead, (4 << 20) - 512, 4096 + 1024, buf), 4096 + 1024);
+  EXPECT_EQ(run(*q, 6, wire::Opcode::kWriteZeroes, 4 << 20, 4096, nullptr), 0);
+  EXPECT_EQ(run(*q, 7, wire::Opcode::kRead, (4 << 20) - 512, 4096 + 1024, buf), 4096 + 1024);
   EXPECT_EQ(0, std::memcmp(buf, pattern.data() + (4 << 20) - 512, 512));
   EXPECT_TRUE(all_zero(buf + 512, 4096));
   EXPECT_EQ(0, std::memcmp(buf + 512 + 4096, pattern.data() + (4 << 20) + 4096, 512));
-  EXPECT_EQ(q->submit(0, BackendOp::kDiscard, 8 << 20, 512, nullptr, 0), -EINVAL);
+  EXPECT_EQ(q->submit(0, wire::Opcode::kDiscard, 8 << 20, 512, nullptr, 0), -EINVAL);
   expect_validator_guards(*b);
   q.reset();
   b.reset();
@@ -649,9 +649,9 @@ TEST(FileBackendBlockDevice, EveryOp) {
   EXPECT_TRUE(ro->read_only());
   EXPECT_EQ(ro->supported_ops() & (kSupportsDiscard | kSupportsWriteZeroes), 0u);
   auto rq = ro->open_queue(slab.bytes(), kDepth);
-  EXPECT_EQ(run(*rq, 0, BackendOp::kRead, 1 << 20, 65536, buf), 65536);
+  EXPECT_EQ(run(*rq, 0, wire::Opcode::kRead, 1 << 20, 65536, buf), 65536);
   EXPECT_EQ(0, std::memcmp(buf, data.data(), 65536));
-  EXPECT_EQ(rq->submit(0, BackendOp::kWrite, 0, 512, buf, 0), -EROFS);
+  EXPECT_EQ(rq->submit(0, wire::Opcode::kWrite, 0, 512, buf, 0), -EROFS);
 }
 
 TEST(FileBackendSetup, Errors) {

@@ -26,6 +26,16 @@ using Clock = std::chrono::steady_clock;
 struct ExportTotals {
   uint64_t connections = 0;
   uint64_t commands = 0, rdma_bytes = 0, copied_bytes = 0, errors = 0, rejected_commands = 0;
+
+  // Counts one connection's counters in.
+  void add(const ConnectionStats& c) {
+    connections += 1;
+    commands += c.commands.get();
+    rdma_bytes += c.rdma_bytes.get();
+    copied_bytes += c.copied_bytes.get();
+    errors += c.errors.get();
+    rejected_commands += c.rejected.get();
+  }
 };
 
 }  // namespace
@@ -119,20 +129,11 @@ struct RdmaServer::Impl {
         ++it;
         continue;
       }
-      fold((*it)->export_name(), (*it)->stats());
+      totals[(*it)->export_name()].add((*it)->stats());
       it = conns.erase(it);  // joins the finished thread
     }
   }
 
-  void fold(const std::string& name, const ConnectionStats& c) {
-    ExportTotals& t = totals[name];
-    t.connections += 1;
-    t.commands += c.commands.get();
-    t.rdma_bytes += c.rdma_bytes.get();
-    t.copied_bytes += c.copied_bytes.get();
-    t.errors += c.errors.get();
-    t.rejected_commands += c.rejected.get();
-  }
 
   std::string stats() const {
     std::lock_guard lk(mu);
@@ -141,14 +142,7 @@ struct RdmaServer::Impl {
     nlohmann::json jconns = nlohmann::json::array();
     for (const auto& c : conns) {
       jconns.push_back(c->to_json());
-      ExportTotals& t = per[c->export_name()];
-      const ConnectionStats& cc = c->stats();
-      t.connections += 1;
-      t.commands += cc.commands.get();
-      t.rdma_bytes += cc.rdma_bytes.get();
-      t.copied_bytes += cc.copied_bytes.get();
-      t.errors += cc.errors.get();
-      t.rejected_commands += cc.rejected.get();
+      per[c->export_name()].add(c->stats());
     }
     nlohmann::json jexp = nlohmann::json::object();
     for (const auto& [name, t] : per)

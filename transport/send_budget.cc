@@ -26,17 +26,20 @@ void SendBudget::mark_signals(std::span<ibv_send_wr> chain, bool signal_all) con
   }
 }
 
-void SendBudget::posted(std::span<const ibv_send_wr> chain) {
+size_t SendBudget::posted(std::span<const ibv_send_wr> chain) {
+  size_t signaled = 0;
   for (const ibv_send_wr& wr : chain) {
     ++since_signal_;
     if (wr.send_flags & IBV_SEND_SIGNALED) {
       // At most `capacity` signaled work requests fit in the queue: the ring never overflows.
       retires_[(head_ + signaled_) % retires_.size()] = since_signal_;
       ++signaled_;
+      ++signaled;
       since_signal_ = 0;
     }
   }
   used_ += chain.size();
+  return signaled;
 }
 
 bool SendBudget::retire() {

@@ -38,8 +38,9 @@ class SendBudget {
   // `signal_all`, and the last one when the queue would otherwise fill without a completion
   // on its way. Changes nothing in the budget: posted() does that for what was posted.
   void mark_signals(std::span<ibv_send_wr> chain, bool signal_all = false) const;
-  // The first `chain.size()` work requests of a marked chain were posted.
-  void posted(std::span<const ibv_send_wr> chain);
+  // The first `chain.size()` work requests of a marked chain were posted. Returns how many
+  // of them are signaled.
+  size_t posted(std::span<const ibv_send_wr> chain);
   // A signaled work request completed (successfully or flushed). False when none was
   // outstanding: the caller's accounting and the device disagree.
   bool retire();

@@ -45,12 +45,10 @@ SendChain::Posted SendChain::finish(SendBudget& budget, size_t n, int rc, const 
   // On failure the work requests before `bad` were posted; the rest of the chain was not.
   size_t posted = n;
   if (rc != 0) posted = bad >= &wrs_[0] && bad < &wrs_[0] + n ? size_t(bad - &wrs_[0]) : 0;
-  budget.posted(std::span<const ibv_send_wr>(wrs_.data(), posted));
-  size_t signaled = 0;
-  for (size_t i = 0; i < posted; ++i) signaled += (wrs_[i].send_flags & IBV_SEND_SIGNALED) ? 1 : 0;
+  size_t signaled = budget.posted(std::span<const ibv_send_wr>(wrs_.data(), posted));
   if (posted < len_) {
     // Keep the rest for the next pass; their scatter/gather entries move with them.
-    size_t first = posted < len_ ? sge_at_[posted] : sges_len_;
+    size_t first = sge_at_[posted];
     for (size_t i = posted; i < len_; ++i) {
       wrs_[i - posted] = wrs_[i];
       sge_at_[i - posted] = sge_at_[i] - first;

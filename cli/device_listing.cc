@@ -53,15 +53,25 @@ std::optional<nlohmann::json> describe_device(ublk::ControlDevice& ctrl, uint32_
   } else {
     j["target"] = nlohmann::json::object();
   }
+  j["kernel_state"] = j["state"];
   if (info.state == ublk::kStateLive) {
     if (auto stats = query_daemon_stats(dev_id); stats && stats->is_array()) {
+      // The worst of the queues' connection states, where the target reports one (rdma): a
+      // device whose IO waits for a reconnect or fails is not reported LIVE.
+      static const char* const kWorse[] = {"live", "degraded", "reconnecting", "failed"};
+      int worst = -1;
       for (auto& qs : *stats) {
         size_t q = qs.value("queue", size_t(0));
         if (q < queues.size()) {
           queues[q]["tid"] = qs.value("tid", 0);
           queues[q]["stats"] = qs;
         }
+        std::string s = qs.value("target", nlohmann::json::object()).value("state", "");
+        for (int k = 0; k < 4; ++k)
+          if (s == kWorse[k] && k > worst) worst = k;
       }
+      if (worst >= 0) j["io_state"] = kWorse[worst];
+      if (worst >= 2) j["state"] = worst == 2 ? "RECONNECTING" : "FAILED";
     }
   }
   j["queues"] = queues;
@@ -72,8 +82,9 @@ std::string format_device_text(const nlohmann::json& d) {
   std::string out = fmt::format("dev id {}: nr_hw_queues {} queue_depth {} block size {} dev_capacity {}\n",
                                 d.value("dev_id", 0u), d.value("nr_hw_queues", 0), d.value("queue_depth", 0),
                                 d.value("block_size", 0u), d.value("sectors", uint64_t(0)));
-  out += fmt::format("\tmax rq size {} daemon pid {} flags {:#x} state {}\n", d.value("max_io_buf_bytes", 0u),
-                     d.value("daemon_pid", 0), d.value("flags", uint64_t(0)), d.value("state", std::string("?")));
+  out += fmt::format("\tmax rq size {} daemon pid {} flags {:#x} state {}{}\n", d.value("max_io_buf_bytes", 0u),
+                     d.value("daemon_pid", 0), d.value("flags", uint64_t(0)), d.value("state", std::string("?")),
+                     d.contains("io_state") ? fmt::format(" (connections: {})", d.value("io_state", "")) : "");
   out += fmt::format("\tublkc: {} ublkb: {} owner: {}\n", d.value("ublkc_devt", std::string("-")),
                      d.value("ublkb_devt", std::string("-")), d.value("owner", std::string("-")));
   for (auto& q : d.value("queues", nlohmann::json::array())) {

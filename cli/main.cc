@@ -71,6 +71,9 @@ struct AddArgs {
   std::string pull_max;  // empty: every READ
   std::string write_ack = "fence";
   int conns_per_queue = targets::kDefaultConnsPerQueue;
+  int reconnect_delay_s = 2;
+  int ctrl_loss_tmo_s = 600;
+  int fast_io_fail_tmo_s = -1;
 };
 
 int cmd_add(const AddArgs& a) {
@@ -89,9 +92,6 @@ int cmd_add(const AddArgs& a) {
   if (max_io < 4096 || max_io > (32u << 20) || max_io % 4096)
     throw UsageError(fmt::format("--max-io {}: must be a multiple of 4K between 4K and 32M", a.max_io));
   plan.dev_opts.max_io_bytes = uint32_t(max_io);
-  unsigned ncpu = std::thread::hardware_concurrency();
-  if (ncpu && unsigned(a.queues) > ncpu)
-    throw UsageError(fmt::format("-q {}: at most one queue per CPU ({} CPUs here)", a.queues, ncpu));
 
   if (a.type == "null") {
     plan.target_args = {{"type", "null"}, {"size", a.size.empty() ? (250ull << 30) : size_option("--size", a.size)}};
@@ -112,7 +112,10 @@ int cmd_add(const AddArgs& a) {
                         {"push_max_bytes", push_max},
                         {"pull_max_bytes", pull_max},
                         {"fence_writes", a.write_ack == "fence"},
-                        {"conns_per_queue", a.conns_per_queue}};
+                        {"conns_per_queue", a.conns_per_queue},
+                        {"reconnect_delay_ms", a.reconnect_delay_s * 1000},
+                        {"ctrl_loss_tmo_ms", a.ctrl_loss_tmo_s < 0 ? -1 : a.ctrl_loss_tmo_s * 1000},
+                        {"fast_io_fail_tmo_ms", a.fast_io_fail_tmo_s < 0 ? -1 : a.fast_io_fail_tmo_s * 1000}};
   }
   if (a.dev_id >= 0) {
     ublk::ControlDevice ctrl;
@@ -279,8 +282,29 @@ int run(int argc, char** argv) {
   add_cmd->add_option("--traddr", add.traddr, "rdma: server address");
   add_cmd->add_option("--trsvcid", add.trsvcid, fmt::format("rdma: server port (default {})", wire::kDefaultPort))->check(CLI::Range(1, 65535));
   add_cmd->add_option("--export", add.export_name, "rdma: export name on the server");
-  add_cmd->add_option("--io-timeout", add.io_timeout_ms, "rdma: fail an IO after this many ms")
-      ->check(CLI::Range(100, 3600000));
+  add_cmd
+      ->add_option("--io-timeout", add.io_timeout_ms,
+                   "rdma: a request with no answer after this many ms makes its connection count as lost "
+                   "(its requests are held and reissued once it is rebuilt)")
+      ->check(CLI::Range(100, 3600000))
+      ->capture_default_str();
+  add_cmd
+      ->add_option("--reconnect-delay", add.reconnect_delay_s,
+                   "rdma: seconds between attempts to rebuild a lost connection")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
+  add_cmd
+      ->add_option("--ctrl-loss-tmo", add.ctrl_loss_tmo_s,
+                   "rdma: seconds after a connection's loss to give up on it: its held and new requests fail "
+                   "with EIO (-1 = never give up, 0 = do not reconnect)")
+      ->check(CLI::Range(-1, 31536000))
+      ->capture_default_str();
+  add_cmd
+      ->add_option("--fast-io-fail-tmo", add.fast_io_fail_tmo_s,
+                   "rdma: seconds after a connection's loss to fail held and new requests with EIO while "
+                   "reconnecting goes on (-1 = off)")
+      ->check(CLI::Range(-1, 31536000))
+      ->capture_default_str();
   add_cmd->add_option("--push-max", add.push_max,
                       "rdma: largest WRITE whose data we put into the server's memory ourselves (RDMA WRITE, "
                       "where the export offers it); larger ones the server fetches (RDMA READ); 0 = never")

@@ -95,6 +95,11 @@ class Backend {
   virtual bool read_only() const = 0;
   virtual uint32_t supported_ops() const = 0;  // kSupports* bits
 
+  // Names the export's data across connections and server restarts (never 0): a client that
+  // reconnects checks it (protocol v7) so that it never reads a recreated export's zeros as its
+  // data. A ram export's is random per process; a file's is derived from the file itself.
+  virtual uint32_t instance_id() const = 0;
+
   // The export's own memory when the server may RDMA straight into it (ram), else empty.
   virtual std::span<std::byte> direct_memory() const = 0;
 

@@ -36,7 +36,22 @@ struct FileInfo {
   bool read_only = false;
   uint64_t size = 0;
   uint32_t block_size = 512;
+  uint32_t instance_id = 1;  // from the file's identity (device and inode, or the block device)
 };
+
+// A block device is its device number, a file its file system and inode: the same data for
+// every server process that opens it, another for a file that replaced it.
+uint32_t file_instance_id(const struct stat& st, bool block_device) {
+  uint64_t x = block_device ? uint64_t(st.st_rdev) : (uint64_t(st.st_dev) << 32) ^ uint64_t(st.st_ino);
+  // splitmix64's finalizer: every input bit reaches the 32 bits kept.
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ull;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebull;
+  x ^= x >> 31;
+  uint32_t id = uint32_t(x ^ (x >> 32));
+  return id ? id : 1;
+}
 
 class FileQueue final : public FileBackendQueue {
  public:
@@ -323,6 +338,7 @@ class FileBackendImpl final : public FileBackend {
   uint32_t block_size() const override { return info_.block_size; }
   bool read_only() const override { return info_.read_only; }
   uint32_t supported_ops() const override { return ops_; }
+  uint32_t instance_id() const override { return info_.instance_id; }
   std::span<std::byte> direct_memory() const override { return {}; }
   bool direct_io() const override { return direct_; }
   bool block_device() const override { return info_.block_device; }
@@ -405,6 +421,7 @@ std::unique_ptr<FileBackend> open_file_backend(const ExportSpec& spec, bool read
   info.name = spec.name;
   info.block_device = blk;
   info.read_only = read_only;
+  info.instance_id = file_instance_id(st, blk);
   if (blk) {
     uint64_t bytes = 0;
     int sector = 0;

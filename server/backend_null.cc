@@ -45,6 +45,7 @@ class NullBackend final : public Backend {
   uint32_t supported_ops() const override {
     return kSupportsFlush | kSupportsFua | kSupportsDiscard | kSupportsWriteZeroes;
   }
+  uint32_t instance_id() const override { return 1; }  // no data: every instance reads the same
   std::span<std::byte> direct_memory() const override { return {}; }
   std::unique_ptr<BackendQueue> open_queue(std::span<std::byte>, uint16_t depth) const override {
     return std::make_unique<NullQueue>(size_, read_only_, depth);

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <random>
 #include <vector>
 
 #include "base/log.h"
@@ -110,7 +111,12 @@ class RamQueue final : public ImmediateQueue {
 class RamBackend final : public Backend {
  public:
   RamBackend(MappedRegion region, uint64_t size, bool read_only)
-      : region_(std::move(region)), size_(size), read_only_(read_only) {}
+      : region_(std::move(region)), size_(size), read_only_(read_only) {
+    std::random_device rd;
+    do instance_id_ = rd();
+    while (instance_id_ == 0);
+  }
+  uint32_t instance_id() const override { return instance_id_; }
 
   uint64_t size() const override { return size_; }
   uint32_t block_size() const override { return kRamBlockSize; }
@@ -127,6 +133,7 @@ class RamBackend final : public Backend {
   MappedRegion region_;
   uint64_t size_;
   bool read_only_;
+  uint32_t instance_id_ = 0;  // its data lives and dies with this process
 };
 
 }  // namespace

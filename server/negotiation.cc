@@ -73,6 +73,7 @@ Negotiation negotiate(std::span<const uint8_t> private_data, const sockaddr* pee
   n.accept.block_shift = uint8_t(std::countr_zero(info.block_size));
   n.accept.max_io_bytes = r.max_io_bytes;
   n.accept.export_flags = export_flags_of(info);
+  if (n.accept.version >= 7) n.accept.instance_id = info.instance_id;
   // Features only on request, and only in a version that has them.
   uint16_t offered = r.flags & wire::flags_known_in(n.accept.version);
   if (offered & wire::kConnectReadImm) n.accept.features |= wire::kFeatureReadImm;

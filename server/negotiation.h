@@ -21,6 +21,7 @@ struct ExportInfo {
   bool read_only = false;
   uint32_t supported_ops = 0;  // kSupports* (backend.h)
   bool direct_memory = false;  // RDMA straight into the export: no per-connection buffer pool
+  uint32_t instance_id = 1;    // Backend::instance_id
 };
 
 struct ServerLimits {

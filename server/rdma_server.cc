@@ -59,6 +59,7 @@ struct RdmaServer::Impl {
       info.read_only = b.read_only();
       info.supported_ops = b.supported_ops();
       info.direct_memory = !b.direct_memory().empty();
+      info.instance_id = b.instance_id();
       return int(i);
     }
     return -1;

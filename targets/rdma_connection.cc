@@ -242,15 +242,15 @@ int RdmaConnection::poll_st(const std::vector<RdmaRequest>& requests, RdmaConnec
     return 0;
   }
   c.max_poll_batch.max_st(uint64_t(n));
-  for (int i = 0; i < n; ++i) {
+  // Once the connection failed its requests belong to the queue again (reissued elsewhere):
+  // nothing more it reaped may complete one.
+  for (int i = 0; i < n && !failed_; ++i) {
     const ibv_wc& wc = wcs[i];
     WorkId id = WorkId::decode(wc.wr_id);
     if (wc.status != IBV_WC_SUCCESS) {
-      if (!failed_) {
-        log::rdma()->error("queue {}: {} completion failed: {} (vendor error {:#x})", setup_.queue_id, work_name(id),
-                           ibv_wc_status_str(wc.status), wc.vendor_err);
-        events.on_connection_failed_st(*this, "work request failed");
-      }
+      log::rdma()->error("queue {}: {} completion failed: {} (vendor error {:#x})", setup_.queue_id, work_name(id),
+                         ibv_wc_status_str(wc.status), wc.vendor_err);
+      events.on_connection_failed_st(*this, "work request failed");
       continue;
     }
     if (id.kind == WorkKind::kRdmaRecv) {
@@ -343,6 +343,7 @@ int RdmaConnection::arm_st() {
 
 unsigned RdmaConnection::consume_cq_events_st() {
   unsigned n = 0;
+  if (!conn_) return 0;
   while (conn_->consume_cq_event_st()) ++n;
   cq_armed_ = false;
   return n;
@@ -356,6 +357,12 @@ bool RdmaConnection::fail_st() {
   bool safe = conn_->quiesce_st(nullptr, std::chrono::milliseconds(1000)) != transport::Quiesced::kLive;
   if (safe) budget_.reset();
   return safe;
+}
+
+void RdmaConnection::release_st() {
+  failed_ = true;
+  msgs_mr_ = slab_mr_ = nullptr;
+  conn_.reset();
 }
 
 bool RdmaConnection::close_st() {

@@ -68,7 +68,7 @@ class RdmaConnection {
   const wire::AcceptData& accepted() const { return accepted_; }
   uint16_t depth() const { return depth_; }
   uint32_t max_inline() const { return conn_->max_inline(); }
-  std::string peer_address() const { return conn_->peer_address(); }
+  std::string peer_address() const { return conn_ ? conn_->peer_address() : std::string("(released)"); }
   std::string device_name() const { return conn_->device_name(); }
   int cq_fd() const { return conn_->cq_fd(); }
   int cm_fd() const { return conn_->cm_fd(); }
@@ -77,6 +77,7 @@ class RdmaConnection {
   // Registers the slab and sizes the per-connection state. Throws SetupError.
   void start_st(const RdmaQueueSetup& setup, size_t index, RdmaCounters& counters);
 
+  size_t index() const { return index_; }  // in its queue
   uint32_t in_use() const { return slots_.in_use(); }
   bool full() const { return slots_.full(); }
   uint16_t tag_of(uint16_t slot) const { return slots_.tag_of(slot); }
@@ -105,12 +106,18 @@ class RdmaConnection {
   int arm_st();
   // Takes the completion events off the channel after a wakeup; returns how many.
   unsigned consume_cq_events_st();
-  std::optional<transport::CmEventInfo> poll_cm_event_st() { return conn_->poll_cm_event_st(); }
+  std::optional<transport::CmEventInfo> poll_cm_event_st() {
+    return conn_ ? conn_->poll_cm_event_st() : std::nullopt;
+  }
 
-  // The connection failed: posting and reposting stop, and the QP is taken out of service
-  // (drained, or destroyed); false when neither worked and the device may still write into
-  // the slab (the caller must not hand the buffers back then).
+  // The connection failed: posting and reposting stop, its queued requests are dropped (the
+  // queue takes them back), and the QP is taken out of service (drained, or destroyed); false
+  // when neither worked and the device may still write into the slab (the caller must not hand
+  // the buffers back then).
   bool fail_st();
+  // After a successful fail_st: releases everything it holds on the device (QP, CQ, PD, MRs,
+  // rdma_cm id and channels); only failed() and the counters remain.
+  void release_st();
   // Ends the connection for good (drain, destroy, deregister). False as fail_st.
   bool close_st();
   bool failed() const { return failed_; }

@@ -14,7 +14,8 @@ struct RdmaCounters {
   RelaxedCounter errors;             // requests completed with an error
   RelaxedCounter stale_completions;  // responses for a tag/generation no longer in flight
   RelaxedCounter timeouts;           // requests that exceeded io_timeout
-  RelaxedCounter connection_lost;    // 1 once the connection is gone
+  RelaxedCounter connection_lost;    // connections lost (each loss of each connection)
+  RelaxedCounter reissued;           // requests taken back from a lost connection, to go out again
   RelaxedCounter sq_depth_max;       // send-queue slots in use, high water
   RelaxedCounter recv_reposts;
   RelaxedCounter polls;              // ibv_poll_cq calls
@@ -46,6 +47,7 @@ struct RdmaCounters {
         {"stale_completions", stale_completions.get()},
         {"timeouts", timeouts.get()},
         {"connection_lost", connection_lost.get()},
+        {"reissued", reissued.get()},
         {"sq_depth_max", sq_depth_max.get()},
         {"recv_reposts", recv_reposts.get()},
         {"polls", polls.get()},

@@ -1,7 +1,8 @@
 #pragma once
 // The rdma target's queue: the requests of one ublk queue by tag (their state and generation),
 // which connection each travels on, and the matching of answers, ReadDones, pulled READs and
-// fences to them. The connections (rdma_connection.h) do the posting and polling.
+// fences to them; a lost connection's requests held and reissued while it is rebuilt. The
+// connections (rdma_connection.h) do the posting and polling.
 #include <memory>
 #include <vector>
 
@@ -11,7 +12,9 @@
 
 namespace ublkrdma::targets {
 
+// `session_id` names the device to the server when a connection is rebuilt.
 std::unique_ptr<ublk::QueueTarget> make_rdma_queue_target(std::vector<RdmaConnection> connections,
-                                                          const RdmaTargetOptions& opts, uint16_t queue_id);
+                                                          const RdmaTargetOptions& opts, uint16_t queue_id,
+                                                          uint64_t session_id);
 
 }  // namespace ublkrdma::targets

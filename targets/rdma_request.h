@@ -9,6 +9,7 @@ enum class RequestState : uint8_t {
   kFree,      // no request holds the tag
   kQueued,    // encoded, waiting in its connection's pending list for the next post
   kInFlight,  // posted: waits for its answer, its ReadDone, its RDMA READ or its fence
+  kHeld,      // its connection was lost: waits for a live one to be reissued on
 };
 
 struct RdmaRequest {

@@ -31,19 +31,19 @@ class RdmaTargetFactory final : public ublk::TargetFactory {
                        "`rdma link add rxe0 type rxe netdev IFACE`)",
                        ENODEV);
     std::random_device rd;
-    uint64_t session = (uint64_t(rd()) << 32) | rd();
+    session_ = (uint64_t(rd()) << 32) | rd();
     // More connections than requests would carry nothing.
     conns_ = std::min<uint16_t>(o.conns_per_queue, o.queue_depth);
     connections_.resize(o.nr_queues);
     for (uint16_t q = 0; q < o.nr_queues; ++q) {
       for (uint16_t c = 0; c < conns_; ++c) {
-        connections_[q].push_back(connect_rdma_connection(o, q, conns_, session));
+        connections_[q].push_back(connect_rdma_connection(o, q, conns_, session_));
         const wire::AcceptData& a = connections_[q].back().accepted();
         const wire::AcceptData& a0 = connections_.front().front().accepted();
         // Every connection of every queue must be granted alike: a queue's lanes share its
         // tags' paths, and the device has one geometry.
         if (a.export_size != a0.export_size || a.block_shift != a0.block_shift || a.export_flags != a0.export_flags ||
-            a.features != a0.features)
+            a.features != a0.features || a.instance_id != a0.instance_id)
           throw SetupError(fmt::format("server {}:{} described export '{}' differently on queue {} connection {}",
                                        o.traddr, o.trsvcid, o.export_name, q, c),
                            EPROTO);
@@ -72,7 +72,7 @@ class RdmaTargetFactory final : public ublk::TargetFactory {
   std::unique_ptr<ublk::QueueTarget> make_queue_target(uint16_t queue_id) override {
     if (queue_id >= connections_.size() || connections_[queue_id].empty())
       throw_setup("rdma: no connection for queue {} (have {})", queue_id, connections_.size());
-    return make_rdma_queue_target(std::move(connections_[queue_id]), opts_, queue_id);
+    return make_rdma_queue_target(std::move(connections_[queue_id]), opts_, queue_id, session_);
   }
 
   std::string describe_json() const override {
@@ -84,6 +84,9 @@ class RdmaTargetFactory final : public ublk::TargetFactory {
                         {"conns_per_queue", conns_},
                         {"connection_depth", conn_depth_},
                         {"io_timeout_ms", opts_.io_timeout.count()},
+                        {"reconnect_delay_ms", opts_.recovery.reconnect_delay.count()},
+                        {"ctrl_loss_tmo_ms", opts_.recovery.ctrl_loss_tmo.count()},
+                        {"fast_io_fail_tmo_ms", opts_.recovery.fast_io_fail_tmo.count()},
                         {"size", geo_.size_bytes},
                         {"block_size", 1u << geo_.logical_bs_shift},
                         {"read_only", geo_.read_only},
@@ -98,6 +101,7 @@ class RdmaTargetFactory final : public ublk::TargetFactory {
  private:
   RdmaTargetOptions opts_;
   std::vector<std::vector<RdmaConnection>> connections_;  // [queue][connection]
+  uint64_t session_ = 0;     // random: the server groups the device's connections by it
   uint16_t conns_ = 0;       // per queue
   uint16_t conn_depth_ = 0;  // what each of them carries at most
   ublk::DeviceGeometry geo_;

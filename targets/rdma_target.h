@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "targets/connection_recovery.h"
 #include "transport/protocol.h"
 #include "ublk/device.h"
 
@@ -47,6 +48,9 @@ struct RdmaTargetOptions {
   // WRITE sends no command: one RDMA READ after a pass's RDMA WRITEs proves their data placed
   // and completes them, with no work on the server's CPU. false: every WRITE is a command.
   bool fence_writes = true;
+  // What a queue does when one of its connections is lost: it holds the connection's requests,
+  // reconnects every reconnect_delay and reissues them, or fails them once a timeout passed.
+  RecoveryPolicy recovery;
 };
 
 // Connects all nr_queues x conns_per_queue connections now (call after daemonizing: verbs and

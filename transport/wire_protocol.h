@@ -24,7 +24,7 @@
 namespace ublkrdma::wire {
 
 inline constexpr uint32_t kMagic = 0x4d445255;  // bytes "URDM" on the wire
-inline constexpr uint16_t kVersion = 6;
+inline constexpr uint16_t kVersion = 7;
 inline constexpr uint16_t kMinVersion = 1;
 
 inline constexpr size_t kConnectRequestSize = 56;
@@ -273,7 +273,7 @@ constexpr Decoded<ConnectRequest> decode_connect_request(std::span<const uint8_t
 // 30     2    reserved (0)
 // 32     4    window_rkey (with kFeaturePushWrites or kFeaturePullReads: the rkey of the window
 //             the client's RDMA reaches on this connection; else 0)
-// 36     4    reserved (0)
+// 36     4    instance_id (v7: names the export's data; 0 = unknown; reserved (0) before v7)
 // 40     8    window_addr (with either feature: the address of the export's byte 0, or with
 //             kFeaturePushSlots of tag 0's slot; else 0)
 struct AcceptData {
@@ -285,6 +285,7 @@ struct AcceptData {
   uint32_t export_flags = 0;
   uint16_t features = 0;
   uint32_t window_rkey = 0;
+  uint32_t instance_id = 0;  // v7
   uint64_t window_addr = 0;
 
   constexpr bool read_imm() const { return features & kFeatureReadImm; }
@@ -319,6 +320,7 @@ constexpr std::array<uint8_t, kAcceptDataSize> encode(const AcceptData& a) {
   detail::put32(b, 24, a.export_flags);
   detail::put16(b, 28, a.features);
   detail::put32(b, 32, a.window_rkey);
+  detail::put32(b, 36, a.instance_id);
   detail::put64(b, 40, a.window_addr);
   return b;
 }
@@ -338,11 +340,13 @@ constexpr Decoded<AcceptData> decode_accept_data(std::span<const uint8_t> b) {
   a.export_flags = detail::get32(b, 24);
   a.features = detail::get16(b, 28);
   a.window_rkey = detail::get32(b, 32);
+  a.instance_id = detail::get32(b, 36);
   a.window_addr = detail::get64(b, 40);
   if (detail::get8(b, 19) != 0) return {a, DecodeError::kReservedNonZero};
   if (a.version == 1 && a.features != 0) return {a, DecodeError::kReservedNonZero};
   if (a.features & ~flags_known_in(a.version)) return {a, DecodeError::kBadFlags};
-  if (detail::get16(b, 30) != 0 || detail::get32(b, 36) != 0) return {a, DecodeError::kReservedNonZero};
+  if (detail::get16(b, 30) != 0) return {a, DecodeError::kReservedNonZero};
+  if (a.version < 7 && a.instance_id != 0) return {a, DecodeError::kReservedNonZero};
   // The window exists only with a feature that uses it (and then has an address).
   if (!a.has_window() && (a.window_rkey != 0 || a.window_addr != 0)) return {a, DecodeError::kReservedNonZero};
   if (a.export_flags & ~kExportFlagsKnown) return {a, DecodeError::kBadFlags};

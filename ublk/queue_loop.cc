@@ -29,6 +29,8 @@ size_t round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 // as soon as its tags are taken. If all are out at once the command ends (-ENOBUFS) with the
 // undelivered tags kept by the driver, and is armed again.
 constexpr uint16_t kFetchBufs = 16;
+// The tag of a POLL_REMOVE's own completion (a watch's polls use tag 0).
+constexpr uint16_t kPollRemoveTag = 1;
 constexpr unsigned kInitialCommitSlots = 4;
 
 unsigned ring_entries(uint16_t depth) {
@@ -223,15 +225,17 @@ void QueueLoop::handle_cqe_st(const io_uring_cqe& cqe) {
     case WorkKind::kTargetIo:
       target_->on_ring_cqe_st(id.tag, id.op, cqe.res);
       break;
-    case WorkKind::kFdPoll:
-      for (auto& w : watches_) {
-        if (w.token == id.op) w.armed = false;
-      }
+    case WorkKind::kFdPoll: {
+      if (id.tag == kPollRemoveTag) break;  // the removal of a replaced fd's poll
+      auto w = std::find_if(watches_.begin(), watches_.end(), [&](const FdWatch& x) { return x.token == id.op; });
+      if (w == watches_.end() || w->generation != id.generation) break;  // a replaced fd's poll
+      w->armed = false;
       if (cqe.res < 0 && cqe.res != -ECANCELED)
         log::ublk_io()->warn("queue {}: poll on watched fd (token {}) failed: {}", cfg_.queue_id, id.op,
                              errno_text(cqe.res));
       target_->on_fd_ready_st(id.op);
       break;
+    }
     case WorkKind::kControl:
       log::ublk_io()->debug("queue {}: asked to exit with {} tags still in the kernel", cfg_.queue_id,
                             cfg_.depth - tags_.retired());
@@ -499,18 +503,35 @@ int QueueLoop::register_fixed_buffers_st(std::span<const iovec> bufs) {
   return io_uring_register_buffers(ring_.get(), bufs.data(), unsigned(bufs.size()));
 }
 
-void QueueLoop::watch_fd_st(int fd, uint8_t token) { watches_.push_back(FdWatch{fd, token, false}); }
+uint64_t QueueLoop::poll_user_data(const FdWatch& w) const {
+  return WorkId{WorkKind::kFdPoll, cfg_.queue_id, 0, w.token, w.generation}.encode();
+}
+
+void QueueLoop::watch_fd_st(int fd, uint8_t token) {
+  auto w = std::find_if(watches_.begin(), watches_.end(), [&](const FdWatch& x) { return x.token == token; });
+  if (w == watches_.end()) return watches_.push_back(FdWatch{fd, token, false, 0});
+  // The poll on the old fd would hold its file open and could fire for it: remove it.
+  if (w->armed) {
+    if (io_uring_sqe* sqe = get_sqe_st()) {
+      io_uring_prep_poll_remove(sqe, poll_user_data(*w));
+      sqe->user_data = WorkId{WorkKind::kFdPoll, cfg_.queue_id, kPollRemoveTag, token, 0}.encode();
+    }
+  }
+  w->fd = fd;
+  w->armed = false;
+  w->generation = (w->generation + 1) & WorkId::kGenMask;
+}
 
 void QueueLoop::arm_watches_st() {
   for (auto& w : watches_) {
-    if (w.armed) continue;
+    if (w.armed || w.fd < 0) continue;
     io_uring_sqe* sqe = get_sqe_st();
     if (!sqe) {
       fail_st("a poll on a watched fd");  // sleeping without it could miss the target's wake-up
       return;
     }
     io_uring_prep_poll_add(sqe, w.fd, POLLIN);
-    sqe->user_data = WorkId{WorkKind::kFdPoll, cfg_.queue_id, 0, w.token, 0}.encode();
+    sqe->user_data = poll_user_data(w);
     w.armed = true;
   }
 }

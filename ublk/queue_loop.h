@@ -66,6 +66,7 @@ class QueueLoop final : public QueueContext {
     int fd;
     uint8_t token;
     bool armed;
+    uint32_t generation;  // bumped when the token's fd is replaced: older polls' completions are dropped
   };
 
   void setup_st();
@@ -88,6 +89,7 @@ class QueueLoop final : public QueueContext {
   void handle_cqe_st(const io_uring_cqe& cqe);
   void handle_ublk_cqe_st(uint16_t tag, int res);
   void arm_watches_st();
+  uint64_t poll_user_data(const FdWatch& w) const;
   bool within_hybrid_spin_st();
   bool move_tag_st(uint16_t tag, TagState from, TagState to);
 

@@ -101,7 +101,9 @@ class QueueContext {
   virtual int register_fixed_buffers_st(std::span<const iovec> bufs) = 0;
 
   // Asks the loop to watch `fd` for POLLIN while it sleeps; on readiness it calls
-  // QueueTarget::on_fd_ready_st(token). The watch is re-armed automatically.
+  // QueueTarget::on_fd_ready_st(token). The watch is re-armed automatically. Another fd under
+  // a token in use replaces the old one, and -1 ends the watch; a poll armed on the old fd is
+  // removed (it would hold its file open) and its readiness is no longer reported.
   virtual void watch_fd_st(int fd, uint8_t token) = 0;
 };
 

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -83,6 +84,10 @@ void ServedDevice::start_queues(ControlDevice& ctrl, TargetFactory& factory, Pol
       tids_[q] = pid_t(::syscall(SYS_gettid));
       pthread_setname_np(pthread_self(), fmt::format("ublk-q{}", q).c_str());
       if (pin) pthread_setaffinity_np(pthread_self(), sizeof(cpus), &cpus);
+      // The thread writes back for the device it serves: reclaim from it must not wait on that
+      // device's own writeback (a file system or swap on /dev/ublkbN would deadlock).
+      if (::prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) != 0)
+        log::ctrl()->warn("dev {} queue {}: PR_SET_IO_FLUSHER: {}", info_.dev_id, q, errno_text(errno));
       bool counted = false;
       try {
         loops_[q]->run_st(factory.make_queue_target(q), [&] {

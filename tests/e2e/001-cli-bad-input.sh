@@ -42,6 +42,9 @@ expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --pull-max 1000
 expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --write-ack never
 expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --conns-per-queue 0
 expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --conns-per-queue 9
+expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --reconnect-delay 0
+expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --ctrl-loss-tmo -2
+expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --fast-io-fail-tmo soon
 expect_error 2 add -t null -n 0 --size 64M --batch-io maybe
 expect_error 1 del -n 99
 expect_error 1 list -n 99

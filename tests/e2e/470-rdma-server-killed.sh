@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# rdma target: the server is killed (SIGKILL) while fio runs at QD 32: the client's IO fails
-# within a bounded time (--io-timeout 5000; no reconnect yet), nothing hangs, later IO fails
-# fast, and `del` removes the device and its daemon.
+# rdma target: the server is killed (SIGKILL) while fio runs at QD 32 on a device that does not
+# reconnect (--ctrl-loss-tmo 0; 500-rdma-reconnect covers reconnecting): the client's IO fails
+# within a bounded time, nothing hangs, later IO fails fast, and `del` removes the device and
+# its daemon.
 . "$(dirname "$0")/lib.sh"
 require_ublk
 require_cmd fio jq
@@ -9,7 +10,7 @@ setup_rxe
 serve_start --export vol0=ram:64M
 
 id=0
-rdma_add $id vol0 -q 2 -d 64 --io-timeout 5000
+rdma_add $id vol0 -q 2 -d 64 --io-timeout 5000 --ctrl-loss-tmo 0
 pid=$(ublk_daemon_pid $id)
 out=$E2E_LOG_DIR/killed.fio
 log "+ fio (background) on /dev/ublkb$id, QD 32, 2 jobs"

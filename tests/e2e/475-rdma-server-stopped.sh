@@ -2,8 +2,9 @@
 # rdma target: the server is stopped (SIGTERM) while fio runs at QD 32 on two devices. The
 # server finishes what it holds, answers new commands with EIO, drains each connection's send
 # queue by counting (a zero-length RDMA WRITE behind an unsignaled tail) and exits 0 within the
-# bound; the client's IO fails promptly (no reconnect yet), nothing hangs, and `del` removes the
-# devices. A file export's data acknowledged before the stop is on the server's file.
+# bound; the client's IO fails promptly (--ctrl-loss-tmo 0: no reconnect), nothing hangs, and
+# `del` removes the devices. A file export's data acknowledged before the stop is on the
+# server's file.
 . "$(dirname "$0")/lib.sh"
 require_ublk
 require_cmd fio jq
@@ -12,8 +13,8 @@ img=$E2E_WORK/export.img
 truncate -s 64M "$img"
 serve_start --export vol0=ram:64M --export f=file:"$img"
 
-rdma_add 0 vol0 -q 2 -d 64 --io-timeout 5000
-rdma_add 1 f -q 2 -d 64 --io-timeout 5000
+rdma_add 0 vol0 -q 2 -d 64 --io-timeout 5000 --ctrl-loss-tmo 0
+rdma_add 1 f -q 2 -d 64 --io-timeout 5000 --ctrl-loss-tmo 0
 # A pattern the file keeps: written and acknowledged before the stop.
 must bounded 120 dd if=/dev/urandom of="$E2E_WORK/pattern" bs=1M count=4 status=none
 must bounded 120 dd if="$E2E_WORK/pattern" of=/dev/ublkb1 bs=1M count=4 oflag=direct status=none

@@ -190,6 +190,25 @@ TEST(RdmaNegotiation, ReadImmOnlyWhenAskedInV2) {
   EXPECT_TRUE(wire::decode_accept_data(wire::encode(n.accept)).ok());
 }
 
+// v7 names the export's data so that a client that reconnects can tell a recreated export.
+TEST(RdmaNegotiation, InstanceIdFromV7) {
+  Fixture f;
+  f.vol0.instance_id = 0xabcdef01;
+  Negotiation n = f.run(request("vol0"));
+  ASSERT_TRUE(n.accepted);
+  EXPECT_EQ(n.accept.instance_id, 0xabcdef01u);
+  auto d = wire::decode_accept_data(wire::encode(n.accept));
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d.value.instance_id, 0xabcdef01u);
+  auto r = request("vol0");
+  r.version = 6;
+  n = f.run(r);
+  ASSERT_TRUE(n.accepted);
+  EXPECT_EQ(n.accept.version, 6);
+  EXPECT_EQ(n.accept.instance_id, 0u);  // reserved in v6
+  EXPECT_TRUE(wire::decode_accept_data(wire::encode(n.accept)).ok());
+}
+
 TEST(RdmaNegotiation, NewerClientGetsOurVersion) {
   Fixture f;
   auto r = request("vol0");

@@ -30,7 +30,7 @@ TEST(WireProtocol, ConnectRequestRoundTripAndLayout) {
   EXPECT_EQ(b[1], 'R');
   EXPECT_EQ(b[2], 'D');
   EXPECT_EQ(b[3], 'M');
-  EXPECT_EQ(b[4], 6);  // version
+  EXPECT_EQ(b[4], 7);  // version
   EXPECT_EQ(b[5], 0);
   EXPECT_EQ(b[6], 0);  // flags
   EXPECT_EQ(b[8], 3);     // queue id
@@ -142,11 +142,11 @@ TEST(WireProtocol, ConnectRequestMalformed) {
   // A newer client version decodes (the server decides what to do with it), even with flags.
   {
     auto b = good;
-    b[4] = 7;
+    b[4] = 8;
     b[6] = 1;
     auto d = decode_connect_request(b);
     EXPECT_TRUE(d.ok());
-    EXPECT_EQ(d.value.version, 7);
+    EXPECT_EQ(d.value.version, 8);
   }
 }
 
@@ -282,10 +282,10 @@ TEST(WireProtocol, AcceptMalformed) {
   EXPECT_EQ(decode_accept_data(std::span(good).first(47)).error, DecodeError::kTooShort);
   EXPECT_EQ(with(1, 0), DecodeError::kBadMagic);
   EXPECT_EQ(with(4, 0), DecodeError::kBadVersion);
-  EXPECT_EQ(with(4, 7), DecodeError::kBadVersion);  // newer than we speak: the server must not pick it
+  EXPECT_EQ(with(4, 8), DecodeError::kBadVersion);  // newer than we speak: the server must not pick it
   EXPECT_EQ(with(6, 1), DecodeError::kBadParams);   // status != ok inside an accept
   EXPECT_EQ(with(19, 1), DecodeError::kReservedNonZero);
-  EXPECT_EQ(with(28, 32), DecodeError::kBadFlags);  // a feature v6 does not know
+  EXPECT_EQ(with(28, 32), DecodeError::kBadFlags);  // a feature v7 does not know
   {
     auto b = good;
     b[28] = kFeatureReadImm | kFeatureBatch;
@@ -297,8 +297,17 @@ TEST(WireProtocol, AcceptMalformed) {
   }
   EXPECT_EQ(with(30, 1), DecodeError::kReservedNonZero);
   EXPECT_EQ(with(31, 1), DecodeError::kReservedNonZero);
-  EXPECT_EQ(with(36, 1), DecodeError::kReservedNonZero);
-  EXPECT_EQ(with(39, 1), DecodeError::kReservedNonZero);
+  {
+    // v7's instance id: any value, reserved before v7.
+    auto b = good;
+    b[36] = 0x78;
+    b[39] = 0x12;
+    auto d = decode_accept_data(b);
+    ASSERT_TRUE(d.ok()) << decode_error_text(d.error);
+    EXPECT_EQ(d.value.instance_id, 0x12000078u);
+    b[4] = 6;
+    EXPECT_EQ(decode_accept_data(b).error, DecodeError::kReservedNonZero);
+  }
   // The push window's fields are reserved without the feature.
   EXPECT_EQ(with(32, 1), DecodeError::kReservedNonZero);
   EXPECT_EQ(with(47, 1), DecodeError::kReservedNonZero);

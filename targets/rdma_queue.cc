@@ -207,7 +207,7 @@ int RdmaQueueTarget::poll_st() {
 
 ublk::IdleAdvice RdmaQueueTarget::idle_advice_st() const {
   if (pending_) return ublk::IdleAdvice::kSpin;  // sends wait for send-queue room
-  uint32_t out = inflight_ - uint32_t(held_.size());
+  uint32_t out = held_.empty() ? inflight_ : inflight_ - uint32_t(held_.size());
   if (out == 0) return ublk::IdleAdvice::kNothingHeld;  // held ones wait for the recovery timer
   return out <= kSpinMaxInflight ? ublk::IdleAdvice::kSpin : ublk::IdleAdvice::kSleep;
 }

@@ -34,9 +34,11 @@ void Reconnector::request_st(size_t index) {
 }
 
 std::vector<Reconnector::Result> Reconnector::take_results_st() {
+  std::lock_guard lock(mu_);
+  // Under the lock, as the thread posts a result and signals it: the signal cleared is exactly
+  // the results taken.
   uint64_t n;
   [[maybe_unused]] ssize_t r = ::read(event_.get(), &n, sizeof(n));  // EAGAIN when none: fine
-  std::lock_guard lock(mu_);
   return std::exchange(results_, {});
 }
 

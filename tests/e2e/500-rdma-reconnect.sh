@@ -80,14 +80,20 @@ read_status() {
 }
 # within LOW HIGH SECS: whether LOW <= SECS <= HIGH.
 within() { awk -v l="$1" -v h="$2" -v s="$3" 'BEGIN { exit !(s >= l && s <= h) }'; }
+# read_after_kill ID: kills the server, reads a block of /dev/ublkbID and fails unless the read
+# fails with an error; sets secs to how long it took.
+read_after_kill() {
+  local rc
+  kill -KILL "$E2E_SERVE_PID"
+  wait "$E2E_SERVE_PID" 2>/dev/null
+  read -r rc secs < <(read_status "$1")
+  log "  a read right after the kill: exit $rc after $secs s"
+  ((rc != 0 && rc != 124)) || fail "the read did not fail with an error (exit $rc)"
+}
 
 log "--ctrl-loss-tmo 5: the server is gone for good"
 rdma_add 1 f -q 1 -d 16 --conns-per-queue 2 --reconnect-delay 1 --ctrl-loss-tmo 5
-kill -KILL "$E2E_SERVE_PID"
-wait "$E2E_SERVE_PID" 2>/dev/null
-read -r rc secs < <(read_status 1)
-log "  a read right after the kill: exit $rc after $secs s"
-((rc != 0 && rc != 124)) || fail "the read did not fail with an error (exit $rc) although the server is gone for good"
+read_after_kill 1
 within 4.5 9 "$secs" || fail "the read failed after $secs s, expected 5..8 s (--ctrl-loss-tmo 5)"
 read -r rc secs < <(read_status 1)
 log "  and one after that: exit $rc after $secs s"
@@ -99,11 +105,7 @@ wait_gone /dev/ublkb1 10
 log "--fast-io-fail-tmo 2: IO fails early, reconnecting goes on"
 serve_start --export f=file:"$img"
 rdma_add 2 f -q 1 -d 16 --conns-per-queue 2 --reconnect-delay 1 --fast-io-fail-tmo 2
-kill -KILL "$E2E_SERVE_PID"
-wait "$E2E_SERVE_PID" 2>/dev/null
-read -r rc secs < <(read_status 2)
-log "  a read right after the kill: exit $rc after $secs s"
-((rc != 0 && rc != 124)) || fail "the read did not fail with an error (exit $rc)"
+read_after_kill 2
 within 1.5 5 "$secs" || fail "the read failed after $secs s, expected ~2 s (--fast-io-fail-tmo 2)"
 serve_start --export f=file:"$img"
 wait_until 30 "device 2 to be live again" eval "ublk_json 2 | jq -e '.io_state == \"live\"'"

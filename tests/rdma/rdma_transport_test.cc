@@ -732,7 +732,9 @@ TEST_F(RdmaTransport, FencedWritesLandInTheExport) {
 
 TEST_F(RdmaTransport, ServerStopFailsClientIoPromptly) {
   start_server({server::parse_export_spec("vol0=ram:16M")});
-  auto factory = targets::make_rdma_target_factory(client_opts("vol0", 1, 4, 64 * 1024));
+  auto opts = client_opts("vol0", 1, 4, 64 * 1024);
+  opts.recovery.ctrl_loss_tmo = std::chrono::milliseconds(0);  // no reconnecting: fail at once
+  auto factory = targets::make_rdma_target_factory(opts);
   FakeQueue q(0, 4, 64 * 1024);
   auto t = factory->make_queue_target(0);
   t->start_st(q);
@@ -741,9 +743,11 @@ TEST_F(RdmaTransport, ServerStopFailsClientIoPromptly) {
   q.results.clear();
   auto t0 = Clock::now();
   stop_server();  // drains and disconnects
-  // The client notices the disconnect without any IO in flight, then fails new IO at once.
+  // The client notices the disconnect of each connection without any IO in flight, then
+  // fails new IO at once.
   ASSERT_TRUE(drive(*t, q, ublk::PollMode::kEvent, [&] {
-    return nlohmann::json::parse(t->stats_json())["connection_lost"] == 1;
+    auto j = nlohmann::json::parse(t->stats_json());
+    return j["state"] == "failed" && j["connection_lost"] == j["connections"];
   }, 15s));
   t->submit_st(ublk::IoRequest{1, ublk::kOpRead, 0, 0, 4096, q.io_buffer(1)});
   ASSERT_TRUE(drive(*t, q, ublk::PollMode::kEvent, [&] { return q.results.size() == 1; }, 5s));

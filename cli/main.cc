@@ -57,6 +57,8 @@ struct AddArgs {
   std::string size;
   std::string file;
   int recovery = 0;
+  int recovery_reissue = -1;  // -1: not given (1 with -r 1)
+  bool recovery_fail_io = false;
   std::string batch_io = "off";
   bool foreground = false;
   std::string max_io = "512K";
@@ -82,7 +84,14 @@ int cmd_add(const AddArgs& a) {
   plan.dev_opts.dev_id = a.dev_id;
   plan.dev_opts.nr_queues = uint16_t(a.queues);
   plan.dev_opts.queue_depth = uint16_t(a.depth);
-  plan.dev_opts.user_recovery = a.recovery == 1;
+  if (a.recovery != 1 && (a.recovery_reissue >= 0 || a.recovery_fail_io))
+    throw UsageError("--recovery-reissue and --recovery-fail-io need -r 1");
+  if (a.recovery_fail_io && a.recovery_reissue == 1)
+    throw UsageError("--recovery-fail-io fails IO while no daemon runs; it cannot also reissue (--recovery-reissue 1)");
+  plan.dev_opts.recovery = a.recovery != 1      ? ublk::RecoveryMode::kNone
+                           : a.recovery_fail_io   ? ublk::RecoveryMode::kFailIo
+                           : a.recovery_reissue == 0 ? ublk::RecoveryMode::kRequeue
+                                                     : ublk::RecoveryMode::kReissue;
   plan.dev_opts.batch_io = a.batch_io == "on"    ? ublk::BatchIoMode::kOn
                            : a.batch_io == "off" ? ublk::BatchIoMode::kOff
                                                  : ublk::BatchIoMode::kAuto;
@@ -156,7 +165,7 @@ int cmd_recover(int dev_id, bool foreground) {
   plan.dev_opts.nr_queues = info.nr_hw_queues;
   plan.dev_opts.queue_depth = info.queue_depth;
   plan.dev_opts.max_io_bytes = info.max_io_buf_bytes;
-  plan.dev_opts.user_recovery = true;
+  plan.dev_opts.recovery = ublk::RecoveryMode::kReissue;  // the device's own flags decide
   plan.dev_opts.poll.mode = poll_mode_option(state->value("poll_mode", std::string("hybrid")));
   plan.dev_opts.poll.hybrid_spin =
       std::chrono::microseconds(state->value("hybrid_spin_us", int64_t(ublk::kDefaultHybridSpin.count())));
@@ -262,6 +271,14 @@ int run(int argc, char** argv) {
   add_cmd->add_option("-f,--file", add.file, "Backing file or block device for loop");
   add_cmd->add_option("-r,--recovery", add.recovery, "1: survive a daemon crash (recover -n ID)")
       ->check(CLI::IsMember({0, 1}));
+  add_cmd
+      ->add_option("--recovery-reissue", add.recovery_reissue,
+                   "with -r 1: 1 (default) hands the requests the crashed daemon held to the next one again; "
+                   "0 fails them with EIO (new requests wait for the next daemon)")
+      ->check(CLI::IsMember({0, 1}));
+  add_cmd->add_flag("--recovery-fail-io", add.recovery_fail_io,
+                    "with -r 1 (kernel 6.13+): while no daemon runs, every request fails at once with EIO "
+                    "instead of waiting");
   add_cmd
       ->add_option("--batch-io", add.batch_io,
                    "UBLK_F_BATCH_IO (kernel 7.0+): requests and results travel in per-queue batches; on = "

@@ -35,12 +35,21 @@ enum class BatchIoMode : uint8_t {
   kOff,
 };
 
+// -r 1: the device survives its daemon's crash (UBLK_F_USER_RECOVERY) until `recover` starts a
+// new one; what happens to IO meanwhile is the driver's, as ublksrv and kublk offer it.
+enum class RecoveryMode : uint8_t {
+  kNone,     // the device goes away with its daemon
+  kReissue,  // requests the daemon held are handed to the next one again (+ RECOVERY_REISSUE)
+  kRequeue,  // requests the daemon held fail with EIO; new ones wait for the next daemon
+  kFailIo,   // while no daemon runs every request fails at once (+ RECOVERY_FAIL_IO, 6.13+)
+};
+
 struct DeviceOptions {
   int dev_id = -1;                 // -1: let the kernel choose
   uint16_t nr_queues = 1;
   uint16_t queue_depth = 128;
   uint32_t max_io_bytes = 512 * 1024;
-  bool user_recovery = false;      // UBLK_F_USER_RECOVERY (+ REISSUE): survives a daemon crash
+  RecoveryMode recovery = RecoveryMode::kNone;  // what a daemon crash does to the device
   BatchIoMode batch_io = BatchIoMode::kOff;  // measured: no gain in the emulated guest (yet)
   PollPolicy poll;
 };

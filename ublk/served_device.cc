@@ -123,19 +123,24 @@ std::unique_ptr<ServedDevice> ServedDevice::create(ControlDevice& ctrl, const De
   info.max_io_buf_bytes = opts.max_io_bytes;
   info.dev_id = opts.dev_id < 0 ? UINT32_MAX : uint32_t(opts.dev_id);
   info.flags = ctrl.kernel().features & kFCmdIoctlEncode;
-  if (opts.user_recovery) {
-    uint64_t want = kFUserRecovery | kFUserRecoveryReissue;
+  const bool user_recovery = opts.recovery != RecoveryMode::kNone;
+  if (user_recovery) {
+    uint64_t want = kFUserRecovery | (opts.recovery == RecoveryMode::kReissue ? kFUserRecoveryReissue : 0) |
+                    (opts.recovery == RecoveryMode::kFailIo ? kFUserRecoveryFailIo : 0);
     if (ctrl.kernel().get_features_supported && (ctrl.kernel().features & want) != want)
-      throw_setup("this kernel's ublk driver lacks USER_RECOVERY(_REISSUE): cannot use -r 1");
+      throw_setup("this kernel's ublk driver lacks {}: cannot use -r 1 this way",
+                  opts.recovery == RecoveryMode::kFailIo ? "USER_RECOVERY_FAIL_IO (6.13+) for --recovery-fail-io"
+                  : opts.recovery == RecoveryMode::kReissue ? "USER_RECOVERY(_REISSUE)"
+                                                              : "USER_RECOVERY");
     info.flags |= want;
   }
   const bool batch_offered = (ctrl.kernel().features & kFBatchIo) != 0;
   if (opts.batch_io == BatchIoMode::kOn) {
     if (!batch_offered) throw_setup("this kernel's ublk driver lacks BATCH_IO (7.0+): cannot use --batch-io on");
     // Recovery with batch IO is not something we have tested against the driver.
-    if (opts.user_recovery) throw_setup("--batch-io on cannot be combined with -r 1");
+    if (user_recovery) throw_setup("--batch-io on cannot be combined with -r 1");
   }
-  if (opts.batch_io != BatchIoMode::kOff && batch_offered && !opts.user_recovery) info.flags |= kFBatchIo;
+  if (opts.batch_io != BatchIoMode::kOff && batch_offered && !user_recovery) info.flags |= kFBatchIo;
   const bool batch_asked = (info.flags & kFBatchIo) != 0;
   int rc = ctrl.add_dev(info);
   if (rc == -EEXIST) throw SetupError(fmt::format("ublk device {} already exists", opts.dev_id), EEXIST);

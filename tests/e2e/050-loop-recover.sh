@@ -23,25 +23,8 @@ defer kill -9 "$fio_pid"
 sleep 3
 kill -0 $fio_pid 2>/dev/null || fail "fio finished before the daemon could be killed; make it longer"
 
-log "+ kill -9 $pid (the daemon)"
-kill -9 "$pid"
-wait_pid_gone "$pid" 10
-wait_state $id QUIESCED 20
-kill -0 $fio_pid 2>/dev/null || fail "fio ended while the device was quiesced: $(tail -n 5 "$out")"
-
-must "$UBLK" recover -n $id
-wait_state $id LIVE 20
-newpid=$(ublk_daemon_pid $id)
-[[ $newpid != "$pid" ]] && pid_alive "$newpid" || fail "no new daemon after recover (pid '$newpid')"
-log "new daemon: $newpid"
-
-log "waiting for fio"
-for ((i = 0; i < 300; i++)); do kill -0 $fio_pid 2>/dev/null || break; nap 1; done
-kill -0 $fio_pid 2>/dev/null && fail "fio did not finish within 300 s after recovery"
-wait $fio_pid
-rc=$?
-fio_check "$out" $rc || fail "fio failed across the daemon kill and recovery (exit status $rc)"
-log "  fio: $(fio_summary "$out")"
+crash_and_recover $id $fio_pid "$out"
+newpid=$E2E_RECOVERED_PID
 jq -e '.state == "LIVE"' <(ublk_json $id) >/dev/null || fail "device is not LIVE at the end"
 must "$UBLK" del -n $id
 wait_gone "$dev"

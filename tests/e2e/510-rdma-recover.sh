@@ -28,24 +28,8 @@ defer kill -9 "$fio_pid"
 nap 3
 kill -0 $fio_pid 2>/dev/null || fail "fio finished before the daemon could be killed; make it longer"
 
-log "+ kill -9 $pid (the daemon, fio running)"
-kill -9 "$pid"
-wait_pid_gone "$pid" 10
-wait_state $id QUIESCED 20
-kill -0 $fio_pid 2>/dev/null || fail "fio ended while the device was quiesced: $(tail -n 5 "$out")"
-
-must "$UBLK" recover -n $id
-wait_state $id LIVE 20
-newpid=$(ublk_daemon_pid $id)
-[[ $newpid != "$pid" ]] && pid_alive "$newpid" || fail "no new daemon after recover (pid '$newpid')"
-log "new daemon: $newpid"
-
-for ((i = 0; i < 1200; i++)); do kill -0 $fio_pid 2>/dev/null || break; nap 0.25; done
-kill -0 $fio_pid 2>/dev/null && fail "fio did not finish within 300 s after recovery"
-wait $fio_pid
-rc=$?
-fio_check "$out" $rc || fail "fio failed across the daemon kill and recovery (exit status $rc)"
-log "  fio: $(fio_summary "$out")"
+crash_and_recover $id $fio_pid "$out"
+newpid=$E2E_RECOVERED_PID
 jq -e '.state == "LIVE" and .io_state == "live"' <(ublk_json $id) >/dev/null ||
   fail "device is not LIVE at the end: $(ublk_json $id | jq -c '{state, io_state}')"
 jq -e '[.queues[].stats.target.errors] | add == 0' <(ublk_json $id) >/dev/null || fail "the new daemon counted IO errors"

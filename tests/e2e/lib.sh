@@ -262,6 +262,32 @@ fio_background() {
   defer kill -9 "$E2E_BG_FIO_PID"
 }
 
+# crash_and_recover ID FIO_PID FIO_OUT: while the background fio FIO_PID runs on device ID (-r 1),
+# SIGKILLs the device's daemon, waits for QUIESCED (fio must still be waiting), runs `recover
+# -n ID`, waits for LIVE and a new daemon, then waits up to 300 s for fio and fails the test
+# unless it finished without errors. Sets E2E_RECOVERED_PID to the new daemon's pid.
+crash_and_recover() {
+  local id=$1 fio_pid=$2 out=$3 pid i rc
+  pid=$(ublk_daemon_pid "$id")
+  log "+ kill -9 $pid (the daemon, fio running)"
+  kill -9 "$pid"
+  wait_pid_gone "$pid" 10
+  wait_state "$id" QUIESCED 20
+  kill -0 "$fio_pid" 2>/dev/null || fail "fio ended while the device was quiesced: $(tail -n 5 "$out")"
+  must "$UBLK" recover -n "$id"
+  wait_state "$id" LIVE 20
+  E2E_RECOVERED_PID=$(ublk_daemon_pid "$id")
+  [[ $E2E_RECOVERED_PID != "$pid" ]] && pid_alive "$E2E_RECOVERED_PID" ||
+    fail "no new daemon after recover (pid '$E2E_RECOVERED_PID')"
+  log "new daemon: $E2E_RECOVERED_PID"
+  for ((i = 0; i < 1200; i++)); do kill -0 "$fio_pid" 2>/dev/null || break; nap 0.25; done
+  kill -0 "$fio_pid" 2>/dev/null && fail "fio did not finish within 300 s after recovery"
+  wait "$fio_pid"
+  rc=$?
+  fio_check "$out" "$rc" || fail "fio failed across the daemon kill and recovery (exit status $rc)"
+  log "  fio: $(fio_summary "$out")"
+}
+
 # ---------------------------------------------------------------------------------------------
 # RDMA: rxe on a dummy interface (rdma_cm does not resolve routes over rxe on lo)
 

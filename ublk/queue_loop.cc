@@ -515,6 +515,10 @@ void QueueLoop::watch_fd_st(int fd, uint8_t token) {
     if (io_uring_sqe* sqe = get_sqe_st()) {
       io_uring_prep_poll_remove(sqe, poll_user_data(*w));
       sqe->user_data = WorkId{WorkKind::kFdPoll, cfg_.queue_id, kPollRemoveTag, token, 0}.encode();
+    } else {
+      log::ublk_io()->warn("queue {}: no room to remove the poll on a replaced fd (token {}): its file stays "
+                           "open until the poll fires or the queue stops",
+                           cfg_.queue_id, token);
     }
   }
   w->fd = fd;

@@ -33,9 +33,10 @@ std::unique_ptr<ublk::TargetFactory> make_target_factory(const nlohmann::json& a
     o.pull_max_bytes = args.value("pull_max_bytes", o.pull_max_bytes);
     o.fence_writes = args.value("fence_writes", o.fence_writes);
     o.conns_per_queue = args.value("conns_per_queue", o.conns_per_queue);
-    o.recovery.reconnect_delay = std::chrono::milliseconds(args.value("reconnect_delay_ms", 2000));
-    o.recovery.ctrl_loss_tmo = std::chrono::milliseconds(args.value("ctrl_loss_tmo_ms", 600000));
-    o.recovery.fast_io_fail_tmo = std::chrono::milliseconds(args.value("fast_io_fail_tmo_ms", -1));
+    targets::RecoveryPolicy& r = o.recovery;
+    r.reconnect_delay = std::chrono::milliseconds(args.value("reconnect_delay_ms", r.reconnect_delay.count()));
+    r.ctrl_loss_tmo = std::chrono::milliseconds(args.value("ctrl_loss_tmo_ms", r.ctrl_loss_tmo.count()));
+    r.fast_io_fail_tmo = std::chrono::milliseconds(args.value("fast_io_fail_tmo_ms", r.fast_io_fail_tmo.count()));
     return targets::make_rdma_target_factory(o);
   }
   throw_setup("unknown target type '{}'", type);

@@ -208,7 +208,7 @@ void RdmaQueueTarget::handle_reconnected_st() {
     }
     replace_connection_st(i, std::move(res.connection));
   }
-  if (live_ == 0 && !held_.empty() && fails_io_st(now)) fail_held_st("every connection is given up");
+  drain_held_st();  // out on what came back, or failed if every connection is given up now
 }
 
 void RdmaQueueTarget::replace_connection_st(size_t index, std::unique_ptr<RdmaConnection> c) {
@@ -265,18 +265,19 @@ Reconnector& RdmaQueueTarget::reconnector_st() {
   return *reconnector_;
 }
 
-// Read by the stats thread: only the accept (fixed at start), counters and atomics.
+// Read by the stats thread: only what start_st fixed (before the loop published the target),
+// counters and atomics.
 std::string RdmaQueueTarget::stats_json() const {
   const wire::AcceptData& a = accepted_;
   nlohmann::json j = counters_.to_json();
   j["read_imm"] = a.read_imm();
   j["batch"] = a.batch();
-  j["push_writes"] = a.push_writes();
+  j["push_writes"] = push_writes_;
   j["push_slots"] = a.push_slots();
   j["connections"] = connections_.size();
   j["connection_depth"] = a.queue_depth;
-  j["pull_reads"] = a.pull_reads();
-  j["fence_writes"] = opts_.fence_writes && a.push_writes() && a.pull_reads() && !a.push_slots();
+  j["pull_reads"] = pull_reads_;
+  j["fence_writes"] = fence_writes_;
   j["held"] = held_gauge_.load(std::memory_order_relaxed);
   size_t live = 0, failed = 0;
   nlohmann::json list = nlohmann::json::array();

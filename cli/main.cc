@@ -76,6 +76,7 @@ struct AddArgs {
   int reconnect_delay_s = 2;
   int ctrl_loss_tmo_s = 600;
   int fast_io_fail_tmo_s = -1;
+  int keep_alive_tmo_s = 5;
 };
 
 int cmd_add(const AddArgs& a) {
@@ -118,6 +119,7 @@ int cmd_add(const AddArgs& a) {
                         {"trsvcid", a.trsvcid},
                         {"export", a.export_name},
                         {"io_timeout_ms", a.io_timeout_ms},
+                        {"keep_alive_tmo_ms", a.keep_alive_tmo_s * 1000},
                         {"push_max_bytes", push_max},
                         {"pull_max_bytes", pull_max},
                         {"fence_writes", a.write_ack == "fence"},
@@ -304,6 +306,12 @@ int run(int argc, char** argv) {
                    "rdma: a request with no answer after this many ms makes its connection count as lost "
                    "(its requests are held and reissued once it is rebuilt)")
       ->check(CLI::Range(100, 3600000))
+      ->capture_default_str();
+  add_cmd
+      ->add_option("--keepalive-tmo", add.keep_alive_tmo_s,
+                   "rdma: seconds a connection may go without an answer to a keepalive before it counts as "
+                   "lost: detects a server that stopped or vanished without a disconnect (0 = off)")
+      ->check(CLI::Range(0, 3600))
       ->capture_default_str();
   add_cmd
       ->add_option("--reconnect-delay", add.reconnect_delay_s,

@@ -29,6 +29,7 @@ std::unique_ptr<ublk::TargetFactory> make_target_factory(const nlohmann::json& a
     o.max_io_bytes = dev_opts.max_io_bytes;
     o.poll_mode = dev_opts.poll.mode;
     o.io_timeout = std::chrono::milliseconds(args.value("io_timeout_ms", 30000));
+    o.keep_alive_tmo = std::chrono::milliseconds(args.value("keep_alive_tmo_ms", o.keep_alive_tmo.count()));
     o.push_max_bytes = args.value("push_max_bytes", o.push_max_bytes);
     o.pull_max_bytes = args.value("pull_max_bytes", o.pull_max_bytes);
     o.fence_writes = args.value("fence_writes", o.fence_writes);

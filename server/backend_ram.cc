@@ -81,6 +81,8 @@ class RamQueue final : public ImmediateQueue {
         // up behind it for seconds.
         zeroing_[(zero_head_ + zero_count_++) % zeroing_.size()] = Zeroing{tag, offset, length};
         return kDeferred;
+      case wire::Opcode::kKeepAlive:
+        break;  // the connection answers it; it never reaches a backend
     }
     return -EINVAL;
   }

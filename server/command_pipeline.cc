@@ -26,8 +26,9 @@ CommandPipeline::CommandPipeline(PipelineConfig config, CommandIo& io, Connectio
 
 void CommandPipeline::on_command(const wire::Decoded<wire::Command>& d, bool malformed, uint32_t byte_len) {
   if (failed_) return;
-  stats_.commands.add_st();
   const wire::Command& cmd = d.value;
+  if (d.ok() && !malformed && cmd.opcode == wire::Opcode::kKeepAlive) return keep_alive(cmd);
+  stats_.commands.add_st();
   if (malformed || !d.ok()) {
     (void)byte_len;  // with debug logging compiled out
     SPDLOG_LOGGER_DEBUG(log::server(), "{}: malformed command ({} bytes): {}", config_.peer, byte_len,
@@ -61,6 +62,7 @@ void CommandPipeline::on_command(const wire::Decoded<wire::Command>& d, bool mal
     case wire::Opcode::kFlush: stats_.flushes.add_st(); break;
     case wire::Opcode::kDiscard: stats_.discards.add_st(); break;
     case wire::Opcode::kWriteZeroes: stats_.write_zeroes.add_st(); break;
+    case wire::Opcode::kKeepAlive: break;  // answered before validation, never here
   }
   advance(t);
 }
@@ -202,6 +204,18 @@ void CommandPipeline::release(Tag& t) {
   if (t.state == CommandState::kFree) return;
   t.state = CommandState::kFree;
   --inflight_;
+}
+
+// Answered in this pass, whatever else is in flight or draining: the client takes a late answer
+// for a dead server. Only in the form the protocol defines; anything else is refused.
+void CommandPipeline::keep_alive(const wire::Command& cmd) {
+  if (!config_.keep_alive || cmd.tag != config_.depth || cmd.flags != 0 || cmd.offset != 0 || cmd.length != 0 ||
+      cmd.rkey != 0 || cmd.addr != 0) {
+    stats_.commands.add_st();
+    return reject(cmd, kRejectMalformed, -EINVAL);
+  }
+  stats_.keep_alives.add_st();
+  io_.queue_answer(cmd, 0, AnswerKind::kKeepAlive);
 }
 
 void CommandPipeline::reject(const wire::Command& cmd, unsigned reason, int err) {

@@ -28,6 +28,7 @@ enum class AnswerKind : uint8_t {
   kAnswer,   // a Response from the tag's slot, sent after everything queued before it
   kFenced,   // the same for a direct WRITE: its SEND waits for the RDMA READs before it
   kRefusal,  // to a refused command (its tag may be out of range or busy): a scratch slot
+  kKeepAlive,  // to a KEEP_ALIVE (its tag is the one beyond the depth): a scratch slot
 };
 
 // What the pipeline needs from its connection.
@@ -51,6 +52,7 @@ struct PipelineConfig {
   uint32_t max_reads = 1;  // RDMA READ credits (the connection's initiator depth)
   bool direct = false;     // READ/WRITE data moves straight to and from the export's memory
   bool read_imm = false;   // successful READs complete as RDMA WRITE WITH IMMEDIATE (no SEND)
+  bool keep_alive = false;  // KEEP_ALIVE negotiated: taken on tag `depth`, answered at once
   CommandLimits limits;         // READ and WRITE
   CommandLimits limits_nodata;  // FLUSH, DISCARD, WRITE_ZEROES
 };
@@ -99,6 +101,7 @@ class CommandPipeline {
   void advance(Tag& t);
   void release(Tag& t);
   void reject(const wire::Command& cmd, unsigned reason, int err);
+  void keep_alive(const wire::Command& cmd);
   void grant_read_credits();
 
   const PipelineConfig config_;

@@ -25,13 +25,17 @@ constexpr uint32_t kCmCheckEvery = 4096;  // passes between cm-channel checks wh
 // send queue: the peer waits for every answer before it sends again (QD1), and polling catches
 // its next command one round trip after our answer.
 constexpr uint32_t kSerialStreak = 8;
+// A peer silent for this long is probed; a client with keepalive on sends more often than this.
+// One that vanished without a disconnect (host or link gone) fails the probe after the QP's
+// retries (transport/connection.cc: about 2 s), so its connection is freed within ~7.5 s.
+constexpr std::chrono::seconds kProbeSilentPeerAfter{5};
 
 }  // namespace
 
 transport::QpSizes Connection::qp_sizes(const wire::AcceptData& accepted) {
   transport::QpSizes sizes;
   sizes.send_wrs = SendQueue::capacity(accepted.queue_depth);
-  sizes.recv_wrs = accepted.queue_depth;
+  sizes.recv_wrs = accepted.queue_depth + (accepted.keep_alive() ? 1 : 0);
   sizes.max_inline = 64;
   if (accepted.batch()) sizes.max_send_sge = wire::kMaxBatch;  // a batched answer: one entry per Response
   return sizes;
@@ -42,10 +46,10 @@ Connection::Connection(std::unique_ptr<transport::Connection> rdma, const Backen
     : export_name_(std::move(export_name)), queue_id_(queue_id), peer_(rdma->peer_address()), backend_(backend),
       depth_(acc.queue_depth), max_io_(acc.max_io_bytes), max_reads_(max_reads), read_imm_(acc.read_imm()),
       batch_(acc.batch()), push_writes_(acc.push_writes()), push_slots_(acc.push_slots()),
-      pull_reads_(acc.pull_reads()),
+      pull_reads_(acc.pull_reads()), keep_alive_(acc.keep_alive()), recv_slots_(uint16_t(depth_ + (keep_alive_ ? 1 : 0))),
       recv_slot_bytes_(batch_ ? wire::kMaxBatch * wire::kCommandSize : kMsgSlot),
       spin_(opts.spin), serial_spin_(std::max(opts.spin, opts.serial_spin)),
-      rdma_(std::move(rdma)), recvs_(depth_) {}
+      rdma_(std::move(rdma)), recvs_(recv_slots_) {}
 
 Connection::~Connection() {
   if (thread_.joinable()) thread_.join();
@@ -57,7 +61,9 @@ void Connection::fill_window(wire::AcceptData& a) const {
 }
 
 void Connection::setup() {
-  msgs_ = MappedRegion::anonymous(size_t(depth_) * (recv_slot_bytes_ + kMsgSlot) + scratch_slots() * kMsgSlot, true);
+  msgs_ = MappedRegion::anonymous(size_t(recv_slots_) * recv_slot_bytes_ + size_t(depth_) * kMsgSlot +
+                                      scratch_slots() * kMsgSlot,
+                                  true);
   msgs_mr_ = rdma_->register_memory(msgs_.get(), msgs_.size(), IBV_ACCESS_LOCAL_WRITE, "message slots");
   std::span<std::byte> direct = backend_.direct_memory();
   std::span<std::byte> registered;
@@ -91,6 +97,7 @@ void Connection::setup() {
   pc.max_reads = max_reads_;
   pc.direct = !direct_.empty();
   pc.read_imm = read_imm_;
+  pc.keep_alive = keep_alive_;
   pc.limits = CommandLimits{backend_.size(), backend_.block_size(), backend_.read_only(), backend_.supported_ops(),
                             max_io_, depth_, push_writes_};
   // DISCARD and WRITE_ZEROES move no data: the negotiated max IO (a buffer size) does not
@@ -109,10 +116,10 @@ void Connection::setup() {
   sends_.emplace(
       sc, [this](ibv_send_wr* first, ibv_send_wr** bad) { return ibv_post_send(rdma_->qp(), first, bad); }, stats_);
 
-  parked_.resize(depth_);
-  for (uint16_t i = 0; i < depth_; ++i) queue_recv(i);
+  parked_.resize(recv_slots_);
+  for (uint16_t i = 0; i < recv_slots_; ++i) queue_recv(i);
   post_recvs();
-  if (failed_) throw_setup("posting {} receives for {} failed", depth_, peer_);
+  if (failed_) throw_setup("posting {} receives for {} failed", recv_slots_, peer_);
 }
 
 void Connection::start(const std::atomic<bool>& stop) {
@@ -132,6 +139,7 @@ nlohmann::json Connection::to_json() const {
   j["push_writes"] = push_writes_;
   j["push_slots"] = push_slots_;
   j["pull_reads"] = pull_reads_;
+  j["keep_alive"] = keep_alive_;
   return j;
 }
 
@@ -139,7 +147,7 @@ uint8_t* Connection::recv_slot(uint16_t i) const {
   return static_cast<uint8_t*>(msgs_.get()) + size_t(i) * recv_slot_bytes_;
 }
 uint8_t* Connection::resp_slot(uint16_t tag) const {
-  return static_cast<uint8_t*>(msgs_.get()) + size_t(depth_) * recv_slot_bytes_ + size_t(tag) * kMsgSlot;
+  return static_cast<uint8_t*>(msgs_.get()) + size_t(recv_slots_) * recv_slot_bytes_ + size_t(tag) * kMsgSlot;
 }
 // Answers to refused commands: their tag may be out of range or busy, so they never use a
 // tag's slot. They leave inline, one per SEND (the slot is copied when posted), and no more
@@ -149,7 +157,8 @@ uint8_t* Connection::resp_slot(uint16_t tag) const {
 size_t Connection::scratch_slots() const { return size_t(depth_) * kWrsPerTag + kWrsPerTag; }
 uint8_t* Connection::scratch_slot() {
   size_t i = scratch_next_++ % scratch_slots();
-  return static_cast<uint8_t*>(msgs_.get()) + size_t(depth_) * (recv_slot_bytes_ + kMsgSlot) + i * kMsgSlot;
+  return static_cast<uint8_t*>(msgs_.get()) + size_t(recv_slots_) * recv_slot_bytes_ + size_t(depth_) * kMsgSlot +
+         i * kMsgSlot;
 }
 std::byte* Connection::data_buffer(const wire::Command& cmd) const {
   if (!direct_.empty()) return direct_.data() + cmd.offset;  // validated: within the export
@@ -227,6 +236,8 @@ void Connection::serve(const std::atomic<bool>& stop) {
 
 void Connection::sleep_once() {
   if (!sends_->empty() || parked_len_ > 0) return;  // waiting for send-queue room: keep polling
+  probe_peer_if_silent();
+  if (!sends_->empty()) return;  // the probe goes out with the next pass
   if (int rc = rdma_->arm_cq_st(); rc < 0) {
     log::server()->error("{}: ibv_req_notify_cq: {}", peer_, errno_text(rc));
     failed_ = true;
@@ -255,6 +266,20 @@ void Connection::handle_cm_events() {
         log::server()->debug("{}: rdma_cm event {}", peer_, rdma_event_str(ev->type));
     }
   }
+}
+
+void Connection::probe_peer_if_silent() {
+  auto now = Clock::now();
+  if (receives_ != receives_seen_ || last_heard_ == Clock::time_point{}) {
+    receives_seen_ = receives_;
+    last_heard_ = now;
+    return;
+  }
+  if (probe_outstanding_ || failed_ || draining_ || now - last_heard_ < kProbeSilentPeerAfter) return;
+  probe_outstanding_ = true;
+  last_heard_ = now;  // the next probe, if the peer stays silent and alive, one period later
+  stats_.peer_probes.add_st();
+  sends_->probe();
 }
 
 // The QP is unusable: stop posting; flushed completions free the tags that wait on it.
@@ -288,17 +313,20 @@ int Connection::poll_cq() {
     WorkId id = WorkId::decode(wc.wr_id);
     if (wc.status != IBV_WC_SUCCESS) {
       if (!failed_ && wc.status != IBV_WC_WR_FLUSH_ERR)
-        log::server()->warn("{}: {} failed: {} (vendor error {:#x})", peer_,
+        log::server()->warn("{}: {} failed: {} (vendor error {:#x}){}", peer_,
                             id.kind == WorkKind::kRdmaRecv   ? "receive"
                             : id.kind == WorkKind::kRdmaRead ? "RDMA READ of write data"
-                                                             : "send",
-                            ibv_wc_status_str(wc.status), wc.vendor_err);
+                            : id.kind == WorkKind::kRdmaWrite && id.op == kProbeWriteOp ? "probe of a silent client"
+                                                                                         : "send",
+                            ibv_wc_status_str(wc.status), wc.vendor_err,
+                            wc.status == IBV_WC_RETRY_EXC_ERR ? ": the client is gone; freeing its connection" : "");
       fail("work request failed");
       if (id.kind == WorkKind::kRdmaRead) pipeline_->on_read_done(id.tag, ReadKind(id.op), false);
       continue;
     }
     switch (id.kind) {
       case WorkKind::kRdmaRecv: {
+        ++receives_;
         size_t commands = commands_in(wc.byte_len);
         received += commands;
         if (parked_len_ > 0 || !sends_->has_room(commands)) {
@@ -312,8 +340,11 @@ int Connection::poll_cq() {
         sends_->retire();
         pipeline_->on_read_done(id.tag, ReadKind(id.op), true);
         break;
-      case WorkKind::kRdmaSend:
       case WorkKind::kRdmaWrite:
+        if (id.op == kProbeWriteOp) probe_outstanding_ = false;
+        sends_->retire();
+        break;
+      case WorkKind::kRdmaSend:
         sends_->retire();
         break;
       default:
@@ -342,7 +373,7 @@ size_t Connection::commands_in(uint32_t byte_len) const {
 
 // One receive: a command, or with BATCH up to kMaxBatch of them back to back.
 void Connection::on_message(uint16_t slot, uint32_t byte_len) {
-  if (slot >= depth_) return;
+  if (slot >= recv_slots_) return;
   std::array<wire::Decoded<wire::Command>, wire::kMaxBatch> cmds;
   size_t n = wire::messages_in(byte_len, wire::kCommandSize, batch_);
   bool malformed = n == 0;
@@ -355,7 +386,7 @@ void Connection::on_message(uint16_t slot, uint32_t byte_len) {
 }
 
 void Connection::park(uint16_t slot, uint32_t byte_len) {
-  if (slot >= depth_ || parked_len_ >= parked_.size()) return;  // one receive per slot: cannot happen
+  if (slot >= recv_slots_ || parked_len_ >= parked_.size()) return;  // one receive per slot: cannot happen
   parked_[parked_len_++] = Parked{slot, byte_len};
   stats_.parked_max.max_st(parked_len_);
 }
@@ -436,14 +467,16 @@ void Connection::queue_rdma_write(const wire::Command& cmd, bool read_done) {
 
 void Connection::queue_answer(const wire::Command& cmd, int err, AnswerKind kind) {
   if (failed_) return;
-  uint8_t* p = kind == AnswerKind::kRefusal ? scratch_slot() : resp_slot(cmd.tag);
+  bool scratch = kind == AnswerKind::kRefusal || kind == AnswerKind::kKeepAlive;
+  uint8_t* p = scratch ? scratch_slot() : resp_slot(cmd.tag);
   wire::Response r{cmd.tag, wire::is_known_opcode(uint8_t(cmd.opcode)) ? cmd.opcode : wire::Opcode::kRead,
                    cmd.generation, wire::errno_to_status(err)};
   wire::encode_into(r, std::span<uint8_t, wire::kResponseSize>(p, wire::kResponseSize));
   switch (kind) {
     case AnswerKind::kAnswer: return sends_->answer(p);
     case AnswerKind::kFenced: return sends_->fenced_answer(p);
-    case AnswerKind::kRefusal: return sends_->refusal(p);
+    case AnswerKind::kRefusal:
+    case AnswerKind::kKeepAlive: return sends_->scratch_answer(p);
   }
 }
 

@@ -57,6 +57,7 @@ class Connection final : private CommandIo {
   void sleep_once();
   void handle_cm_events();
   void fail(const char* why);
+  void probe_peer_if_silent();
 
   // ------------------------------------------------------------------ completions
   int poll_cq();
@@ -78,7 +79,7 @@ class Connection final : private CommandIo {
   void queue_answer(const wire::Command& cmd, int err, AnswerKind kind) override;
   int submit_backend(const wire::Command& cmd) override;
 
-  // msgs_: [depth receive slots][depth response slots][scratch response slots]
+  // msgs_: [recv_slots_ receive slots][depth response slots][scratch response slots]
   uint8_t* recv_slot(uint16_t i) const;
   uint8_t* resp_slot(uint16_t tag) const;
   size_t scratch_slots() const;
@@ -97,6 +98,8 @@ class Connection final : private CommandIo {
   const bool push_writes_;  // the client RDMA WRITEs WRITE data into the export (PUSH_WRITES)
   const bool push_slots_;   // ... into this connection's buffer pool, a slot per tag (PUSH_SLOTS)
   const bool pull_reads_;   // the client RDMA READs READ data from the export (PULL_READS)
+  const bool keep_alive_;   // KEEP_ALIVE negotiated: one receive more, for the tag beyond the depth
+  const uint16_t recv_slots_;  // depth_, and one more with keep_alive_
   const size_t recv_slot_bytes_;
   const std::chrono::microseconds spin_;
   const std::chrono::microseconds serial_spin_;  // >= spin_
@@ -126,6 +129,13 @@ class Connection final : private CommandIo {
   std::vector<Parked> parked_;
   size_t parked_len_ = 0;
   size_t scratch_next_ = 0;
+
+  // A peer that sends nothing for a while is probed (SendQueue::probe): a vanished one fails
+  // the probe and its connection goes. Counted receives, not timestamps, on the hot path.
+  uint64_t receives_ = 0;
+  uint64_t receives_seen_ = 0;
+  std::chrono::steady_clock::time_point last_heard_{};
+  bool probe_outstanding_ = false;
 
   bool draining_ = false;
   bool failed_ = false;

@@ -13,6 +13,8 @@ nlohmann::json ConnectionStats::to_json() const {
   for (unsigned i = 1; i < kRejectReasons; ++i)
     if (rejected_by[i].get()) by[reject_reason_name(i)] = rejected_by[i].get();
   return {{"commands", commands.get()},
+          {"keep_alives", keep_alives.get()},
+          {"peer_probes", peer_probes.get()},
           {"reads", reads.get()},
           {"writes", writes.get()},
           {"flushes", flushes.get()},

@@ -18,6 +18,8 @@ const char* reject_reason_name(unsigned reason);
 
 struct ConnectionStats {
   RelaxedCounter commands;
+  RelaxedCounter keep_alives;  // KEEP_ALIVEs answered (not commands)
+  RelaxedCounter peer_probes;  // zero-length RDMA WRITEs probing a silent client
   RelaxedCounter reads, writes, flushes, discards, write_zeroes;
   RelaxedCounter rdma_bytes;          // READ data RDMA-written + WRITE data RDMA-read or pushed
   RelaxedCounter pushed_writes;       // WRITEs whose data the client put into the export (PUSH_WRITES)

@@ -94,6 +94,8 @@ Negotiation negotiate(std::span<const uint8_t> private_data, const sockaddr* pee
   if ((offered & wire::kConnectPullReads) && limits.pull_reads && info.direct_memory &&
       !(n.accept.features & wire::kFeaturePushSlots) && limits.client_rdma_reads > 0)
     n.accept.features |= wire::kFeaturePullReads;
+  // v8: KEEP_ALIVE costs a receive and a scratch answer per client probe, nothing else.
+  if (offered & wire::kConnectKeepAlive) n.accept.features |= wire::kFeatureKeepAlive;
   return n;
 }
 

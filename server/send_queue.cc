@@ -15,7 +15,7 @@ SendQueue::SendQueue(const SendQueueConfig& config, PostSend post, ConnectionSta
       // Room for every tag's work requests twice over: it only grows if a client floods
       // commands while its answers cannot leave.
       chain_(size_t(config.depth) * kWrsPerTag * 2 + 2) {
-  refusals_.reserve(size_t(config.depth) * kWrsPerTag + kWrsPerTag);
+  scratch_answers_.reserve(size_t(config.depth) * kWrsPerTag + kWrsPerTag);
   answers_.reserve(config.depth);
   fenced_answers_.reserve(config.depth);
 }
@@ -44,11 +44,11 @@ int SendQueue::flush(bool signal_all) {
 // to it). Answers to direct WRITEs go after every RDMA READ queued so far.
 void SendQueue::queue_answers() {
   bool inline_ok = config_.max_inline >= wire::kResponseSize;
-  for (const uint8_t* p : refusals_) {
+  for (const uint8_t* p : scratch_answers_) {
     ibv_send_wr& wr = append_answer_send(p);
     if (inline_ok) wr.send_flags = IBV_SEND_INLINE;
   }
-  refusals_.clear();
+  scratch_answers_.clear();
   size_t per_send = config_.batch ? wire::kMaxBatch : 1;
   size_t total = answers_.size() + fenced_answers_.size();
   bool fence_pending = !fenced_answers_.empty();
@@ -98,9 +98,16 @@ bool SendQueue::drained() {
   return false;
 }
 
+void SendQueue::probe() {
+  ibv_send_wr& wr = chain_.append_empty();
+  wr.wr_id = WorkId{WorkKind::kRdmaWrite, config_.queue_id, 0, kProbeWriteOp, 0}.encode();
+  wr.opcode = IBV_WR_RDMA_WRITE;
+  wr.send_flags = IBV_SEND_SIGNALED;
+}
+
 void SendQueue::clear() {
   chain_.clear();
-  refusals_.clear();
+  scratch_answers_.clear();
   answers_.clear();
   fenced_answers_.clear();
 }

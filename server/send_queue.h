@@ -25,6 +25,8 @@ inline constexpr uint32_t kSqSlack = 2 * kSignalEvery;
 static_assert(4096 * kWrsPerTag + kSqSlack <= 0xffff);
 // WorkId::op of the zero-length RDMA WRITE that drains the send queue at shutdown.
 inline constexpr uint8_t kDrainWriteOp = 1;
+// ... and of the one that probes a silent peer (its completion says the peer still acknowledges).
+inline constexpr uint8_t kProbeWriteOp = 2;
 
 struct SendQueueConfig {
   uint16_t depth = 0;
@@ -49,16 +51,17 @@ class SendQueue {
   // Encoded Responses to send after everything queued so far (see the kinds in command_pipeline.h).
   void answer(const uint8_t* slot) { answers_.push_back(slot); }
   void fenced_answer(const uint8_t* slot) { fenced_answers_.push_back(slot); }
-  void refusal(const uint8_t* slot) { refusals_.push_back(slot); }
+  // An answer in a scratch slot (a refusal, or a KEEP_ALIVE's): one inline SEND of its own.
+  void scratch_answer(const uint8_t* slot) { scratch_answers_.push_back(slot); }
 
   // Commands are taken on only while their answers fit: `commands` more would.
   bool has_room(size_t commands) const {
-    return chain_.size() + refusals_.size() + answers_.size() + fenced_answers_.size() + commands * kWrsPerTag <=
+    return chain_.size() + scratch_answers_.size() + answers_.size() + fenced_answers_.size() + commands * kWrsPerTag <=
            size_t(config_.depth) * kWrsPerTag;
   }
   // Nothing is waiting to be posted.
   bool empty() const {
-    return chain_.empty() && refusals_.empty() && answers_.empty() && fenced_answers_.empty();
+    return chain_.empty() && scratch_answers_.empty() && answers_.empty() && fenced_answers_.empty();
   }
 
   // Turns the queued answers into SENDs and posts the front of the chain that fits, with one
@@ -72,6 +75,9 @@ class SendQueue {
   // completed, counted (no timer). While an unsignaled tail is out, queues one signaled
   // zero-length RDMA WRITE (for the next flush) whose completion retires it.
   bool drained();
+  // Queues a signaled zero-length RDMA WRITE (kProbeWriteOp) for the next flush: it completes
+  // once the peer's transport acknowledged it, or fails when the peer is gone.
+  void probe();
   // The QP failed: nothing queued will be posted.
   void clear();
 
@@ -84,7 +90,7 @@ class SendQueue {
   ConnectionStats& stats_;
   transport::SendBudget budget_;
   transport::SendChain chain_;
-  std::vector<const uint8_t*> refusals_;
+  std::vector<const uint8_t*> scratch_answers_;
   std::vector<const uint8_t*> answers_;
   std::vector<const uint8_t*> fenced_answers_;
 };

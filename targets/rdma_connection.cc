@@ -76,8 +76,9 @@ const char* work_name(const WorkId& id) {
 }  // namespace
 
 RdmaConnection::RdmaConnection(std::unique_ptr<Connection> conn, MappedRegion msgs, ibv_mr* msgs_mr,
-                               const wire::AcceptData& accepted, uint16_t depth)
-    : msgs_(std::move(msgs)), conn_(std::move(conn)), msgs_mr_(msgs_mr), accepted_(accepted), depth_(depth) {}
+                               const wire::AcceptData& accepted, uint16_t depth, uint16_t recv_slots)
+    : msgs_(std::move(msgs)), conn_(std::move(conn)), msgs_mr_(msgs_mr), accepted_(accepted), depth_(depth),
+      recv_slots_(recv_slots) {}
 
 RdmaConnection::~RdmaConnection() {
   if (conn_) conn_->close_st();
@@ -101,7 +102,7 @@ void RdmaConnection::start_st(const RdmaQueueSetup& setup, size_t index, RdmaCou
   size_t capacity = size_t(depth_) * (setup.push_writes ? kWrsPerRequest : 1) + kSqSlack;
   budget_ = transport::SendBudget(capacity, kSignalEvery);
   chain_ = transport::SendChain(capacity);
-  reposts_ = transport::RecvChain(depth_);
+  reposts_ = transport::RecvChain(recv_slots_);
   command_tags_.reserve(depth_);
 }
 
@@ -109,7 +110,7 @@ uint8_t* RdmaConnection::response_slot(uint16_t i) const {
   return static_cast<uint8_t*>(msgs_.get()) + size_t(i) * kRecvSlot;
 }
 uint8_t* RdmaConnection::command_slot(uint16_t slot) const {
-  return static_cast<uint8_t*>(msgs_.get()) + size_t(depth_) * kRecvSlot + size_t(slot) * kMsgSlot;
+  return static_cast<uint8_t*>(msgs_.get()) + size_t(recv_slots_) * kRecvSlot + size_t(slot) * kMsgSlot;
 }
 
 // Our own RDMA leads the chain: with PUSH_WRITES the RDMA WRITEs of the WRITEs' data (RC places
@@ -296,7 +297,7 @@ void RdmaConnection::handle_receive_st(const ibv_wc& wc, RdmaConnectionEvents& e
     return events.on_read_done_st(*this, wire::decode_read_done(be32toh(wc.imm_data)));
   }
   size_t n = wire::messages_in(wc.byte_len, wire::kResponseSize, setup_.batch);
-  if (id.tag >= depth_ || n == 0) {
+  if (id.tag >= recv_slots_ || n == 0) {
     log::rdma()->error("queue {}: answer of {} bytes in slot {}: protocol error", setup_.queue_id, wc.byte_len, id.tag);
     return events.on_connection_failed_st(*this, "malformed response");
   }
@@ -308,8 +309,52 @@ void RdmaConnection::handle_receive_st(const ibv_wc& wc, RdmaConnectionEvents& e
       log::rdma()->error("queue {}: malformed response: {}", setup_.queue_id, wire::decode_error_text(d.error));
       return events.on_connection_failed_st(*this, "malformed response");
     }
-    events.on_answer_st(*this, d.value);
+    if (d.value.opcode != wire::Opcode::kKeepAlive) {
+      events.on_answer_st(*this, d.value);
+    } else if (!handle_keep_alive_answer_st(d.value)) {
+      log::rdma()->error("queue {}: KEEP_ALIVE answer (tag {}, generation {}, status {}) not asked for: protocol error",
+                         setup_.queue_id, d.value.tag, d.value.generation, d.value.status);
+      return events.on_connection_failed_st(*this, "unexpected keepalive answer");
+    }
   }
+}
+
+bool RdmaConnection::handle_keep_alive_answer_st(const wire::Response& r) {
+  if (!keep_alive_outstanding_ || r.tag != depth_ || r.generation != keep_alive_generation_ || r.status != 0)
+    return false;
+  keep_alive_outstanding_ = false;
+  counters_->keep_alives.add_st();
+  return true;
+}
+
+bool RdmaConnection::keep_alive_tick_st(uint32_t max_missed, RdmaConnectionEvents& events) {
+  if (failed_ || !keep_alive()) return true;
+  if (keep_alive_outstanding_) return ++keep_alive_missed_ < max_missed;
+  // The chain is empty between passes (post_st posts all it builds); wait a tick for room.
+  if (budget_.room() == 0) return true;
+  keep_alive_generation_ = wire::next_generation(keep_alive_generation_);
+  wire::Command cmd;
+  cmd.opcode = wire::Opcode::kKeepAlive;
+  cmd.tag = depth_;
+  cmd.generation = keep_alive_generation_;
+  uint8_t* slot = command_slot(depth_);
+  wire::encode_into(cmd, std::span<uint8_t, wire::kCommandSize>(slot, wire::kCommandSize));
+  ibv_send_wr& wr = chain_.append(reinterpret_cast<uint64_t>(slot), uint32_t(wire::kCommandSize), msgs_mr_->lkey);
+  wr.wr_id = WorkId{WorkKind::kRdmaSend, setup_.queue_id, depth_, uint8_t(cmd.opcode), cmd.generation}.encode();
+  wr.opcode = IBV_WR_SEND;
+  if (use_inline_) wr.send_flags = IBV_SEND_INLINE;
+  auto posted = chain_.post(budget_, [this](ibv_send_wr* first, ibv_send_wr** bad) {
+    return ibv_post_send(conn_->qp(), first, bad);
+  });
+  chain_.clear();
+  if (posted.rc != 0 || posted.wrs != 1) {
+    log::rdma()->error("queue {}: posting a KEEP_ALIVE failed: {}", setup_.queue_id, errno_text(posted.rc));
+    events.on_connection_failed_st(*this, "posting a keepalive failed");
+    return true;
+  }
+  keep_alive_outstanding_ = true;
+  keep_alive_missed_ = 0;
+  return true;
 }
 
 // The fence behind a chain's fenced WRITEs completed: their data is in the export. Fences
@@ -378,14 +423,16 @@ RdmaConnection connect_rdma_connection(const RdmaTargetOptions& o, uint16_t queu
   req.queue_depth = depth;
   req.max_io_bytes = o.max_io_bytes;
   req.session_id = session_id;
-  req.flags = wire::kConnectReadImm | wire::kConnectBatch |
+  req.flags = wire::kConnectReadImm | wire::kConnectBatch | (o.keep_alive_tmo.count() > 0 ? wire::kConnectKeepAlive : 0) |
               (o.push_max_bytes ? wire::kConnectPushWrites | wire::kConnectPushSlots : 0) |
               (o.pull_max_bytes || (o.fence_writes && o.push_max_bytes) ? wire::kConnectPullReads : 0);
   if (!req.set_name(o.export_name))
     throw SetupError(fmt::format("export name '{}' is invalid: use 1..32 of [A-Za-z0-9._-]", o.export_name), EINVAL);
   auto pdata = wire::encode(req);
 
-  MappedRegion msgs = MappedRegion::anonymous(size_t(depth) * (kRecvSlot + kMsgSlot), true);
+  // With KEEP_ALIVE asked for, one receive and one command slot more: its wire tag is `depth`.
+  uint16_t slots = uint16_t(depth + ((req.flags & wire::kConnectKeepAlive) ? 1 : 0));
+  MappedRegion msgs = MappedRegion::anonymous(size_t(slots) * (kRecvSlot + kMsgSlot), true);
   ibv_mr* msgs_mr = nullptr;
 
   transport::ClientConnectParams p;
@@ -394,7 +441,7 @@ RdmaConnection connect_rdma_connection(const RdmaTargetOptions& o, uint16_t queu
   p.connect_timeout = o.connect_timeout;
   // Room for PUSH_WRITES (an RDMA WRITE per WRITE): the QP exists before the server answers.
   p.sizes.send_wrs = uint32_t(depth) * kWrsPerRequest + kSqSlack;
-  p.sizes.recv_wrs = depth;
+  p.sizes.recv_wrs = slots;
   p.sizes.max_inline = 64;
   p.sizes.max_send_sge = wire::kMaxBatch;  // a batched SEND: one entry per command
   p.private_data = pdata;
@@ -406,12 +453,12 @@ RdmaConnection connect_rdma_connection(const RdmaTargetOptions& o, uint16_t queu
     msgs_mr = conn.register_memory(msgs.get(), msgs.size(), IBV_ACCESS_LOCAL_WRITE,
                                    fmt::format("queue {} message slots", queue_id));
     // One receive per slot, posted before CONNECT so no response can find the queue empty.
-    transport::RecvChain recvs(depth);
-    for (uint16_t i = 0; i < depth; ++i)
+    transport::RecvChain recvs(slots);
+    for (uint16_t i = 0; i < slots; ++i)
       recvs.add(WorkId{WorkKind::kRdmaRecv, queue_id, i, 0, 0}.encode(),
                 reinterpret_cast<uint64_t>(msgs.get()) + uint64_t(i) * kRecvSlot, uint32_t(kRecvSlot), msgs_mr->lkey);
     if (int rc = recvs.post([&](ibv_recv_wr* first, ibv_recv_wr** bad) { return ibv_post_recv(conn.qp(), first, bad); }))
-      throw_errno(rc, "posting {} receives", depth);
+      throw_errno(rc, "posting {} receives", slots);
   };
 
   transport::ConnectOutcome out = transport::connect_client(p, before_connect);
@@ -424,9 +471,12 @@ RdmaConnection connect_rdma_connection(const RdmaTargetOptions& o, uint16_t queu
   const wire::AcceptData& accepted = d.value;
   if ((accepted.push_writes() && !(req.flags & wire::kConnectPushWrites)) ||
       (accepted.push_slots() && !(req.flags & wire::kConnectPushSlots)) ||
-      (accepted.pull_reads() && !(req.flags & wire::kConnectPullReads)))
+      (accepted.pull_reads() && !(req.flags & wire::kConnectPullReads)) ||
+      (accepted.keep_alive() && !(req.flags & wire::kConnectKeepAlive)))
     throw SetupError(fmt::format("server {}:{} granted {}, which this client did not ask for", o.traddr, o.trsvcid,
-                                 accepted.pull_reads() ? "PULL_READS" : "PUSH_WRITES"),
+                                 accepted.keep_alive() && !(req.flags & wire::kConnectKeepAlive) ? "KEEP_ALIVE"
+                                 : accepted.pull_reads()                                          ? "PULL_READS"
+                                                                                                  : "PUSH_WRITES"),
                      EPROTO);
   if (accepted.queue_depth != depth || accepted.max_io_bytes != o.max_io_bytes) {
     // The server's limit is per connection; -d spreads over the queue's connections.
@@ -437,7 +487,7 @@ RdmaConnection connect_rdma_connection(const RdmaTargetOptions& o, uint16_t queu
                                  accepted.max_io_bytes),
                      EINVAL);
   }
-  return RdmaConnection(std::move(out.conn), std::move(msgs), msgs_mr, accepted, depth);
+  return RdmaConnection(std::move(out.conn), std::move(msgs), msgs_mr, accepted, depth, slots);
 }
 
 }  // namespace ublkrdma::targets

@@ -61,7 +61,7 @@ class RdmaConnection {
  public:
   // The connection to the server, made by connect_rdma_connection.
   RdmaConnection(std::unique_ptr<transport::Connection> conn, MappedRegion msgs, ibv_mr* msgs_mr,
-                 const wire::AcceptData& accepted, uint16_t depth);
+                 const wire::AcceptData& accepted, uint16_t depth, uint16_t recv_slots);
   RdmaConnection(RdmaConnection&&) = default;
   ~RdmaConnection();
 
@@ -99,7 +99,16 @@ class RdmaConnection {
 
   // Whether a completion may still come: only such connections are polled and armed, so a
   // queue at low depth pays for one CQ, not for all of them.
-  bool expects_completions() const { return slots_.in_use() > 0 || budget_.signal_outstanding(); }
+  bool expects_completions() const {
+    return slots_.in_use() > 0 || budget_.signal_outstanding() || keep_alive_outstanding_;
+  }
+
+  // Whether the server answers KEEP_ALIVE on this connection (v8, negotiated).
+  bool keep_alive() const { return accepted_.keep_alive(); }
+  // One tick of the queue's keepalive timer: sends a KEEP_ALIVE unless one is out; false once
+  // one has gone unanswered for `max_missed` ticks (the server is stopped or gone). A failed
+  // post is reported through `events`.
+  bool keep_alive_tick_st(uint32_t max_missed, RdmaConnectionEvents& events);
   // Polls the CQ once and reports what completed; returns how many completions it reaped.
   int poll_st(const std::vector<RdmaRequest>& requests, RdmaConnectionEvents& events);
   // Asks for a completion event unless one is asked for already; -errno on failure.
@@ -125,6 +134,7 @@ class RdmaConnection {
  private:
   uint8_t* response_slot(uint16_t i) const;
   void handle_receive_st(const ibv_wc& wc, RdmaConnectionEvents& events);
+  bool handle_keep_alive_answer_st(const wire::Response& r);
   void handle_fence_done_st(const std::vector<RdmaRequest>& requests, RdmaConnectionEvents& events);
 
   // Declared before conn_: destroyed (unmapped) after it, so after the MRs on it are gone.
@@ -134,6 +144,7 @@ class RdmaConnection {
   ibv_mr* slab_mr_ = nullptr;
   wire::AcceptData accepted_;
   uint16_t depth_ = 0;  // how many of the queue's requests it may hold at once
+  uint16_t recv_slots_ = 0;  // receives posted: depth_, and one more where KEEP_ALIVE was asked for
 
   RdmaQueueSetup setup_;
   size_t index_ = 0;
@@ -141,6 +152,10 @@ class RdmaConnection {
   bool use_inline_ = false;
   bool cq_armed_ = false;
   bool failed_ = false;
+  // KEEP_ALIVE: sent on the wire tag depth_ (command slot depth_), one at a time.
+  bool keep_alive_outstanding_ = false;
+  uint32_t keep_alive_generation_ = 0;
+  uint32_t keep_alive_missed_ = 0;  // ticks it has been out
 
   ConnectionSlots slots_;          // its requests (kQueued or kInFlight), by their wire tag
   std::vector<uint16_t> pending_;  // tags encoded but not yet posted

@@ -14,6 +14,8 @@ struct RdmaCounters {
   RelaxedCounter errors;             // requests completed with an error
   RelaxedCounter stale_completions;  // responses for a tag/generation no longer in flight
   RelaxedCounter timeouts;           // requests that exceeded io_timeout
+  RelaxedCounter keep_alives;        // KEEP_ALIVEs answered
+  RelaxedCounter keep_alive_timeouts;  // ... not answered within the keepalive timeout (connection lost)
   RelaxedCounter connection_lost;    // connections lost (each loss of each connection)
   RelaxedCounter reissued;           // requests taken back from a lost connection, to go out again
   RelaxedCounter sq_depth_max;       // send-queue slots in use, high water
@@ -46,6 +48,8 @@ struct RdmaCounters {
         {"errors", errors.get()},
         {"stale_completions", stale_completions.get()},
         {"timeouts", timeouts.get()},
+        {"keep_alives", keep_alives.get()},
+        {"keep_alive_timeouts", keep_alive_timeouts.get()},
         {"connection_lost", connection_lost.get()},
         {"reissued", reissued.get()},
         {"sq_depth_max", sq_depth_max.get()},

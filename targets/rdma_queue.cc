@@ -22,6 +22,18 @@ constexpr uint32_t kSpinMaxInflight = 4;
 // In busy mode the loop never arms fd watches: poll the cm channels and the timers ourselves.
 constexpr uint32_t kHousekeepingEvery = 1024;
 
+// A non-blocking timerfd that fires every `period`. Throws SetupError.
+UniqueFd periodic_timer(std::chrono::milliseconds period, uint16_t queue_id) {
+  UniqueFd fd(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+  if (!fd) throw_errno(errno, "rdma queue {}: timerfd_create", queue_id);
+  itimerspec its{};
+  its.it_interval.tv_sec = period.count() / 1000;
+  its.it_interval.tv_nsec = (period.count() % 1000) * 1000000;
+  its.it_value = its.it_interval;
+  if (::timerfd_settime(fd.get(), 0, &its, nullptr) != 0) throw_errno(errno, "rdma queue {}: timerfd_settime", queue_id);
+  return fd;
+}
+
 }  // namespace
 
 RdmaQueueTarget::RdmaQueueTarget(std::vector<RdmaConnection> connections, const RdmaTargetOptions& opts,
@@ -64,16 +76,17 @@ void RdmaQueueTarget::start_st(ublk::QueueContext& ctx) {
     ctx.watch_fd_st(c.cm_fd(), connection_token(kTokenCm, i));
   }
   if (opts_.io_timeout.count() > 0) {
-    io_timer_.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
-    if (!io_timer_) throw_errno(errno, "rdma queue {}: timerfd_create", queue_id_);
-    auto period = std::max<int64_t>(opts_.io_timeout.count() / kTicksPerTimeout, 10);
-    itimerspec its{};
-    its.it_interval.tv_sec = period / 1000;
-    its.it_interval.tv_nsec = (period % 1000) * 1000000;
-    its.it_value = its.it_interval;
-    if (::timerfd_settime(io_timer_.get(), 0, &its, nullptr) != 0)
-      throw_errno(errno, "rdma queue {}: timerfd_settime", queue_id_);
+    io_timer_ = periodic_timer(std::max(opts_.io_timeout / kTicksPerTimeout, std::chrono::milliseconds(10)), queue_id_);
     ctx.watch_fd_st(io_timer_.get(), kTokenIoTimer);
+  }
+  if (opts_.keep_alive_tmo.count() > 0) {
+    if (!accepted_.keep_alive() && queue_id_ == 0)
+      log::rdma()->warn("the server speaks protocol v{}, without KEEP_ALIVE: a server that stops or vanishes without "
+                        "a disconnect is detected only by --io-timeout, and only while IO is outstanding",
+                        accepted_.version);
+    keep_alive_timer_ = periodic_timer(
+        std::max(opts_.keep_alive_tmo / kTicksPerKeepAlive, std::chrono::milliseconds(10)), queue_id_);
+    ctx.watch_fd_st(keep_alive_timer_.get(), kTokenKeepAliveTimer);
   }
   recovery_timer_.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
   if (!recovery_timer_) throw_errno(errno, "rdma queue {}: timerfd_create", queue_id_);
@@ -240,6 +253,7 @@ void RdmaQueueTarget::on_fd_ready_st(uint8_t token) {
       break;
     default:
       if (token == kTokenIoTimer) handle_io_timer_st();
+      if (token == kTokenKeepAliveTimer) handle_keep_alive_timer_st();
       if (token == kTokenRecoveryTimer) handle_recovery_timer_st();
       if (token == kTokenReconnected) handle_reconnected_st();
       break;

@@ -61,9 +61,30 @@ void RdmaQueueTarget::handle_io_timer_st() {
   }
 }
 
+// Every live connection gets a KEEP_ALIVE per tick: a server whose process stopped still
+// acknowledges our RDMA in its kernel, and a pulled READ or fenced WRITE never reaches it, so
+// only an answer from the server itself proves it alive.
+void RdmaQueueTarget::handle_keep_alive_timer_st() {
+  uint64_t expirations = 0;
+  if (::read(keep_alive_timer_.get(), &expirations, sizeof(expirations)) != sizeof(expirations)) return;
+  if (stopped_) return;
+  for (size_t i = 0; i < connections_.size(); ++i) {
+    RdmaConnection& c = *connections_[i];
+    if (!recovery_[i].live() || c.failed()) continue;
+    if (!c.keep_alive_tick_st(kTicksPerKeepAlive - 1, *this)) {
+      counters_.keep_alive_timeouts.add_st();
+      log::rdma()->error("queue {}: connection {} to {}: no answer to a keepalive within {} ms (server stopped or "
+                         "unreachable)",
+                         queue_id_, i, c.peer_address(), opts_.keep_alive_tmo.count());
+      connection_lost_st(i, "keepalive timeout");
+    }
+  }
+}
+
 void RdmaQueueTarget::housekeeping_st() {
   for (size_t i = 0; i < connections_.size(); ++i) handle_cm_events_st(i);
   if (io_timer_) handle_io_timer_st();
+  if (keep_alive_timer_) handle_keep_alive_timer_st();
   handle_recovery_timer_st();
   handle_reconnected_st();
 }

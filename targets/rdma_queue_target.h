@@ -18,6 +18,11 @@ namespace ublkrdma::targets {
 
 // Ticks of the IO timer per io_timeout: a request times out between 1x and 1.25x io_timeout.
 inline constexpr uint32_t kTicksPerTimeout = 4;
+// Ticks of the keepalive timer per keepalive timeout. A KEEP_ALIVE goes out on every tick unless
+// one is out already, and counts as lost after kTicksPerKeepAlive - 1 more: a server that stops
+// just after answering one is detected within the timeout (at most one tick until the next goes
+// out, then three unanswered).
+inline constexpr uint32_t kTicksPerKeepAlive = 4;
 
 class RdmaQueueTarget final : public ublk::QueueTarget, private RdmaConnectionEvents {
  public:
@@ -58,6 +63,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget, private RdmaConnectionEv
   // --- rdma_queue_recovery.cc
   void handle_cm_events_st(size_t index);
   void handle_io_timer_st();
+  void handle_keep_alive_timer_st();
   void housekeeping_st();
   // Connection `index` is unusable: take it out of service, take back its requests (held, or
   // sent at once on the queue's other connections) and start recovering it.
@@ -102,6 +108,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget, private RdmaConnectionEv
 
   UniqueFd io_timer_;
   uint32_t tick_ = 0;
+  UniqueFd keep_alive_timer_;
   UniqueFd recovery_timer_;
   bool recovery_timer_armed_ = false;
   uint32_t polls_since_housekeeping_ = 0;

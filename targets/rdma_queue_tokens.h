@@ -14,6 +14,7 @@ inline constexpr uint8_t kTokenQueue = 3;  // one of the queue's own fds, named 
 inline constexpr uint8_t kTokenIoTimer = kTokenQueue | 0 << 2;
 inline constexpr uint8_t kTokenRecoveryTimer = kTokenQueue | 1 << 2;
 inline constexpr uint8_t kTokenReconnected = kTokenQueue | 2 << 2;  // the reconnector's results
+inline constexpr uint8_t kTokenKeepAliveTimer = kTokenQueue | 3 << 2;
 
 constexpr uint8_t connection_token(uint8_t kind, size_t connection) { return uint8_t(kind | (connection << 2)); }
 constexpr uint8_t token_kind(uint8_t token) { return token & 3; }

@@ -35,6 +35,10 @@ struct RdmaTargetOptions {
   ublk::PollMode poll_mode = ublk::PollMode::kHybrid;
   std::chrono::milliseconds io_timeout{30000};  // 0 = never time out
   std::chrono::milliseconds connect_timeout{10000};
+  // How long a connection may go without an answer to a KEEP_ALIVE before it counts as lost: a
+  // server that stopped or vanished without a disconnect is detected within this time, busy or
+  // idle (0 = no keepalive; servers before protocol v8 have none).
+  std::chrono::milliseconds keep_alive_tmo{5000};
   // PUSH_WRITES: where the server grants it (ram exports), a WRITE of at most this many bytes
   // goes by our RDMA WRITE straight into the export instead of the server's RDMA READ from our
   // buffer (0: do not ask for it). Small writes save a round trip; a large one would load our

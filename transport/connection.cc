@@ -353,6 +353,24 @@ Quiesced Connection::close_st() {
 
 // ------------------------------------------------------------------------- client side
 
+namespace {
+
+// The QP's ACK timeout, 4.096 us x 2^16 = 268 ms per try: with retry_count 7 a peer that stops
+// acknowledging (link down, host gone) fails our next work request after 8 tries, about 2 s.
+// Far above a round trip, even in an emulated guest (a late ACK only costs a retransmission),
+// and well inside the client's keepalive period, so the transport fails first and says why.
+// Without it rdma_cm takes the path's packet lifetime, which for RoCE is a compile-time guess.
+constexpr uint8_t kAckTimeout = 16;
+constexpr uint8_t kRetryCount = 7;
+
+void set_ack_timeout(rdma_cm_id* id) {
+  uint8_t timeout = kAckTimeout;
+  if (rdma_set_option(id, RDMA_OPTION_ID, RDMA_OPTION_ID_ACK_TIMEOUT, &timeout, sizeof(timeout)) != 0)
+    log::rdma()->debug("rdma_set_option(ACK_TIMEOUT): {}; keeping rdma_cm's default", errno_text(errno));
+}
+
+}  // namespace
+
 ConnectOutcome connect_client(const ClientConnectParams& p, const std::function<void(Connection&)>& before_connect) {
   std::string where = fmt::format("{}:{}", p.address, p.port);
   sockaddr_storage dst = resolve_ip(p.address, p.port, false);
@@ -399,8 +417,9 @@ ConnectOutcome connect_client(const ClientConnectParams& p, const std::function<
   const ibv_device_attr& da = conn->device_attr();
   param.responder_resources = uint8_t(std::min<int>(p.responder_resources, da.max_qp_rd_atom));
   param.initiator_depth = uint8_t(std::min<int>(p.initiator_depth, da.max_qp_init_rd_atom));
-  param.retry_count = 7;
+  param.retry_count = kRetryCount;
   param.rnr_retry_count = 7;  // the server always has receives posted; wait rather than fail
+  set_ack_timeout(conn->id());
   if (rdma_connect(conn->id(), &param) != 0) throw_errno(errno, "rdma_connect({})", where);
 
   CmEventInfo info = expect(RDMA_CM_EVENT_ESTABLISHED, p.connect_timeout, "connecting");
@@ -449,8 +468,9 @@ void accept_connection(Connection& conn, std::span<const uint8_t> private_data, 
   const ibv_device_attr& da = conn.device_attr();
   param.initiator_depth = uint8_t(std::min<int>(initiator_depth, da.max_qp_init_rd_atom));
   param.responder_resources = uint8_t(std::min<int>(responder_resources, da.max_qp_rd_atom));
-  param.retry_count = 7;
+  param.retry_count = kRetryCount;
   param.rnr_retry_count = 7;
+  set_ack_timeout(conn.id());
   if (rdma_accept(conn.id(), &param) != 0) throw_errno(errno, "rdma_accept({})", conn.peer_address());
   conn.mark_established();  // the QP is in RTS now; the ESTABLISHED event confirms the peer
 }

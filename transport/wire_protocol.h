@@ -1,5 +1,5 @@
 #pragma once
-// The ublk-rdma wire protocol, version 6 (speaks 1 to 5 too). docs/protocol.md is its one description; this file
+// The ublk-rdma wire protocol, version 8 (speaks 1 to 7 too). docs/protocol.md is its one description; this file
 // is its one implementation. Every message is little endian at fixed offsets, encoded and
 // decoded byte by byte (no struct overlay, so host endianness and padding never leak onto the
 // wire), and every decoder validates magic, version, opcode, flags and reserved fields.
@@ -24,7 +24,7 @@
 namespace ublkrdma::wire {
 
 inline constexpr uint32_t kMagic = 0x4d445255;  // bytes "URDM" on the wire
-inline constexpr uint16_t kVersion = 7;
+inline constexpr uint16_t kVersion = 8;
 inline constexpr uint16_t kMinVersion = 1;
 
 inline constexpr size_t kConnectRequestSize = 56;
@@ -47,8 +47,9 @@ inline constexpr uint16_t kConnectBatch = 1u << 1;    // v3: batched commands an
 inline constexpr uint16_t kConnectPushWrites = 1u << 2;  // v4: the client can RDMA WRITE its WRITEs' data
 inline constexpr uint16_t kConnectPushSlots = 1u << 3;   // v5: ... also into per-tag slots (PUSH_SLOTS)
 inline constexpr uint16_t kConnectPullReads = 1u << 4;   // v6: the client can RDMA READ its READs' data
-inline constexpr uint16_t kConnectFlagsKnown =
-    kConnectReadImm | kConnectBatch | kConnectPushWrites | kConnectPushSlots | kConnectPullReads;
+inline constexpr uint16_t kConnectKeepAlive = 1u << 5;   // v8: the client sends KEEP_ALIVE commands
+inline constexpr uint16_t kConnectFlagsKnown = kConnectReadImm | kConnectBatch | kConnectPushWrites |
+                                               kConnectPushSlots | kConnectPullReads | kConnectKeepAlive;
 
 // AcceptData::features (v2): what the server will do on this connection; only what was asked.
 inline constexpr uint16_t kFeatureReadImm = 1u << 0;  // successful READs complete as ReadDone
@@ -64,19 +65,24 @@ inline constexpr uint16_t kFeaturePushSlots = 1u << 3;
 // window_addr + offset under window_rkey) and sends no command for it: ram exports only (the
 // window is the export, so never together with kFeaturePushSlots); read-only ones too.
 inline constexpr uint16_t kFeaturePullReads = 1u << 4;
-inline constexpr uint16_t kFeaturesKnown =
-    kFeatureReadImm | kFeatureBatch | kFeaturePushWrites | kFeaturePushSlots | kFeaturePullReads;
+// v8: the server takes KEEP_ALIVE commands on one tag beyond the queue depth (tag ==
+// queue_depth, with a receive of its own) and answers each at once, without the backend.
+inline constexpr uint16_t kFeatureKeepAlive = 1u << 5;
+inline constexpr uint16_t kFeaturesKnown = kFeatureReadImm | kFeatureBatch | kFeaturePushWrites | kFeaturePushSlots |
+                                           kFeaturePullReads | kFeatureKeepAlive;
 
 // The flags / features each version defines (the same bits for both).
 static_assert(kConnectReadImm == kFeatureReadImm && kConnectBatch == kFeatureBatch &&
               kConnectPushWrites == kFeaturePushWrites && kConnectPushSlots == kFeaturePushSlots &&
-              kConnectPullReads == kFeaturePullReads && kConnectFlagsKnown == kFeaturesKnown);
+              kConnectPullReads == kFeaturePullReads && kConnectKeepAlive == kFeatureKeepAlive &&
+              kConnectFlagsKnown == kFeaturesKnown);
 constexpr uint16_t flags_known_in(uint16_t version) {
   return version <= 1   ? 0
          : version == 2 ? kConnectReadImm
          : version == 3 ? uint16_t(kConnectReadImm | kConnectBatch)
          : version == 4 ? uint16_t(kConnectReadImm | kConnectBatch | kConnectPushWrites)
          : version == 5 ? uint16_t(kConnectReadImm | kConnectBatch | kConnectPushWrites | kConnectPushSlots)
+         : version <= 7 ? uint16_t(kConnectFlagsKnown & ~kConnectKeepAlive)
                         : kConnectFlagsKnown;
 }
 
@@ -293,6 +299,7 @@ struct AcceptData {
   constexpr bool push_writes() const { return features & kFeaturePushWrites; }
   constexpr bool push_slots() const { return features & kFeaturePushSlots; }
   constexpr bool pull_reads() const { return features & kFeaturePullReads; }
+  constexpr bool keep_alive() const { return features & kFeatureKeepAlive; }
   // Whether the window fields are in use: only with a feature that reaches into it.
   constexpr bool has_window() const { return push_writes() || pull_reads(); }
   // Where a pushed WRITE's data goes (push_writes() only).
@@ -403,7 +410,8 @@ constexpr Decoded<RejectData> decode_reject_data(std::span<const uint8_t> b) {
 // offset size field
 //  0     1    opcode (Opcode)
 //  1     1    flags (kCmdFlag*)
-//  2     2    tag (< negotiated queue depth; at most one command per tag in flight)
+//  2     2    tag (< negotiated queue depth; at most one command per tag in flight; KEEP_ALIVE:
+//             == queue depth, the tag kept for it)
 //  4     4    generation (the client queue's counter, next_generation(); echoed in the response)
 //  8     8    offset (bytes)
 // 16     4    length (bytes; 0 for FLUSH)

@@ -240,6 +240,44 @@ TEST(CommandPipeline, RefusedCommandsAnswerFromScratch) {
   EXPECT_EQ(h.pipeline.inflight(), 1u);
 }
 
+// KEEP_ALIVE (v8): on the tag beyond the depth, answered at once from a scratch slot even with
+// every tag busy or while draining; not a command. In any other form, or where it was not
+// negotiated, it is refused as malformed.
+TEST(CommandPipeline, KeepAliveIsAnsweredAtOnceOnItsOwnTag) {
+  auto keep_alive = [](uint16_t tag) {
+    wire::Decoded<wire::Command> d;
+    d.value.opcode = wire::Opcode::kKeepAlive;
+    d.value.tag = tag;
+    d.value.generation = 3;
+    return d;
+  };
+  PipelineConfig c = config();
+  c.keep_alive = true;
+  Harness h(c);
+  for (uint16_t t = 0; t < kDepth; ++t) h.send(wire::Opcode::kRead, t);
+  h.io.take();
+  h.pipeline.on_command(keep_alive(kDepth), false, 48);
+  h.pipeline.start_draining();
+  h.pipeline.on_command(keep_alive(kDepth), false, 48);
+  EXPECT_EQ(h.io.take(), (std::vector<Event>{answer_ev(kDepth, AnswerKind::kKeepAlive),
+                                             answer_ev(kDepth, AnswerKind::kKeepAlive)}));
+  EXPECT_EQ(h.stats.keep_alives.get(), 2u);
+  EXPECT_EQ(h.stats.commands.get(), uint64_t(kDepth));
+  EXPECT_EQ(h.pipeline.inflight(), uint32_t(kDepth));
+
+  auto with_length = keep_alive(kDepth);
+  with_length.value.length = 4096;
+  h.pipeline.on_command(keep_alive(0), false, 48);  // a request's tag
+  h.pipeline.on_command(with_length, false, 48);
+  Harness off(config());  // not negotiated
+  off.pipeline.on_command(keep_alive(kDepth), false, 48);
+  EXPECT_EQ(h.io.take(), (std::vector<Event>{answer_ev(0, AnswerKind::kRefusal, -EINVAL),
+                                             answer_ev(kDepth, AnswerKind::kRefusal, -EINVAL)}));
+  EXPECT_EQ(off.io.take(), (std::vector<Event>{answer_ev(kDepth, AnswerKind::kRefusal, -EINVAL)}));
+  EXPECT_EQ(h.stats.rejected_by[kRejectMalformed].get(), 2u);
+  EXPECT_EQ(off.stats.keep_alives.get(), 0u);
+}
+
 // The connection fails with a command in every waiting state: each tag is freed exactly once,
 // nothing more is queued, and the credits come back.
 TEST(CommandPipeline, FailureFreesEveryTagOnce) {

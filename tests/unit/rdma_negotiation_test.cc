@@ -209,6 +209,20 @@ TEST(RdmaNegotiation, InstanceIdFromV7) {
   EXPECT_TRUE(wire::decode_accept_data(wire::encode(n.accept)).ok());
 }
 
+// v8: KEEP_ALIVE only when asked, by a client that speaks v8.
+TEST(RdmaNegotiation, KeepAliveFromV8WhenAsked) {
+  Fixture f;
+  auto r = request("vol0");
+  EXPECT_FALSE(f.run(r).accept.keep_alive());
+  r.flags = wire::kConnectKeepAlive;
+  Negotiation n = f.run(r);
+  ASSERT_TRUE(n.accepted) << n.reason;
+  EXPECT_TRUE(n.accept.keep_alive());
+  EXPECT_TRUE(wire::decode_accept_data(wire::encode(n.accept)).ok());
+  r.version = 7;  // the flag is unknown to v7: refused as malformed
+  EXPECT_FALSE(f.run(r).accepted);
+}
+
 TEST(RdmaNegotiation, NewerClientGetsOurVersion) {
   Fixture f;
   auto r = request("vol0");
@@ -217,13 +231,13 @@ TEST(RdmaNegotiation, NewerClientGetsOurVersion) {
   Negotiation n = f.run(r);
   ASSERT_TRUE(n.accepted);
   EXPECT_EQ(n.accept.version, wire::kVersion);
-  EXPECT_EQ(n.accept.features,
-            wire::kFeatureReadImm | wire::kFeatureBatch | wire::kFeaturePushWrites | wire::kFeaturePullReads);
+  EXPECT_EQ(n.accept.features, wire::kFeatureReadImm | wire::kFeatureBatch | wire::kFeaturePushWrites |
+                                    wire::kFeaturePullReads | wire::kFeatureKeepAlive);
   r = request("file4k");
   r.version = 9;
   r.flags = 0xffff;
-  EXPECT_EQ(f.run(r).accept.features,
-            wire::kFeatureReadImm | wire::kFeatureBatch | wire::kFeaturePushWrites | wire::kFeaturePushSlots);
+  EXPECT_EQ(f.run(r).accept.features, wire::kFeatureReadImm | wire::kFeatureBatch | wire::kFeaturePushWrites |
+                                          wire::kFeaturePushSlots | wire::kFeatureKeepAlive);
 }
 
 // The export's memory opens to the client's RDMA WRITEs only when asked, only for an export served

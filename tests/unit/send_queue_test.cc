@@ -71,7 +71,7 @@ TEST(SendQueue, AnswersShareSendsAndTheFirstFencedOneIsFenced) {
 
 TEST(SendQueue, WithoutBatchEachAnswerIsASendAndRefusalsGoInline) {
   Harness h(false);
-  h.sends.refusal(h.slot(0));
+  h.sends.scratch_answer(h.slot(0));
   h.sends.answer(h.slot(1));
   h.sends.answer(h.slot(2));
   ASSERT_EQ(h.sends.flush(false), 0);

@@ -30,7 +30,7 @@ TEST(WireProtocol, ConnectRequestRoundTripAndLayout) {
   EXPECT_EQ(b[1], 'R');
   EXPECT_EQ(b[2], 'D');
   EXPECT_EQ(b[3], 'M');
-  EXPECT_EQ(b[4], 7);  // version
+  EXPECT_EQ(b[4], 8);  // version
   EXPECT_EQ(b[5], 0);
   EXPECT_EQ(b[6], 0);  // flags
   EXPECT_EQ(b[8], 3);     // queue id
@@ -76,7 +76,7 @@ TEST(WireProtocol, ConnectRequestMalformed) {
   EXPECT_EQ(decode_connect_request({}).error, DecodeError::kTooShort);
   EXPECT_EQ(with(0, 'X'), DecodeError::kBadMagic);
   EXPECT_EQ(with(4, 0), DecodeError::kBadVersion);  // version 0
-  EXPECT_EQ(with(6, 32), DecodeError::kBadFlags);   // a flag v6 does not know
+  EXPECT_EQ(with(6, 64), DecodeError::kBadFlags);   // a flag v8 does not know
   {
     auto b = good;
     b[4] = 3;  // v3 knows READ_IMM and BATCH, not PUSH_WRITES
@@ -93,7 +93,14 @@ TEST(WireProtocol, ConnectRequestMalformed) {
     EXPECT_TRUE(decode_connect_request(b).ok());
     b[6] |= kConnectPullReads;  // PULL_READS is v6's
     EXPECT_EQ(decode_connect_request(b).error, DecodeError::kBadFlags);
+    b[4] = 7;
+    EXPECT_TRUE(decode_connect_request(b).ok());
+    b[6] |= kConnectKeepAlive;  // KEEP_ALIVE is v8's
+    EXPECT_EQ(decode_connect_request(b).error, DecodeError::kBadFlags);
+    b[4] = 8;
+    EXPECT_TRUE(decode_connect_request(b).ok());
     b[4] = 6;
+    b[6] &= uint8_t(~kConnectKeepAlive);
     EXPECT_TRUE(decode_connect_request(b).ok());
   }
   {
@@ -282,10 +289,19 @@ TEST(WireProtocol, AcceptMalformed) {
   EXPECT_EQ(decode_accept_data(std::span(good).first(47)).error, DecodeError::kTooShort);
   EXPECT_EQ(with(1, 0), DecodeError::kBadMagic);
   EXPECT_EQ(with(4, 0), DecodeError::kBadVersion);
-  EXPECT_EQ(with(4, 8), DecodeError::kBadVersion);  // newer than we speak: the server must not pick it
+  EXPECT_EQ(with(4, 9), DecodeError::kBadVersion);  // newer than we speak: the server must not pick it
   EXPECT_EQ(with(6, 1), DecodeError::kBadParams);   // status != ok inside an accept
   EXPECT_EQ(with(19, 1), DecodeError::kReservedNonZero);
-  EXPECT_EQ(with(28, 32), DecodeError::kBadFlags);  // a feature v7 does not know
+  EXPECT_EQ(with(28, 64), DecodeError::kBadFlags);  // a feature v8 does not know
+  {
+    auto b = good;
+    b[28] = kFeatureKeepAlive;
+    auto d = decode_accept_data(b);
+    ASSERT_TRUE(d.ok());
+    EXPECT_TRUE(d.value.keep_alive());
+    b[4] = 7;  // KEEP_ALIVE is v8's
+    EXPECT_EQ(decode_accept_data(b).error, DecodeError::kBadFlags);
+  }
   {
     auto b = good;
     b[28] = kFeatureReadImm | kFeatureBatch;

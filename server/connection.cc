@@ -181,6 +181,14 @@ void Connection::run(const std::atomic<bool>& stop) {
   }
   rdma_->close_st();
   bq_.reset();
+  // With the port down the disconnect waits (transport::Connection::disconnect_st); the client's
+  // side may be parked the same way, so whichever comes first after the port is up says goodbye.
+  if (rdma_->disconnect_pending())
+    log::server()->info("{}: the port of {} is down: disconnecting once it is up", peer_, rdma_->device_name());
+  while (rdma_->disconnect_pending() && !stop.load(std::memory_order_relaxed)) {
+    ::usleep(200 * 1000);
+    rdma_->disconnect_st();
+  }
   log::server()->info("{}: export '{}' queue {} closed ({} commands, {} errors, {} rejected)", peer_, export_name_,
                       queue_id_, stats_.commands.get(), stats_.errors.get(), stats_.rejected.get());
   done_.store(true, std::memory_order_release);

@@ -404,10 +404,15 @@ bool RdmaConnection::fail_st() {
   return safe;
 }
 
-void RdmaConnection::release_st() {
+std::unique_ptr<transport::Connection> RdmaConnection::release_st() {
   failed_ = true;
   msgs_mr_ = slab_mr_ = nullptr;
+  if (conn_ && conn_->disconnect_pending()) {
+    conn_->close_st();
+    return std::move(conn_);
+  }
   conn_.reset();
+  return nullptr;
 }
 
 bool RdmaConnection::close_st() {

@@ -125,8 +125,10 @@ class RdmaConnection {
   // the buffers back then).
   bool fail_st();
   // After a successful fail_st: releases everything it holds on the device (QP, CQ, PD, MRs,
-  // rdma_cm id and channels); only failed() and the counters remain.
-  void release_st();
+  // rdma_cm id and channels); only failed() and the counters remain. While the port is down
+  // the rdma_cm id cannot go yet (transport::Connection::disconnect_st): its QP and MRs go,
+  // and the rest is handed back, for the caller to destroy once the port is up.
+  std::unique_ptr<transport::Connection> release_st();
   // Ends the connection for good (drain, destroy, deregister). False as fail_st.
   bool close_st();
   bool failed() const { return failed_; }

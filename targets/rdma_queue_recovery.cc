@@ -122,15 +122,19 @@ void RdmaQueueTarget::connection_lost_st(size_t index, const char* why) {
   // device waits for them).
   ctx_->watch_fd_st(-1, connection_token(kTokenCq, index));
   ctx_->watch_fd_st(-1, connection_token(kTokenCm, index));
-  c.release_st();
+  if (auto held = c.release_st()) {
+    log::rdma()->warn("queue {}: connection {}: the port of {} is down: it disconnects once the port is up",
+                      queue_id_, index, held->device_name());
+    parked_.push_back(std::move(held));
+  }
   if (r.state() == ConnectionState::kFailed) {
     log::rdma()->warn("queue {}: connection {} to {} lost ({}); not reconnecting (--ctrl-loss-tmo 0)", queue_id_,
                       index, peer, why);
   } else {
     log::rdma()->warn("queue {}: connection {} to {} lost ({}): {} request(s) taken back; reconnecting every {} ms",
                       queue_id_, index, peer, why, taken, opts_.recovery.reconnect_delay.count());
-    arm_recovery_timer_st(true);
   }
+  if (r.state() != ConnectionState::kFailed || !parked_.empty()) arm_recovery_timer_st(true);
   drain_held_st();
   if (pending_) post_all_st();
 }
@@ -187,7 +191,20 @@ void RdmaQueueTarget::handle_recovery_timer_st() {
   }
   if (live_ == 0 && !held_.empty() && fails_io_st(now))
     fail_held_st(all_failed ? "every connection is given up" : "--fast-io-fail-tmo passed");
-  if (!recovering) arm_recovery_timer_st(false);
+  release_parked_st();
+  if (!recovering && parked_.empty()) arm_recovery_timer_st(false);
+}
+
+void RdmaQueueTarget::release_parked_st() {
+  for (size_t i = 0; i < parked_.size();) {
+    if (!parked_[i]->port_active()) {
+      ++i;
+      continue;
+    }
+    parked_[i]->disconnect_st();
+    parked_[i] = std::move(parked_.back());
+    parked_.pop_back();
+  }
 }
 
 void RdmaQueueTarget::handle_reconnected_st() {

@@ -74,6 +74,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget, private RdmaConnectionEv
   void fail_held_st(const char* why);
   bool fails_io_st(RecoveryClock::time_point now) const;
   void handle_recovery_timer_st();
+  void release_parked_st();
   void handle_reconnected_st();
   void replace_connection_st(size_t index, std::unique_ptr<RdmaConnection> c);
   bool same_export(const wire::AcceptData& a) const;
@@ -105,6 +106,9 @@ class RdmaQueueTarget final : public ublk::QueueTarget, private RdmaConnectionEv
   size_t live_ = 0;                                 // connections in ConnectionState::kLive
   size_t pending_ = 0;  // tags encoded but not yet posted, over all connections
   std::unique_ptr<Reconnector> reconnector_;
+  // Lost connections whose port was down: their rdma_cm ids wait for it to come up before they
+  // disconnect and go (checked on the recovery timer).
+  std::vector<std::unique_ptr<transport::Connection>> parked_;
 
   UniqueFd io_timer_;
   uint32_t tick_ = 0;

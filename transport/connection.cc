@@ -223,8 +223,20 @@ std::optional<CmEventInfo> Connection::wait_cm_event_st(std::chrono::millisecond
   }
 }
 
+bool Connection::port_active() const {
+  if (!id_ || !id_->verbs) return true;
+  ibv_port_attr attr{};
+  if (ibv_query_port(id_->verbs, id_->port_num, &attr) != 0) return true;
+  return attr.state == IBV_PORT_ACTIVE;
+}
+
 void Connection::disconnect_st() {
   if (disconnected_ || !id_) return;
+  if (established_ && !port_active()) {
+    log::rdma()->debug("connection to {}: the port of {} is down: disconnecting once it is up", peer_address(),
+                       device_name());
+    return;
+  }
   disconnected_ = true;
   if (!established_) return;
   // EINVAL here means the peer disconnected first; nothing to report.
@@ -407,6 +419,10 @@ ConnectOutcome connect_client(const ClientConnectParams& p, const std::function<
   expect(RDMA_CM_EVENT_ADDR_RESOLVED, p.resolve_timeout + std::chrono::milliseconds(1000), "address resolution");
   if (rdma_resolve_route(conn->id(), int(p.resolve_timeout.count())) != 0) throw_errno(errno, "rdma_resolve_route({})", where);
   expect(RDMA_CM_EVENT_ROUTE_RESOLVED, p.resolve_timeout + std::chrono::milliseconds(1000), "route resolution");
+  // A CONNECT through a port that is down fails on the spot, and rxe then takes the device's
+  // QP1 out of service for good: no rdma_cm connection on it would work again.
+  if (!conn->port_active())
+    throw SetupError(fmt::format("connecting to {}: the port of {} is down", where, conn->device_name()), ENETDOWN);
 
   conn->create_verbs(p.sizes);
   if (before_connect) before_connect(*conn);

@@ -82,7 +82,14 @@ class Connection {
   // Waits up to `timeout` for the next rdma_cm event (nullopt on timeout or error).
   std::optional<CmEventInfo> wait_cm_event_st(std::chrono::milliseconds timeout);
   // rdma_disconnect (once; sends DREQ and moves the QP to error). Safe to call repeatedly.
+  // Not while the port is down: the DREQ would be a send that fails on the spot, and rxe then
+  // moves the device's QP1 (all of its rdma_cm traffic) to the error state for good. It then
+  // waits: disconnect_pending() says so, and the owner calls this again once port_active().
   void disconnect_st();
+  // Destroying the connection now would send a DREQ (connected, not yet disconnected).
+  bool disconnect_pending() const { return established_ && !disconnected_ && id_; }
+  // Whether the id's RDMA port is ACTIVE (true when it cannot be asked).
+  bool port_active() const;
   // Takes the QP out of service (qp_quiesce.h): moves it to error and polls the CQ until the
   // marker work requests posted after the transition come back flushed, or `timeout` passes;
   // if that fails, destroys the QP. Every other completion is handed to `on_wc` (they carry

@@ -60,6 +60,23 @@ std::optional<nlohmann::json> describe_device(ublk::ControlDevice& ctrl, uint32_
       // device whose IO waits for a reconnect or fails is not reported LIVE.
       static const char* const kWorse[] = {"live", "degraded", "reconnecting", "failed"};
       int worst = -1;
+      // Each path's worst state over the queues, and whether any queue has it active (rdma).
+      nlohmann::json paths = nlohmann::json::array();
+      auto rank = [](const std::string& s) {
+        for (int k = 0; k < 4; ++k)
+          if (s == kWorse[k]) return k;
+        return -1;
+      };
+      for (auto& qs : *stats) {
+        for (auto& p : qs.value("target", nlohmann::json::object()).value("paths", nlohmann::json::array())) {
+          size_t i = 0;
+          while (i < paths.size() && paths[i]["path"] != p["path"]) ++i;
+          if (i == paths.size()) paths.push_back({{"path", p["path"]}, {"state", "live"}, {"active", false}});
+          if (rank(p.value("state", "")) > rank(paths[i]["state"])) paths[i]["state"] = p["state"];
+          if (p.value("active", false)) paths[i]["active"] = true;
+        }
+      }
+      if (!paths.empty()) j["paths"] = paths;
       for (auto& qs : *stats) {
         size_t q = qs.value("queue", size_t(0));
         if (q < queues.size()) {

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "base/errors.h"
+#include "base/host_port.h"
 #include "base/log.h"
 #include "base/size.h"
 #include "cli/daemon.h"
@@ -65,8 +66,9 @@ struct AddArgs {
   std::string poll = "hybrid";
   int spin_us = int(ublk::kDefaultHybridSpin.count());
   bool buffered = false;
-  std::string traddr;
+  std::vector<std::string> traddr;  // ADDR[:PORT], one per path
   int trsvcid = wire::kDefaultPort;
+  std::string multipath = "failover";
   std::string export_name;
   int io_timeout_ms = 30000;
   std::string push_max = fmt::format("{}K", targets::kDefaultPushMaxBytes / 1024);
@@ -113,10 +115,25 @@ int cmd_add(const AddArgs& a) {
     uint64_t push_max = io_size_limit_option("--push-max", a.push_max, plan.dev_opts.max_io_bytes);
     uint64_t pull_max = io_size_limit_option("--pull-max", a.pull_max, plan.dev_opts.max_io_bytes);
     if (a.traddr.empty()) throw UsageError("-t rdma needs the server's address: --traddr ADDR");
+    if (a.traddr.size() > targets::kMaxPaths)
+      throw UsageError(fmt::format("--traddr given {} times: at most {} paths", a.traddr.size(), targets::kMaxPaths));
+    nlohmann::json paths = nlohmann::json::array();
+    for (const std::string& t : a.traddr) {
+      HostPort hp;
+      try {
+        hp = parse_host_port(t, uint16_t(a.trsvcid), "--traddr");
+      } catch (const SetupError& e) {
+        throw UsageError(e.what());
+      }
+      nlohmann::json path = {{"traddr", hp.host}, {"trsvcid", hp.port}};
+      for (const nlohmann::json& other : paths)
+        if (other == path) throw UsageError(fmt::format("--traddr {}: the same path twice", t));
+      paths.push_back(std::move(path));
+    }
     if (a.export_name.empty()) throw UsageError("-t rdma needs an export name: --export NAME");
     plan.target_args = {{"type", "rdma"},
-                        {"traddr", a.traddr},
-                        {"trsvcid", a.trsvcid},
+                        {"paths", paths},
+                        {"multipath", a.multipath},
                         {"export", a.export_name},
                         {"io_timeout_ms", a.io_timeout_ms},
                         {"keep_alive_tmo_ms", a.keep_alive_tmo_s * 1000},
@@ -298,7 +315,15 @@ int run(int argc, char** argv) {
       ->check(CLI::Range(0, 1000000))
       ->capture_default_str();
   add_cmd->add_flag("--buffered", add.buffered, "loop: do not use O_DIRECT");
-  add_cmd->add_option("--traddr", add.traddr, "rdma: server address");
+  add_cmd->add_option("--traddr", add.traddr,
+                      "rdma: server address ADDR[:PORT] ([V6ADDR]:PORT); given more than once, each is a path to "
+                      "the same export (one server on two addresses, or two servers on one file)");
+  add_cmd
+      ->add_option("--multipath", add.multipath,
+                   "rdma, with more than one --traddr: failover = the first path that works carries the IO, the "
+                   "others stand by connected; round-robin = IO spreads over the connections of every path")
+      ->check(CLI::IsMember({"failover", "round-robin"}))
+      ->capture_default_str();
   add_cmd->add_option("--trsvcid", add.trsvcid, fmt::format("rdma: server port (default {})", wire::kDefaultPort))->check(CLI::Range(1, 65535));
   add_cmd->add_option("--export", add.export_name, "rdma: export name on the server");
   add_cmd

@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "base/errors.h"
+#include "base/host_port.h"
 #include "base/size.h"
 #include "server/export_spec.h"
 #include "server/rdma_server.h"
@@ -17,32 +18,6 @@ namespace {
 std::atomic<bool> g_stop{false};
 
 void on_stop_signal(int) { g_stop.store(true); }
-
-// "ADDR", "ADDR:PORT", "[V6ADDR]:PORT" or "V6ADDR" (no port).
-void parse_listen(const std::string& text, std::string& addr, uint16_t& port) {
-  std::string port_text;
-  if (!text.empty() && text[0] == '[') {
-    size_t close = text.find(']');
-    if (close == std::string::npos) throw_setup("--listen {}: missing ']'", text);
-    addr = text.substr(1, close - 1);
-    if (close + 1 < text.size()) {
-      if (text[close + 1] != ':') throw_setup("--listen {}: expected ':PORT' after ']'", text);
-      port_text = text.substr(close + 2);
-    }
-  } else if (std::count(text.begin(), text.end(), ':') == 1) {
-    size_t colon = text.find(':');
-    addr = text.substr(0, colon);
-    port_text = text.substr(colon + 1);
-  } else {
-    addr = text;  // IPv4 without port, or a bare IPv6 address
-  }
-  if (!port_text.empty()) {
-    char* end = nullptr;
-    unsigned long p = std::strtoul(port_text.c_str(), &end, 10);
-    if (*end || p == 0 || p > 65535) throw_setup("--listen {}: '{}' is not a port (1-65535)", text, port_text);
-    port = uint16_t(p);
-  }
-}
 
 }  // namespace
 
@@ -86,7 +61,9 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
 
 int run_serve(const ServeArgs& a) {
   server::ServerOptions opts;
-  parse_listen(a.listen, opts.listen_addr, opts.port);
+  HostPort listen = parse_host_port(a.listen, opts.port, "--listen");
+  opts.listen_addr = listen.host;
+  opts.port = listen.port;
   server::ExportConfig cfg = server::build_export_config(a.exports, a.read_only, a.allow);
   opts.exports = cfg.exports;
   opts.allow = cfg.allow;

@@ -21,8 +21,14 @@ std::unique_ptr<ublk::TargetFactory> make_target_factory(const nlohmann::json& a
   }
   if (type == "rdma") {
     targets::RdmaTargetOptions o;
-    o.traddr = args.at("traddr").get<std::string>();
-    o.trsvcid = args.value("trsvcid", o.trsvcid);
+    if (args.contains("paths")) {
+      for (const auto& p : args.at("paths"))
+        o.paths.push_back(targets::RdmaPath{p.at("traddr").get<std::string>(), p.value("trsvcid", wire::kDefaultPort)});
+    } else {  // a device added by a build before multipath, recovered by this one
+      o.paths.push_back(targets::RdmaPath{args.at("traddr").get<std::string>(), args.value("trsvcid", wire::kDefaultPort)});
+    }
+    o.multipath = args.value("multipath", std::string("failover")) == "round-robin" ? targets::MultipathPolicy::kRoundRobin
+                                                                                   : targets::MultipathPolicy::kFailover;
     o.export_name = args.at("export").get<std::string>();
     o.nr_queues = dev_opts.nr_queues;
     o.queue_depth = dev_opts.queue_depth;

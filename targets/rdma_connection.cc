@@ -37,8 +37,9 @@ constexpr uint32_t kFenceBytes = 8;
 constexpr int kIbCmRejInvalidServiceId = 8;   // nothing listens on that port
 constexpr int kIbCmRejConsumerDefined = 28;  // the server called rdma_reject
 
-[[noreturn]] void throw_rejected(const RdmaTargetOptions& o, const transport::ConnectOutcome& out) {
-  std::string where = fmt::format("{}:{}", o.traddr, o.trsvcid);
+[[noreturn]] void throw_rejected(const RdmaTargetOptions& o, const RdmaPath& path,
+                                 const transport::ConnectOutcome& out) {
+  std::string where = path.text();
   auto d = wire::decode_reject_data(out.private_data);
   if (d.ok()) {
     const wire::RejectData& r = d.value;
@@ -420,8 +421,8 @@ bool RdmaConnection::close_st() {
   return !conn_ || conn_->close_st() != transport::Quiesced::kLive;
 }
 
-RdmaConnection connect_rdma_connection(const RdmaTargetOptions& o, uint16_t queue_id, uint16_t conns,
-                                       uint64_t session_id) {
+RdmaConnection connect_rdma_connection(const RdmaTargetOptions& o, const RdmaPath& path, uint16_t queue_id,
+                                       uint16_t conns, uint64_t session_id) {
   uint16_t depth = connection_depth(o.queue_depth, conns);
   wire::ConnectRequest req;
   req.queue_id = queue_id;
@@ -441,8 +442,8 @@ RdmaConnection connect_rdma_connection(const RdmaTargetOptions& o, uint16_t queu
   ibv_mr* msgs_mr = nullptr;
 
   transport::ClientConnectParams p;
-  p.address = o.traddr;
-  p.port = o.trsvcid;
+  p.address = path.traddr;
+  p.port = path.trsvcid;
   p.connect_timeout = o.connect_timeout;
   // Room for PUSH_WRITES (an RDMA WRITE per WRITE): the QP exists before the server answers.
   p.sizes.send_wrs = uint32_t(depth) * kWrsPerRequest + kSqSlack;
@@ -467,10 +468,10 @@ RdmaConnection connect_rdma_connection(const RdmaTargetOptions& o, uint16_t queu
   };
 
   transport::ConnectOutcome out = transport::connect_client(p, before_connect);
-  if (out.rejected) throw_rejected(o, out);
+  if (out.rejected) throw_rejected(o, path, out);
   auto d = wire::decode_accept_data(out.private_data);
   if (!d.ok())
-    throw SetupError(fmt::format("server {}:{} sent an invalid accept: {}", o.traddr, o.trsvcid,
+    throw SetupError(fmt::format("server {} sent an invalid accept: {}", path.text(),
                                  wire::decode_error_text(d.error)),
                      EPROTO);
   const wire::AcceptData& accepted = d.value;
@@ -478,16 +479,16 @@ RdmaConnection connect_rdma_connection(const RdmaTargetOptions& o, uint16_t queu
       (accepted.push_slots() && !(req.flags & wire::kConnectPushSlots)) ||
       (accepted.pull_reads() && !(req.flags & wire::kConnectPullReads)) ||
       (accepted.keep_alive() && !(req.flags & wire::kConnectKeepAlive)))
-    throw SetupError(fmt::format("server {}:{} granted {}, which this client did not ask for", o.traddr, o.trsvcid,
+    throw SetupError(fmt::format("server {} granted {}, which this client did not ask for", path.text(),
                                  accepted.keep_alive() && !(req.flags & wire::kConnectKeepAlive) ? "KEEP_ALIVE"
                                  : accepted.pull_reads()                                          ? "PULL_READS"
                                                                                                   : "PUSH_WRITES"),
                      EPROTO);
   if (accepted.queue_depth != depth || accepted.max_io_bytes != o.max_io_bytes) {
     // The server's limit is per connection; -d spreads over the queue's connections.
-    throw SetupError(fmt::format("server {}:{} limits a connection's depth to {} and max IO to {} bytes (asked for {} "
+    throw SetupError(fmt::format("server {} limits a connection's depth to {} and max IO to {} bytes (asked for {} "
                                  "and {}): use -d {} --max-io {}",
-                                 o.traddr, o.trsvcid, accepted.queue_depth, accepted.max_io_bytes, depth,
+                                 path.text(), accepted.queue_depth, accepted.max_io_bytes, depth,
                                  o.max_io_bytes, std::min<uint32_t>(uint32_t(accepted.queue_depth) * conns, o.queue_depth),
                                  accepted.max_io_bytes),
                      EINVAL);

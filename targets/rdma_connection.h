@@ -172,10 +172,10 @@ class RdmaConnection {
   size_t fence_head_ = 0, fence_tail_ = 0;
 };
 
-// Connects one of the `conns` connections of queue `queue_id` (it carries at most its share of
-// the depth) and checks what the server granted. Throws SetupError with the reason.
-RdmaConnection connect_rdma_connection(const RdmaTargetOptions& o, uint16_t queue_id, uint16_t conns,
-                                       uint64_t session_id);
+// Connects one of the `conns` connections of queue `queue_id` on `path` (it carries at most its
+// share of the depth) and checks what the server granted. Throws SetupError with the reason.
+RdmaConnection connect_rdma_connection(const RdmaTargetOptions& o, const RdmaPath& path, uint16_t queue_id,
+                                       uint16_t conns, uint64_t session_id);
 
 // Send-queue slots per request a connection reserves: with PUSH_WRITES a WRITE takes two (its
 // data's RDMA WRITE and its command).

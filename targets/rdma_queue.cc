@@ -37,13 +37,15 @@ UniqueFd periodic_timer(std::chrono::milliseconds period, uint16_t queue_id) {
 }  // namespace
 
 RdmaQueueTarget::RdmaQueueTarget(std::vector<RdmaConnection> connections, const RdmaTargetOptions& opts,
-                                 uint16_t queue_id, uint64_t session_id)
-    : opts_(opts), queue_id_(queue_id), depth_(opts.queue_depth), session_id_(session_id) {
+                                 uint16_t conns_per_path, uint16_t queue_id, uint64_t session_id)
+    : opts_(opts), queue_id_(queue_id), depth_(opts.queue_depth), session_id_(session_id),
+      conns_per_path_(std::max<uint16_t>(conns_per_path, 1)) {
   for (RdmaConnection& c : connections) connections_.push_back(std::make_unique<RdmaConnection>(std::move(c)));
   recovery_ = std::make_unique<ConnectionRecovery[]>(connections_.size());
   for (size_t i = 0; i < connections_.size(); ++i) recovery_[i].set_policy(opts.recovery);
   live_ = connections_.size();
   if (!connections_.empty()) accepted_ = connections_.front()->accepted();
+  active_path_ = opts_.multipath == MultipathPolicy::kRoundRobin || opts_.paths.size() < 2 ? kAllPaths : 0;
 }
 
 RdmaQueueTarget::~RdmaQueueTarget() {
@@ -135,11 +137,28 @@ bool RdmaQueueTarget::pick_connection_st(size_t& index) const {
   if (live_ == 0) return false;
   // The fewest requests, the lowest on a tie: a shallow queue stays on one connection (one CQ
   // to poll, and the server sees its commands back to back on one thread), a deep one spreads
-  // over all of them.
+  // over all of them. With failover, only over those of the active path.
   index = least_loaded(connections_.size(), [this](size_t i) {
-    return recovery_[i].live() ? connections_[i]->in_use() : UINT32_MAX;
+    return recovery_[i].live() && (active_path_ == kAllPaths || path_of(i) == active_path_) ? connections_[i]->in_use()
+                                                                                             : UINT32_MAX;
   });
   return recovery_[index].live() && !connections_[index]->full();
+}
+
+// Failover: the first path with a live connection (a path that comes back takes over again).
+void RdmaQueueTarget::choose_active_path_st() {
+  if (opts_.multipath == MultipathPolicy::kRoundRobin || opts_.paths.size() < 2) return;
+  size_t was = active_path_;
+  for (size_t i = 0; i < connections_.size(); ++i) {
+    if (recovery_[i].live()) {
+      active_path_ = path_of(i);
+      break;
+    }
+  }  // none live: the path stays, and what comes back first takes over
+  active_path_gauge_.store(active_path_, std::memory_order_relaxed);
+  if (active_path_ != was)
+    log::rdma()->warn("queue {}: failing over from path {} to path {}", queue_id_, opts_.paths[was].text(),
+                      opts_.paths[active_path_].text());
 }
 
 void RdmaQueueTarget::hold_st(uint16_t tag) {
@@ -367,9 +386,9 @@ void RdmaQueueTarget::on_connection_failed_st(const RdmaConnection& c, const cha
 }
 
 std::unique_ptr<ublk::QueueTarget> make_rdma_queue_target(std::vector<RdmaConnection> connections,
-                                                          const RdmaTargetOptions& opts, uint16_t queue_id,
-                                                          uint64_t session_id) {
-  return std::make_unique<RdmaQueueTarget>(std::move(connections), opts, queue_id, session_id);
+                                                          const RdmaTargetOptions& opts, uint16_t conns_per_path,
+                                                          uint16_t queue_id, uint64_t session_id) {
+  return std::make_unique<RdmaQueueTarget>(std::move(connections), opts, conns_per_path, queue_id, session_id);
 }
 
 }  // namespace ublkrdma::targets

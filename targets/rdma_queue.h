@@ -12,9 +12,10 @@
 
 namespace ublkrdma::targets {
 
-// `session_id` names the device to the server when a connection is rebuilt.
+// `connections`: `conns_per_path` on each of opts.paths, in path order. `session_id` names the
+// device to the server when a connection is rebuilt.
 std::unique_ptr<ublk::QueueTarget> make_rdma_queue_target(std::vector<RdmaConnection> connections,
-                                                          const RdmaTargetOptions& opts, uint16_t queue_id,
-                                                          uint64_t session_id);
+                                                          const RdmaTargetOptions& opts, uint16_t conns_per_path,
+                                                          uint16_t queue_id, uint64_t session_id);
 
 }  // namespace ublkrdma::targets

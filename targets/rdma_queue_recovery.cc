@@ -118,6 +118,7 @@ void RdmaQueueTarget::connection_lost_st(size_t index, const char* why) {
     }
   }
   counters_.reissued.add_st(taken);
+  choose_active_path_st();
   // Nothing of it survives the loss: its QP, CQ, channels and registrations go now (a removed
   // device waits for them).
   ctx_->watch_fd_st(-1, connection_token(kTokenCq, index));
@@ -265,6 +266,7 @@ void RdmaQueueTarget::replace_connection_st(size_t index, std::unique_ptr<RdmaCo
   uint32_t failed = r.failed_attempts();
   r.connected();
   ++live_;
+  choose_active_path_st();
   log::rdma()->info("queue {}: connection {} to {} re-established after {} failed attempt(s); reissuing {} held "
                     "request(s)",
                     queue_id_, index, n.peer_address(), failed, held_.size());
@@ -294,8 +296,8 @@ void RdmaQueueTarget::arm_recovery_timer_st(bool on) {
 
 Reconnector& RdmaQueueTarget::reconnector_st() {
   if (!reconnector_) {
-    auto connect = [o = opts_, q = queue_id_, n = uint16_t(connections_.size()), s = session_id_](size_t) {
-      return connect_rdma_connection(o, q, n, s);
+    auto connect = [o = opts_, q = queue_id_, n = conns_per_path_, s = session_id_](size_t index) {
+      return connect_rdma_connection(o, o.paths[std::min(index / n, o.paths.size() - 1)], q, n, s);
     };
     reconnector_ = std::make_unique<Reconnector>(connect, fmt::format("ublkrdma-rc{}", queue_id_));
     ctx_->watch_fd_st(reconnector_->event_fd(), kTokenReconnected);
@@ -326,7 +328,7 @@ std::string RdmaQueueTarget::stats_json() const {
     failed += s == ConnectionState::kFailed;
     nlohmann::json c = {{"connection", i},
                         {"state", connection_state_name(s)},
-                        {"path", fmt::format("{}:{}", opts_.traddr, opts_.trsvcid)},
+                        {"path", opts_.paths[std::min(path_of(i), opts_.paths.size() - 1)].text()},
                         {"losses", r.losses()},
                         {"attempts", r.attempts()},
                         {"reconnects", r.successes()}};
@@ -337,6 +339,24 @@ std::string RdmaQueueTarget::stats_json() const {
     list.push_back(std::move(c));
   }
   j["connection_states"] = std::move(list);
+  // Per path: live (every connection), degraded, reconnecting or failed, as for the queue.
+  nlohmann::json paths = nlohmann::json::array();
+  for (size_t p = 0; p < opts_.paths.size(); ++p) {
+    size_t n = 0, up = 0, down = 0;
+    for (size_t i = 0; i < connections_.size(); ++i) {
+      if (path_of(i) != p) continue;
+      ConnectionState s = recovery_[i].state();
+      ++n;
+      up += s == ConnectionState::kLive;
+      down += s == ConnectionState::kFailed;
+    }
+    paths.push_back({{"path", opts_.paths[p].text()},
+                     {"state", up == n ? "live" : up > 0 ? "degraded" : down == n ? "failed" : "reconnecting"},
+                     {"live_connections", up},
+                     {"active", active_path_gauge_.load(std::memory_order_relaxed) == p ||
+                                    opts_.multipath == MultipathPolicy::kRoundRobin}});
+  }
+  j["paths"] = std::move(paths);
   // The queue: every connection live, some (degraded), none but some recovering, or none ever.
   size_t n = connections_.size();
   j["state"] = live == n ? "live" : live > 0 ? "degraded" : failed == n ? "failed" : "reconnecting";

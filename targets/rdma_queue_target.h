@@ -26,8 +26,8 @@ inline constexpr uint32_t kTicksPerKeepAlive = 4;
 
 class RdmaQueueTarget final : public ublk::QueueTarget, private RdmaConnectionEvents {
  public:
-  RdmaQueueTarget(std::vector<RdmaConnection> connections, const RdmaTargetOptions& opts, uint16_t queue_id,
-                  uint64_t session_id);
+  RdmaQueueTarget(std::vector<RdmaConnection> connections, const RdmaTargetOptions& opts, uint16_t conns_per_path,
+                  uint16_t queue_id, uint64_t session_id);
   ~RdmaQueueTarget() override;
 
   void start_st(ublk::QueueContext& ctx) override;
@@ -48,6 +48,8 @@ class RdmaQueueTarget final : public ublk::QueueTarget, private RdmaConnectionEv
   // The live connection with the fewest requests, if it has a free slot (with every connection
   // live it always has one: each carries its share of the depth).
   bool pick_connection_st(size_t& index) const;
+  void choose_active_path_st();
+  size_t path_of(size_t connection) const { return connection / conns_per_path_; }
   void send_on_st(uint16_t tag, size_t index);
   void hold_st(uint16_t tag);
   void complete_tag_st(uint16_t tag, int result);
@@ -85,6 +87,11 @@ class RdmaQueueTarget final : public ublk::QueueTarget, private RdmaConnectionEv
   uint16_t queue_id_;
   uint16_t depth_;
   uint64_t session_id_;
+  uint16_t conns_per_path_;
+  // Failover: the path whose connections carry the requests; kAllPaths with round-robin or one path.
+  static constexpr size_t kAllPaths = SIZE_MAX;
+  size_t active_path_ = kAllPaths;
+  std::atomic<size_t> active_path_gauge_{0};  // active_path_ for the stats thread
   ublk::QueueContext* ctx_ = nullptr;
   uint32_t max_io_ = 0;
   wire::AcceptData accepted_;  // what the first connection was granted: every later one must match

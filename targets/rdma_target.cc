@@ -15,12 +15,25 @@
 #include "transport/wire_protocol.h"
 
 namespace ublkrdma::targets {
+
+std::string RdmaPath::text() const {
+  return traddr.find(':') != std::string::npos ? fmt::format("[{}]:{}", traddr, trsvcid)
+                                               : fmt::format("{}:{}", traddr, trsvcid);
+}
+
+const char* multipath_policy_name(MultipathPolicy p) {
+  return p == MultipathPolicy::kRoundRobin ? "round-robin" : "failover";
+}
+
 namespace {
 
 class RdmaTargetFactory final : public ublk::TargetFactory {
  public:
   explicit RdmaTargetFactory(const RdmaTargetOptions& o) : opts_(o) {
-    if (o.traddr.empty()) throw SetupError("rdma target: no server address (--traddr)", EINVAL);
+    if (o.paths.empty()) throw SetupError("rdma target: no server address (--traddr)", EINVAL);
+    if (o.paths.size() > kMaxPaths)
+      throw SetupError(fmt::format("rdma target: {} paths (--traddr at most {} times)", o.paths.size(), kMaxPaths),
+                       EINVAL);
     if (o.nr_queues == 0 || o.queue_depth == 0) throw SetupError("rdma target: queues and depth must be > 0", EINVAL);
     if (o.conns_per_queue < 1 || o.conns_per_queue > kMaxConnsPerQueue)
       throw SetupError(fmt::format("rdma target: {} connections per queue (1..{})", o.conns_per_queue,
@@ -36,17 +49,22 @@ class RdmaTargetFactory final : public ublk::TargetFactory {
     conns_ = std::min<uint16_t>(o.conns_per_queue, o.queue_depth);
     connections_.resize(o.nr_queues);
     for (uint16_t q = 0; q < o.nr_queues; ++q) {
-      for (uint16_t c = 0; c < conns_; ++c) {
-        connections_[q].push_back(connect_rdma_connection(o, q, conns_, session_));
-        const wire::AcceptData& a = connections_[q].back().accepted();
-        const wire::AcceptData& a0 = connections_.front().front().accepted();
-        // Every connection of every queue must be granted alike: a queue's lanes share its
-        // tags' paths, and the device has one geometry.
-        if (a.export_size != a0.export_size || a.block_shift != a0.block_shift || a.export_flags != a0.export_flags ||
-            a.features != a0.features || a.instance_id != a0.instance_id)
-          throw SetupError(fmt::format("server {}:{} described export '{}' differently on queue {} connection {}",
-                                       o.traddr, o.trsvcid, o.export_name, q, c),
-                           EPROTO);
+      for (size_t p = 0; p < o.paths.size(); ++p) {
+        for (uint16_t c = 0; c < conns_; ++c) {
+          connections_[q].push_back(connect_rdma_connection(o, o.paths[p], q, conns_, session_));
+          const wire::AcceptData& a = connections_[q].back().accepted();
+          const wire::AcceptData& a0 = connections_.front().front().accepted();
+          // Every connection of every queue on every path must be granted alike: a request may
+          // go out again on any of them, and the device has one geometry. Paths to different
+          // exports (another file, a ram export of another process) differ in their instance.
+          if (a.export_size != a0.export_size || a.block_shift != a0.block_shift ||
+              a.export_flags != a0.export_flags || a.features != a0.features || a.instance_id != a0.instance_id)
+            throw SetupError(fmt::format("server {} described export '{}' differently on queue {} connection {}{}",
+                                         o.paths[p].text(), o.export_name, q, c,
+                                         p > 0 ? " than the first path did: the paths do not lead to the same export"
+                                               : ""),
+                             EPROTO);
+        }
       }
     }
     conn_depth_ = connections_.front().front().depth();  // each one was checked to be granted it
@@ -60,10 +78,14 @@ class RdmaTargetFactory final : public ublk::TargetFactory {
     geo_.discard = a.discard();
     geo_.write_zeroes = a.write_zeroes();
     geo_.discard_granularity = std::max<uint32_t>(4096, 1u << a.block_shift);
-    log::target()->info("rdma: export '{}' on {}:{}: {} bytes, {}-byte blocks{}, {} queue(s) x depth {}, {} "
-                        "connection(s) per queue (depth {} each)",
-                        o.export_name, o.traddr, o.trsvcid, a.export_size, 1u << a.block_shift,
-                        a.read_only() ? ", read-only" : "", o.nr_queues, o.queue_depth, conns_, conn_depth_);
+    std::string paths;
+    for (const RdmaPath& p : o.paths) paths += (paths.empty() ? "" : ", ") + p.text();
+    log::target()->info("rdma: export '{}' on {}{}: {} bytes, {}-byte blocks{}, {} queue(s) x depth {}, {} "
+                        "connection(s) per queue and path (depth {} each)",
+                        o.export_name, paths,
+                        o.paths.size() > 1 ? fmt::format(" ({})", multipath_policy_name(o.multipath)) : "",
+                        a.export_size, 1u << a.block_shift, a.read_only() ? ", read-only" : "", o.nr_queues,
+                        o.queue_depth, conns_, conn_depth_);
   }
 
   std::string type_name() const override { return "rdma"; }
@@ -72,13 +94,17 @@ class RdmaTargetFactory final : public ublk::TargetFactory {
   std::unique_ptr<ublk::QueueTarget> make_queue_target(uint16_t queue_id) override {
     if (queue_id >= connections_.size() || connections_[queue_id].empty())
       throw_setup("rdma: no connection for queue {} (have {})", queue_id, connections_.size());
-    return make_rdma_queue_target(std::move(connections_[queue_id]), opts_, queue_id, session_);
+    return make_rdma_queue_target(std::move(connections_[queue_id]), opts_, conns_, queue_id, session_);
   }
 
   std::string describe_json() const override {
+    nlohmann::json paths = nlohmann::json::array();
+    for (const RdmaPath& p : opts_.paths) paths.push_back(p.text());
     nlohmann::json j = {{"type", "rdma"},
-                        {"traddr", opts_.traddr},
-                        {"trsvcid", opts_.trsvcid},
+                        {"traddr", opts_.paths.front().traddr},
+                        {"trsvcid", opts_.paths.front().trsvcid},
+                        {"paths", paths},
+                        {"multipath", multipath_policy_name(opts_.multipath)},
                         {"export", opts_.export_name},
                         {"poll", ublk::poll_mode_name(opts_.poll_mode)},
                         {"conns_per_queue", conns_},

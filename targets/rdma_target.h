@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "targets/connection_recovery.h"
 #include "transport/protocol.h"
@@ -20,10 +21,28 @@ inline constexpr uint32_t kDefaultPushMaxBytes = 16 * 1024;  // see RdmaTargetOp
 inline constexpr uint32_t kDefaultPullMaxBytes = 32u << 20;   // every READ (the largest --max-io)
 inline constexpr uint16_t kDefaultConnsPerQueue = 4;  // see RdmaTargetOptions::conns_per_queue
 inline constexpr uint16_t kMaxConnsPerQueue = 8;
+inline constexpr size_t kMaxPaths = 4;
+
+// One way to the export: a server address and port (add --traddr ADDR[:PORT], repeatable).
+struct RdmaPath {
+  std::string traddr;  // IPv4/IPv6 literal or host name
+  uint16_t trsvcid = wire::kDefaultPort;
+  std::string text() const;  // "ADDR:PORT" ("[V6]:PORT")
+};
+
+// How a queue uses its paths (add --multipath).
+enum class MultipathPolicy : uint8_t {
+  kFailover,    // the first path with a live connection carries every request; the others stand by
+  kRoundRobin,  // requests spread over the live connections of every path
+};
+const char* multipath_policy_name(MultipathPolicy p);
 
 struct RdmaTargetOptions {
-  std::string traddr;          // server address (IPv4/IPv6 literal or host name)
-  uint16_t trsvcid = wire::kDefaultPort;  // server port
+  // Each queue has conns_per_queue connections on each path (connection i on path
+  // i / conns_per_queue), all to the same export: one server on two addresses, or two servers
+  // on the same file or block device (the instance id proves it).
+  std::vector<RdmaPath> paths;
+  MultipathPolicy multipath = MultipathPolicy::kFailover;
   std::string export_name;     // [A-Za-z0-9._-]{1,32}
   uint16_t nr_queues = 1;
   uint16_t queue_depth = 128;

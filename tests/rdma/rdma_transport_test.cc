@@ -150,8 +150,7 @@ class RdmaTransport : public ::testing::Test {
   targets::RdmaTargetOptions client_opts(const std::string& exp, uint16_t queues = 1, uint16_t depth = 16,
                                          uint32_t max_io = 128 * 1024) {
     targets::RdmaTargetOptions o;
-    o.traddr = addr_;
-    o.trsvcid = port_;
+    o.paths = {targets::RdmaPath{addr_, port_}};
     o.export_name = exp;
     o.nr_queues = queues;
     o.queue_depth = depth;

@@ -185,8 +185,9 @@ void Connection::run(const std::atomic<bool>& stop) {
   // side may be parked the same way, so whichever comes first after the port is up says goodbye.
   if (rdma_->disconnect_pending())
     log::server()->info("{}: the port of {} is down: disconnecting once it is up", peer_, rdma_->device_name());
-  while (rdma_->disconnect_pending() && !stop.load(std::memory_order_relaxed)) {
+  while (rdma_->disconnect_pending() && !device_removed_ && !stop.load(std::memory_order_relaxed)) {
     ::usleep(200 * 1000);
+    handle_cm_events();
     rdma_->disconnect_st();
   }
   log::server()->info("{}: export '{}' queue {} closed ({} commands, {} errors, {} rejected)", peer_, export_name_,
@@ -267,6 +268,7 @@ void Connection::handle_cm_events() {
       case RDMA_CM_EVENT_DISCONNECTED:
       case RDMA_CM_EVENT_DEVICE_REMOVAL:
       case RDMA_CM_EVENT_TIMEWAIT_EXIT:
+        if (ev->type == RDMA_CM_EVENT_DEVICE_REMOVAL) device_removed_ = true;
         if (!failed_) log::server()->info("{}: {}", peer_, rdma_event_str(ev->type));
         fail("peer disconnected");
         break;

@@ -139,6 +139,7 @@ class Connection final : private CommandIo {
 
   bool draining_ = false;
   bool failed_ = false;
+  bool device_removed_ = false;  // DEVICE_REMOVAL: everything on the device goes now
   std::atomic<bool> done_{false};
   std::thread thread_;
 };

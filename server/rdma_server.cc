@@ -43,7 +43,28 @@ struct ExportTotals {
 struct RdmaServer::Impl {
   ServerOptions opts;
   std::vector<std::unique_ptr<Backend>> backends;  // by export index
-  std::unique_ptr<transport::Listener> listener;
+  std::unique_ptr<transport::Listener> listener;  // none while its RDMA device is removed
+  uint16_t port = 0;
+  Clock::time_point next_listen{};
+
+  // The device under the listener was removed: let it go (the removal waits for that), and
+  // listen again once a device has the address.
+  void keep_listening() {
+    if (listener && listener->device_removed()) {
+      log::server()->warn("the RDMA device under {}:{} was removed: listening again once it is back",
+                          opts.listen_addr, port);
+      listener.reset();
+    }
+    if (listener || Clock::now() < next_listen) return;
+    transport::rescan_rdma_devices();
+    try {
+      listener = std::make_unique<transport::Listener>(opts.listen_addr, port);
+      log::server()->info("listening on {}:{} again", opts.listen_addr, port);
+    } catch (const SetupError& e) {
+      log::server()->debug("listening again: {}", e.what());
+      next_listen = Clock::now() + std::chrono::seconds(1);
+    }
+  }
   mutable std::mutex mu;  // guards conns and totals against stats_json() from other threads
   std::vector<std::unique_ptr<Connection>> conns;
   std::map<std::string, ExportTotals> totals;  // of closed connections
@@ -186,12 +207,13 @@ RdmaServer::RdmaServer(const ServerOptions& opts) : impl_(std::make_unique<Impl>
     throw_setup("no RDMA device found (load a driver, e.g. `modprobe rdma_rxe` and "
                 "`rdma link add rxe0 type rxe netdev IFACE`)");
   impl_->listener = std::make_unique<transport::Listener>(opts.listen_addr, opts.port);
+  impl_->port = impl_->listener->port();
   log::server()->info("listening on {}:{}", opts.listen_addr.empty() ? "*" : opts.listen_addr, port());
 }
 
 RdmaServer::~RdmaServer() = default;
 
-uint16_t RdmaServer::port() const { return impl_->listener->port(); }
+uint16_t RdmaServer::port() const { return impl_->port; }
 
 std::string RdmaServer::stats_json() const { return impl_->stats(); }
 
@@ -199,7 +221,12 @@ void RdmaServer::run(const std::atomic<bool>& stop) {
   auto next_stats = Clock::now() + impl_->opts.stats_interval;
   while (!stop.load()) {
     try {
-      if (auto req = impl_->listener->next_request(std::chrono::milliseconds(100))) impl_->handle(std::move(*req), stop);
+      impl_->keep_listening();
+      if (!impl_->listener) {
+        ::usleep(100000);
+      } else if (auto req = impl_->listener->next_request(std::chrono::milliseconds(100))) {
+        impl_->handle(std::move(*req), stop);
+      }
     } catch (const SetupError& e) {
       log::server()->error("listener: {}", e.what());
       ::usleep(100000);

@@ -405,10 +405,10 @@ bool RdmaConnection::fail_st() {
   return safe;
 }
 
-std::unique_ptr<transport::Connection> RdmaConnection::release_st() {
+std::unique_ptr<transport::Connection> RdmaConnection::release_st(bool device_removed) {
   failed_ = true;
   msgs_mr_ = slab_mr_ = nullptr;
-  if (conn_ && conn_->disconnect_pending()) {
+  if (conn_ && conn_->disconnect_pending() && !device_removed) {
     conn_->close_st();
     return std::move(conn_);
   }

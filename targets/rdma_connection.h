@@ -127,8 +127,9 @@ class RdmaConnection {
   // After a successful fail_st: releases everything it holds on the device (QP, CQ, PD, MRs,
   // rdma_cm id and channels); only failed() and the counters remain. While the port is down
   // the rdma_cm id cannot go yet (transport::Connection::disconnect_st): its QP and MRs go,
-  // and the rest is handed back, for the caller to destroy once the port is up.
-  std::unique_ptr<transport::Connection> release_st();
+  // and the rest is handed back, for the caller to destroy once the port is up. Not when the
+  // device is being removed: its removal waits until all of it is gone.
+  std::unique_ptr<transport::Connection> release_st(bool device_removed);
   // Ends the connection for good (drain, destroy, deregister). False as fail_st.
   bool close_st();
   bool failed() const { return failed_; }

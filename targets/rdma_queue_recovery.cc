@@ -30,8 +30,10 @@ void RdmaQueueTarget::handle_cm_events_st(size_t index) {
   if (c.failed()) return;  // released; a new connection gets its own channel
   while (auto ev = c.poll_cm_event_st()) {
     switch (ev->type) {
-      case RDMA_CM_EVENT_DISCONNECTED:
       case RDMA_CM_EVENT_DEVICE_REMOVAL:
+        // Its removal waits for everything we hold on it: nothing of the connection may stay.
+        return connection_lost_st(index, rdma_event_str(ev->type), true);
+      case RDMA_CM_EVENT_DISCONNECTED:
       case RDMA_CM_EVENT_CONNECT_ERROR:
       case RDMA_CM_EVENT_UNREACHABLE:
       case RDMA_CM_EVENT_ADDR_CHANGE:
@@ -89,7 +91,7 @@ void RdmaQueueTarget::housekeeping_st() {
   handle_reconnected_st();
 }
 
-void RdmaQueueTarget::connection_lost_st(size_t index, const char* why) {
+void RdmaQueueTarget::connection_lost_st(size_t index, const char* why, bool device_removed) {
   RdmaConnection& c = *connections_[index];
   if (stopped_ || c.failed()) return;
   ConnectionRecovery& r = recovery_[index];
@@ -123,7 +125,7 @@ void RdmaQueueTarget::connection_lost_st(size_t index, const char* why) {
   // device waits for them).
   ctx_->watch_fd_st(-1, connection_token(kTokenCq, index));
   ctx_->watch_fd_st(-1, connection_token(kTokenCm, index));
-  if (auto held = c.release_st()) {
+  if (auto held = c.release_st(device_removed)) {
     log::rdma()->warn("queue {}: connection {}: the port of {} is down: it disconnects once the port is up",
                       queue_id_, index, held->device_name());
     parked_.push_back(std::move(held));
@@ -198,11 +200,13 @@ void RdmaQueueTarget::handle_recovery_timer_st() {
 
 void RdmaQueueTarget::release_parked_st() {
   for (size_t i = 0; i < parked_.size();) {
-    if (!parked_[i]->port_active()) {
+    bool removed = false;
+    while (auto ev = parked_[i]->poll_cm_event_st()) removed |= ev->type == RDMA_CM_EVENT_DEVICE_REMOVAL;
+    if (!removed && !parked_[i]->port_active()) {
       ++i;
       continue;
     }
-    parked_[i]->disconnect_st();
+    if (!removed) parked_[i]->disconnect_st();
     parked_[i] = std::move(parked_.back());
     parked_.pop_back();
   }

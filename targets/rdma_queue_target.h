@@ -69,7 +69,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget, private RdmaConnectionEv
   void housekeeping_st();
   // Connection `index` is unusable: take it out of service, take back its requests (held, or
   // sent at once on the queue's other connections) and start recovering it.
-  void connection_lost_st(size_t index, const char* why);
+  void connection_lost_st(size_t index, const char* why, bool device_removed = false);
   // Held requests go out, oldest first, while live connections have free slots; they fail if
   // no connection is live and the queue fails IO.
   void drain_held_st();

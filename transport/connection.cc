@@ -110,6 +110,11 @@ std::vector<std::string> rdma_device_names() {
   return names;
 }
 
+void rescan_rdma_devices() {
+  int n = 0;
+  if (ibv_context** list = rdma_get_devices(&n)) rdma_free_devices(list);
+}
+
 // ------------------------------------------------------------------------- Connection
 
 Connection::Connection(EventChannelPtr channel, CmIdPtr id) : channel_(std::move(channel)), id_(std::move(id)) {}
@@ -385,6 +390,7 @@ void set_ack_timeout(rdma_cm_id* id) {
 
 ConnectOutcome connect_client(const ClientConnectParams& p, const std::function<void(Connection&)>& before_connect) {
   std::string where = fmt::format("{}:{}", p.address, p.port);
+  rescan_rdma_devices();  // a device removed since the last attempt is let go, a new one found
   sockaddr_storage dst = resolve_ip(p.address, p.port, false);
 
   EventChannelPtr channel = make_channel();
@@ -519,6 +525,10 @@ std::optional<IncomingRequest> Listener::next_request(std::chrono::milliseconds 
       uint8_t init = ev->param.conn.initiator_depth, resp = ev->param.conn.responder_resources;
       ev.reset();  // ack before the id may be migrated (rdma_migrate_id waits for acks)
       return IncomingRequest(id, std::move(info.private_data), init, resp);
+    }
+    if (ev->event == RDMA_CM_EVENT_DEVICE_REMOVAL && ev->id == id_.get()) {
+      device_removed_ = true;
+      return std::nullopt;
     }
     log::rdma()->debug("listener: ignoring rdma_cm event {} (status {})", rdma_event_str(ev->event), ev->status);
   }

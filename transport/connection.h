@@ -205,12 +205,16 @@ class Listener {
   int fd() const { return channel_->fd; }
   uint16_t port() const;
   // Waits up to `timeout` for the next CONNECT_REQUEST; other events on the listening id are
-  // logged and skipped. nullopt on timeout.
+  // logged and skipped. nullopt on timeout, or once the device went away.
   std::optional<IncomingRequest> next_request(std::chrono::milliseconds timeout);
+  // The RDMA device the listener is bound to is being removed (DEVICE_REMOVAL): it listens no
+  // more, and the removal waits until the listener is destroyed.
+  bool device_removed() const { return device_removed_; }
 
  private:
   EventChannelPtr channel_;
   CmIdPtr id_;
+  bool device_removed_ = false;
 };
 
 // "a.b.c.d:port" / "[v6]:port" of a sockaddr.
@@ -218,5 +222,11 @@ std::string sockaddr_text(const sockaddr* sa);
 
 // Names of the RDMA devices present (empty if none or if the verbs library finds none).
 std::vector<std::string> rdma_device_names();
+
+// Brings librdmacm's device list up to date: a removed device's context, which librdmacm keeps
+// open while it lists the device and which the device's removal waits for, is closed once no
+// rdma_cm id uses it; a device added since is found. Call after every id on a removed device
+// is gone, until the removal completes (its uverbs node disappears only after rdma_cm let go).
+void rescan_rdma_devices();
 
 }  // namespace ublkrdma::transport

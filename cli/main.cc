@@ -317,7 +317,7 @@ int run(int argc, char** argv) {
   add_cmd->add_flag("--buffered", add.buffered, "loop: do not use O_DIRECT");
   add_cmd->add_option("--traddr", add.traddr,
                       "rdma: server address ADDR[:PORT] ([V6ADDR]:PORT); given more than once, each is a path to "
-                      "the same export (one server on two addresses, or two servers on one file)");
+                      "the same export (one server on two addresses)");
   add_cmd
       ->add_option("--multipath", add.multipath,
                    "rdma, with more than one --traddr: failover = the first path that works carries the IO, the "

@@ -39,8 +39,8 @@ const char* multipath_policy_name(MultipathPolicy p);
 
 struct RdmaTargetOptions {
   // Each queue has conns_per_queue connections on each path (connection i on path
-  // i / conns_per_queue), all to the same export: one server on two addresses, or two servers
-  // on the same file or block device (the instance id proves it).
+  // i / conns_per_queue), all to the same export: one server on two addresses (the instance id
+  // and the export's description must match on every connection).
   std::vector<RdmaPath> paths;
   MultipathPolicy multipath = MultipathPolicy::kFailover;
   std::string export_name;     // [A-Za-z0-9._-]{1,32}

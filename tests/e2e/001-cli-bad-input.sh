@@ -45,6 +45,12 @@ expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --conns-per-que
 expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --reconnect-delay 0
 expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --ctrl-loss-tmo -2
 expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --fast-io-fail-tmo soon
+expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --keepalive-tmo -1
+expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --multipath sometimes
+expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1:0 --export vol0
+expect_error 2 add -t rdma -n 0 --traddr "[fd00::1" --export vol0
+expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --traddr 192.0.2.1:18520 --export vol0
+expect_error 2 add -t rdma -n 0 --traddr a --traddr b --traddr c --traddr d --traddr e --export vol0
 expect_error 2 add -t null -n 0 --size 64M --batch-io maybe
 expect_error 1 del -n 99
 expect_error 1 list -n 99

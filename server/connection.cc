@@ -485,8 +485,8 @@ void Connection::queue_answer(const wire::Command& cmd, int err, AnswerKind kind
   switch (kind) {
     case AnswerKind::kAnswer: return sends_->answer(p);
     case AnswerKind::kFenced: return sends_->fenced_answer(p);
-    case AnswerKind::kRefusal:
-    case AnswerKind::kKeepAlive: return sends_->scratch_answer(p);
+    case AnswerKind::kRefusal: return sends_->scratch_answer(p);
+    case AnswerKind::kKeepAlive: return sends_->keep_alive_answer(p);
   }
 }
 

@@ -32,7 +32,7 @@ struct ConnectionStats {
   RelaxedCounter serial_commands;  // commands that came as part of a serial stream
   RelaxedCounter doorbells, max_post_batch, sq_depth_max, rdma_reads_max;
   RelaxedCounter read_done_imm;  // READs answered by RDMA WRITE WITH IMMEDIATE alone
-  RelaxedCounter answer_sends;   // SENDs carrying Responses (fewer than Responses with BATCH)
+  RelaxedCounter answer_sends;   // SENDs carrying Responses to commands (fewer than Responses with BATCH)
   RelaxedCounter parked_max;  // most commands held back at once because answers could not leave
 
   nlohmann::json to_json() const;

@@ -16,6 +16,7 @@ SendQueue::SendQueue(const SendQueueConfig& config, PostSend post, ConnectionSta
       // commands while its answers cannot leave.
       chain_(size_t(config.depth) * kWrsPerTag * 2 + 2) {
   scratch_answers_.reserve(size_t(config.depth) * kWrsPerTag + kWrsPerTag);
+  keep_alive_answers_.reserve(1);
   answers_.reserve(config.depth);
   fenced_answers_.reserve(config.depth);
 }
@@ -49,6 +50,11 @@ void SendQueue::queue_answers() {
     if (inline_ok) wr.send_flags = IBV_SEND_INLINE;
   }
   scratch_answers_.clear();
+  for (const uint8_t* p : keep_alive_answers_) {
+    ibv_send_wr& wr = append_answer_send(p, false);
+    if (inline_ok) wr.send_flags = IBV_SEND_INLINE;
+  }
+  keep_alive_answers_.clear();
   size_t per_send = config_.batch ? wire::kMaxBatch : 1;
   size_t total = answers_.size() + fenced_answers_.size();
   bool fence_pending = !fenced_answers_.empty();
@@ -76,11 +82,11 @@ void SendQueue::queue_answers() {
   fenced_answers_.clear();
 }
 
-ibv_send_wr& SendQueue::append_answer_send(const uint8_t* p) {
+ibv_send_wr& SendQueue::append_answer_send(const uint8_t* p, bool counted) {
   ibv_send_wr& wr = chain_.append(reinterpret_cast<uint64_t>(p), uint32_t(wire::kResponseSize), config_.answer_lkey);
   wr.wr_id = WorkId{WorkKind::kRdmaSend, config_.queue_id, 0, 0, 0}.encode();
   wr.opcode = IBV_WR_SEND;
-  stats_.answer_sends.add_st();
+  if (counted) stats_.answer_sends.add_st();
   return wr;
 }
 
@@ -108,6 +114,7 @@ void SendQueue::probe() {
 void SendQueue::clear() {
   chain_.clear();
   scratch_answers_.clear();
+  keep_alive_answers_.clear();
   answers_.clear();
   fenced_answers_.clear();
 }

@@ -51,17 +51,21 @@ class SendQueue {
   // Encoded Responses to send after everything queued so far (see the kinds in command_pipeline.h).
   void answer(const uint8_t* slot) { answers_.push_back(slot); }
   void fenced_answer(const uint8_t* slot) { fenced_answers_.push_back(slot); }
-  // An answer in a scratch slot (a refusal, or a KEEP_ALIVE's): one inline SEND of its own.
+  // An answer in a scratch slot (a refusal): one inline SEND of its own.
   void scratch_answer(const uint8_t* slot) { scratch_answers_.push_back(slot); }
+  // The same for a KEEP_ALIVE's answer, which is not counted as an answer to a command.
+  void keep_alive_answer(const uint8_t* slot) { keep_alive_answers_.push_back(slot); }
 
   // Commands are taken on only while their answers fit: `commands` more would.
   bool has_room(size_t commands) const {
-    return chain_.size() + scratch_answers_.size() + answers_.size() + fenced_answers_.size() + commands * kWrsPerTag <=
+    return chain_.size() + scratch_answers_.size() + keep_alive_answers_.size() + answers_.size() +
+               fenced_answers_.size() + commands * kWrsPerTag <=
            size_t(config_.depth) * kWrsPerTag;
   }
   // Nothing is waiting to be posted.
   bool empty() const {
-    return chain_.empty() && scratch_answers_.empty() && answers_.empty() && fenced_answers_.empty();
+    return chain_.empty() && scratch_answers_.empty() && keep_alive_answers_.empty() && answers_.empty() &&
+           fenced_answers_.empty();
   }
 
   // Turns the queued answers into SENDs and posts the front of the chain that fits, with one
@@ -83,7 +87,7 @@ class SendQueue {
 
  private:
   void queue_answers();
-  ibv_send_wr& append_answer_send(const uint8_t* slot);
+  ibv_send_wr& append_answer_send(const uint8_t* slot, bool counted = true);
 
   const SendQueueConfig config_;
   const PostSend post_;
@@ -91,6 +95,7 @@ class SendQueue {
   transport::SendBudget budget_;
   transport::SendChain chain_;
   std::vector<const uint8_t*> scratch_answers_;
+  std::vector<const uint8_t*> keep_alive_answers_;
   std::vector<const uint8_t*> answers_;
   std::vector<const uint8_t*> fenced_answers_;
 };

@@ -303,7 +303,6 @@ void RdmaConnection::handle_receive_st(const ibv_wc& wc, RdmaConnectionEvents& e
     return events.on_connection_failed_st(*this, "malformed response");
   }
   for (size_t i = 0; i < n && !failed_; ++i) {
-    counters_->answers.add_st();
     const uint8_t* p = response_slot(id.tag) + i * wire::kResponseSize;
     auto d = wire::decode_response(std::span<const uint8_t>(p, wire::kResponseSize));
     if (!d.ok()) {
@@ -311,6 +310,7 @@ void RdmaConnection::handle_receive_st(const ibv_wc& wc, RdmaConnectionEvents& e
       return events.on_connection_failed_st(*this, "malformed response");
     }
     if (d.value.opcode != wire::Opcode::kKeepAlive) {
+      counters_->answers.add_st();
       events.on_answer_st(*this, d.value);
     } else if (!handle_keep_alive_answer_st(d.value)) {
       log::rdma()->error("queue {}: KEEP_ALIVE answer (tag {}, generation {}, status {}) not asked for: protocol error",

@@ -28,7 +28,7 @@ struct RdmaCounters {
   RelaxedCounter signaled_sends;
   RelaxedCounter inline_sends;
   RelaxedCounter command_sends;      // SENDs carrying commands (fewer than commands with BATCH)
-  RelaxedCounter answers;            // Responses received (with BATCH, several per receive)
+  RelaxedCounter answers;            // Responses to commands received (with BATCH, several per receive)
   RelaxedCounter cq_arms;            // ibv_req_notify_cq calls
   RelaxedCounter cq_events;          // completion channel wakeups
   RelaxedCounter read_done_imm;      // READs completed by the server's RDMA WRITE WITH IMMEDIATE

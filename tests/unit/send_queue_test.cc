@@ -83,6 +83,26 @@ TEST(SendQueue, WithoutBatchEachAnswerIsASendAndRefusalsGoInline) {
   }
 }
 
+// A KEEP_ALIVE's answer leaves inline, alone, beside batched answers, and is not counted as an
+// answer to a command. A probe is one signaled zero-length RDMA WRITE.
+TEST(SendQueue, KeepAliveAnswersAndProbesStandApart) {
+  Harness h;
+  h.sends.keep_alive_answer(h.slot(0));
+  h.sends.answer(h.slot(1));
+  h.sends.answer(h.slot(2));
+  h.sends.probe();
+  EXPECT_FALSE(h.sends.empty());
+  ASSERT_EQ(h.sends.flush(false), 0);
+  ASSERT_EQ(h.qp.posted.size(), 3u);
+  EXPECT_EQ(h.qp.posted[0].opcode, IBV_WR_RDMA_WRITE);  // queued first: the chain keeps its order
+  EXPECT_EQ(h.qp.posted[0].num_sge, 0);
+  EXPECT_TRUE(h.qp.posted[0].flags & IBV_SEND_SIGNALED);
+  EXPECT_EQ(h.qp.posted[1].num_sge, 1);
+  EXPECT_TRUE(h.qp.posted[1].flags & IBV_SEND_INLINE);
+  EXPECT_EQ(h.qp.posted[2].num_sge, 2);
+  EXPECT_EQ(h.stats.answer_sends.get(), 1u);
+}
+
 TEST(SendQueue, RoomBoundsAnswersWaiting) {
   Harness h;
   EXPECT_TRUE(h.sends.has_room(8));

@@ -324,13 +324,17 @@ bool RdmaConnection::handle_keep_alive_answer_st(const wire::Response& r) {
   if (!keep_alive_outstanding_ || r.tag != depth_ || r.generation != keep_alive_generation_ || r.status != 0)
     return false;
   keep_alive_outstanding_ = false;
+  keep_alive_silent_ = 0;
   counters_->keep_alives.add_st();
   return true;
 }
 
-bool RdmaConnection::keep_alive_tick_st(uint32_t max_missed, RdmaConnectionEvents& events) {
+bool RdmaConnection::keep_alive_tick_st(uint32_t max_silent, RdmaConnectionEvents& events) {
   if (failed_ || !keep_alive()) return true;
-  if (keep_alive_outstanding_) return ++keep_alive_missed_ < max_missed;
+  // Counted from the last answer, not from the last send: a full send queue delaying one does
+  // not delay the verdict.
+  if (++keep_alive_silent_ >= max_silent) return false;
+  if (keep_alive_outstanding_) return true;
   // The chain is empty between passes (post_st posts all it builds); wait a tick for room.
   if (budget_.room() == 0) return true;
   keep_alive_generation_ = wire::next_generation(keep_alive_generation_);
@@ -354,7 +358,6 @@ bool RdmaConnection::keep_alive_tick_st(uint32_t max_missed, RdmaConnectionEvent
     return true;
   }
   keep_alive_outstanding_ = true;
-  keep_alive_missed_ = 0;
   return true;
 }
 

@@ -105,10 +105,10 @@ class RdmaConnection {
 
   // Whether the server answers KEEP_ALIVE on this connection (v8, negotiated).
   bool keep_alive() const { return accepted_.keep_alive(); }
-  // One tick of the queue's keepalive timer: sends a KEEP_ALIVE unless one is out; false once
-  // one has gone unanswered for `max_missed` ticks (the server is stopped or gone). A failed
-  // post is reported through `events`.
-  bool keep_alive_tick_st(uint32_t max_missed, RdmaConnectionEvents& events);
+  // One tick of the queue's keepalive timer: sends a KEEP_ALIVE unless one is out (or the send
+  // queue is full: next tick); false once `max_silent` ticks have passed since the last answer
+  // to one (the server is stopped or gone). A failed post is reported through `events`.
+  bool keep_alive_tick_st(uint32_t max_silent, RdmaConnectionEvents& events);
   // Polls the CQ once and reports what completed; returns how many completions it reaped.
   int poll_st(const std::vector<RdmaRequest>& requests, RdmaConnectionEvents& events);
   // Asks for a completion event unless one is asked for already; -errno on failure.
@@ -158,7 +158,7 @@ class RdmaConnection {
   // KEEP_ALIVE: sent on the wire tag depth_ (command slot depth_), one at a time.
   bool keep_alive_outstanding_ = false;
   uint32_t keep_alive_generation_ = 0;
-  uint32_t keep_alive_missed_ = 0;  // ticks it has been out
+  uint32_t keep_alive_silent_ = 0;  // ticks since the last answer to one (or since the start)
 
   ConnectionSlots slots_;          // its requests (kQueued or kInFlight), by their wire tag
   std::vector<uint16_t> pending_;  // tags encoded but not yet posted

@@ -73,7 +73,7 @@ void RdmaQueueTarget::handle_keep_alive_timer_st() {
   for (size_t i = 0; i < connections_.size(); ++i) {
     RdmaConnection& c = *connections_[i];
     if (!recovery_[i].live() || c.failed()) continue;
-    if (!c.keep_alive_tick_st(kTicksPerKeepAlive - 1, *this)) {
+    if (!c.keep_alive_tick_st(kTicksPerKeepAlive, *this)) {
       counters_.keep_alive_timeouts.add_st();
       log::rdma()->error("queue {}: connection {} to {}: no answer to a keepalive within {} ms (server stopped or "
                          "unreachable)",

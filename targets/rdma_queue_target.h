@@ -19,9 +19,9 @@ namespace ublkrdma::targets {
 // Ticks of the IO timer per io_timeout: a request times out between 1x and 1.25x io_timeout.
 inline constexpr uint32_t kTicksPerTimeout = 4;
 // Ticks of the keepalive timer per keepalive timeout. A KEEP_ALIVE goes out on every tick unless
-// one is out already, and counts as lost after kTicksPerKeepAlive - 1 more: a server that stops
-// just after answering one is detected within the timeout (at most one tick until the next goes
-// out, then three unanswered).
+// one is out already; the connection counts as lost on the kTicksPerKeepAlive-th tick after the
+// last answer, so a server that stops is detected within the timeout (the last answer came
+// before it stopped) and a live one has three ticks to answer one.
 inline constexpr uint32_t kTicksPerKeepAlive = 4;
 
 class RdmaQueueTarget final : public ublk::QueueTarget, private RdmaConnectionEvents {

@@ -34,15 +34,7 @@ log "  paths: $(paths 0)"
 jq -e 'length == 2 and .[0].active and (.[1].active | not) and all(.state == "live")' <<<"$(paths 0)" >/dev/null ||
   fail "expected path 0 active and path 1 standing by, both live: $(paths 0)"
 
-verify_job=(--filename=/dev/ublkb0 --rw=randwrite --bsrange=4k-64k --size=48M --iodepth=32
-            --verify=crc32c --verify_fatal=1 --name=multipath)
-out=$E2E_LOG_DIR/multipath.fio
-log "+ fio (background) ${verify_job[*]} --verify_backlog=64 --rate=2m"
-fio "${E2E_FIO_COMMON[@]}" "${verify_job[@]}" --verify_backlog=64 --rate=2m >"$out" 2>&1 &
-fio_pid=$!
-defer kill -9 "$fio_pid"
-nap 4
-kill -0 $fio_pid 2>/dev/null || fail "fio ended before the link went down: $(tail -n 5 "$out")"
+verify_fio_start 0 multipath 2m
 
 written() { ublk_json 0 | jq '[.queues[].stats.bytes_written] | add'; }
 defer ip link set "$E2E_RDMA_IF" up
@@ -67,18 +59,7 @@ log "  after the link came back: $(paths 0)"
 grep -q "failing over from path $E2E_RDMA_ADDR:18520 to path $addr2:18520" "$(ublk_json 0 | jq -r .log)" ||
   fail "the daemon's log does not say it failed over"
 
-for ((i = 0; i < 1800; i++)); do kill -0 $fio_pid 2>/dev/null || break; nap 0.1; done
-kill -0 $fio_pid 2>/dev/null && fail "fio still runs 180 s after it started"
-wait $fio_pid
-rc=$?
-fio_check "$out" "$rc" || fail "fio saw errors or mismatches across the path failure (exit status $rc)"
-log "  fio: $(fio_summary "$out")"
-jq -e '[.queues[].stats.target.errors] | add == 0' <(ublk_json 0) >/dev/null ||
-  fail "the device counted IO errors: $(ublk_json 0 | jq -c '[.queues[].stats.target.errors]')"
-read0=$(ublk_json 0 | jq '[.queues[].stats.bytes_read] | add')
-fio_run multipath-verify-all "${verify_job[@]}" --verify_only
-read=$(($(ublk_json 0 | jq '[.queues[].stats.bytes_read] | add') - read0))
-((read >= 48 << 20)) || fail "the verify pass read $read bytes of the device, not all 48 MiB"
+verify_fio_finish 0 180 "the path failure"
 must bounded 60 "$UBLK" del -n 0
 wait_gone /dev/ublkb0 10
 

@@ -248,6 +248,43 @@ fio_write_verify() {
 
 size_bytes() { numfmt --from=iec "${1%B}"; }
 
+# verify_fio_start ID TAG RATE: in the background, fio writes the first 48 MiB of /dev/ublkbID
+# once in random order at 4..64 KiB, QD 32, each block verified (crc32c) a while after it is
+# written (verify_backlog), paced at RATE so that it still runs through the fault the test
+# injects next; fails the test if fio ends within 4 s. Sets E2E_VERIFY_PID and E2E_VERIFY_OUT.
+verify_fio_start() {
+  local id=$1 tag=$2 rate=$3
+  E2E_VERIFY_JOB=(--filename=/dev/ublkb"$id" --rw=randwrite --bsrange=4k-64k --size=48M --iodepth=32
+                  --verify=crc32c --verify_fatal=1 --name="$tag")
+  E2E_VERIFY_OUT=$E2E_LOG_DIR/$tag.fio
+  log "+ fio (background) ${E2E_VERIFY_JOB[*]} --verify_backlog=64 --rate=$rate"
+  fio "${E2E_FIO_COMMON[@]}" "${E2E_VERIFY_JOB[@]}" --verify_backlog=64 --rate="$rate" >"$E2E_VERIFY_OUT" 2>&1 &
+  E2E_VERIFY_PID=$!
+  defer kill -9 "$E2E_VERIFY_PID"
+  nap 4
+  kill -0 "$E2E_VERIFY_PID" 2>/dev/null || fail "fio ended before the fault: $(tail -n 5 "$E2E_VERIFY_OUT")"
+}
+
+# verify_fio_finish ID SECS WHAT: waits up to SECS for the fio of verify_fio_start and fails the
+# test unless it ended with 0 errors and 0 mismatches and device ID counted no IO error (WHAT
+# names the fault in the message); then a pass of its own reads all 48 MiB back and verifies it.
+verify_fio_finish() {
+  local id=$1 secs=$2 what=$3 i rc read0 read
+  for ((i = 0; i < secs * 10; i++)); do kill -0 "$E2E_VERIFY_PID" 2>/dev/null || break; nap 0.1; done
+  kill -0 "$E2E_VERIFY_PID" 2>/dev/null && fail "fio still runs $secs s after the fault"
+  wait "$E2E_VERIFY_PID"
+  rc=$?
+  fio_check "$E2E_VERIFY_OUT" "$rc" || fail "fio saw errors or mismatches across $what (exit status $rc)"
+  log "  fio: $(fio_summary "$E2E_VERIFY_OUT")"
+  jq -e '[.queues[].stats.target.errors] | add == 0' <(ublk_json "$id") >/dev/null ||
+    fail "device $id counted IO errors: $(ublk_json "$id" | jq -c '[.queues[].stats.target.errors]')"
+  # Without verify_backlog: with it, fio's verify_only pass reads nothing and passes anything.
+  read0=$(ublk_json "$id" | jq '[.queues[].stats.bytes_read] | add')
+  fio_run "${E2E_VERIFY_JOB[-1]#--name=}-verify-all" "${E2E_VERIFY_JOB[@]}" --verify_only
+  read=$(($(ublk_json "$id" | jq '[.queues[].stats.bytes_read] | add') - read0))
+  ((read >= 48 << 20)) || fail "the verify pass read $read bytes of device $id, not all 48 MiB"
+}
+
 # fio_background TAG DEV ARGS...: fio in the background on DEV, random reads and writes at QD 32
 # with 2 jobs for up to 120 s (ARGS add e.g. the block size), its output in E2E_LOG_DIR/TAG.fio.
 # Sets E2E_BG_FIO_PID and E2E_BG_FIO_OUT; fio is killed when the test exits.

@@ -80,12 +80,7 @@ jq -e '[.queues[].stats.target.errors] | add == 0' <(ublk_json 1) >/dev/null ||
 must bounded 60 cmp -n $((4 << 20)) "$E2E_WORK/pattern" /dev/ublkb1
 log "  device 1 (ram) reads back its pattern"
 
-rping -s -a "$E2E_RDMA_ADDR" -p 7471 -C 1 -S 64 >/dev/null 2>&1 &
-rping_pid=$!
-defer kill "$rping_pid"
-nap 1
-must bounded 30 rping -c -a "$E2E_RDMA_ADDR" -p 7471 -C 1 -S 64
-log "  a fresh rping connects after the reset"
+rping_connects "after the reset"
 for id in 0 1; do
   must bounded 60 "$UBLK" del -n $id
   wait_gone /dev/ublkb$id 10

@@ -345,6 +345,16 @@ setup_rxe() {
   log "rxe: $(rdma link show "$E2E_RDMA_DEV/1")"
 }
 
+# rping_connects WHEN: a fresh rping client connects to a fresh rping server on the rxe address
+# (rdma_cm and the device work for newcomers too, WHEN: "after the flap").
+rping_connects() {
+  rping -s -a "$E2E_RDMA_ADDR" -p 7471 -C 1 -S 64 >/dev/null 2>&1 &
+  defer kill "$!"
+  nap 1
+  must bounded 30 rping -c -a "$E2E_RDMA_ADDR" -p 7471 -C 1 -S 64
+  log "  a fresh rping connects $1"
+}
+
 # ---------------------------------------------------------------------------------------------
 # RDMA target server and rdma devices (used by the 4NN-rdma-* tests)
 

@@ -1,5 +1,6 @@
 #include "cli/device_listing.h"
 
+#include <algorithm>
 #include <fmt/format.h>
 
 #include "cli/device_state.h"
@@ -83,9 +84,7 @@ std::optional<nlohmann::json> describe_device(ublk::ControlDevice& ctrl, uint32_
           queues[q]["tid"] = qs.value("tid", 0);
           queues[q]["stats"] = qs;
         }
-        std::string s = qs.value("target", nlohmann::json::object()).value("state", "");
-        for (int k = 0; k < 4; ++k)
-          if (s == kWorse[k] && k > worst) worst = k;
+        worst = std::max(worst, rank(qs.value("target", nlohmann::json::object()).value("state", "")));
       }
       if (worst >= 0) j["io_state"] = kWorse[worst];
       if (worst >= 2) j["state"] = worst == 2 ? "RECONNECTING" : "FAILED";

@@ -78,6 +78,20 @@ sockaddr_storage resolve_ip(const std::string& address, uint16_t port, bool pass
   return ss;
 }
 
+// The QP's ACK timeout, 4.096 us x 2^16 = 268 ms per try: with retry_count 7 a peer that stops
+// acknowledging (link down, host gone) fails our next work request after 8 tries, about 2 s.
+// Far above a round trip, even in an emulated guest (a late ACK only costs a retransmission),
+// and well inside the client's keepalive period, so the transport fails first and says why.
+// Without it rdma_cm takes the path's packet lifetime, which for RoCE is a compile-time guess.
+constexpr uint8_t kAckTimeout = 16;
+constexpr uint8_t kRetryCount = 7;
+
+void set_ack_timeout(rdma_cm_id* id) {
+  uint8_t timeout = kAckTimeout;
+  if (rdma_set_option(id, RDMA_OPTION_ID, RDMA_OPTION_ID_ACK_TIMEOUT, &timeout, sizeof(timeout)) != 0)
+    log::rdma()->debug("rdma_set_option(ACK_TIMEOUT): {}; keeping rdma_cm's default", errno_text(errno));
+}
+
 }  // namespace
 
 void set_nonblocking(int fd, const char* what) {
@@ -369,24 +383,6 @@ Quiesced Connection::close_st() {
 }
 
 // ------------------------------------------------------------------------- client side
-
-namespace {
-
-// The QP's ACK timeout, 4.096 us x 2^16 = 268 ms per try: with retry_count 7 a peer that stops
-// acknowledging (link down, host gone) fails our next work request after 8 tries, about 2 s.
-// Far above a round trip, even in an emulated guest (a late ACK only costs a retransmission),
-// and well inside the client's keepalive period, so the transport fails first and says why.
-// Without it rdma_cm takes the path's packet lifetime, which for RoCE is a compile-time guess.
-constexpr uint8_t kAckTimeout = 16;
-constexpr uint8_t kRetryCount = 7;
-
-void set_ack_timeout(rdma_cm_id* id) {
-  uint8_t timeout = kAckTimeout;
-  if (rdma_set_option(id, RDMA_OPTION_ID, RDMA_OPTION_ID_ACK_TIMEOUT, &timeout, sizeof(timeout)) != 0)
-    log::rdma()->debug("rdma_set_option(ACK_TIMEOUT): {}; keeping rdma_cm's default", errno_text(errno));
-}
-
-}  // namespace
 
 ConnectOutcome connect_client(const ClientConnectParams& p, const std::function<void(Connection&)>& before_connect) {
   std::string where = fmt::format("{}:{}", p.address, p.port);

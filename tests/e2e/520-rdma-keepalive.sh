@@ -64,10 +64,7 @@ for id in 0 1; do
 done
 
 verify_fio_finish 0 180 "the server's stop"
-for id in 1 2; do
-  jq -e '[.queues[].stats.target.errors] | add == 0' <(ublk_json $id) >/dev/null ||
-    fail "device $id counted IO errors: $(ublk_json $id | jq -c '[.queues[].stats.target.errors]')"
-done
+no_io_errors 1 2
 must bounded 60 cmp -n $((4 << 20)) "$E2E_WORK/pattern" /dev/ublkb1
 log "  device 1 (ram) reads back its pattern"
 for id in 0 1 2; do

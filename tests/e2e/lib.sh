@@ -248,6 +248,15 @@ fio_write_verify() {
 
 size_bytes() { numfmt --from=iec "${1%B}"; }
 
+# no_io_errors ID...: fails the test unless each device's queues counted no IO error.
+no_io_errors() {
+  local id
+  for id in "$@"; do
+    jq -e '[.queues[].stats.target.errors] | add == 0' <(ublk_json "$id") >/dev/null ||
+      fail "device $id counted IO errors: $(ublk_json "$id" | jq -c '[.queues[].stats.target.errors]')"
+  done
+}
+
 # verify_fio_start ID TAG RATE: in the background, fio writes the first 48 MiB of /dev/ublkbID
 # once in random order at 4..64 KiB, QD 32, each block verified (crc32c) a while after it is
 # written (verify_backlog), paced at RATE so that it still runs through the fault the test
@@ -276,8 +285,7 @@ verify_fio_finish() {
   rc=$?
   fio_check "$E2E_VERIFY_OUT" "$rc" || fail "fio saw errors or mismatches across $what (exit status $rc)"
   log "  fio: $(fio_summary "$E2E_VERIFY_OUT")"
-  jq -e '[.queues[].stats.target.errors] | add == 0' <(ublk_json "$id") >/dev/null ||
-    fail "device $id counted IO errors: $(ublk_json "$id" | jq -c '[.queues[].stats.target.errors]')"
+  no_io_errors "$id"
   # Without verify_backlog: with it, fio's verify_only pass reads nothing and passes anything.
   read0=$(ublk_json "$id" | jq '[.queues[].stats.bytes_read] | add')
   fio_run "${E2E_VERIFY_JOB[-1]#--name=}-verify-all" "${E2E_VERIFY_JOB[@]}" --verify_only

@@ -3,6 +3,7 @@
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 
+#include <algorithm>
 #include <mutex>
 #include <string>
 
@@ -61,6 +62,23 @@ void redirect_to_file(const std::string& path) {
     l->sinks().clear();
     l->sinks().push_back(sink);
   });
+}
+
+std::string escaped(std::string_view s, size_t max) {
+  std::string out;
+  out.reserve(std::min(s.size(), max) + 8);
+  for (size_t i = 0; i < s.size() && i < max; ++i) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c >= 0x20 && c < 0x7f) {
+      out += char(c);
+    } else {
+      out += fmt::format("\\x{:02x}", c);
+    }
+  }
+  if (s.size() > max) out += "...";
+  return out;
 }
 
 }  // namespace ublkrdma::log

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <memory>
+#include <string>
 #include <string_view>
 
 namespace ublkrdma::log {
@@ -17,6 +18,11 @@ void apply_levels(std::string_view spec);
 
 // Sends every logger to `path` (append) instead of stderr; used by daemons after detaching.
 void redirect_to_file(const std::string& path);
+
+// A string from a peer or a file, fit for a log line: printable ASCII stays, everything else
+// (newlines, terminal escapes, bytes >= 0x7f) becomes \xNN and a backslash \\, so that what a
+// peer sends can never forge a line or drive a terminal. At most `max` input bytes ("..." after).
+std::string escaped(std::string_view s, size_t max = 128);
 
 inline spdlog::logger* ctrl() { static auto l = get("ctrl"); return l.get(); }
 inline spdlog::logger* ublk_io() { static auto l = get("ublk.io"); return l.get(); }

@@ -17,6 +17,7 @@
 #include "cli/device_state.h"
 #include "cli/serve_command.h"
 #include "targets/rdma_target.h"
+#include "transport/auth.h"
 #include "ublk/control_device.h"
 #include "ublk/uapi.h"
 
@@ -79,7 +80,32 @@ struct AddArgs {
   int ctrl_loss_tmo_s = 600;
   int fast_io_fail_tmo_s = -1;
   int keep_alive_tmo_s = 5;
+  std::string host_id;  // default: the host name
+  std::string key_file;
+  std::string server_key_file;
 };
+
+// --key-file and friends: checked (readable, private, a key) before anything else is touched;
+// the daemon reads them again when it connects, so that `recover` finds them the same way.
+nlohmann::json auth_args(const AddArgs& a) {
+  if (a.key_file.empty()) {
+    if (!a.host_id.empty() || !a.server_key_file.empty())
+      throw UsageError("--host-id and --server-key-file need --key-file (this host's key)");
+    return nullptr;
+  }
+  std::string host = a.host_id.empty() ? auth::default_identity() : a.host_id;
+  if (!wire::valid_identity(host))
+    throw UsageError(fmt::format("host id '{}' is invalid: use 1..{} of [A-Za-z0-9._:@-]{}", log::escaped(host),
+                                 wire::kIdentityMax, a.host_id.empty() ? " (it is the host name: give --host-id)" : ""));
+  auth::read_key_file(a.key_file);
+  if (!a.server_key_file.empty()) auth::read_key_file(a.server_key_file);
+  return {{"host_id", host}, {"key_file", a.key_file}, {"server_key_file", a.server_key_file}};
+}
+
+int cmd_gen_key() {
+  std::cout << auth::format_key(auth::generate_key()) << "\n";
+  return 0;
+}
 
 int cmd_add(const AddArgs& a) {
   DaemonPlan plan;
@@ -131,6 +157,7 @@ int cmd_add(const AddArgs& a) {
       paths.push_back(std::move(path));
     }
     if (a.export_name.empty()) throw UsageError("-t rdma needs an export name: --export NAME");
+    nlohmann::json auth = auth_args(a);
     plan.target_args = {{"type", "rdma"},
                         {"paths", paths},
                         {"multipath", a.multipath},
@@ -144,6 +171,9 @@ int cmd_add(const AddArgs& a) {
                         {"reconnect_delay_ms", a.reconnect_delay_s * 1000},
                         {"ctrl_loss_tmo_ms", a.ctrl_loss_tmo_s < 0 ? -1 : a.ctrl_loss_tmo_s * 1000},
                         {"fast_io_fail_tmo_ms", a.fast_io_fail_tmo_s < 0 ? -1 : a.fast_io_fail_tmo_s * 1000}};
+    if (!auth.is_null()) plan.target_args["auth"] = auth;
+  } else if (!a.key_file.empty() || !a.host_id.empty() || !a.server_key_file.empty()) {
+    throw UsageError("--key-file, --host-id and --server-key-file are for -t rdma");
   }
   if (a.dev_id >= 0) {
     ublk::ControlDevice ctrl;
@@ -375,6 +405,13 @@ int run(int argc, char** argv) {
       ->check(CLI::Range(1, int(targets::kMaxConnsPerQueue)))
       ->capture_default_str();
 
+  add_cmd->add_option("--key-file", add.key_file,
+                      "rdma: this host's key (a file of mode 0600 with one key from `ublk-rdma gen-key`): "
+                      "authenticate to the server, and refuse a server that cannot prove it knows the key");
+  add_cmd->add_option("--host-id", add.host_id, "rdma: the identity this host authenticates as (default: the host name)");
+  add_cmd->add_option("--server-key-file", add.server_key_file,
+                      "rdma: the server must prove this key of its own (serve --key-file) instead of ours");
+
   int del_id = -1;
   bool del_all = false;
   auto* del_cmd = app.add_subcommand("del", "Stop and delete a device (and its daemon)");
@@ -403,6 +440,8 @@ int run(int argc, char** argv) {
   ServeArgs serve;
   auto* serve_cmd = app.add_subcommand("serve", "Run the RDMA target server (foreground)");
   add_serve_options(*serve_cmd, serve);
+
+  auto* gen_key_cmd = app.add_subcommand("gen-key", "Print a new random key (for --key-file and --auth-keys)");
 
   std::string help_topic;
   auto* help_cmd = app.add_subcommand("help", "Show help for a command");
@@ -450,6 +489,7 @@ int run(int argc, char** argv) {
     if (*rec_cmd) return cmd_recover(rec_id, rec_fg);
     if (*feat_cmd) return cmd_features(feat_json);
     if (*serve_cmd) return run_serve(serve);
+    if (*gen_key_cmd) return cmd_gen_key();
   } catch (const UsageError& e) {
     std::cerr << "ublk-rdma: " << e.what() << "\n";
     return kExitUsage;

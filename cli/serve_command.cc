@@ -11,6 +11,7 @@
 #include "base/size.h"
 #include "server/export_spec.h"
 #include "server/rdma_server.h"
+#include "transport/auth.h"
 
 namespace ublkrdma::cli {
 namespace {
@@ -57,6 +58,13 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
   cmd.add_option("--max-connections", a.max_connections, "Bound on connections (one per client queue)")
       ->check(CLI::Range(1, 65536))
       ->capture_default_str();
+  cmd.add_option("--auth-keys", a.auth_keys,
+                 "Authenticate every client: a file of mode 0600 with lines 'HOST KEY EXPORT[,EXPORT...]' "
+                 "(EXPORT '*' = all; keys from `ublk-rdma gen-key`); without it any peer that passes --allow "
+                 "may attach every export");
+  cmd.add_option("--key-file", a.key_file,
+                 "The server's own key, for clients that check it (add --server-key-file); needs --auth-keys");
+  cmd.add_option("--server-id", a.server_id, "The identity the server proves to clients (default: the host name)");
 }
 
 int run_serve(const ServeArgs& a) {
@@ -74,6 +82,9 @@ int run_serve(const ServeArgs& a) {
   opts.pull_reads = !a.no_pull_reads;
   opts.max_total_pool_bytes = a.max_buffer_bytes;
   opts.max_connections = a.max_connections;
+  opts.auth_keys_path = a.auth_keys;
+  opts.key_file = a.key_file;
+  opts.server_id = a.server_id.empty() ? auth::default_identity() : a.server_id;
   struct sigaction sa {};
   sa.sa_handler = on_stop_signal;
   sigemptyset(&sa.sa_mask);

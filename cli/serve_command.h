@@ -19,6 +19,9 @@ struct ServeArgs {
   bool no_pull_reads = false;          // see ServerOptions::pull_reads
   uint64_t max_buffer_bytes = 2ull << 30;  // --max-buffer-memory
   uint32_t max_connections = 1024;
+  std::string auth_keys;  // see ServerOptions::auth_keys_path
+  std::string key_file;
+  std::string server_id;  // default: the host name
 };
 
 void add_serve_options(CLI::App& cmd, ServeArgs& args);

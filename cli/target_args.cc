@@ -6,6 +6,7 @@
 #include "targets/loop_target.h"
 #include "targets/null_target.h"
 #include "targets/rdma_target.h"
+#include "transport/auth.h"
 
 namespace ublkrdma::cli {
 
@@ -44,6 +45,14 @@ std::unique_ptr<ublk::TargetFactory> make_target_factory(const nlohmann::json& a
     r.reconnect_delay = std::chrono::milliseconds(args.value("reconnect_delay_ms", r.reconnect_delay.count()));
     r.ctrl_loss_tmo = std::chrono::milliseconds(args.value("ctrl_loss_tmo_ms", r.ctrl_loss_tmo.count()));
     r.fast_io_fail_tmo = std::chrono::milliseconds(args.value("fast_io_fail_tmo_ms", r.fast_io_fail_tmo.count()));
+    if (args.contains("auth")) {
+      const nlohmann::json& a = args.at("auth");
+      o.auth.enabled = true;
+      o.auth.host_id = a.at("host_id").get<std::string>();
+      o.auth.key = auth::read_key_file(a.at("key_file").get<std::string>());
+      std::string server_key_file = a.value("server_key_file", std::string());
+      if (!server_key_file.empty()) o.auth.server_key = auth::read_key_file(server_key_file);
+    }
     return targets::make_rdma_target_factory(o);
   }
   throw_setup("unknown target type '{}'", type);

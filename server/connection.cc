@@ -19,6 +19,9 @@ using Clock = std::chrono::steady_clock;
 
 constexpr size_t kMsgSlot = 64;  // one cache line per receive / response slot
 static_assert(wire::kCommandSize <= kMsgSlot && wire::kResponseSize <= kMsgSlot);
+// With authentication every receive can take the AUTH_REQUEST (whole cache lines).
+constexpr size_t kAuthRecvSlot = (wire::kAuthRequestSize + kMsgSlot - 1) / kMsgSlot * kMsgSlot;
+static_assert(wire::kAuthResultSize <= kMsgSlot, "the AUTH_RESULT goes out of tag 0's answer slot");
 constexpr int kPollBatch = 32;
 constexpr uint32_t kCmCheckEvery = 4096;  // passes between cm-channel checks while spinning
 // Receives in a row that each brought one command, with no other command in flight or in the
@@ -42,12 +45,15 @@ transport::QpSizes Connection::qp_sizes(const wire::AcceptData& accepted) {
 }
 
 Connection::Connection(std::unique_ptr<transport::Connection> rdma, const Backend& backend, std::string export_name,
-                       const wire::AcceptData& acc, uint8_t max_reads, uint16_t queue_id, const ServerOptions& opts)
+                       const wire::AcceptData& acc, uint8_t max_reads, uint16_t queue_id, const ServerOptions& opts,
+                       std::optional<ConnectionAuth> auth)
     : export_name_(std::move(export_name)), queue_id_(queue_id), peer_(rdma->peer_address()), backend_(backend),
       depth_(acc.queue_depth), max_io_(acc.max_io_bytes), max_reads_(max_reads), read_imm_(acc.read_imm()),
       batch_(acc.batch()), push_writes_(acc.push_writes()), push_slots_(acc.push_slots()),
       pull_reads_(acc.pull_reads()), keep_alive_(acc.keep_alive()), recv_slots_(uint16_t(depth_ + (keep_alive_ ? 1 : 0))),
-      recv_slot_bytes_(batch_ ? wire::kMaxBatch * wire::kCommandSize : kMsgSlot),
+      recv_slot_bytes_(std::max(batch_ ? wire::kMaxBatch * wire::kCommandSize : kMsgSlot,
+                                auth ? kAuthRecvSlot : size_t(0))),
+      auth_(std::move(auth)),
       spin_(opts.spin), serial_spin_(std::max(opts.spin, opts.serial_spin)),
       rdma_(std::move(rdma)), recvs_(recv_slots_) {}
 
@@ -55,9 +61,9 @@ Connection::~Connection() {
   if (thread_.joinable()) thread_.join();
 }
 
-void Connection::fill_window(wire::AcceptData& a) const {
-  a.window_rkey = data_mr_->rkey;
-  a.window_addr = reinterpret_cast<uint64_t>(push_slots_ ? pool_.get() : static_cast<void*>(direct_.data()));
+void Connection::fill_window(uint32_t& rkey, uint64_t& addr) const {
+  rkey = window_mr_->rkey;
+  addr = reinterpret_cast<uint64_t>(push_slots_ ? pool_.get() : static_cast<void*>(direct_.data()));
 }
 
 void Connection::setup() {
@@ -73,8 +79,9 @@ void Connection::setup() {
     // the MR covers exactly its bytes, and negotiation never grants it for a read-only one);
     // with PULL_READS the client's RDMA READs read it (remote read, the same bounds).
     direct_ = direct;
-    int access = IBV_ACCESS_LOCAL_WRITE | (push_writes_ ? IBV_ACCESS_REMOTE_WRITE : 0) |
-                 (pull_reads_ ? IBV_ACCESS_REMOTE_READ : 0);
+    // With authentication the remote access waits for it (open_window).
+    int access = IBV_ACCESS_LOCAL_WRITE;
+    if (!auth_) access |= (push_writes_ ? IBV_ACCESS_REMOTE_WRITE : 0) | (pull_reads_ ? IBV_ACCESS_REMOTE_READ : 0);
     data_mr_ = rdma_->register_memory(direct.data(), direct.size(), access,
                                       fmt::format("export '{}' memory", export_name_));
     registered = direct;
@@ -84,11 +91,12 @@ void Connection::setup() {
     // With PUSH_SLOTS the client's RDMA WRITEs land in its tags' slots: this pool is the
     // connection's own, and holds nothing but that client's data in flight.
     pool_ = MappedRegion::anonymous(size_t(depth_) * max_io_, true);
-    int access = IBV_ACCESS_LOCAL_WRITE | (push_slots_ ? IBV_ACCESS_REMOTE_WRITE : 0);
+    int access = IBV_ACCESS_LOCAL_WRITE | (push_slots_ && !auth_ ? IBV_ACCESS_REMOTE_WRITE : 0);
     data_mr_ = rdma_->register_memory(pool_.get(), pool_.size(), access, "buffer pool");
     registered = pool_.bytes();
     pool_bytes_ = pool_.size();
   }
+  if (!auth_) window_mr_ = data_mr_;
   bq_ = backend_.open_queue(registered, depth_);
 
   PipelineConfig pc;
@@ -140,6 +148,7 @@ nlohmann::json Connection::to_json() const {
   j["push_slots"] = push_slots_;
   j["pull_reads"] = pull_reads_;
   j["keep_alive"] = keep_alive_;
+  if (auth_) j["host"] = host_id_;
   return j;
 }
 
@@ -171,7 +180,7 @@ void Connection::run(const std::atomic<bool>& stop) {
   log::server()->debug("{}: serving export '{}' queue {} (depth {}, max IO {}, {} RDMA READs, {})", peer_,
                        export_name_, queue_id_, depth_, max_io_, max_reads_,
                        direct_.empty() ? "buffer pool" : "direct to export memory");
-  if (wait_established()) serve(stop);
+  if (wait_established() && (!auth_ || authenticate())) serve(stop);
   // Let the backend finish what it holds (its buffers are ours), then tear down in order:
   // QP drained and destroyed, MRs deregistered, then the backend queue and the buffers.
   while (bq_->busy()) {

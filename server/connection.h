@@ -15,6 +15,9 @@
 #include <vector>
 
 #include "base/mapped_region.h"
+#include "base/work_id.h"
+#include "server/auth_limiter.h"
+#include "server/authenticator.h"
 #include "server/backend.h"
 #include "server/command_pipeline.h"
 #include "server/connection_stats.h"
@@ -26,20 +29,29 @@
 
 namespace ublkrdma::server {
 
+// With serve --auth-keys: what a connection needs to authenticate its client (protocol v9).
+struct ConnectionAuth {
+  AuthContext context;
+  AuthLimiter* limiter = nullptr;  // failed exchanges are counted against the peer's address
+  std::string peer_ip;
+};
+
 class Connection final : private CommandIo {
  public:
   // The QP sizes a connection with these accepted parameters needs.
   static transport::QpSizes qp_sizes(const wire::AcceptData& accepted);
 
   Connection(std::unique_ptr<transport::Connection> rdma, const Backend& backend, std::string export_name,
-             const wire::AcceptData& accepted, uint8_t max_reads, uint16_t queue_id, const ServerOptions& opts);
+             const wire::AcceptData& accepted, uint8_t max_reads, uint16_t queue_id, const ServerOptions& opts,
+             std::optional<ConnectionAuth> auth = std::nullopt);
   ~Connection() override;
 
   // On the listener thread, before accepting: buffers, MRs, backend queue, receives.
   void setup();
-  // With PUSH_WRITES or PULL_READS, the window the ACCEPT grants (after setup()): the export's
+  // With PUSH_WRITES or PULL_READS, the window the ACCEPT grants (after setup(); with
+  // authentication the AUTH_RESULT does, once the client has proved itself): the export's
   // memory, or with PUSH_SLOTS this connection's buffer pool (tag t's slot at t * max_io).
-  void fill_window(wire::AcceptData& a) const;
+  void fill_window(uint32_t& rkey, uint64_t& addr) const;
   transport::Connection& rdma() { return *rdma_; }
   void start(const std::atomic<bool>& stop);
 
@@ -53,6 +65,10 @@ class Connection final : private CommandIo {
   // ------------------------------------------------------------------ thread body
   void run(const std::atomic<bool>& stop);
   bool wait_established();
+  // connection_auth.cc: takes the AUTH_REQUEST, answers it, opens the window on success.
+  bool authenticate();
+  bool wait_auth_completion(WorkKind kind, ibv_wc& wc, std::chrono::steady_clock::time_point deadline);
+  void open_window();
   void serve(const std::atomic<bool>& stop);
   void sleep_once();
   void handle_cm_events();
@@ -101,6 +117,8 @@ class Connection final : private CommandIo {
   const bool keep_alive_;   // KEEP_ALIVE negotiated: one receive more, for the tag beyond the depth
   const uint16_t recv_slots_;  // depth_, and one more with keep_alive_
   const size_t recv_slot_bytes_;
+  std::optional<ConnectionAuth> auth_;
+  std::string host_id_;  // the authenticated client's
   const std::chrono::microseconds spin_;
   const std::chrono::microseconds serial_spin_;  // >= spin_
   uint32_t serial_streak_ = 0;
@@ -115,6 +133,7 @@ class Connection final : private CommandIo {
   std::unique_ptr<BackendQueue> bq_;
   ibv_mr* msgs_mr_ = nullptr;
   ibv_mr* data_mr_ = nullptr;
+  ibv_mr* window_mr_ = nullptr;  // data_mr_ with remote access, or a second MR once authenticated
 
   ConnectionStats stats_;
   std::optional<CommandPipeline> pipeline_;

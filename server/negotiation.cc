@@ -43,6 +43,11 @@ Negotiation negotiate(std::span<const uint8_t> private_data, const sockaddr* pee
       return refuse(wire::ConnectStatus::kBadParams, wire::decode_error_text(d.error));
   }
 
+  if (limits.auth_required && limits.auth_backoff)
+    return refuse(wire::ConnectStatus::kAuthBackoff, "too many failed authentications from this address");
+  if (limits.auth_required && !(n.request.flags & wire::kConnectAuth))
+    return refuse(wire::ConnectStatus::kAuthRequired, "the client does not authenticate (serve --auth-keys)");
+
   ExportInfo info;
   int idx = find(n.request.name(), info);
   if (idx < 0) return refuse(wire::ConnectStatus::kUnknownExport, "unknown export");
@@ -96,6 +101,9 @@ Negotiation negotiate(std::span<const uint8_t> private_data, const sockaddr* pee
     n.accept.features |= wire::kFeaturePullReads;
   // v8: KEEP_ALIVE costs a receive and a scratch answer per client probe, nothing else.
   if (offered & wire::kConnectKeepAlive) n.accept.features |= wire::kFeatureKeepAlive;
+  // v9: the window (if any) waits for the AUTH_RESULT; a client that offered to authenticate
+  // to a server that does not is told so by the missing bit (and refuses to go on).
+  if (limits.auth_required) n.accept.features |= wire::kFeatureAuth;
   return n;
 }
 

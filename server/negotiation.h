@@ -40,6 +40,10 @@ struct ServerLimits {
   bool pull_reads = true;   // PULL_READS may be granted (serve --no-pull-reads: never)
   // RDMA READs the client will issue against us (its rdma_cm initiator depth): PULL_READS needs > 0.
   uint8_t client_rdma_reads = 0;
+  // serve --auth-keys: every client must authenticate (v9) before anything is served or granted.
+  bool auth_required = false;
+  // The peer's address failed too many authentications lately (AuthLimiter).
+  bool auth_backoff = false;
 };
 
 struct Negotiation {

@@ -1,20 +1,28 @@
 #include "server/rdma_server.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <fstream>
+#include <algorithm>
 #include <map>
+#include <optional>
 #include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "base/counter.h"
 #include "base/errors.h"
 #include "base/log.h"
+#include "server/auth_keys.h"
+#include "server/auth_limiter.h"
 #include "server/backend.h"
 #include "server/connection.h"
 #include "server/negotiation.h"
+#include "transport/auth.h"
+#include "transport/auth_protocol.h"
 #include "transport/connection.h"
 #include "transport/wire_protocol.h"
 
@@ -37,6 +45,16 @@ struct ExportTotals {
     rejected_commands += c.rejected.get();
   }
 };
+
+// The peer's IP address without the port: what failed authentications are counted against.
+std::string address_of(const sockaddr* sa) {
+  char buf[INET6_ADDRSTRLEN] = "?";
+  if (sa && sa->sa_family == AF_INET)
+    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(sa)->sin_addr, buf, sizeof buf);
+  else if (sa && sa->sa_family == AF_INET6)
+    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(sa)->sin6_addr, buf, sizeof buf);
+  return buf;
+}
 
 }  // namespace
 
@@ -70,6 +88,10 @@ struct RdmaServer::Impl {
   std::map<std::string, ExportTotals> totals;  // of closed connections
   RelaxedCounter rejected_connections;
   RelaxedCounter accepted_connections;
+  // Authentication (serve --auth-keys): none when the table is empty.
+  std::optional<AuthTable> auth_table;
+  std::optional<auth::Key> server_key;
+  AuthLimiter auth_limiter;
 
   int find_export(std::string_view name, ExportInfo& info) const {
     for (size_t i = 0; i < opts.exports.size(); ++i) {
@@ -97,6 +119,9 @@ struct RdmaServer::Impl {
     limits.push_writes = opts.push_writes;
     limits.pull_reads = opts.pull_reads;
     limits.client_rdma_reads = req.responder_resources();
+    std::string peer_ip = address_of(req.peer());
+    limits.auth_required = auth_table.has_value();
+    limits.auth_backoff = auth_table && auth_limiter.blocked(peer_ip, Clock::now());
     {
       std::lock_guard lk(mu);  // finished connections not reaped yet still hold their memory
       limits.connections_in_use = uint32_t(conns.size());
@@ -107,8 +132,8 @@ struct RdmaServer::Impl {
         [this](std::string_view name, ExportInfo& info) { return find_export(name, info); }, limits);
     if (!n.accepted) {
       rejected_connections.add_st();
-      log::server()->warn("refused {} (export '{}', queue {}): {}: {}", peer, n.request.name(), n.request.queue_id,
-                          wire::connect_status_text(n.reject.status), n.reason);
+      log::server()->warn("refused {} (export '{}', queue {}): {} (answered: {})", peer, log::escaped(n.request.name()),
+                          n.request.queue_id, n.reason, wire::connect_status_text(n.reject.status));
       req.reject(wire::encode(n.reject));
       return;
     }
@@ -118,13 +143,31 @@ struct RdmaServer::Impl {
       auto conn = req.take(Connection::qp_sizes(n.accept));
       uint8_t reads = uint8_t(std::min<int>(req.initiator_depth(), conn->device_attr().max_qp_init_rd_atom));
       if (reads == 0) throw_setup("no RDMA READ possible (client responder resources {})", req.initiator_depth());
+      std::optional<ConnectionAuth> ca;
+      wire::AcceptAuth aa;
+      if (n.accept.auth()) {
+        ca.emplace();
+        ca->context = AuthContext{&*auth_table, &server_key, auth::random_nonce(), opts.server_id,
+                                  n.request.session_id, n.request.queue_id, spec.name};
+        ca->limiter = &auth_limiter;
+        ca->peer_ip = peer_ip;
+        aa.server_nonce = ca->context.server_nonce;
+        wire::set_identity(aa.server_id, opts.server_id);
+      }
       sc = std::make_unique<Connection>(std::move(conn), *backends[size_t(n.export_index)], spec.name, n.accept,
-                                              reads, n.request.queue_id, opts);
+                                        reads, n.request.queue_id, opts, std::move(ca));
       sc->setup();
-      if (n.accept.has_window()) sc->fill_window(n.accept);
+      // Without authentication the ACCEPT grants the window; with it, the AUTH_RESULT does.
+      if (n.accept.has_window() && !n.accept.auth()) sc->fill_window(n.accept.window_rkey, n.accept.window_addr);
+      std::array<uint8_t, wire::kAcceptDataSize + wire::kAcceptAuthSize> pdata{};
+      auto head = wire::encode(n.accept);
+      auto tail = wire::encode(aa);
+      std::copy(head.begin(), head.end(), pdata.begin());
+      std::copy(tail.begin(), tail.end(), pdata.begin() + head.size());
       // With PULL_READS the client's RDMA READs run against us: serve as many as it issues.
-      transport::accept_connection(sc->rdma(), wire::encode(n.accept), reads,
-                                   n.accept.pull_reads() ? req.responder_resources() : 0);
+      transport::accept_connection(sc->rdma(),
+                                   std::span<const uint8_t>(pdata).first(n.accept.auth() ? pdata.size() : head.size()),
+                                   reads, n.accept.pull_reads() ? req.responder_resources() : 0);
     } catch (const SetupError& e) {
       rejected_connections.add_st();
       log::server()->error("cannot serve {} (export '{}'): {}", peer, spec.name, e.what());
@@ -174,7 +217,9 @@ struct RdmaServer::Impl {
     nlohmann::json j = {{"exports", jexp},
                         {"connections", jconns},
                         {"accepted_connections", accepted_connections.get()},
-                        {"rejected_connections", rejected_connections.get()}};
+                        {"rejected_connections", rejected_connections.get()},
+                        {"authentication", bool(auth_table)},
+                        {"failed_authentications", auth_limiter.failures()}};
     return j.dump();
   }
 
@@ -202,6 +247,26 @@ RdmaServer::RdmaServer(const ServerOptions& opts) : impl_(std::make_unique<Impl>
     const Backend& b = *impl_->backends.back();
     log::server()->info("export '{}': {} ({} bytes, {}-byte blocks{})", spec.name, describe(spec), b.size(),
                         b.block_size(), b.read_only() ? ", read-only" : "");
+  }
+  if (!opts.auth_keys_path.empty()) {
+    impl_->auth_table = AuthTable::load(opts.auth_keys_path);
+    for (const AuthorizedHost& h : impl_->auth_table->hosts())
+      for (const std::string& e : h.exports)
+        if (std::none_of(opts.exports.begin(), opts.exports.end(), [&](const ExportSpec& s) { return s.name == e; }))
+          throw_setup("{}:{}: host '{}' may attach export '{}', which this server does not export", opts.auth_keys_path,
+                      h.line, h.host_id, e);
+    if (!opts.key_file.empty()) impl_->server_key = auth::read_key_file(opts.key_file);
+    if (!wire::valid_identity(opts.server_id))
+      throw_setup("server id '{}' is invalid: use 1..{} of [A-Za-z0-9._:@-] (serve --server-id)",
+                  log::escaped(opts.server_id), wire::kIdentityMax);
+    log::server()->info("authentication on: {} host(s) from {}, server id '{}'{}", impl_->auth_table->hosts().size(),
+                        opts.auth_keys_path, opts.server_id,
+                        impl_->server_key ? ", with a server key of its own" : "");
+  } else {
+    if (!opts.key_file.empty()) throw_setup("serve --key-file needs --auth-keys (the hosts that authenticate)");
+    log::server()->warn("connections are NOT authenticated (trusted-network mode): any peer that can reach this "
+                        "address{} may attach every export; use --auth-keys FILE",
+                        opts.allow.empty() ? "" : " and passes --allow");
   }
   if (transport::rdma_device_names().empty())
     throw_setup("no RDMA device found (load a driver, e.g. `modprobe rdma_rxe` and "

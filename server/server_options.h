@@ -35,6 +35,12 @@ struct ServerOptions {
   // Grant PULL_READS to clients that ask (ram exports): they RDMA READ a READ's data from the
   // export themselves and send no command for it.
   bool pull_reads = true;
+  // Authentication (protocol v9): the hosts that may connect, with their keys and exports
+  // (serve --auth-keys; empty = trusted-network mode, no authentication), the server's own key
+  // for clients that check it (serve --key-file) and the identity it proves (--server-id).
+  std::string auth_keys_path;
+  std::string key_file;
+  std::string server_id;
 };
 
 }  // namespace ublkrdma::server

@@ -6,6 +6,8 @@
 
 #include "base/errors.h"
 #include "base/log.h"
+#include "targets/rdma_authentication.h"
+#include "transport/auth_protocol.h"
 #include "ublk/uapi.h"
 
 namespace ublkrdma::targets {
@@ -33,6 +35,8 @@ constexpr uint8_t kFenceOp = 0xff;
 // What the fence reads: a few bytes of the last fenced WRITE's data, into that tag's command slot.
 constexpr uint32_t kFenceBytes = 8;
 
+// The AUTH_REQUEST's buffer (whole cache lines), after the slots.
+constexpr size_t kAuthRequestArea = (wire::kAuthRequestSize + kMsgSlot - 1) / kMsgSlot * kMsgSlot;
 // IB CM reject reasons rdma_cm reports in REJECTED events.
 constexpr int kIbCmRejInvalidServiceId = 8;   // nothing listens on that port
 constexpr int kIbCmRejConsumerDefined = 28;  // the server called rdma_reject
@@ -48,6 +52,16 @@ constexpr int kIbCmRejConsumerDefined = 28;  // the server called rdma_reject
         throw SetupError(fmt::format("server {} has no export named '{}'", where, o.export_name), ENOENT);
       case wire::ConnectStatus::kAccessDenied:
         throw SetupError(fmt::format("server {} denies access to this client (check its --allow)", where), EACCES);
+      case wire::ConnectStatus::kAuthRequired:
+        throw SetupError(fmt::format("server {} requires authentication: give this device --key-file (and --host-id "
+                                     "if the server knows this host by another name than '{}')",
+                                     where, o.auth.host_id),
+                         EACCES);
+      case wire::ConnectStatus::kAuthBackoff:
+        throw SetupError(fmt::format("server {} refuses this address for now after too many failed "
+                                     "authentications from it: retry in 30 s",
+                                     where),
+                         EAGAIN);
       case wire::ConnectStatus::kBadVersion:
         throw SetupError(fmt::format("server {} speaks protocol versions {}..{}, this client {}..{}", where,
                                      r.min_version, r.version, wire::kMinVersion, wire::kVersion),
@@ -434,14 +448,17 @@ RdmaConnection connect_rdma_connection(const RdmaTargetOptions& o, const RdmaPat
   req.session_id = session_id;
   req.flags = wire::kConnectReadImm | wire::kConnectBatch | (o.keep_alive_tmo.count() > 0 ? wire::kConnectKeepAlive : 0) |
               (o.push_max_bytes ? wire::kConnectPushWrites | wire::kConnectPushSlots : 0) |
-              (o.pull_max_bytes || (o.fence_writes && o.push_max_bytes) ? wire::kConnectPullReads : 0);
+              (o.pull_max_bytes || (o.fence_writes && o.push_max_bytes) ? wire::kConnectPullReads : 0) |
+              (o.auth.enabled ? wire::kConnectAuth : 0);
   if (!req.set_name(o.export_name))
     throw SetupError(fmt::format("export name '{}' is invalid: use 1..32 of [A-Za-z0-9._-]", o.export_name), EINVAL);
   auto pdata = wire::encode(req);
 
   // With KEEP_ALIVE asked for, one receive and one command slot more: its wire tag is `depth`.
   uint16_t slots = uint16_t(depth + ((req.flags & wire::kConnectKeepAlive) ? 1 : 0));
-  MappedRegion msgs = MappedRegion::anonymous(size_t(slots) * (kRecvSlot + kMsgSlot), true);
+  // With authentication, room for the AUTH_REQUEST after the slots.
+  MappedRegion msgs =
+      MappedRegion::anonymous(size_t(slots) * (kRecvSlot + kMsgSlot) + (o.auth.enabled ? kAuthRequestArea : 0), true);
   ibv_mr* msgs_mr = nullptr;
 
   transport::ClientConnectParams p;
@@ -477,7 +494,41 @@ RdmaConnection connect_rdma_connection(const RdmaTargetOptions& o, const RdmaPat
     throw SetupError(fmt::format("server {} sent an invalid accept: {}", path.text(),
                                  wire::decode_error_text(d.error)),
                      EPROTO);
-  const wire::AcceptData& accepted = d.value;
+  wire::AcceptData accepted = d.value;
+  if (o.auth.enabled && !accepted.auth())
+    throw SetupError(fmt::format("server {} does not authenticate clients (it runs without --auth-keys), but this "
+                                 "device was given --key-file: refusing a server that cannot prove itself",
+                                 path.text()),
+                     EACCES);
+  if (accepted.auth()) {
+    if (!(req.flags & wire::kConnectAuth))
+      throw SetupError(fmt::format("server {} granted AUTH, which this client did not ask for", path.text()), EPROTO);
+    auto aa = wire::decode_accept_auth(std::span<const uint8_t>(out.private_data).subspan(
+        std::min(out.private_data.size(), wire::kAcceptDataSize)));
+    if (!aa.ok())
+      throw SetupError(fmt::format("server {} sent an invalid accept: {}", path.text(), wire::decode_error_text(aa.error)),
+                       EPROTO);
+    AuthExchange x;
+    x.options = &o.auth;
+    x.where = path.text();
+    x.session_id = session_id;
+    x.queue_id = queue_id;
+    x.export_name = o.export_name;
+    x.accept = aa.value;
+    x.request_buf = static_cast<uint8_t*>(msgs.get()) + size_t(slots) * (kRecvSlot + kMsgSlot);
+    x.request_lkey = msgs_mr->lkey;
+    x.recv_base = static_cast<uint8_t*>(msgs.get());
+    x.recv_slot_bytes = kRecvSlot;
+    x.recv_lkey = msgs_mr->lkey;
+    x.timeout = o.connect_timeout;
+    wire::AuthResult granted = authenticate_connection(*out.conn, x);
+    // The window the ACCEPT left out, held to the rules an ACCEPT's is.
+    if (accepted.has_window() == (granted.window_addr == 0) ||
+        (!accepted.has_window() && granted.window_rkey != 0))
+      throw SetupError(fmt::format("server {} granted a window that does not match its accept", path.text()), EPROTO);
+    accepted.window_rkey = granted.window_rkey;
+    accepted.window_addr = granted.window_addr;
+  }
   if ((accepted.push_writes() && !(req.flags & wire::kConnectPushWrites)) ||
       (accepted.push_slots() && !(req.flags & wire::kConnectPushSlots)) ||
       (accepted.pull_reads() && !(req.flags & wire::kConnectPullReads)) ||

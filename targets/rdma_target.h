@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "targets/connection_recovery.h"
+#include "targets/rdma_authentication.h"
 #include "transport/protocol.h"
 #include "ublk/device.h"
 
@@ -74,6 +75,8 @@ struct RdmaTargetOptions {
   // What a queue does when one of its connections is lost: it holds the connection's requests,
   // reconnects every reconnect_delay and reissues them, or fails them once a timeout passed.
   RecoveryPolicy recovery;
+  // Authentication (protocol v9), on every connection and reconnection.
+  RdmaAuthOptions auth;
 };
 
 // Connects all nr_queues x conns_per_queue connections now (call after daemonizing: verbs and

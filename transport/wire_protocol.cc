@@ -13,6 +13,8 @@ const char* connect_status_text(ConnectStatus s) {
     case ConnectStatus::kBusy: return "server busy: at its connection or buffer memory limit, or shutting down";
     case ConnectStatus::kBadParams: return "queue depth or max IO size outside the server's limits";
     case ConnectStatus::kInternal: return "server-side setup failure";
+    case ConnectStatus::kAuthRequired: return "the server requires authentication";
+    case ConnectStatus::kAuthBackoff: return "too many failed authentications from this address: retry later";
   }
   return "unknown reason";
 }

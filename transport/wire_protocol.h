@@ -1,5 +1,5 @@
 #pragma once
-// The ublk-rdma wire protocol, version 8 (speaks 1 to 7 too). docs/protocol.md is its one description; this file
+// The ublk-rdma wire protocol, version 9 (speaks 1 to 8 too). docs/protocol.md is its one description; this file
 // is its one implementation. Every message is little endian at fixed offsets, encoded and
 // decoded byte by byte (no struct overlay, so host endianness and padding never leak onto the
 // wire), and every decoder validates magic, version, opcode, flags and reserved fields.
@@ -24,7 +24,7 @@
 namespace ublkrdma::wire {
 
 inline constexpr uint32_t kMagic = 0x4d445255;  // bytes "URDM" on the wire
-inline constexpr uint16_t kVersion = 8;
+inline constexpr uint16_t kVersion = 9;
 inline constexpr uint16_t kMinVersion = 1;
 
 inline constexpr size_t kConnectRequestSize = 56;
@@ -48,8 +48,10 @@ inline constexpr uint16_t kConnectPushWrites = 1u << 2;  // v4: the client can R
 inline constexpr uint16_t kConnectPushSlots = 1u << 3;   // v5: ... also into per-tag slots (PUSH_SLOTS)
 inline constexpr uint16_t kConnectPullReads = 1u << 4;   // v6: the client can RDMA READ its READs' data
 inline constexpr uint16_t kConnectKeepAlive = 1u << 5;   // v8: the client sends KEEP_ALIVE commands
+inline constexpr uint16_t kConnectAuth = 1u << 6;        // v9: the client authenticates (auth_protocol.h)
 inline constexpr uint16_t kConnectFlagsKnown = kConnectReadImm | kConnectBatch | kConnectPushWrites |
-                                               kConnectPushSlots | kConnectPullReads | kConnectKeepAlive;
+                                               kConnectPushSlots | kConnectPullReads | kConnectKeepAlive |
+                                               kConnectAuth;
 
 // AcceptData::features (v2): what the server will do on this connection; only what was asked.
 inline constexpr uint16_t kFeatureReadImm = 1u << 0;  // successful READs complete as ReadDone
@@ -68,21 +70,26 @@ inline constexpr uint16_t kFeaturePullReads = 1u << 4;
 // v8: the server takes KEEP_ALIVE commands on one tag beyond the queue depth (tag ==
 // queue_depth, with a receive of its own) and answers each at once, without the backend.
 inline constexpr uint16_t kFeatureKeepAlive = 1u << 5;
+// v9: the server authenticates this client before it serves or grants anything: the ACCEPT's
+// window fields are 0 and an AcceptAuth (auth_protocol.h) follows its 48 bytes; the window comes
+// in the AUTH_RESULT.
+inline constexpr uint16_t kFeatureAuth = 1u << 6;
 inline constexpr uint16_t kFeaturesKnown = kFeatureReadImm | kFeatureBatch | kFeaturePushWrites | kFeaturePushSlots |
-                                           kFeaturePullReads | kFeatureKeepAlive;
+                                           kFeaturePullReads | kFeatureKeepAlive | kFeatureAuth;
 
 // The flags / features each version defines (the same bits for both).
 static_assert(kConnectReadImm == kFeatureReadImm && kConnectBatch == kFeatureBatch &&
               kConnectPushWrites == kFeaturePushWrites && kConnectPushSlots == kFeaturePushSlots &&
               kConnectPullReads == kFeaturePullReads && kConnectKeepAlive == kFeatureKeepAlive &&
-              kConnectFlagsKnown == kFeaturesKnown);
+              kConnectAuth == kFeatureAuth && kConnectFlagsKnown == kFeaturesKnown);
 constexpr uint16_t flags_known_in(uint16_t version) {
   return version <= 1   ? 0
          : version == 2 ? kConnectReadImm
          : version == 3 ? uint16_t(kConnectReadImm | kConnectBatch)
          : version == 4 ? uint16_t(kConnectReadImm | kConnectBatch | kConnectPushWrites)
          : version == 5 ? uint16_t(kConnectReadImm | kConnectBatch | kConnectPushWrites | kConnectPushSlots)
-         : version <= 7 ? uint16_t(kConnectFlagsKnown & ~kConnectKeepAlive)
+         : version <= 7 ? uint16_t(kConnectFlagsKnown & ~(kConnectKeepAlive | kConnectAuth))
+         : version == 8 ? uint16_t(kConnectFlagsKnown & ~kConnectAuth)
                         : kConnectFlagsKnown;
 }
 
@@ -111,6 +118,8 @@ enum class ConnectStatus : uint16_t {
   kBusy = 4,           // server at its connection limit or shutting down
   kBadParams = 5,      // queue depth / max IO size / flags out of the server's limits
   kInternal = 6,       // the server failed to set up the connection
+  kAuthRequired = 7,   // v9: the server authenticates every client; this one did not offer to
+  kAuthBackoff = 8,    // v9: too many failed authentications from this address lately
 };
 const char* connect_status_text(ConnectStatus s);
 
@@ -300,6 +309,7 @@ struct AcceptData {
   constexpr bool push_slots() const { return features & kFeaturePushSlots; }
   constexpr bool pull_reads() const { return features & kFeaturePullReads; }
   constexpr bool keep_alive() const { return features & kFeatureKeepAlive; }
+  constexpr bool auth() const { return features & kFeatureAuth; }
   // Whether the window fields are in use: only with a feature that reaches into it.
   constexpr bool has_window() const { return push_writes() || pull_reads(); }
   // Where a pushed WRITE's data goes (push_writes() only).
@@ -354,14 +364,17 @@ constexpr Decoded<AcceptData> decode_accept_data(std::span<const uint8_t> b) {
   if (a.features & ~flags_known_in(a.version)) return {a, DecodeError::kBadFlags};
   if (detail::get16(b, 30) != 0) return {a, DecodeError::kReservedNonZero};
   if (a.version < 7 && a.instance_id != 0) return {a, DecodeError::kReservedNonZero};
-  // The window exists only with a feature that uses it (and then has an address).
-  if (!a.has_window() && (a.window_rkey != 0 || a.window_addr != 0)) return {a, DecodeError::kReservedNonZero};
+  // The window exists only with a feature that uses it (and then has an address), and with
+  // authentication it is granted only by the AUTH_RESULT.
+  if ((!a.has_window() || a.auth()) && (a.window_rkey != 0 || a.window_addr != 0))
+    return {a, DecodeError::kReservedNonZero};
   if (a.export_flags & ~kExportFlagsKnown) return {a, DecodeError::kBadFlags};
-  if (a.push_writes() && (a.window_addr == 0 || (a.export_flags & kExportReadOnly))) return {a, DecodeError::kBadParams};
+  if (a.push_writes() && ((a.window_addr == 0 && !a.auth()) || (a.export_flags & kExportReadOnly)))
+    return {a, DecodeError::kBadParams};
   if (a.push_slots() && !a.push_writes()) return {a, DecodeError::kBadFlags};
   // Pulls read the export itself: a window of slots is not one.
   if (a.pull_reads() && a.push_slots()) return {a, DecodeError::kBadFlags};
-  if (a.pull_reads() && a.window_addr == 0) return {a, DecodeError::kBadParams};
+  if (a.pull_reads() && a.window_addr == 0 && !a.auth()) return {a, DecodeError::kBadParams};
   if (a.block_shift < 9 || a.block_shift > 12 || a.queue_depth == 0 || a.max_io_bytes == 0 ||
       (a.export_size & ((uint64_t(1) << a.block_shift) - 1)) != 0)
     return {a, DecodeError::kBadParams};
@@ -400,7 +413,7 @@ constexpr Decoded<RejectData> decode_reject_data(std::span<const uint8_t> b) {
   d.value.min_version = detail::get16(b, 8);
   // Unknown reasons from a newer server are still a rejection: report them as kInternal.
   if (s == 0) return {d.value, DecodeError::kBadParams};
-  if (s > uint16_t(ConnectStatus::kInternal)) d.value.status = ConnectStatus::kInternal;
+  if (s > uint16_t(ConnectStatus::kAuthBackoff)) d.value.status = ConnectStatus::kInternal;
   for (size_t i = 10; i < kRejectDataSize; ++i)
     if (b[i] != 0) return {d.value, DecodeError::kReservedNonZero};
   return d;

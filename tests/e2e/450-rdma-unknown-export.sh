@@ -18,23 +18,6 @@ truncate -s 16M "$img"
 # 4 connections (depth 16 each) or over 1 (depth 64) takes 32 MiB.
 serve_start --export vol0=ram:16M --export f=file:"$img" --max-buffer-memory 48M
 
-# add_refused WHAT PATTERN ARGS...: add must exit 1 within 60 s, saying PATTERN; nothing left.
-add_refused() {
-  local what=$1 pattern=$2 out rc
-  shift 2
-  log "+ ublk-rdma add $* ($what: expecting exit status 1)"
-  out=$(bounded 60 "$UBLK" add "$@" 2>&1)
-  rc=$?
-  printf '%s\n' "$out" | sed 's/^/    | /' >&2
-  ((rc != 124)) || fail "add ($what) hung"
-  ((rc == 1)) || fail "add ($what) exited with $rc, expected 1"
-  grep -qE "$pattern" <<<"$out" || fail "add ($what): the message does not match /$pattern/"
-  no_ublk_devices
-  [[ $("$UBLK" list --json | jq length) == 0 ]] || fail "list shows devices after a refused add: $("$UBLK" list)"
-  pgrep -f "ublk-rdma add" >/dev/null && fail "a daemon of the refused add is still running: $(pgrep -af 'ublk-rdma add')"
-  log "  refused as expected"
-}
-
 defer "$UBLK" del -a
 add_refused "unknown export" "no export named 'nosuch'" -t rdma --traddr "$E2E_RDMA_ADDR" --export nosuch
 add_refused "nothing listens" "nothing listens|refused|rejected" -t rdma --traddr "$E2E_RDMA_ADDR" --trsvcid 4 --export vol0

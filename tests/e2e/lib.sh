@@ -437,6 +437,24 @@ serve_stats() {
   jq -e . "$f" || fail "the server's stats file $f is missing or not JSON"
 }
 
+# add_refused WHAT PATTERN ARGS...: `add ARGS` must exit 1 within 60 s, saying PATTERN (an ERE),
+# and leave no device and no daemon behind.
+add_refused() {
+  local what=$1 pattern=$2 out rc
+  shift 2
+  log "+ ublk-rdma add $* ($what: expecting exit status 1)"
+  out=$(bounded 60 "$UBLK" add "$@" 2>&1)
+  rc=$?
+  printf '%s\n' "$out" | sed 's/^/    | /' >&2
+  ((rc != 124)) || fail "add ($what) hung"
+  ((rc == 1)) || fail "add ($what) exited with $rc, expected 1"
+  grep -qE "$pattern" <<<"$out" || fail "add ($what): the message does not match /$pattern/"
+  no_ublk_devices
+  [[ $("$UBLK" list --json | jq length) == 0 ]] || fail "list shows devices after a refused add: $("$UBLK" list)"
+  pgrep -f "ublk-rdma add" >/dev/null && fail "a daemon of the refused add is still running: $(pgrep -af 'ublk-rdma add')"
+  log "  refused as expected"
+}
+
 # rdma_add ID EXPORT ARGS...: `add -n ID -t rdma --traddr $E2E_RDMA_ADDR --export EXPORT ARGS`.
 rdma_add() {
   local id=$1 export=$2

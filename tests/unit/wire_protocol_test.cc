@@ -30,7 +30,7 @@ TEST(WireProtocol, ConnectRequestRoundTripAndLayout) {
   EXPECT_EQ(b[1], 'R');
   EXPECT_EQ(b[2], 'D');
   EXPECT_EQ(b[3], 'M');
-  EXPECT_EQ(b[4], 8);  // version
+  EXPECT_EQ(b[4], 9);  // version
   EXPECT_EQ(b[5], 0);
   EXPECT_EQ(b[6], 0);  // flags
   EXPECT_EQ(b[8], 3);     // queue id
@@ -76,7 +76,7 @@ TEST(WireProtocol, ConnectRequestMalformed) {
   EXPECT_EQ(decode_connect_request({}).error, DecodeError::kTooShort);
   EXPECT_EQ(with(0, 'X'), DecodeError::kBadMagic);
   EXPECT_EQ(with(4, 0), DecodeError::kBadVersion);  // version 0
-  EXPECT_EQ(with(6, 64), DecodeError::kBadFlags);   // a flag v8 does not know
+  EXPECT_EQ(with(7, 1), DecodeError::kBadFlags);    // a flag v9 does not know (bit 8)
   {
     auto b = good;
     b[4] = 3;  // v3 knows READ_IMM and BATCH, not PUSH_WRITES
@@ -289,10 +289,10 @@ TEST(WireProtocol, AcceptMalformed) {
   EXPECT_EQ(decode_accept_data(std::span(good).first(47)).error, DecodeError::kTooShort);
   EXPECT_EQ(with(1, 0), DecodeError::kBadMagic);
   EXPECT_EQ(with(4, 0), DecodeError::kBadVersion);
-  EXPECT_EQ(with(4, 9), DecodeError::kBadVersion);  // newer than we speak: the server must not pick it
+  EXPECT_EQ(with(4, 10), DecodeError::kBadVersion);  // newer than we speak: the server must not pick it
   EXPECT_EQ(with(6, 1), DecodeError::kBadParams);   // status != ok inside an accept
   EXPECT_EQ(with(19, 1), DecodeError::kReservedNonZero);
-  EXPECT_EQ(with(28, 64), DecodeError::kBadFlags);  // a feature v8 does not know
+  EXPECT_EQ(with(28, 128), DecodeError::kBadFlags);  // a feature v9 does not know
   {
     auto b = good;
     b[28] = kFeatureKeepAlive;

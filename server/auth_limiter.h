@@ -1,0 +1,39 @@
+#pragma once
+// Rate limit on failed authentications, per peer address: after kMaxFailures within kWindow an
+// address is refused at CONNECT (kAuthBackoff) until kWindow has passed since its first failure
+// in that window. The table is bounded, so a flood from many addresses cannot grow memory: when
+// it is full the oldest entry goes. Called from the listener and the connection threads (setup
+// path only), hence the mutex.
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+namespace ublkrdma::server {
+
+class AuthLimiter {
+ public:
+  using Clock = std::chrono::steady_clock;
+  static constexpr uint32_t kMaxFailures = 5;
+  static constexpr std::chrono::seconds kWindow{30};
+  static constexpr size_t kMaxAddresses = 4096;
+
+  // Whether `address` (the peer's IP, without port) is refused now.
+  bool blocked(const std::string& address, Clock::time_point now);
+  void record_failure(const std::string& address, Clock::time_point now);
+  size_t tracked() const;
+  uint64_t failures() const;  // ever recorded
+
+ private:
+  struct Entry {
+    Clock::time_point first;
+    uint32_t failures = 0;
+  };
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, Entry> entries_;
+  uint64_t failures_ = 0;
+};
+
+}  // namespace ublkrdma::server

@@ -4,36 +4,41 @@
 
 namespace ublkrdma::server {
 
+bool AuthLimiter::Entry::expired(Clock::time_point now) const {
+  return now >= blocked_until && now - first >= kWindow;
+}
+
 bool AuthLimiter::blocked(const std::string& address, Clock::time_point now) {
   std::lock_guard lk(mu_);
   auto it = entries_.find(address);
   if (it == entries_.end()) return false;
-  if (now - it->second.first >= kWindow) {
+  if (it->second.expired(now)) {
     entries_.erase(it);
     return false;
   }
-  return it->second.failures >= kMaxFailures;
+  return now < it->second.blocked_until;
 }
 
 void AuthLimiter::record_failure(const std::string& address, Clock::time_point now) {
   std::lock_guard lk(mu_);
+  ++failures_;
   auto it = entries_.find(address);
-  if (it != entries_.end() && now - it->second.first >= kWindow) {
+  if (it != entries_.end() && it->second.expired(now)) {
     entries_.erase(it);
     it = entries_.end();
   }
   if (it == entries_.end()) {
     if (entries_.size() >= kMaxAddresses) {
-      std::erase_if(entries_, [&](const auto& e) { return now - e.second.first >= kWindow; });
+      std::erase_if(entries_, [&](const auto& e) { return e.second.expired(now); });
       if (entries_.size() >= kMaxAddresses)
         entries_.erase(std::min_element(entries_.begin(), entries_.end(), [](const auto& a, const auto& b) {
           return a.second.first < b.second.first;
         }));
     }
-    it = entries_.emplace(address, Entry{now, 0}).first;
+    it = entries_.emplace(address, Entry{now, 0, {}}).first;
   }
-  ++it->second.failures;
-  ++failures_;
+  Entry& e = it->second;
+  if (++e.failures >= kMaxFailures) e.blocked_until = now + kWindow;
 }
 
 size_t AuthLimiter::tracked() const {

@@ -1,7 +1,7 @@
 #pragma once
-// Rate limit on failed authentications, per peer address: after kMaxFailures within kWindow an
-// address is refused at CONNECT (kAuthBackoff) until kWindow has passed since its first failure
-// in that window. The table is bounded, so a flood from many addresses cannot grow memory: when
+// Rate limit on failed authentications, per peer address: kMaxFailures within kWindow of the
+// first and the address is refused at CONNECT (kAuthBackoff) for kWindow after the last of
+// them. The table is bounded, so a flood from many addresses cannot grow memory: when
 // it is full the oldest entry goes. Called from the listener and the connection threads (setup
 // path only), hence the mutex.
 #include <chrono>
@@ -28,8 +28,10 @@ class AuthLimiter {
 
  private:
   struct Entry {
-    Clock::time_point first;
+    Clock::time_point first;  // of the failures counted
     uint32_t failures = 0;
+    Clock::time_point blocked_until{};
+    bool expired(Clock::time_point now) const;
   };
   mutable std::mutex mu_;
   std::unordered_map<std::string, Entry> entries_;

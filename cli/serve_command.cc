@@ -45,16 +45,21 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
   cmd.add_flag("--no-pull-reads", a.no_pull_reads,
                "Never let clients read a ram export's memory by RDMA READ themselves; answer every READ "
                "with our RDMA WRITE instead");
-  cmd.add_option_function<std::string>(
-         "--max-buffer-memory",
-         [&a](const std::string& s) {
-           auto v = parse_size(s);
-           if (!v || v.value() == 0)
-             throw CLI::ValidationError("--max-buffer-memory", "'" + s + "' is not a size such as 512M or 2G");
-           a.max_buffer_bytes = v.value();
-         },
-         "Bound on the buffer pools of all connections together (file and block exports; a connection "
-         "that does not fit is refused as busy; default 2G)");
+  auto size_opt = [&cmd](const char* name, uint64_t& out, const std::string& help) {
+    cmd.add_option_function<std::string>(
+        name,
+        [&out, name](const std::string& s) {
+          auto v = parse_size(s);
+          if (!v || v.value() == 0) throw CLI::ValidationError(name, "'" + s + "' is not a size such as 512M or 2G");
+          out = v.value();
+        },
+        help);
+  };
+  size_opt("--max-memory,--max-buffer-memory", a.max_memory,
+           "Bound on the memory of all connections together: buffer pools (file and null exports), message "
+           "slots and queue pairs; a connection that does not fit is refused as busy (default 2G)");
+  size_opt("--max-host-memory", a.max_host_memory,
+           "Bound on the memory of the connections from one client address (default: half of --max-memory)");
   cmd.add_option("--max-connections", a.max_connections, "Bound on connections (one per client queue)")
       ->check(CLI::Range(1, 65536))
       ->capture_default_str();
@@ -80,7 +85,8 @@ int run_serve(const ServeArgs& a) {
   opts.serial_spin = std::chrono::microseconds(a.serial_spin_us);
   opts.push_writes = !a.no_push_writes;
   opts.pull_reads = !a.no_pull_reads;
-  opts.max_total_pool_bytes = a.max_buffer_bytes;
+  opts.max_memory = a.max_memory;
+  opts.max_host_memory = a.max_host_memory;
   opts.max_connections = a.max_connections;
   opts.auth_keys_path = a.auth_keys;
   opts.key_file = a.key_file;

@@ -17,7 +17,8 @@ struct ServeArgs {
   uint32_t serial_spin_us = 1000;      // see ServerOptions::serial_spin
   bool no_push_writes = false;         // see ServerOptions::push_writes
   bool no_pull_reads = false;          // see ServerOptions::pull_reads
-  uint64_t max_buffer_bytes = 2ull << 30;  // --max-buffer-memory
+  uint64_t max_memory = 2ull << 30;  // --max-memory
+  uint64_t max_host_memory = 0;     // --max-host-memory (0: half of --max-memory)
   uint32_t max_connections = 1024;
   std::string auth_keys;  // see ServerOptions::auth_keys_path
   std::string key_file;

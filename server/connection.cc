@@ -50,7 +50,7 @@ Connection::Connection(std::unique_ptr<transport::Connection> rdma, const Backen
     : export_name_(std::move(export_name)), queue_id_(queue_id), peer_(rdma->peer_address()), backend_(backend),
       depth_(acc.queue_depth), max_io_(acc.max_io_bytes), max_reads_(max_reads), read_imm_(acc.read_imm()),
       batch_(acc.batch()), push_writes_(acc.push_writes()), push_slots_(acc.push_slots()),
-      pull_reads_(acc.pull_reads()), keep_alive_(acc.keep_alive()), recv_slots_(uint16_t(depth_ + (keep_alive_ ? 1 : 0))),
+      pull_reads_(acc.pull_reads()), keep_alive_(acc.keep_alive()), zero_based_window_(acc.version >= 9), recv_slots_(uint16_t(depth_ + (keep_alive_ ? 1 : 0))),
       recv_slot_bytes_(std::max(batch_ ? wire::kMaxBatch * wire::kCommandSize : kMsgSlot,
                                 auth ? kAuthRecvSlot : size_t(0))),
       auth_(std::move(auth)),
@@ -63,7 +63,16 @@ Connection::~Connection() {
 
 void Connection::fill_window(uint32_t& rkey, uint64_t& addr) const {
   rkey = window_mr_->rkey;
-  addr = reinterpret_cast<uint64_t>(push_slots_ ? pool_.get() : static_cast<void*>(direct_.data()));
+  addr = zero_based_window_ ? 0 : reinterpret_cast<uint64_t>(push_slots_ ? pool_.get() : static_cast<void*>(direct_.data()));
+}
+
+void Connection::open_window() {
+  if (!push_writes_ && !pull_reads_) return;
+  int access = IBV_ACCESS_LOCAL_WRITE | (push_writes_ ? IBV_ACCESS_REMOTE_WRITE : 0) |
+               (pull_reads_ ? IBV_ACCESS_REMOTE_READ : 0);
+  void* base = push_slots_ ? pool_.get() : static_cast<void*>(direct_.data());
+  size_t len = push_slots_ ? pool_.size() : direct_.size();
+  window_mr_ = rdma_->register_zero_based(base, len, access, fmt::format("export '{}' window", export_name_));
 }
 
 void Connection::setup() {
@@ -79,9 +88,11 @@ void Connection::setup() {
     // the MR covers exactly its bytes, and negotiation never grants it for a read-only one);
     // with PULL_READS the client's RDMA READs read it (remote read, the same bounds).
     direct_ = direct;
-    // With authentication the remote access waits for it (open_window).
+    // A v9 client's window is a zero-based region of its own (open_window); an older client's is
+    // this one, addressed by our virtual addresses.
     int access = IBV_ACCESS_LOCAL_WRITE;
-    if (!auth_) access |= (push_writes_ ? IBV_ACCESS_REMOTE_WRITE : 0) | (pull_reads_ ? IBV_ACCESS_REMOTE_READ : 0);
+    if (!zero_based_window_)
+      access |= (push_writes_ ? IBV_ACCESS_REMOTE_WRITE : 0) | (pull_reads_ ? IBV_ACCESS_REMOTE_READ : 0);
     data_mr_ = rdma_->register_memory(direct.data(), direct.size(), access,
                                       fmt::format("export '{}' memory", export_name_));
     registered = direct;
@@ -91,12 +102,15 @@ void Connection::setup() {
     // With PUSH_SLOTS the client's RDMA WRITEs land in its tags' slots: this pool is the
     // connection's own, and holds nothing but that client's data in flight.
     pool_ = MappedRegion::anonymous(size_t(depth_) * max_io_, true);
-    int access = IBV_ACCESS_LOCAL_WRITE | (push_slots_ && !auth_ ? IBV_ACCESS_REMOTE_WRITE : 0);
+    int access = IBV_ACCESS_LOCAL_WRITE | (push_slots_ && !zero_based_window_ ? IBV_ACCESS_REMOTE_WRITE : 0);
     data_mr_ = rdma_->register_memory(pool_.get(), pool_.size(), access, "buffer pool");
     registered = pool_.bytes();
-    pool_bytes_ = pool_.size();
   }
-  if (!auth_) window_mr_ = data_mr_;
+  if (!zero_based_window_) {
+    window_mr_ = data_mr_;
+  } else if (!auth_) {
+    open_window();  // with authentication: once the client has proved its key
+  }
   bq_ = backend_.open_queue(registered, depth_);
 
   PipelineConfig pc;
@@ -140,6 +154,7 @@ nlohmann::json Connection::to_json() const {
   j["export"] = export_name_;
   j["queue"] = queue_id_;
   j["depth"] = depth_;
+  j["memory_bytes"] = memory_bytes_;
   j["max_io_bytes"] = max_io_;
   j["direct"] = !direct_.empty();
   j["read_imm"] = read_imm_;

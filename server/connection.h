@@ -56,7 +56,13 @@ class Connection final : private CommandIo {
   void start(const std::atomic<bool>& stop);
 
   bool done() const { return done_.load(std::memory_order_acquire); }
-  uint64_t pool_bytes() const { return pool_bytes_; }  // 0 when IO goes straight to the export
+  // What it counts against the server's memory budget (Negotiation::memory_bytes), and whose.
+  void set_budget(uint64_t memory_bytes, std::string peer_ip) {
+    memory_bytes_ = memory_bytes;
+    peer_ip_ = std::move(peer_ip);
+  }
+  uint64_t memory_bytes() const { return memory_bytes_; }
+  const std::string& peer_ip() const { return peer_ip_; }
   const ConnectionStats& stats() const { return stats_; }
   const std::string& export_name() const { return export_name_; }
   nlohmann::json to_json() const;
@@ -115,6 +121,7 @@ class Connection final : private CommandIo {
   const bool push_slots_;   // ... into this connection's buffer pool, a slot per tag (PUSH_SLOTS)
   const bool pull_reads_;   // the client RDMA READs READ data from the export (PULL_READS)
   const bool keep_alive_;   // KEEP_ALIVE negotiated: one receive more, for the tag beyond the depth
+  const bool zero_based_window_;  // v9: the window is a region of its own, addressed from 0
   const uint16_t recv_slots_;  // depth_, and one more with keep_alive_
   const size_t recv_slot_bytes_;
   std::optional<ConnectionAuth> auth_;
@@ -127,13 +134,16 @@ class Connection final : private CommandIo {
   // (QP, MRs) go before the memory they point at.
   MappedRegion msgs_;
   MappedRegion pool_;        // depth x max IO, when the export has no direct memory
-  uint64_t pool_bytes_ = 0;  // its size, fixed at setup (read by the listener thread)
+  uint64_t memory_bytes_ = 0;  // fixed before start (read by the listener thread)
+  std::string peer_ip_;
   std::span<std::byte> direct_;
   std::unique_ptr<transport::Connection> rdma_;
   std::unique_ptr<BackendQueue> bq_;
   ibv_mr* msgs_mr_ = nullptr;
   ibv_mr* data_mr_ = nullptr;
-  ibv_mr* window_mr_ = nullptr;  // data_mr_ with remote access, or a second MR once authenticated
+  // The region the client's RDMA reaches: data_mr_ itself for clients before v9, else a second
+  // registration of the same memory, zero-based, made at setup or once the client authenticated.
+  ibv_mr* window_mr_ = nullptr;
 
   ConnectionStats stats_;
   std::optional<CommandPipeline> pipeline_;

@@ -20,15 +20,6 @@ constexpr std::chrono::seconds kAuthTimeout{5};
 
 }  // namespace
 
-void Connection::open_window() {
-  if (!push_writes_ && !pull_reads_) return;
-  int access = IBV_ACCESS_LOCAL_WRITE | (push_writes_ ? IBV_ACCESS_REMOTE_WRITE : 0) |
-               (pull_reads_ ? IBV_ACCESS_REMOTE_READ : 0);
-  void* base = push_slots_ ? pool_.get() : static_cast<void*>(direct_.data());
-  size_t len = push_slots_ ? pool_.size() : direct_.size();
-  window_mr_ = rdma_->register_memory(base, len, access, fmt::format("export '{}' window", export_name_));
-}
-
 // Waits for the next completion, which must be of `kind`: anything else (a second message
 // before the first was answered) breaks the exchange.
 bool Connection::wait_auth_completion(WorkKind kind, ibv_wc& wc, Clock::time_point deadline) {

@@ -18,6 +18,11 @@ uint32_t export_flags_of(const ExportInfo& info) {
   return f;
 }
 
+uint64_t connection_memory(uint16_t depth, uint32_t max_io_bytes, bool direct) {
+  uint64_t pool = direct ? 0 : uint64_t(depth) * max_io_bytes;
+  return pool + kConnectionFixedBytes + uint64_t(depth) * kConnectionPerTagBytes;
+}
+
 Negotiation negotiate(std::span<const uint8_t> private_data, const sockaddr* peer, std::span<const Cidr> allow,
                       const ExportLookup& find, const ServerLimits& limits) {
   Negotiation n;
@@ -63,15 +68,18 @@ Negotiation negotiate(std::span<const uint8_t> private_data, const sockaddr* pee
     return refuse(wire::ConnectStatus::kBadParams, "depth x max IO exceeds the per-connection buffer limit");
   if (limits.connections_in_use >= limits.max_connections)
     return refuse(wire::ConnectStatus::kBusy, "server at its connection limit (serve --max-connections)");
-  uint64_t pool_left = limits.max_total_pool_bytes - std::min(limits.pool_bytes_in_use, limits.max_total_pool_bytes);
-  if (pool > pool_left)
-    return refuse(wire::ConnectStatus::kBusy, "buffer memory of all connections at its limit (serve --max-buffer-memory)");
+  uint64_t need = connection_memory(r.queue_depth, r.max_io_bytes, info.direct_memory);
+  if (need > limits.max_memory - std::min(limits.memory_in_use, limits.max_memory))
+    return refuse(wire::ConnectStatus::kBusy, "memory of all connections at its limit (serve --max-memory)");
+  if (need > limits.max_host_memory - std::min(limits.host_memory_in_use, limits.max_host_memory))
+    return refuse(wire::ConnectStatus::kBusy, "this host's share of the memory at its limit (serve --max-host-memory)");
   if (limits.max_rdma_reads == 0) return refuse(wire::ConnectStatus::kBadParams, "client allows no RDMA READ");
   if (info.block_size < 512 || info.block_size > 4096 || !std::has_single_bit(info.block_size))
     return refuse(wire::ConnectStatus::kInternal, "export block size not 512..4096");
 
   n.accepted = true;
   n.export_index = idx;
+  n.memory_bytes = need;
   n.accept.version = std::min<uint16_t>(r.version, wire::kVersion);
   n.accept.export_size = info.size;
   n.accept.queue_depth = r.queue_depth;

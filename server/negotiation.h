@@ -31,9 +31,13 @@ struct ServerLimits {
   uint64_t max_pool_bytes = 512ull << 20;
   uint8_t max_rdma_reads = 16;  // RDMA READs the server's device lets it have in flight (must be > 0)
   // Server-wide budget, so that many clients together cannot exhaust its memory or threads: the
-  // pools and connections already held, and the bounds on them (a new one must fit: else kBusy).
-  uint64_t pool_bytes_in_use = 0;
-  uint64_t max_total_pool_bytes = 2ull << 30;
+  // memory (connection_memory()) and connections already held, and the bounds on them (a new
+  // one must fit: else kBusy); and each peer host's share of the memory, so that one permitted
+  // host cannot take all of it.
+  uint64_t memory_in_use = 0;
+  uint64_t max_memory = 2ull << 30;
+  uint64_t host_memory_in_use = 0;  // of the connections from this peer's address
+  uint64_t max_host_memory = 1ull << 30;
   uint32_t connections_in_use = 0;
   uint32_t max_connections = 1024;
   bool push_writes = true;  // PUSH_WRITES may be granted (serve --no-push-writes: never)
@@ -53,7 +57,16 @@ struct Negotiation {
   wire::RejectData reject;        // when not
   int export_index = -1;          // what find() returned, when accepted
   const char* reason = "";        // for the log: why it was refused
+  uint64_t memory_bytes = 0;      // when accepted: what the connection counts against the budget
 };
+
+// What a connection with these parameters holds on the server, for the budget: its buffer pool
+// (none for a direct export) and, per tag, its receive and answer slots, its share of the send,
+// receive and completion queues (soft RDMA allocates these in the kernel per work request),
+// plus a fixed part. An upper estimate, not a measurement.
+uint64_t connection_memory(uint16_t depth, uint32_t max_io_bytes, bool direct);
+inline constexpr uint64_t kConnectionFixedBytes = 64 * 1024;
+inline constexpr uint64_t kConnectionPerTagBytes = 4096;
 
 // `find` maps an export name to its index and info, or returns -1.
 using ExportLookup = std::function<int(std::string_view name, ExportInfo& info)>;

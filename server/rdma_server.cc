@@ -110,22 +110,26 @@ struct RdmaServer::Impl {
 
   void handle(transport::IncomingRequest req, const std::atomic<bool>& stop) {
     std::string peer = req.peer_address();
+    std::string peer_ip = address_of(req.peer());
     ServerLimits limits;
     limits.max_queue_depth = opts.max_queue_depth;
     limits.max_io_bytes = opts.max_io_bytes;
     limits.max_rdma_reads = req.initiator_depth();
-    limits.max_total_pool_bytes = opts.max_total_pool_bytes;
+    limits.max_memory = opts.max_memory;
+    limits.max_host_memory = opts.max_host_memory ? opts.max_host_memory : opts.max_memory / 2;
     limits.max_connections = opts.max_connections;
     limits.push_writes = opts.push_writes;
     limits.pull_reads = opts.pull_reads;
     limits.client_rdma_reads = req.responder_resources();
-    std::string peer_ip = address_of(req.peer());
     limits.auth_required = auth_table.has_value();
     limits.auth_backoff = auth_table && auth_limiter.blocked(peer_ip, Clock::now());
     {
       std::lock_guard lk(mu);  // finished connections not reaped yet still hold their memory
       limits.connections_in_use = uint32_t(conns.size());
-      for (const auto& c : conns) limits.pool_bytes_in_use += c->pool_bytes();
+      for (const auto& c : conns) {
+        limits.memory_in_use += c->memory_bytes();
+        if (c->peer_ip() == peer_ip) limits.host_memory_in_use += c->memory_bytes();
+      }
     }
     Negotiation n = negotiate(
         req.private_data(), req.peer(), opts.allow,
@@ -156,6 +160,7 @@ struct RdmaServer::Impl {
       }
       sc = std::make_unique<Connection>(std::move(conn), *backends[size_t(n.export_index)], spec.name, n.accept,
                                         reads, n.request.queue_id, opts, std::move(ca));
+      sc->set_budget(n.memory_bytes, peer_ip);
       sc->setup();
       // Without authentication the ACCEPT grants the window; with it, the AUTH_RESULT does.
       if (n.accept.has_window() && !n.accept.auth()) sc->fill_window(n.accept.window_rkey, n.accept.window_addr);
@@ -200,6 +205,12 @@ struct RdmaServer::Impl {
   }
 
 
+  uint64_t memory_total() const {  // with mu held
+    uint64_t m = 0;
+    for (const auto& c : conns) m += c->memory_bytes();
+    return m;
+  }
+
   std::string stats() const {
     std::lock_guard lk(mu);
     std::map<std::string, ExportTotals> per = totals;
@@ -218,6 +229,7 @@ struct RdmaServer::Impl {
                         {"connections", jconns},
                         {"accepted_connections", accepted_connections.get()},
                         {"rejected_connections", rejected_connections.get()},
+                        {"memory_bytes", memory_total()},
                         {"authentication", bool(auth_table)},
                         {"failed_authentications", auth_limiter.failures()}};
     return j.dump();

@@ -20,7 +20,8 @@ struct ServerOptions {
   uint16_t max_queue_depth = 4096;
   uint32_t max_io_bytes = 4u << 20;
   // Bounds over all connections together (see ServerLimits).
-  uint64_t max_total_pool_bytes = 2ull << 30;
+  uint64_t max_memory = 2ull << 30;
+  uint64_t max_host_memory = 0;  // 0: half of max_memory
   uint32_t max_connections = 1024;
   // A connection thread keeps polling this long after its last event before it sleeps on
   // the completion channel (0 = sleep at once when idle).

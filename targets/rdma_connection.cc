@@ -523,8 +523,7 @@ RdmaConnection connect_rdma_connection(const RdmaTargetOptions& o, const RdmaPat
     x.timeout = o.connect_timeout;
     wire::AuthResult granted = authenticate_connection(*out.conn, x);
     // The window the ACCEPT left out, held to the rules an ACCEPT's is.
-    if (accepted.has_window() == (granted.window_addr == 0) ||
-        (!accepted.has_window() && granted.window_rkey != 0))
+    if (!accepted.has_window() && (granted.window_rkey != 0 || granted.window_addr != 0))
       throw SetupError(fmt::format("server {} granted a window that does not match its accept", path.text()), EPROTO);
     accepted.window_rkey = granted.window_rkey;
     accepted.window_addr = granted.window_addr;

@@ -192,6 +192,13 @@ void Connection::create_verbs(const QpSizes& sizes) {
   max_inline_ = attr.cap.max_inline_data;
 }
 
+ibv_mr* Connection::register_zero_based(void* addr, size_t len, int access, const std::string& what) {
+  MrPtr mr(ibv_reg_mr_iova(pd_.get(), addr, len, 0, access));
+  if (!mr) throw_errno(errno, "ibv_reg_mr_iova of {} ({} bytes) on {}", what, len, device_name());
+  mrs_.push_back(std::move(mr));
+  return mrs_.back().get();
+}
+
 ibv_mr* Connection::register_memory(void* addr, size_t len, int access, const std::string& what) {
   MrPtr mr(ibv_reg_mr(pd_.get(), addr, len, access));
   if (!mr) throw_errno(errno, "ibv_reg_mr of {} ({} bytes at {}) on {}", what, len, addr, device_name());

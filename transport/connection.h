@@ -56,6 +56,10 @@ class Connection {
   // Registers [addr, addr + len) on this connection's PD. The MR is owned by the connection
   // and deregistered after the QP is destroyed. Throws SetupError naming `what`.
   ibv_mr* register_memory(void* addr, size_t len, int access, const std::string& what);
+  // As register_memory, but the region's addresses start at 0 (ibv_reg_mr_iova): a peer given
+  // its rkey addresses it by offset and learns nothing of our memory layout. Only for memory the
+  // peer reaches; local work requests on it would have to use offsets too.
+  ibv_mr* register_zero_based(void* addr, size_t len, int access, const std::string& what);
 
   rdma_cm_id* id() const { return id_.get(); }
   ibv_pd* pd() const { return pd_.get(); }

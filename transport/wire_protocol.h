@@ -290,7 +290,7 @@ constexpr Decoded<ConnectRequest> decode_connect_request(std::span<const uint8_t
 //             the client's RDMA reaches on this connection; else 0)
 // 36     4    instance_id (v7: names the export's data; 0 = unknown; reserved (0) before v7)
 // 40     8    window_addr (with either feature: the address of the export's byte 0, or with
-//             kFeaturePushSlots of tag 0's slot; else 0)
+//             kFeaturePushSlots of tag 0's slot; else 0. From v9 on windows are zero-based: 0)
 struct AcceptData {
   uint16_t version = kVersion;
   uint64_t export_size = 0;
@@ -369,12 +369,14 @@ constexpr Decoded<AcceptData> decode_accept_data(std::span<const uint8_t> b) {
   if ((!a.has_window() || a.auth()) && (a.window_rkey != 0 || a.window_addr != 0))
     return {a, DecodeError::kReservedNonZero};
   if (a.export_flags & ~kExportFlagsKnown) return {a, DecodeError::kBadFlags};
-  if (a.push_writes() && ((a.window_addr == 0 && !a.auth()) || (a.export_flags & kExportReadOnly)))
-    return {a, DecodeError::kBadParams};
+  // Before v9 the window is addressed by the server's virtual addresses (never 0); from v9 on
+  // it is zero-based.
+  bool no_window_addr = a.version < 9 && a.window_addr == 0;
+  if (a.push_writes() && (no_window_addr || (a.export_flags & kExportReadOnly))) return {a, DecodeError::kBadParams};
   if (a.push_slots() && !a.push_writes()) return {a, DecodeError::kBadFlags};
   // Pulls read the export itself: a window of slots is not one.
   if (a.pull_reads() && a.push_slots()) return {a, DecodeError::kBadFlags};
-  if (a.pull_reads() && a.window_addr == 0 && !a.auth()) return {a, DecodeError::kBadParams};
+  if (a.pull_reads() && no_window_addr) return {a, DecodeError::kBadParams};
   if (a.block_shift < 9 || a.block_shift > 12 || a.queue_depth == 0 || a.max_io_bytes == 0 ||
       (a.export_size & ((uint64_t(1) << a.block_shift) - 1)) != 0)
     return {a, DecodeError::kBadParams};

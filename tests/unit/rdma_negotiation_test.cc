@@ -118,19 +118,34 @@ TEST(RdmaNegotiation, LimitsRefuseWithBadParams) {
 
 TEST(RdmaNegotiation, ServerWideBudgetRefusesAsBusy) {
   Fixture f;
-  f.limits.max_total_pool_bytes = 256ull << 20;
-  f.limits.pool_bytes_in_use = 192ull << 20;
-  // 64 MiB left: a 128 x 512 KiB pool fits exactly, one more tag does not.
-  EXPECT_TRUE(f.run(request("file4k", 128, 512 * 1024)).accepted);
-  Negotiation n = f.run(request("file4k", 129, 512 * 1024));
+  f.limits.max_memory = 256ull << 20;
+  f.limits.max_host_memory = 256ull << 20;
+  const uint64_t pool128 = connection_memory(128, 512 * 1024, false);
+  EXPECT_EQ(pool128, 64ull * 1024 * 1024 + kConnectionFixedBytes + 128 * kConnectionPerTagBytes);
+  f.limits.memory_in_use = f.limits.max_memory - pool128;
+  // Exactly what is left fits; one more tag does not.
+  Negotiation n = f.run(request("file4k", 128, 512 * 1024));
+  ASSERT_TRUE(n.accepted) << n.reason;
+  EXPECT_EQ(n.memory_bytes, pool128);
+  n = f.run(request("file4k", 129, 512 * 1024));
   EXPECT_FALSE(n.accepted);
   EXPECT_EQ(n.reject.status, wire::ConnectStatus::kBusy);
-  // Direct exports need no pool: still served with the budget spent (and overspent).
-  f.limits.pool_bytes_in_use = 300ull << 20;
+  // Direct exports need no pool, but their slots and queues count too: a ram export at depth
+  // 4096 takes 16 MiB of the budget.
+  f.limits.memory_in_use = f.limits.max_memory - connection_memory(4096, 1 << 20, true);
   EXPECT_TRUE(f.run(request("vol0", 4096, 1 << 20)).accepted);
-  EXPECT_EQ(f.run(request("file4k", 1, 4096)).reject.status, wire::ConnectStatus::kBusy);
+  f.limits.memory_in_use += 1;
+  EXPECT_EQ(f.run(request("vol0", 4096, 1 << 20)).reject.status, wire::ConnectStatus::kBusy);
+  // One host's share.
+  f.limits.memory_in_use = 0;
+  f.limits.max_host_memory = 32ull << 20;
+  f.limits.host_memory_in_use = 16ull << 20;
+  EXPECT_TRUE(f.run(request("vol0", 2048, 1 << 20)).accepted);
+  n = f.run(request("vol0", 4096, 1 << 20));
+  EXPECT_EQ(n.reject.status, wire::ConnectStatus::kBusy);
+  EXPECT_NE(std::string(n.reason).find("--max-host-memory"), std::string::npos);
 
-  f.limits.pool_bytes_in_use = 0;
+  f.limits.host_memory_in_use = 0;
   f.limits.max_connections = 2;
   f.limits.connections_in_use = 1;
   EXPECT_TRUE(f.run(request("vol0")).accepted);

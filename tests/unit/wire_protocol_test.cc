@@ -213,7 +213,10 @@ TEST(WireProtocol, AcceptPushWindow) {
     EXPECT_EQ(decode_accept_data(encode(ro)).error, DecodeError::kBadParams);
     AcceptData noaddr = a;
     noaddr.window_addr = 0;
+    noaddr.version = 8;
     EXPECT_EQ(decode_accept_data(encode(noaddr)).error, DecodeError::kBadParams);
+    noaddr.version = 9;  // v9 windows are zero-based
+    EXPECT_TRUE(decode_accept_data(encode(noaddr)).ok());
   }
   // Export-addressed window: the data of a WRITE at `offset` goes to window_addr + offset.
   EXPECT_EQ(d.value.push_target(5, 8192), 0x7f0012345000ull + 8192);
@@ -260,9 +263,12 @@ TEST(WireProtocol, AcceptPullWindow) {
     EXPECT_EQ(decode_accept_data(c).error, DecodeError::kBadFlags);
   }
   {
-    AcceptData noaddr = a;  // a pull window needs an address
+    AcceptData noaddr = a;  // a pull window needs an address before v9
     noaddr.window_addr = 0;
+    noaddr.version = 8;
     EXPECT_EQ(decode_accept_data(encode(noaddr)).error, DecodeError::kBadParams);
+    noaddr.version = 9;
+    EXPECT_TRUE(decode_accept_data(encode(noaddr)).ok());
     AcceptData both = a;  // with PUSH_WRITES into the same export: fine where it is writable
     both.export_flags = 0;
     both.features |= kFeaturePushWrites;

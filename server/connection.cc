@@ -163,7 +163,7 @@ nlohmann::json Connection::to_json() const {
   j["push_slots"] = push_slots_;
   j["pull_reads"] = pull_reads_;
   j["keep_alive"] = keep_alive_;
-  if (auth_) j["host"] = host_id_;
+  if (auth_) j["host"] = authenticated_.load(std::memory_order_acquire) ? host_id_ : std::string();
   return j;
 }
 

@@ -125,7 +125,10 @@ class Connection final : private CommandIo {
   const uint16_t recv_slots_;  // depth_, and one more with keep_alive_
   const size_t recv_slot_bytes_;
   std::optional<ConnectionAuth> auth_;
-  std::string host_id_;  // the authenticated client's
+  // The authenticated client's: written once by the connection's thread, then published by
+  // authenticated_ for to_json() on other threads.
+  std::string host_id_;
+  std::atomic<bool> authenticated_{false};
   const std::chrono::microseconds spin_;
   const std::chrono::microseconds serial_spin_;  // >= spin_
   uint32_t serial_streak_ = 0;

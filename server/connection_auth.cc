@@ -97,6 +97,7 @@ bool Connection::authenticate() {
   }
   if (!sent) return false;
   host_id_ = v.host_id;
+  authenticated_.store(true, std::memory_order_release);
   log::server()->info("{}: host '{}' {} for export '{}' queue {}", peer_, host_id_, v.reason, export_name_, queue_id_);
   queue_recv(slot);
   post_recvs();

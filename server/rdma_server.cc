@@ -254,12 +254,7 @@ struct RdmaServer::Impl {
 RdmaServer::RdmaServer(const ServerOptions& opts) : impl_(std::make_unique<Impl>()) {
   impl_->opts = opts;
   if (opts.exports.empty()) throw_setup("serve: no export given (--export NAME=ram:SIZE|file:PATH|null:SIZE)");
-  for (const auto& spec : opts.exports) {
-    impl_->backends.push_back(open_backend(spec, spec.read_only));
-    const Backend& b = *impl_->backends.back();
-    log::server()->info("export '{}': {} ({} bytes, {}-byte blocks{})", spec.name, describe(spec), b.size(),
-                        b.block_size(), b.read_only() ? ", read-only" : "");
-  }
+  // Keys and identities first: a bad configuration opens no export.
   if (!opts.auth_keys_path.empty()) {
     impl_->auth_table = AuthTable::load(opts.auth_keys_path);
     for (const AuthorizedHost& h : impl_->auth_table->hosts())
@@ -279,6 +274,12 @@ RdmaServer::RdmaServer(const ServerOptions& opts) : impl_(std::make_unique<Impl>
     log::server()->warn("connections are NOT authenticated (trusted-network mode): any peer that can reach this "
                         "address{} may attach every export; use --auth-keys FILE",
                         opts.allow.empty() ? "" : " and passes --allow");
+  }
+  for (const auto& spec : opts.exports) {
+    impl_->backends.push_back(open_backend(spec, spec.read_only));
+    const Backend& b = *impl_->backends.back();
+    log::server()->info("export '{}': {} ({} bytes, {}-byte blocks{})", spec.name, describe(spec), b.size(),
+                        b.block_size(), b.read_only() ? ", read-only" : "");
   }
   if (transport::rdma_device_names().empty())
     throw_setup("no RDMA device found (load a driver, e.g. `modprobe rdma_rxe` and "

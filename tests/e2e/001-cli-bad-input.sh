@@ -38,6 +38,23 @@ expect_error 2 add -t null -n 0 --poll sometimes
 expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --push-max lots
 expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --push-max 1000
 expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --pull-max lots
+# Authentication options: only for rdma, --host-id and --server-key-file only with a key, a key
+# file that is missing, not private or not a key: all before anything is created.
+expect_error 2 add -t null -n 0 --key-file "$E2E_WORK/none.key"
+expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --host-id h1
+expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --key-file "$E2E_WORK/none.key" --host-id 'a b'
+expect_error 1 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --key-file "$E2E_WORK/none.key"
+"$UBLK" gen-key >"$E2E_WORK/open.key"
+chmod 644 "$E2E_WORK/open.key"
+expect_error 1 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --key-file "$E2E_WORK/open.key"
+(umask 077; echo "not a key" >"$E2E_WORK/bad.key")
+expect_error 1 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --key-file "$E2E_WORK/bad.key"
+expect_error 1 serve --listen 127.0.0.1 --export vol0=ram:1M --key-file "$E2E_WORK/bad.key"
+(umask 077; echo "h1 not-a-key vol0" >"$E2E_WORK/auth-keys")
+expect_error 1 serve --listen 127.0.0.1 --export vol0=ram:1M --auth-keys "$E2E_WORK/auth-keys"
+(umask 077; echo "h1 $(cat "$E2E_WORK/open.key") vol9" >"$E2E_WORK/auth-keys")
+expect_error 1 serve --listen 127.0.0.1 --export vol0=ram:1M --auth-keys "$E2E_WORK/auth-keys"
+expect_error 2 gen-key extra
 expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --pull-max 1000
 expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --write-ack never
 expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --conns-per-queue 0

@@ -131,6 +131,8 @@ int cmd_add(const AddArgs& a) {
     throw UsageError(fmt::format("--max-io {}: must be a multiple of 4K between 4K and 32M", a.max_io));
   plan.dev_opts.max_io_bytes = uint32_t(max_io);
 
+  if (a.type != "rdma" && (!a.key_file.empty() || !a.host_id.empty() || !a.server_key_file.empty()))
+    throw UsageError("--key-file, --host-id and --server-key-file are for -t rdma");
   if (a.type == "null") {
     plan.target_args = {{"type", "null"}, {"size", a.size.empty() ? (250ull << 30) : size_option("--size", a.size)}};
   } else if (a.type == "loop") {
@@ -172,8 +174,6 @@ int cmd_add(const AddArgs& a) {
                         {"ctrl_loss_tmo_ms", a.ctrl_loss_tmo_s < 0 ? -1 : a.ctrl_loss_tmo_s * 1000},
                         {"fast_io_fail_tmo_ms", a.fast_io_fail_tmo_s < 0 ? -1 : a.fast_io_fail_tmo_s * 1000}};
     if (!auth.is_null()) plan.target_args["auth"] = auth;
-  } else if (!a.key_file.empty() || !a.host_id.empty() || !a.server_key_file.empty()) {
-    throw UsageError("--key-file, --host-id and --server-key-file are for -t rdma");
   }
   if (a.dev_id >= 0) {
     ublk::ControlDevice ctrl;

@@ -11,6 +11,7 @@
 #include "base/errors.h"
 #include "base/log.h"
 #include "base/work_id.h"
+#include "server/received_commands.h"
 
 namespace ublkrdma::server {
 namespace {
@@ -408,15 +409,9 @@ size_t Connection::commands_in(uint32_t byte_len) const {
 // One receive: a command, or with BATCH up to kMaxBatch of them back to back.
 void Connection::on_message(uint16_t slot, uint32_t byte_len) {
   if (slot >= recv_slots_) return;
-  std::array<wire::Decoded<wire::Command>, wire::kMaxBatch> cmds;
-  size_t n = wire::messages_in(byte_len, wire::kCommandSize, batch_);
-  bool malformed = n == 0;
-  if (malformed) n = 1;  // refuse what the first bytes name
-  for (size_t i = 0; i < n; ++i)
-    cmds[i] =
-        wire::decode_command(std::span<const uint8_t>(recv_slot(slot) + i * wire::kCommandSize, wire::kCommandSize));
+  ReceivedCommands r = decode_received(std::span<const uint8_t>(recv_slot(slot), recv_slot_bytes_), byte_len, batch_);
   queue_recv(slot);  // the commands are decoded: the slot may take the next message
-  for (size_t i = 0; i < n; ++i) pipeline_->on_command(cmds[i], malformed, byte_len);
+  for (size_t i = 0; i < r.count; ++i) pipeline_->on_command(r.commands[i], r.malformed, byte_len);
 }
 
 void Connection::park(uint16_t slot, uint32_t byte_len) {

@@ -10,3 +10,9 @@ configure_build() {
   [[ -f $dir/CMakeCache.txt ]] || gen=(-G Ninja)
   cmake -S . -B "$dir" "${gen[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DUBLK_RDMA_WERROR=ON "$@" >/dev/null
 }
+
+# configure_fuzz_build: build-fuzz/, the libFuzzer targets of fuzz/ and the libraries they link
+# (clang: libFuzzer is clang's), instrumented for coverage, ASan and UBSan; see ci/fuzz.
+configure_fuzz_build() {
+  configure_build build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DUBLK_RDMA_FUZZ=ON
+}

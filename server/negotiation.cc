@@ -57,6 +57,10 @@ Negotiation negotiate(std::span<const uint8_t> private_data, const sockaddr* pee
   int idx = find(n.request.name(), info);
   if (idx < 0) return refuse(wire::ConnectStatus::kUnknownExport, "unknown export");
 
+  // Before anything divides by it.
+  if (info.block_size < 512 || info.block_size > 4096 || !std::has_single_bit(info.block_size))
+    return refuse(wire::ConnectStatus::kInternal, "export block size not 512..4096");
+
   const wire::ConnectRequest& r = n.request;
   if (r.queue_depth > limits.max_queue_depth) return refuse(wire::ConnectStatus::kBadParams, "queue depth too large");
   if (r.max_io_bytes > limits.max_io_bytes) return refuse(wire::ConnectStatus::kBadParams, "max IO size too large");
@@ -74,8 +78,6 @@ Negotiation negotiate(std::span<const uint8_t> private_data, const sockaddr* pee
   if (need > limits.max_host_memory - std::min(limits.host_memory_in_use, limits.max_host_memory))
     return refuse(wire::ConnectStatus::kBusy, "this host's share of the memory at its limit (serve --max-host-memory)");
   if (limits.max_rdma_reads == 0) return refuse(wire::ConnectStatus::kBadParams, "client allows no RDMA READ");
-  if (info.block_size < 512 || info.block_size > 4096 || !std::has_single_bit(info.block_size))
-    return refuse(wire::ConnectStatus::kInternal, "export block size not 512..4096");
 
   n.accepted = true;
   n.export_index = idx;

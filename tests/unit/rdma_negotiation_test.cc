@@ -116,6 +116,15 @@ TEST(RdmaNegotiation, LimitsRefuseWithBadParams) {
   EXPECT_EQ(f.run(request("vol0")).reject.status, wire::ConnectStatus::kBadParams);
 }
 
+// Found by fuzz/negotiation: a block size of 0 divided by zero before it was checked.
+TEST(RdmaNegotiation, BlockSizeTheProtocolCannotCarryIsInternal) {
+  for (uint32_t bs : {0u, 256u, 1000u, 8192u}) {
+    Fixture f;
+    f.vol0.block_size = bs;
+    EXPECT_EQ(f.run(request("vol0")).reject.status, wire::ConnectStatus::kInternal) << bs;
+  }
+}
+
 TEST(RdmaNegotiation, ServerWideBudgetRefusesAsBusy) {
   Fixture f;
   f.limits.max_memory = 256ull << 20;

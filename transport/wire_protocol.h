@@ -282,7 +282,7 @@ constexpr Decoded<ConnectRequest> decode_connect_request(std::span<const uint8_t
 // 16     2    queue_depth (negotiated: <= the client's)
 // 18     1    block_shift (9..12: logical block size 512..4096)
 // 19     1    reserved (0)
-// 20     4    max_io_bytes (negotiated: <= the client's)
+// 20     4    max_io_bytes (negotiated: <= the client's; a multiple of 4096)
 // 24     4    export_flags (kExport* bits)
 // 28     2    features (kFeature* bits; v2, reserved (0) in v1)
 // 30     2    reserved (0)
@@ -380,6 +380,8 @@ constexpr Decoded<AcceptData> decode_accept_data(std::span<const uint8_t> b) {
   if (a.block_shift < 9 || a.block_shift > 12 || a.queue_depth == 0 || a.max_io_bytes == 0 ||
       (a.export_size & ((uint64_t(1) << a.block_shift) - 1)) != 0)
     return {a, DecodeError::kBadParams};
+  // The client's max IO, as its CONNECT had to give it.
+  if (a.max_io_bytes % 4096 != 0) return {a, DecodeError::kBadParams};
   return d;
 }
 

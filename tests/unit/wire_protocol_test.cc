@@ -352,6 +352,7 @@ TEST(WireProtocol, AcceptMalformed) {
     for (int i = 20; i < 24; ++i) b[i] = 0;
     EXPECT_EQ(decode_accept_data(b).error, DecodeError::kBadParams);  // max IO 0
   }
+  EXPECT_EQ(with(20, 1), DecodeError::kBadParams);  // max IO 4097: no CONNECT asks for it
 }
 
 TEST(WireProtocol, RejectRoundTripAndMalformed) {

@@ -279,7 +279,7 @@ constexpr Decoded<ConnectRequest> decode_connect_request(std::span<const uint8_t
 //  4     2    version (chosen by the server, <= the client's)
 //  6     2    status (always 0 = kOk in an accept)
 //  8     8    export_size (bytes, a multiple of the block size)
-// 16     2    queue_depth (negotiated: <= the client's)
+// 16     2    queue_depth (negotiated: <= the client's; 1..4096)
 // 18     1    block_shift (9..12: logical block size 512..4096)
 // 19     1    reserved (0)
 // 20     4    max_io_bytes (negotiated: <= the client's; a multiple of 4096)
@@ -380,8 +380,8 @@ constexpr Decoded<AcceptData> decode_accept_data(std::span<const uint8_t> b) {
   if (a.block_shift < 9 || a.block_shift > 12 || a.queue_depth == 0 || a.max_io_bytes == 0 ||
       (a.export_size & ((uint64_t(1) << a.block_shift) - 1)) != 0)
     return {a, DecodeError::kBadParams};
-  // The client's max IO, as its CONNECT had to give it.
-  if (a.max_io_bytes % 4096 != 0) return {a, DecodeError::kBadParams};
+  // The client's depth and max IO, as its CONNECT had to give them.
+  if (a.queue_depth > 4096 || a.max_io_bytes % 4096 != 0) return {a, DecodeError::kBadParams};
   return d;
 }
 

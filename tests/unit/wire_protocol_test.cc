@@ -346,6 +346,7 @@ TEST(WireProtocol, AcceptMalformed) {
   EXPECT_EQ(with(18, 8), DecodeError::kBadParams);   // 256-byte blocks
   EXPECT_EQ(with(18, 13), DecodeError::kBadParams);  // 8 KiB blocks
   EXPECT_EQ(with(16, 0), DecodeError::kBadParams);   // depth 0
+  EXPECT_EQ(with(17, 0x10), DecodeError::kBadParams);  // depth 4104: no CONNECT asks for it
   EXPECT_EQ(with(8, 1), DecodeError::kBadParams);    // size not a multiple of the block size
   {
     auto b = good;

@@ -369,6 +369,8 @@ constexpr Decoded<AcceptData> decode_accept_data(std::span<const uint8_t> b) {
   if ((!a.has_window() || a.auth()) && (a.window_rkey != 0 || a.window_addr != 0))
     return {a, DecodeError::kReservedNonZero};
   if (a.export_flags & ~kExportFlagsKnown) return {a, DecodeError::kBadFlags};
+  // A read-only export refuses them: it never advertises them.
+  if (a.read_only() && (a.discard() || a.write_zeroes())) return {a, DecodeError::kBadFlags};
   // Before v9 the window is addressed by the server's virtual addresses (never 0); from v9 on
   // it is zero-based.
   bool no_window_addr = a.version < 9 && a.window_addr == 0;

@@ -163,7 +163,7 @@ TEST(WireProtocol, AcceptRoundTrip) {
   a.queue_depth = 64;
   a.block_shift = 12;
   a.max_io_bytes = 1 << 20;
-  a.export_flags = kExportFlush | kExportDiscard | kExportReadOnly;
+  a.export_flags = kExportFlush | kExportDiscard;
   auto b = encode(a);
   ASSERT_EQ(b.size(), 48u);
   auto d = decode_accept_data(b);
@@ -172,11 +172,23 @@ TEST(WireProtocol, AcceptRoundTrip) {
   EXPECT_EQ(d.value.queue_depth, 64);
   EXPECT_EQ(d.value.block_shift, 12);
   EXPECT_EQ(d.value.max_io_bytes, 1u << 20);
-  EXPECT_TRUE(d.value.read_only());
+  EXPECT_FALSE(d.value.read_only());
   EXPECT_TRUE(d.value.flush());
   EXPECT_TRUE(d.value.discard());
   EXPECT_FALSE(d.value.fua());
   EXPECT_FALSE(d.value.write_zeroes());
+  {
+    // Read-only: FLUSH and FUA may stay, DISCARD and WRITE_ZEROES never come with it.
+    AcceptData ro = a;
+    ro.export_flags = kExportReadOnly | kExportFlush | kExportFua;
+    auto rd = decode_accept_data(encode(ro));
+    ASSERT_TRUE(rd.ok()) << decode_error_text(rd.error);
+    EXPECT_TRUE(rd.value.read_only());
+    ro.export_flags = kExportReadOnly | kExportDiscard;
+    EXPECT_EQ(decode_accept_data(encode(ro)).error, DecodeError::kBadFlags);
+    ro.export_flags = kExportReadOnly | kExportWriteZeroes;
+    EXPECT_EQ(decode_accept_data(encode(ro)).error, DecodeError::kBadFlags);
+  }
   // rdma_cm may hand over more bytes than were sent (padded with zeros): still fine.
   std::vector<uint8_t> padded(b.begin(), b.end());
   padded.resize(196, 0);

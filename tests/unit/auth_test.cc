@@ -332,8 +332,8 @@ struct AuthFixture {
     ctx.queue_id = 3;
     ctx.export_name = "vol0";
   }
-  // The AUTH_REQUEST an honest client with `key` sends.
-  std::array<uint8_t, kAuthRequestSize> request(const char* host, const auth::Key& key, uint8_t flags = 0) const {
+  // What an honest client's proofs cover on this connection.
+  auth::ProofInputs inputs(const char* host, uint8_t flags) const {
     auth::ProofInputs in;
     in.server_nonce = ctx.server_nonce;
     in.client_nonce.fill(2);
@@ -343,6 +343,11 @@ struct AuthFixture {
     in.host_id = host;
     in.server_id = ctx.server_id;
     in.request_flags = flags;
+    return in;
+  }
+  // The AUTH_REQUEST an honest client with `key` sends.
+  std::array<uint8_t, kAuthRequestSize> request(const char* host, const auth::Key& key, uint8_t flags = 0) const {
+    auth::ProofInputs in = inputs(host, flags);
     AuthRequest r;
     r.flags = flags;
     r.client_nonce = in.client_nonce;
@@ -351,16 +356,7 @@ struct AuthFixture {
     return encode(r);
   }
   Proof expected_server_proof(const char* host, const auth::Key& key, uint8_t flags) const {
-    auth::ProofInputs in;
-    in.server_nonce = ctx.server_nonce;
-    in.client_nonce.fill(2);
-    in.session_id = ctx.session_id;
-    in.queue_id = ctx.queue_id;
-    in.export_name = ctx.export_name;
-    in.host_id = host;
-    in.server_id = ctx.server_id;
-    in.request_flags = flags;
-    return auth::compute_proof(key, auth::Role::kServer, in);
+    return auth::compute_proof(key, auth::Role::kServer, inputs(host, flags));
   }
 };
 

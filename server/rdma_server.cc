@@ -1,7 +1,5 @@
 #include "server/rdma_server.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -45,16 +43,6 @@ struct ExportTotals {
     rejected_commands += c.rejected.get();
   }
 };
-
-// The peer's IP address without the port: what failed authentications are counted against.
-std::string address_of(const sockaddr* sa) {
-  char buf[INET6_ADDRSTRLEN] = "?";
-  if (sa && sa->sa_family == AF_INET)
-    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(sa)->sin_addr, buf, sizeof buf);
-  else if (sa && sa->sa_family == AF_INET6)
-    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(sa)->sin6_addr, buf, sizeof buf);
-  return buf;
-}
 
 }  // namespace
 
@@ -110,7 +98,7 @@ struct RdmaServer::Impl {
 
   void handle(transport::IncomingRequest req, const std::atomic<bool>& stop) {
     std::string peer = req.peer_address();
-    std::string peer_ip = address_of(req.peer());
+    std::string peer_ip = transport::sockaddr_host_text(req.peer());  // what failed authentications count against
     ServerLimits limits;
     limits.max_queue_depth = opts.max_queue_depth;
     limits.max_io_bytes = opts.max_io_bytes;

@@ -99,19 +99,21 @@ void set_nonblocking(int fd, const char* what) {
   if (fl < 0 || ::fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) throw_errno(errno, "making the {} fd non-blocking", what);
 }
 
+std::string sockaddr_host_text(const sockaddr* sa) {
+  char buf[INET6_ADDRSTRLEN] = "?";
+  if (sa && sa->sa_family == AF_INET)
+    ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(sa)->sin_addr, buf, sizeof(buf));
+  else if (sa && sa->sa_family == AF_INET6)
+    ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(sa)->sin6_addr, buf, sizeof(buf));
+  return buf;
+}
+
 std::string sockaddr_text(const sockaddr* sa) {
   if (!sa) return "?";
-  char buf[INET6_ADDRSTRLEN] = "?";
-  if (sa->sa_family == AF_INET) {
-    auto* in = reinterpret_cast<const sockaddr_in*>(sa);
-    ::inet_ntop(AF_INET, &in->sin_addr, buf, sizeof(buf));
-    return fmt::format("{}:{}", buf, ntohs(in->sin_port));
-  }
-  if (sa->sa_family == AF_INET6) {
-    auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
-    ::inet_ntop(AF_INET6, &in6->sin6_addr, buf, sizeof(buf));
-    return fmt::format("[{}]:{}", buf, ntohs(in6->sin6_port));
-  }
+  if (sa->sa_family == AF_INET)
+    return fmt::format("{}:{}", sockaddr_host_text(sa), ntohs(reinterpret_cast<const sockaddr_in*>(sa)->sin_port));
+  if (sa->sa_family == AF_INET6)
+    return fmt::format("[{}]:{}", sockaddr_host_text(sa), ntohs(reinterpret_cast<const sockaddr_in6*>(sa)->sin6_port));
   return fmt::format("(family {})", sa->sa_family);
 }
 

@@ -223,6 +223,8 @@ class Listener {
 
 // "a.b.c.d:port" / "[v6]:port" of a sockaddr.
 std::string sockaddr_text(const sockaddr* sa);
+// Its address alone: "a.b.c.d" / "v6" ("?" for another family).
+std::string sockaddr_host_text(const sockaddr* sa);
 
 // Names of the RDMA devices present (empty if none or if the verbs library finds none).
 std::vector<std::string> rdma_device_names();

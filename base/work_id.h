@@ -21,6 +21,8 @@ enum class WorkKind : uint8_t {
   kRdmaRead = 6,   // verbs RDMA READ
   kRdmaWrite = 7,  // verbs RDMA WRITE
   kControl = 8,    // control-plane or other bookkeeping
+  kRdmaBind = 9,   // verbs BIND_MW: a request's buffer opened to the peer
+  kRdmaInvalidate = 10,  // verbs LOCAL_INV: ... and closed again
   kSentinel = 15,
 };
 

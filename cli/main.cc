@@ -75,6 +75,7 @@ struct AddArgs {
   std::string push_max = fmt::format("{}K", targets::kDefaultPushMaxBytes / 1024);
   std::string pull_max;  // empty: every READ
   std::string write_ack = "fence";
+  std::string mr_per_io;  // on|off; empty: not given
   int conns_per_queue = targets::kDefaultConnsPerQueue;
   int reconnect_delay_s = 2;
   int ctrl_loss_tmo_s = 600;
@@ -133,6 +134,7 @@ int cmd_add(const AddArgs& a) {
 
   if (a.type != "rdma" && (!a.key_file.empty() || !a.host_id.empty() || !a.server_key_file.empty()))
     throw UsageError("--key-file, --host-id and --server-key-file are for -t rdma");
+  if (a.type != "rdma" && !a.mr_per_io.empty()) throw UsageError("--mr-per-io is for -t rdma");
   if (a.type == "null") {
     plan.target_args = {{"type", "null"}, {"size", a.size.empty() ? (250ull << 30) : size_option("--size", a.size)}};
   } else if (a.type == "loop") {
@@ -169,6 +171,7 @@ int cmd_add(const AddArgs& a) {
                         {"push_max_bytes", push_max},
                         {"pull_max_bytes", pull_max},
                         {"fence_writes", a.write_ack == "fence"},
+                        {"mr_per_io", a.mr_per_io == "on"},
                         {"conns_per_queue", a.conns_per_queue},
                         {"reconnect_delay_ms", a.reconnect_delay_s * 1000},
                         {"ctrl_loss_tmo_ms", a.ctrl_loss_tmo_s < 0 ? -1 : a.ctrl_loss_tmo_s * 1000},
@@ -398,6 +401,12 @@ int run(int argc, char** argv) {
                       "it (no work on the server's CPU) or the server's answer to its command")
       ->check(CLI::IsMember({"fence", "server"}))
       ->capture_default_str();
+  add_cmd
+      ->add_option("--mr-per-io", add.mr_per_io,
+                   "rdma: on = the server can reach a request's buffer only while the request is in flight (a "
+                   "memory window bound per request and invalidated before it completes); off = the whole IO "
+                   "buffer area stays open to the server for the device's lifetime (default: off)")
+      ->check(CLI::IsMember({"on", "off"}));
   add_cmd
       ->add_option("--conns-per-queue", add.conns_per_queue,
                    "rdma: RC connections (QPs) per queue; a queue's requests are spread over them, so more "

@@ -40,6 +40,7 @@ std::unique_ptr<ublk::TargetFactory> make_target_factory(const nlohmann::json& a
     o.push_max_bytes = args.value("push_max_bytes", o.push_max_bytes);
     o.pull_max_bytes = args.value("pull_max_bytes", o.pull_max_bytes);
     o.fence_writes = args.value("fence_writes", o.fence_writes);
+    o.mr_per_io = args.value("mr_per_io", o.mr_per_io);
     o.conns_per_queue = args.value("conns_per_queue", o.conns_per_queue);
     targets::RecoveryPolicy& r = o.recovery;
     r.reconnect_delay = std::chrono::milliseconds(args.value("reconnect_delay_ms", r.reconnect_delay.count()));

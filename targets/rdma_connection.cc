@@ -22,7 +22,8 @@ constexpr uint32_t kSignalEvery = 16;
 constexpr uint32_t kSqSlack = 2 * kSignalEvery;
 // With PULL_READS a READ takes one slot (its RDMA READ, no command), and a fenced WRITE one (its
 // RDMA WRITE; the chain's fence is the one slot more that a WRITE with a command would take).
-static_assert(ublk::kMaxQueueDepth * kWrsPerRequest + kSqSlack <= 0xffff, "send queue size must fit the QP limits we ask for");
+static_assert(ublk::kMaxQueueDepth * kWrsPerWindowedRequest + kSqSlack <= 0xffff,
+              "send queue size must fit the QP limits we ask for");
 
 constexpr int kPollBatch = 32;
 constexpr size_t kMsgSlot = 64;  // one cache line per command slot
@@ -84,6 +85,8 @@ const char* work_name(const WorkId& id) {
     case WorkKind::kRdmaRecv: return "receive";
     case WorkKind::kRdmaWrite: return "RDMA WRITE of write data";
     case WorkKind::kRdmaRead: return id.op == kFenceOp ? "RDMA READ fencing WRITEs" : "RDMA READ of read data";
+    case WorkKind::kRdmaBind: return "memory window binding";
+    case WorkKind::kRdmaInvalidate: return "memory window invalidation";
     default: return "send";
   }
 }
@@ -105,20 +108,44 @@ void RdmaConnection::start_st(const RdmaQueueSetup& setup, size_t index, RdmaCou
   counters_ = &counters;
   if (depth_ == 0) throw_setup("rdma queue {}: connection {} has depth 0", setup.queue_id, index);
   // The server reads write data from and writes read data into the slab: one MR per
-  // connection, remote read+write, covering only the slab.
-  slab_mr_ = conn_->register_memory(setup.slab.data(), setup.slab.size(),
-                                    IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE,
+  // connection, covering only the slab, open to the server for remote read+write; with windows
+  // not open at all, only through the window each request binds over its own buffer.
+  int access = IBV_ACCESS_LOCAL_WRITE | (setup.windows ? 0 : IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE);
+  slab_mr_ = conn_->register_memory(setup.slab.data(), setup.slab.size(), access,
                                     fmt::format("queue {} IO slab (connection {})", setup.queue_id, index));
+  if (setup.windows) {
+    if (setup.buffer_bytes == 0 || setup.slab.size() % setup.buffer_bytes != 0)
+      throw_setup("rdma queue {}: IO slab of {} bytes is not made of {}-byte buffers", setup.queue_id,
+                  setup.slab.size(), setup.buffer_bytes);
+    for (size_t off = 0; off < setup.slab.size(); off += setup.buffer_bytes)
+      buffer_mrs_.push_back(conn_->register_memory(setup.slab.data() + off, setup.buffer_bytes,
+                                                   IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_MW_BIND,
+                                                   fmt::format("queue {} IO buffer (connection {})", setup.queue_id,
+                                                               index)));
+    windows_.resize(depth_);
+    window_rkeys_.resize(depth_);
+    for (uint16_t i = 0; i < depth_; ++i) {
+      windows_[i] = conn_->allocate_window(fmt::format("queue {} slot {} (connection {})", setup.queue_id, i, index));
+      window_rkeys_[i] = windows_[i]->rkey;
+    }
+  }
   use_inline_ = conn_->max_inline() >= wire::kCommandSize;
   pending_.reserve(depth_);
+  closing_.reserve(depth_);
   slots_ = ConnectionSlots(depth_);
   fenced_ring_.assign(depth_, 0);
   fence_sizes_.assign(size_t(depth_) + 1, 0);
-  size_t capacity = size_t(depth_) * (setup.push_writes ? kWrsPerRequest : 1) + kSqSlack;
+  size_t capacity =
+      size_t(depth_) * (setup.windows ? kWrsPerWindowedRequest : setup.push_writes ? kWrsPerRequest : 1) + kSqSlack;
   budget_ = transport::SendBudget(capacity, kSignalEvery);
   chain_ = transport::SendChain(capacity);
   reposts_ = transport::RecvChain(recv_slots_);
   command_tags_.reserve(depth_);
+}
+
+uint32_t RdmaConnection::next_window_rkey_st(uint16_t slot) {
+  window_rkeys_[slot] = ibv_inc_rkey(window_rkeys_[slot]);
+  return window_rkeys_[slot];
 }
 
 uint8_t* RdmaConnection::response_slot(uint16_t i) const {
@@ -136,16 +163,29 @@ uint8_t* RdmaConnection::command_slot(uint16_t slot) const {
 // this QP (an RDMA READ never passes an RDMA WRITE), so their data is in the export's memory,
 // where any later READ, from any queue, finds it; its completion completes them all.
 size_t RdmaConnection::post_st(std::vector<RdmaRequest>& requests, RdmaConnectionEvents& events) {
-  if (failed_ || pending_.empty()) return 0;
+  if (failed_ || (pending_.empty() && closing_.empty())) return 0;
   const uint16_t queue_id = setup_.queue_id;
   size_t per_send = setup_.batch ? wire::kMaxBatch : 1;
   size_t room = budget_.room();
+  // Invalidations first (each completes a request, and frees its slot), signaled: their
+  // completion is their request's.
+  size_t closed = std::min(closing_.size(), room);
+  for (size_t i = 0; i < closed; ++i) {
+    uint16_t tag = closing_[i];
+    const RdmaRequest& t = requests[tag];
+    ibv_send_wr& wr = chain_.append_empty();
+    wr.wr_id = WorkId{WorkKind::kRdmaInvalidate, queue_id, tag, t.op, t.generation}.encode();
+    wr.opcode = IBV_WR_LOCAL_INV;
+    wr.invalidate_rkey = window_rkeys_[t.slot];
+    wr.send_flags = IBV_SEND_SIGNALED;
+  }
+  room -= closed;
   // As many requests as their SENDs and our RDMA fit the send queue.
   size_t taken = 0, cmds = 0, own = 0;
   bool fence = false;
   while (taken < pending_.size()) {
     const RdmaRequest& t = requests[pending_[taken]];
-    size_t o = own + (t.pushed || t.pulled ? 1 : 0) + (t.fenced && !fence ? 1 : 0);
+    size_t o = own + (t.pushed || t.pulled || t.windowed ? 1 : 0) + (t.fenced && !fence ? 1 : 0);
     size_t c = cmds + (t.sends_command() ? 1 : 0);
     if (o + (c + per_send - 1) / per_send > room) break;
     own = o;
@@ -153,14 +193,28 @@ size_t RdmaConnection::post_st(std::vector<RdmaRequest>& requests, RdmaConnectio
     fence = fence || t.fenced;
     ++taken;
   }
-  if (taken == 0) return 0;  // wait for a signaled completion to free slots
+  if (taken == 0 && closed == 0) return 0;  // wait for a signaled completion to free slots
   command_tags_.clear();
-  size_t pushes = 0, pulls = 0, fenced = 0;
+  size_t pushes = 0, pulls = 0, fenced = 0, binds = 0;
   uint16_t last_fenced = 0;
   for (size_t i = 0; i < taken; ++i) {
     uint16_t tag = pending_[i];
     RdmaRequest& t = requests[tag];
     if (t.sends_command()) command_tags_.push_back(tag);
+    if (t.windowed) {
+      // Bound before the command that names it goes out: the server cannot use the key before.
+      ibv_send_wr& wr = chain_.append_empty();
+      wr.wr_id = WorkId{WorkKind::kRdmaBind, queue_id, tag, t.op, t.generation}.encode();
+      wr.opcode = IBV_WR_BIND_MW;
+      wr.bind_mw.mw = windows_[t.slot];
+      wr.bind_mw.rkey = window_rkeys_[t.slot];
+      // A READ's data is the server's to write, a WRITE's to read: never both.
+      size_t buffer = (t.buffer - reinterpret_cast<uint64_t>(setup_.slab.data())) / setup_.buffer_bytes;
+      wr.bind_mw.bind_info = {buffer_mrs_[buffer], t.buffer, t.length,
+                              t.op == uint8_t(wire::Opcode::kRead) ? IBV_ACCESS_REMOTE_WRITE : IBV_ACCESS_REMOTE_READ};
+      ++binds;
+      continue;
+    }
     if (!t.pushed && !t.pulled) continue;
     ibv_send_wr& wr = chain_.append(t.buffer, t.length, slab_mr_->lkey);
     if (t.pulled) {
@@ -223,6 +277,14 @@ size_t RdmaConnection::post_st(std::vector<RdmaRequest>& requests, RdmaConnectio
   auto posted = chain_.post(budget_, [this](ibv_send_wr* first, ibv_send_wr** bad) {
     return ibv_post_send(conn_->qp(), first, bad);
   });
+  // A binding gave the window its new key; a provider that checks the key a binding replaces
+  // (rxe) takes it from the ibv_mw, which only ibv_bind_mw updates by itself.
+  if (binds) {
+    for (size_t i = 0; i < taken; ++i) {
+      const RdmaRequest& t = requests[pending_[i]];
+      if (t.windowed) windows_[t.slot]->rkey = window_rkeys_[t.slot];
+    }
+  }
   RdmaCounters& c = *counters_;
   c.doorbells.add_st();
   c.max_post_batch.max_st(taken);
@@ -232,15 +294,18 @@ size_t RdmaConnection::post_st(std::vector<RdmaRequest>& requests, RdmaConnectio
   c.pulled_reads.add_st(pulls);
   c.fenced_writes.add_st(fenced);
   c.fences.add_st(fenced ? 1 : 0);
+  c.window_binds.add_st(binds);
+  c.window_invalidations.add_st(closed);
   c.signaled_sends.add_st(posted.signaled);
   c.sq_depth_max.max_st(budget_.used());
   pending_.erase(pending_.begin(), pending_.begin() + ptrdiff_t(taken));
+  closing_.erase(closing_.begin(), closing_.begin() + ptrdiff_t(closed));
   if (posted.rc != 0 || posted.wrs != total) {
     chain_.clear();
     log::rdma()->error("queue {}: ibv_post_send of {} requests failed: {}", queue_id, taken, errno_text(posted.rc));
     events.on_connection_failed_st(*this, "posting commands failed");
   }
-  return taken;
+  return taken + closed;
 }
 
 int RdmaConnection::poll_st(const std::vector<RdmaRequest>& requests, RdmaConnectionEvents& events) {
@@ -283,6 +348,8 @@ int RdmaConnection::poll_st(const std::vector<RdmaRequest>& requests, RdmaConnec
       } else {
         events.on_pull_done_st(id);
       }
+    } else if (id.kind == WorkKind::kRdmaInvalidate) {
+      events.on_window_closed_st(id);
     }
   }
   size_t reposts = reposts_.size();
@@ -415,6 +482,7 @@ unsigned RdmaConnection::consume_cq_events_st() {
 bool RdmaConnection::fail_st() {
   failed_ = true;
   pending_.clear();
+  closing_.clear();
   chain_.clear();
   conn_->disconnect_st();
   bool safe = conn_->quiesce_st(nullptr, std::chrono::milliseconds(1000)) != transport::Quiesced::kLive;
@@ -466,7 +534,7 @@ RdmaConnection connect_rdma_connection(const RdmaTargetOptions& o, const RdmaPat
   p.port = path.trsvcid;
   p.connect_timeout = o.connect_timeout;
   // Room for PUSH_WRITES (an RDMA WRITE per WRITE): the QP exists before the server answers.
-  p.sizes.send_wrs = uint32_t(depth) * kWrsPerRequest + kSqSlack;
+  p.sizes.send_wrs = uint32_t(depth) * (o.mr_per_io ? kWrsPerWindowedRequest : kWrsPerRequest) + kSqSlack;
   p.sizes.recv_wrs = slots;
   p.sizes.max_inline = 64;
   p.sizes.max_send_sge = wire::kMaxBatch;  // a batched SEND: one entry per command

@@ -44,6 +44,9 @@ class RdmaConnectionEvents {
   virtual void on_pull_done_st(const WorkId& id) = 0;
   // A fence proved this fenced WRITE's data placed.
   virtual void on_fenced_write_done_st(uint16_t tag) = 0;
+  // The memory window of an answered request (its wr_id names the tag and generation) is
+  // invalidated: the server can no longer reach its buffer.
+  virtual void on_window_closed_st(const WorkId& id) = 0;
   // The connection is unusable (a failed work request, a malformed message, a failed post).
   virtual void on_connection_failed_st(const RdmaConnection& c, const char* why) = 0;
 };
@@ -52,9 +55,13 @@ class RdmaConnectionEvents {
 struct RdmaQueueSetup {
   uint16_t queue_id = 0;
   std::span<std::byte> slab;  // the queue's IO buffers, registered on every connection
+  size_t buffer_bytes = 0;    // one tag's buffer in it: tag t's is at t * buffer_bytes
   bool batch = false;         // SENDs carry up to kMaxBatch commands / Responses
   bool read_imm = false;      // the server completes successful READs with ReadDone immediates
   bool push_writes = false;   // a WRITE's data may go first by our RDMA WRITE
+  // add --mr-per-io: the slab is not open to the server; a request it moves gets a memory window
+  // over its buffer alone, bound before its command and invalidated before it completes.
+  bool windows = false;
 };
 
 class RdmaConnection {
@@ -87,14 +94,22 @@ class RdmaConnection {
   void release_slot_st(uint16_t slot) { slots_.release(slot); }
   // Where the command of the request in `slot` is encoded before it is posted.
   uint8_t* command_slot(uint16_t slot) const;
+  // With windows: the rkey the window of `slot` will have once bound for its next request (the
+  // command carries it). The key's low byte changes with every binding, so a key the server
+  // kept from an earlier request no longer matches.
+  uint32_t next_window_rkey_st(uint16_t slot);
   // The request `tag` (encoded, kQueued) goes out with the next post_st.
   void queue_st(uint16_t tag) { pending_.push_back(tag); }
-  size_t pending() const { return pending_.size(); }
+  // The answered request `tag` (kClosing) has its window invalidated with the next post_st.
+  void queue_close_st(uint16_t tag) { closing_.push_back(tag); }
+  // Work waiting for the next post_st: requests and window invalidations.
+  size_t pending() const { return pending_.size() + closing_.size(); }
 
   // Posts as many queued requests as the send queue has room for with one ibv_post_send: one
-  // SEND per command (with BATCH up to kMaxBatch per SEND), led by our own RDMA (pushed WRITEs'
-  // data, pulled READs), and a fence behind the chain's fenced WRITEs. Returns how many
-  // requests it posted; a failed post is reported through `events`.
+  // SEND per command (with BATCH up to kMaxBatch per SEND), led by the window invalidations
+  // queued and by our own RDMA (pushed WRITEs' data, pulled READs) and window bindings, and a
+  // fence behind the chain's fenced WRITEs. Returns how many requests and invalidations it
+  // posted; a failed post is reported through `events`.
   size_t post_st(std::vector<RdmaRequest>& requests, RdmaConnectionEvents& events);
 
   // Whether a completion may still come: only such connections are polled and armed, so a
@@ -145,6 +160,13 @@ class RdmaConnection {
   std::unique_ptr<transport::Connection> conn_;
   ibv_mr* msgs_mr_ = nullptr;
   ibv_mr* slab_mr_ = nullptr;
+  // With setup_.windows: one window per slot and its rkey at the last binding, and one MR per
+  // tag buffer (local access and binding only) for the windows to bind over. A device that
+  // checks a window's access against its MR's range alone (rxe) then still confines it to the
+  // buffer of the request it was bound for. All owned by conn_.
+  std::vector<ibv_mw*> windows_;
+  std::vector<uint32_t> window_rkeys_;
+  std::vector<ibv_mr*> buffer_mrs_;
   wire::AcceptData accepted_;
   uint16_t depth_ = 0;  // how many of the queue's requests it may hold at once
   uint16_t recv_slots_ = 0;  // receives posted: depth_, and one more where KEEP_ALIVE was asked for
@@ -162,6 +184,7 @@ class RdmaConnection {
 
   ConnectionSlots slots_;          // its requests (kQueued or kInFlight), by their wire tag
   std::vector<uint16_t> pending_;  // tags encoded but not yet posted
+  std::vector<uint16_t> closing_;  // answered tags whose windows wait to be invalidated
   transport::SendBudget budget_;
   transport::SendChain chain_;
   transport::RecvChain reposts_;
@@ -179,7 +202,9 @@ RdmaConnection connect_rdma_connection(const RdmaTargetOptions& o, const RdmaPat
                                        uint16_t conns, uint64_t session_id);
 
 // Send-queue slots per request a connection reserves: with PUSH_WRITES a WRITE takes two (its
-// data's RDMA WRITE and its command).
+// data's RDMA WRITE and its command), with windows a request three (the binding, its command
+// and the invalidation).
 inline constexpr uint32_t kWrsPerRequest = 2;
+inline constexpr uint32_t kWrsPerWindowedRequest = 3;
 
 }  // namespace ublkrdma::targets

@@ -38,6 +38,8 @@ struct RdmaCounters {
   RelaxedCounter fenced_writes;      // pushed WRITEs with no command, done by an RDMA READ fence
   RelaxedCounter fenced_bytes;       // ... and their bytes (in rdma_bytes; the server never sees them)
   RelaxedCounter fences;             // those RDMA READ fences (one per chain that has fenced WRITEs)
+  RelaxedCounter window_binds;       // --mr-per-io: memory windows bound, one per request the server moves
+  RelaxedCounter window_invalidations;  // ... and invalidated again before the request completed
 
   nlohmann::json to_json() const {
     return {
@@ -72,6 +74,8 @@ struct RdmaCounters {
         {"fenced_writes", fenced_writes.get()},
         {"fenced_bytes", fenced_bytes.get()},
         {"fences", fences.get()},
+        {"window_binds", window_binds.get()},
+        {"window_invalidations", window_invalidations.get()},
     };
   }
 };

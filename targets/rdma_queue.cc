@@ -68,7 +68,13 @@ void RdmaQueueTarget::start_st(ublk::QueueContext& ctx) {
   // A WRITE pushed into the export needs no answer when an RDMA READ after it on the same QP
   // can prove it placed: that takes the export window with remote read (PULL_READS).
   fence_writes_ = opts_.fence_writes && push_writes_ && pull_reads_ && !accepted_.push_slots();
-  setup_ = RdmaQueueSetup{queue_id_, ctx.io_slab(), accepted_.batch(), accepted_.read_imm(), push_writes_};
+  setup_ = RdmaQueueSetup{queue_id_,
+                          ctx.io_slab(),
+                          size_t(ctx.io_buffer(1) - ctx.io_buffer(0)),
+                          accepted_.batch(),
+                          accepted_.read_imm(),
+                          push_writes_,
+                          opts_.mr_per_io};
   for (size_t i = 0; i < connections_.size(); ++i) {
     RdmaConnection& c = *connections_[i];
     if (c.depth() > depth_)
@@ -201,9 +207,12 @@ void RdmaQueueTarget::send_on_st(uint16_t tag, size_t index) {
   RdmaConnection& c = *connections_[index];
   t.slot = c.take_slot_st(tag);
   cmd.tag = t.slot;
+  bool windowed = false;
   if (cmd.opcode == wire::Opcode::kRead || cmd.opcode == wire::Opcode::kWrite) {
     cmd.addr = reinterpret_cast<uint64_t>(req.buffer);
-    cmd.rkey = c.slab_rkey();
+    // A pushed WRITE's data and a pulled READ's move by our own RDMA: the server needs no key.
+    windowed = opts_.mr_per_io && !pulled && !(cmd.flags & wire::kCmdFlagPushed);
+    cmd.rkey = !opts_.mr_per_io ? c.slab_rkey() : windowed ? c.next_window_rkey_st(t.slot) : 0;
   }
   next_generation_ = wire::next_generation(next_generation_);
   t.generation = next_generation_;
@@ -215,7 +224,8 @@ void RdmaQueueTarget::send_on_st(uint16_t tag, size_t index) {
   t.pushed = cmd.flags & wire::kCmdFlagPushed;
   t.pulled = pulled;
   t.fenced = fenced;
-  if (t.pushed || t.pulled) {
+  t.windowed = windowed;
+  if (t.pushed || t.pulled || t.windowed) {
     t.buffer = cmd.addr;
     t.offset = cmd.offset;
   }
@@ -295,7 +305,7 @@ void RdmaQueueTarget::fail_now(uint16_t tag, int err) {
 
 void RdmaQueueTarget::complete_tag_st(uint16_t tag, int result) {
   RdmaRequest& t = requests_[tag];
-  if (t.state == RequestState::kQueued || t.state == RequestState::kInFlight)
+  if (t.state == RequestState::kQueued || t.state == RequestState::kInFlight || t.state == RequestState::kClosing)
     connections_[t.connection]->release_slot_st(t.slot);
   t.state = RequestState::kFree;
   --inflight_;
@@ -343,7 +353,29 @@ void RdmaQueueTarget::on_answer_st(const RdmaConnection& c, const wire::Response
   int err = wire::status_to_errno(r.status);
   SPDLOG_LOGGER_TRACE(log::rdma_cq(), "q{} tag {} (slot {}) gen {} status {}", queue_id_, tag, r.tag, r.generation,
                       r.status);
-  complete_tag_st(tag, err < 0 ? err : int(requests_[tag].length));
+  answered_st(tag, err < 0 ? err : int(requests_[tag].length));
+}
+
+// The server is done with request `tag`; with a window over its buffer the request completes
+// only once that is invalidated (on_window_closed_st).
+void RdmaQueueTarget::answered_st(uint16_t tag, int result) {
+  RdmaRequest& t = requests_[tag];
+  if (!t.windowed) return complete_tag_st(tag, result);
+  t.state = RequestState::kClosing;
+  t.result = result;
+  connections_[t.connection]->queue_close_st(tag);
+  ++pending_;
+}
+
+void RdmaQueueTarget::on_window_closed_st(const WorkId& id) {
+  RdmaRequest& t = requests_[id.tag];
+  if (id.tag >= depth_ || t.state != RequestState::kClosing || t.generation != id.generation) {
+    counters_.stale_completions.add_st();
+    log::rdma()->error("queue {}: window invalidation for tag {} generation {} not asked for", queue_id_, id.tag,
+                       id.generation);
+    return;
+  }
+  complete_tag_st(id.tag, t.result);
 }
 
 // A READ's data arrived with its answer in the immediate (status 0).
@@ -358,7 +390,7 @@ void RdmaQueueTarget::on_read_done_st(const RdmaConnection& c, const wire::ReadD
   }
   counters_.completed.add_st();
   counters_.read_done_imm.add_st();
-  complete_tag_st(tag, int(requests_[tag].length));
+  answered_st(tag, int(requests_[tag].length));
 }
 
 // Our RDMA READ of a READ's data completed: the data is in the slab, the READ is done.

@@ -53,7 +53,7 @@ void RdmaQueueTarget::handle_io_timer_st() {
   if (stopped_ || inflight_ == held_.size()) return;
   for (uint16_t tag = 0; tag < depth_; ++tag) {
     const RdmaRequest& t = requests_[tag];
-    if ((t.state == RequestState::kQueued || t.state == RequestState::kInFlight) &&
+    if ((t.state == RequestState::kQueued || t.state == RequestState::kInFlight || t.state == RequestState::kClosing) &&
         tick_ - t.tick > kTicksPerTimeout && !connections_[t.connection]->failed()) {
       counters_.timeouts.add_st();
       log::rdma()->error("queue {}: tag {} got no response within {} ms on connection {}: taking it as lost",
@@ -113,10 +113,13 @@ void RdmaQueueTarget::connection_lost_st(size_t index, const char* why, bool dev
   size_t taken = 0;
   for (uint16_t tag = 0; tag < depth_; ++tag) {
     RdmaRequest& t = requests_[tag];
-    if ((t.state == RequestState::kQueued || t.state == RequestState::kInFlight) && t.connection == index) {
+    if (t.connection != index) continue;
+    if (t.state == RequestState::kQueued || t.state == RequestState::kInFlight) {
       c.release_slot_st(t.slot);
       hold_st(tag);
       ++taken;
+    } else if (t.state == RequestState::kClosing) {
+      complete_tag_st(tag, t.result);  // answered, and its window died with the QP
     }
   }
   counters_.reissued.add_st(taken);
@@ -322,6 +325,7 @@ std::string RdmaQueueTarget::stats_json() const {
   j["connection_depth"] = a.queue_depth;
   j["pull_reads"] = pull_reads_;
   j["fence_writes"] = fence_writes_;
+  j["mr_per_io"] = opts_.mr_per_io;
   j["held"] = held_gauge_.load(std::memory_order_relaxed);
   size_t live = 0, failed = 0;
   nlohmann::json list = nlohmann::json::array();

@@ -53,6 +53,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget, private RdmaConnectionEv
   void send_on_st(uint16_t tag, size_t index);
   void hold_st(uint16_t tag);
   void complete_tag_st(uint16_t tag, int result);
+  void answered_st(uint16_t tag, int result);
   void post_all_st();
   int poll_connections_st();
   bool awaits_answer_st(uint16_t tag, uint8_t op) const;
@@ -60,6 +61,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget, private RdmaConnectionEv
   void on_read_done_st(const RdmaConnection& c, const wire::ReadDone& d) override;
   void on_pull_done_st(const WorkId& id) override;
   void on_fenced_write_done_st(uint16_t tag) override;
+  void on_window_closed_st(const WorkId& id) override;
   void on_connection_failed_st(const RdmaConnection& c, const char* why) override;
 
   // --- rdma_queue_recovery.cc

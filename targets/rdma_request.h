@@ -9,6 +9,7 @@ enum class RequestState : uint8_t {
   kFree,      // no request holds the tag
   kQueued,    // encoded, waiting in its connection's pending list for the next post
   kInFlight,  // posted: waits for its answer, its ReadDone, its RDMA READ or its fence
+  kClosing,   // answered (result kept), its buffer's window being invalidated: done when that is
   kHeld,      // its connection was lost: waits for a live one to be reissued on
 };
 
@@ -16,6 +17,7 @@ struct RdmaRequest {
   uint32_t generation = 0;
   uint32_t length = 0;
   uint32_t tick = 0;  // the queue's timer tick when it was submitted
+  int32_t result = 0;  // kClosing: what the answer said, given to ublk once the window is closed
   RequestState state = RequestState::kFree;
   uint8_t op = 0;          // wire::Opcode
   uint8_t connection = 0;  // the connection it travels on (set at submission) ...
@@ -23,6 +25,9 @@ struct RdmaRequest {
   bool pushed = false;  // a WRITE whose data goes out by our RDMA WRITE before its command
   bool pulled = false;  // a READ that is our RDMA READ of the export, with no command
   bool fenced = false;  // a pushed WRITE with no command, done when the fence READ behind it is
+  // The server reaches its buffer through a memory window bound for it alone (add --mr-per-io),
+  // invalidated before it completes.
+  bool windowed = false;
   uint64_t buffer = 0;  // pushed or pulled: where its data is in the slab ...
   uint64_t offset = 0;  // ... and where it is in the export
 

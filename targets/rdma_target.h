@@ -72,6 +72,11 @@ struct RdmaTargetOptions {
   // WRITE sends no command: one RDMA READ after a pass's RDMA WRITEs proves their data placed
   // and completes them, with no work on the server's CPU. false: every WRITE is a command.
   bool fence_writes = true;
+  // The server reaches a request's buffer only while the request is in flight: the slab is not
+  // registered for remote access, and each request the server moves gets a type 2 memory window
+  // over its buffer alone (remote write for a READ, remote read for a WRITE), bound before its
+  // command and invalidated when the answer comes, before ublk sees the request complete.
+  bool mr_per_io = false;
   // What a queue does when one of its connections is lost: it holds the connection's requests,
   // reconnects every reconnect_delay and reissues them, or fails them once a timeout passed.
   RecoveryPolicy recovery;

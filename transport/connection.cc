@@ -139,6 +139,7 @@ Connection::~Connection() {
   close_st();
   // Members go in reverse declaration order: MRs, CQ, completion channel, PD, id, channel.
   // The CQ and MRs must go before the PD, which the declaration order guarantees.
+  mws_.clear();
   mrs_.clear();
   cq_.reset();
   comp_.reset();
@@ -199,6 +200,13 @@ ibv_mr* Connection::register_zero_based(void* addr, size_t len, int access, cons
   if (!mr) throw_errno(errno, "ibv_reg_mr_iova of {} ({} bytes) on {}", what, len, device_name());
   mrs_.push_back(std::move(mr));
   return mrs_.back().get();
+}
+
+ibv_mw* Connection::allocate_window(const std::string& what) {
+  MwPtr mw(ibv_alloc_mw(pd_.get(), IBV_MW_TYPE_2));
+  if (!mw) throw_errno(errno, "ibv_alloc_mw (type 2) for {} on {}", what, device_name());
+  mws_.push_back(std::move(mw));
+  return mws_.back().get();
 }
 
 ibv_mr* Connection::register_memory(void* addr, size_t len, int access, const std::string& what) {
@@ -385,9 +393,13 @@ Quiesced Connection::close_st() {
   if (closed_) return quiesced_.value_or(Quiesced::kDestroyed);
   disconnect_st();
   Quiesced q = quiesce_st(nullptr);
+  // Windows before the QP: one still bound holds the QP (rxe then takes long to destroy it),
+  // and deallocating it only takes access away.
+  if (q != Quiesced::kLive) mws_.clear();
   if (!destroy_qp()) return Quiesced::kLive;  // try again later; the MRs stay registered
   closed_ = true;
-  mrs_.clear();  // the device no longer touches them
+  mws_.clear();  // the device no longer touches them: windows first, they pin their MRs
+  mrs_.clear();
   return q == Quiesced::kLive ? Quiesced::kDestroyed : q;
 }
 

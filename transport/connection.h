@@ -61,6 +61,13 @@ class Connection {
   // peer reaches; local work requests on it would have to use offsets too.
   ibv_mr* register_zero_based(void* addr, size_t len, int access, const std::string& what);
 
+  // A type 2 memory window on this connection's PD, unbound: an IBV_WR_BIND_MW on this QP
+  // grants a peer one range of an MR registered with IBV_ACCESS_MW_BIND, and an
+  // IBV_WR_LOCAL_INV takes it back. Owned by the connection: deallocated once the QP is out of
+  // service, before the MRs (a device refuses to deregister an MR a window is bound to).
+  // Throws SetupError naming `what`.
+  ibv_mw* allocate_window(const std::string& what);
+
   rdma_cm_id* id() const { return id_.get(); }
   ibv_pd* pd() const { return pd_.get(); }
   ibv_cq* cq() const { return cq_.get(); }
@@ -126,6 +133,7 @@ class Connection {
   CompChannelPtr comp_;
   CqPtr cq_;
   std::vector<MrPtr> mrs_;  // deregistered after the QP is destroyed, before the PD
+  std::vector<MwPtr> mws_;  // deallocated once the QP is quiesced, before the MRs
   QpSizes sizes_{};
   uint32_t max_inline_ = 0;
   ibv_device_attr dev_attr_{};

@@ -50,6 +50,11 @@ struct MrDeleter {
     if (int rc = ibv_dereg_mr(mr)) detail::log_release_failure("ibv_dereg_mr", rc);
   }
 };
+struct MwDeleter {
+  void operator()(ibv_mw* mw) const {
+    if (int rc = ibv_dealloc_mw(mw)) detail::log_release_failure("ibv_dealloc_mw", rc);
+  }
+};
 struct CmEventAcker {
   void operator()(rdma_cm_event* e) const {
     if (int rc = rdma_ack_cm_event(e)) detail::log_release_failure("rdma_ack_cm_event", rc);
@@ -65,6 +70,7 @@ using PdPtr = std::unique_ptr<ibv_pd, PdDeleter>;
 using CompChannelPtr = std::unique_ptr<ibv_comp_channel, CompChannelDeleter>;
 using CqPtr = std::unique_ptr<ibv_cq, CqDeleter>;
 using MrPtr = std::unique_ptr<ibv_mr, MrDeleter>;
+using MwPtr = std::unique_ptr<ibv_mw, MwDeleter>;
 using CmEventPtr = std::unique_ptr<rdma_cm_event, CmEventAcker>;  // acked on release
 using DeviceListPtr = std::unique_ptr<ibv_device*, DeviceListDeleter>;
 

@@ -528,6 +528,11 @@ def write_markdown(out, res, order, med):
                  "other ublk-rdma rows serve RAM exports: the client pulls reads with its own RDMA READs "
                  "and pushes writes of up to 16 KiB with its own RDMA WRITEs, which the server's CPU never "
                  "sees.")
+    if "ublk-rdma-mrio" in order:
+        L.append("")
+        L.append("ublk-rdma-mrio is ublk-rdma-file with `add --mr-per-io on`: the server reaches a request's "
+                 "buffer only through a memory window bound for it and invalidated before it completes "
+                 "(two more work requests per IO, one of them signaled); compare it with ublk-rdma-file.")
     L.append("")
     hdr = ["contender", "QD1 mean us", "QD1 p50 us", "QD1 p99 us", "randread QD32x2 IOPS",
            "randwrite QD32x2 IOPS", "seq read MiB/s", "seq write MiB/s", "CPU us/IO (own)"]

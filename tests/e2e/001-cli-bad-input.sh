@@ -57,6 +57,8 @@ expect_error 1 serve --listen 127.0.0.1 --export vol0=ram:1M --auth-keys "$E2E_W
 expect_error 2 gen-key extra
 expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --pull-max 1000
 expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --write-ack never
+expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --mr-per-io maybe
+expect_error 2 add -t null -n 0 --mr-per-io on
 expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --conns-per-queue 0
 expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --conns-per-queue 9
 expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --reconnect-delay 0

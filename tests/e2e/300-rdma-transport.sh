@@ -2,7 +2,10 @@
 # RDMA transport over real verbs on rxe: server and client (the rdma target's queue targets
 # driven in-process) in one program: round trips in every poll mode, ram and file exports,
 # refusals (unknown export, --allow, nothing listening), read-only, malformed commands
-# answered with errors, server stop fails client IO promptly. Run twice: the plain build, then
+# answered with errors, server stop fails client IO promptly; authentication (rdma_auth_test);
+# --mr-per-io windows against a hostile raw-verbs server (rdma_windows_test); a hostile raw
+# client's bad CONNECTs, duplicate tags, truncated and oversized messages and vanishing mid-
+# authentication (rdma_hostile_test). Run twice: the plain build, then
 # the ThreadSanitizer build (build-tsan/), whose server and client threads share one process.
 # e2e-timeout: 900
 . "$(dirname "$0")/lib.sh"

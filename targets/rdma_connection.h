@@ -207,4 +207,16 @@ RdmaConnection connect_rdma_connection(const RdmaTargetOptions& o, const RdmaPat
 inline constexpr uint32_t kWrsPerRequest = 2;
 inline constexpr uint32_t kWrsPerWindowedRequest = 3;
 
+// Every kSignalEvery-th work request is signaled; its completion retires the unsignaled ones
+// before it. The send queue holds the in-flight requests plus two signaling windows, so a
+// signaled one is always outstanding when the queue is close to full (no stall, no overflow).
+inline constexpr uint32_t kSignalEvery = 16;
+inline constexpr uint32_t kSqSlack = 2 * kSignalEvery;
+// A connection's message memory: receive slots of kRecvSlot bytes, then command slots of
+// kMsgSlot. A receive holds the largest answer message: kMaxBatch Responses once BATCH is
+// negotiated (receives are posted before the server's answer says whether it is).
+inline constexpr size_t kMsgSlot = 64;  // one cache line per command slot
+static_assert(wire::kCommandSize <= kMsgSlot);
+inline constexpr size_t kRecvSlot = wire::kMaxBatch * wire::kResponseSize;
+
 }  // namespace ublkrdma::targets

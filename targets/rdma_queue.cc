@@ -368,14 +368,14 @@ void RdmaQueueTarget::answered_st(uint16_t tag, int result) {
 }
 
 void RdmaQueueTarget::on_window_closed_st(const WorkId& id) {
-  RdmaRequest& t = requests_[id.tag];
-  if (id.tag >= depth_ || t.state != RequestState::kClosing || t.generation != id.generation) {
+  if (id.tag >= depth_ || requests_[id.tag].state != RequestState::kClosing ||
+      requests_[id.tag].generation != id.generation) {
     counters_.stale_completions.add_st();
     log::rdma()->error("queue {}: window invalidation for tag {} generation {} not asked for", queue_id_, id.tag,
                        id.generation);
     return;
   }
-  complete_tag_st(id.tag, t.result);
+  complete_tag_st(id.tag, requests_[id.tag].result);
 }
 
 // A READ's data arrived with its answer in the immediate (status 0).

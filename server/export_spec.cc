@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "base/errors.h"
+#include "base/log.h"
 #include "base/size.h"
 
 namespace ublkrdma::server {
@@ -16,14 +17,15 @@ constexpr const char* kExportForms = "expected NAME=ram:SIZE[,hugepages][,popula
 constexpr uint64_t kSizeGranularity = 512;  // the ram and null block size
 
 [[noreturn]] void bad_export(std::string_view text, std::string_view why) {
-  throw SetupError(fmt::format("invalid --export '{}': {} ({})", text, why, kExportForms), EINVAL);
+  // Escaped: the text may hold control characters or a NUL, which would cut the message short.
+  throw SetupError(fmt::format("invalid --export '{}': {} ({})", log::escaped(text), why, kExportForms), EINVAL);
 }
 
 uint64_t parse_export_size(std::string_view text, std::string_view size_text) {
   if (size_text.empty()) bad_export(text, "missing SIZE");
   Result<uint64_t> size = parse_size(size_text);
   if (!size) {
-    bad_export(text, fmt::format("bad SIZE '{}': {}", size_text,
+    bad_export(text, fmt::format("bad SIZE '{}': {}", log::escaped(size_text),
                                  size.error() == -ERANGE ? "too large" : "expected e.g. 512M, 4G, 1048576"));
   }
   if (*size == 0) bad_export(text, "SIZE must not be 0");
@@ -50,7 +52,7 @@ ExportSpec parse_export_spec(std::string_view text) {
   std::string_view name = text.substr(0, eq);
   if (name.empty()) bad_export(text, "missing NAME");
   if (!is_valid_export_name(name))
-    bad_export(text, fmt::format("bad NAME '{}': use 1 to {} of A-Z a-z 0-9 . _ -", name, kMaxExportNameLength));
+    bad_export(text, fmt::format("bad NAME '{}': use 1 to {} of A-Z a-z 0-9 . _ -", log::escaped(name), kMaxExportNameLength));
 
   std::string_view rest = text.substr(eq + 1);
   size_t colon = rest.find(':');
@@ -63,6 +65,8 @@ ExportSpec parse_export_spec(std::string_view text) {
   if (kind == "file") {
     spec.kind = BackendKind::kFile;
     if (arg.empty()) bad_export(text, "missing PATH");
+    // The path goes to open(2) as a C string: a NUL in it would open another file.
+    if (arg.find('\0') != std::string_view::npos) bad_export(text, "PATH contains a NUL byte");
     spec.path = std::string(arg);
     return spec;
   }
@@ -71,7 +75,7 @@ ExportSpec parse_export_spec(std::string_view text) {
   } else if (kind == "null") {
     spec.kind = BackendKind::kNull;
   } else {
-    bad_export(text, fmt::format("unknown KIND '{}'", kind));
+    bad_export(text, fmt::format("unknown KIND '{}'", log::escaped(kind)));
   }
 
   size_t comma = arg.find(',');
@@ -88,7 +92,7 @@ ExportSpec parse_export_spec(std::string_view text) {
       bad_export(text, "empty option after ','");
     } else {
       bad_export(text, fmt::format("unknown option '{}' for {} (ram takes hugepages, populate; null takes none)",
-                                   option, kind));
+                                   log::escaped(option), kind));
     }
   }
   return spec;
@@ -119,7 +123,7 @@ namespace {
 [[noreturn]] void bad_cidr(std::string_view text, std::string_view why) {
   throw SetupError(fmt::format("invalid --allow '{}': {} (expected an IPv4 or IPv6 network such as 192.0.2.0/24 "
                                "or 2001:db8::/32, or a single address)",
-                               text, why),
+                               log::escaped(text), why),
                    EINVAL);
 }
 
@@ -140,6 +144,8 @@ Cidr parse_cidr(std::string_view text) {
   size_t slash = text.find('/');
   std::string address(text.substr(0, slash));
   if (address.empty()) bad_cidr(text, "missing address");
+  // inet_pton reads a C string: a NUL would end the address early and accept what follows.
+  if (address.find('\0') != std::string::npos) bad_cidr(text, "the address contains a NUL byte");
 
   Cidr cidr;
   unsigned max_prefix;
@@ -147,23 +153,23 @@ Cidr parse_cidr(std::string_view text) {
     cidr.family = AF_INET6;
     max_prefix = 128;
     if (inet_pton(AF_INET6, address.c_str(), cidr.address.data()) != 1)
-      bad_cidr(text, fmt::format("'{}' is not an IPv6 address", address));
+      bad_cidr(text, fmt::format("'{}' is not an IPv6 address", log::escaped(address)));
   } else {
     cidr.family = AF_INET;
     max_prefix = 32;
     // inet_pton accepts only the dotted-quad form: no "10.1", no octal, no hex.
     if (inet_pton(AF_INET, address.c_str(), cidr.address.data()) != 1)
-      bad_cidr(text, fmt::format("'{}' is not an IPv4 address", address));
+      bad_cidr(text, fmt::format("'{}' is not an IPv4 address", log::escaped(address)));
   }
 
   unsigned prefix = max_prefix;
   if (slash != std::string_view::npos) {
     std::string_view p = text.substr(slash + 1);
     if (p.empty()) bad_cidr(text, "missing prefix length after '/'");
-    if (p.size() > 3) bad_cidr(text, fmt::format("bad prefix length '{}'", p));
+    if (p.size() > 3) bad_cidr(text, fmt::format("bad prefix length '{}'", log::escaped(p)));
     prefix = 0;
     for (char c : p) {
-      if (c < '0' || c > '9') bad_cidr(text, fmt::format("bad prefix length '{}'", p));
+      if (c < '0' || c > '9') bad_cidr(text, fmt::format("bad prefix length '{}'", log::escaped(p)));
       prefix = prefix * 10 + unsigned(c - '0');
     }
     if (prefix > max_prefix)

@@ -110,6 +110,8 @@ TEST(ExportSpec, MalformedInputs) {
   }
   std::string long_name(33, 'x');
   expect_error([&] { parse_export_spec(long_name + "=ram:1M"); }, {"bad NAME"});
+  // A NUL would end the path open(2) sees: "/tmp/a" instead of what was given.
+  expect_error([&] { parse_export_spec(std::string("vol0=file:/tmp/a\0b", 18)); }, {"NUL", "--export"});
 }
 
 sockaddr_in v4(const char* a) {
@@ -231,6 +233,8 @@ TEST(Cidr, Malformed) {
     SCOPED_TRACE(c.text);
     expect_error([&] { parse_cidr(c.text); }, {c.why, "--allow"});
   }
+  // inet_pton would stop at the NUL and take "10.0.0.1" alone.
+  expect_error([&] { parse_cidr(std::string("10.0.0.1\0junk/8", 15)); }, {"NUL", "--allow"});
 }
 
 TEST(Cidr, IsAllowed) {

@@ -30,7 +30,7 @@ TEST(HostPort, Forms) {
 
 TEST(HostPort, RefusesWithTheOptionNamed) {
   for (const char* bad : {"", ":18520", "192.0.2.1:", "192.0.2.1:0", "192.0.2.1:65536", "192.0.2.1:12x", "[fd00::1",
-                          "[fd00::1]x", "[]:5"}) {
+                          "[fd00::1]x", "[]:5", "[[fd00::1]:80", "[a]b]:80", "host]:80"}) {
     try {
       parse_host_port(bad, 18520, "--traddr");
       ADD_FAILURE() << "'" << bad << "' was accepted";
@@ -38,6 +38,11 @@ TEST(HostPort, RefusesWithTheOptionNamed) {
       EXPECT_NE(std::string(e.what()).find("--traddr"), std::string::npos) << e.what();
     }
   }
+}
+
+TEST(HostPort, RefusesANulInTheHost) {
+  // The resolver would stop at the NUL and resolve "192.0.2.1".
+  EXPECT_THROW(parse_host_port(std::string("192.0.2.1\0x:80", 14), 18520, "--traddr"), SetupError);
 }
 
 }  // namespace

@@ -62,15 +62,7 @@ wait_gone /dev/ublkb0
 log "a file export under fio verify; the server is killed and restarted: every reconnect authenticates again"
 rdma_add 1 f "${auth[@]}" -q 2 -d 64 --reconnect-delay 1
 defer cp "$(ublk_json 1 | jq -r .log)" "$E2E_LOG_DIR/daemon-1.log"
-verify_fio_start 1 auth-reconnect 4m
-log "+ kill -KILL $E2E_SERVE_PID (serve, fio running)"
-kill -KILL "$E2E_SERVE_PID"
-wait "$E2E_SERVE_PID" 2>/dev/null
-nap 2
-serve_start "${serve_args[@]}"
-wait_until 30 "every connection to be live again" \
-  eval "ublk_json 1 | jq -e '.state == \"LIVE\" and .io_state == \"live\"'"
-verify_fio_finish 1 120 "the server restart"
+serve_restart_under_verify 1 auth-reconnect "${serve_args[@]}"
 n=$(grep -c "host 'host-a' authenticated (server proved its own key) for export 'f'" "$E2E_SERVE_LOG")
 ((n == 8)) || fail "the restarted server authenticated $n connections, expected the 8 reconnected ones"
 must bounded 60 "$UBLK" del -n 1

@@ -68,15 +68,7 @@ wait_gone /dev/ublkb1
 log "the server is SIGKILLed and restarted under fio verify"
 rdma_add 2 f -q 2 -d 64 --mr-per-io on --reconnect-delay 1
 defer cp "$(ublk_json 2 | jq -r .log)" "$E2E_LOG_DIR/daemon-2.log"
-verify_fio_start 2 mrio-reconnect 4m
-log "+ kill -KILL $E2E_SERVE_PID (serve, fio running)"
-kill -KILL "$E2E_SERVE_PID"
-wait "$E2E_SERVE_PID" 2>/dev/null
-nap 2
-serve_start "${serve_args[@]}"
-wait_until 30 "every connection to be live again" \
-  eval "ublk_json 2 | jq -e '.state == \"LIVE\" and .io_state == \"live\"'"
-verify_fio_finish 2 120 "the server restart"
+serve_restart_under_verify 2 mrio-reconnect "${serve_args[@]}"
 windows_balanced 2 lost
 must bounded 60 "$UBLK" del -n 2
 wait_gone /dev/ublkb2

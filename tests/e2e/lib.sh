@@ -293,6 +293,23 @@ verify_fio_finish() {
   ((read >= 48 << 20)) || fail "the verify pass read $read bytes of device $id, not all 48 MiB"
 }
 
+# serve_restart_under_verify ID TAG SERVE_ARGS...: fio verify on device ID (verify_fio_start)
+# while the server is SIGKILLed and started again 2 s later with SERVE_ARGS; the device must be
+# LIVE again within 30 s and fio must end with no error and no mismatch (verify_fio_finish).
+serve_restart_under_verify() {
+  local id=$1 tag=$2
+  shift 2
+  verify_fio_start "$id" "$tag" 4m
+  log "+ kill -KILL $E2E_SERVE_PID (serve, fio running)"
+  kill -KILL "$E2E_SERVE_PID"
+  wait "$E2E_SERVE_PID" 2>/dev/null
+  nap 2
+  serve_start "$@"
+  wait_until 30 "every connection to be live again" \
+    eval "ublk_json $id | jq -e '.state == \"LIVE\" and .io_state == \"live\"'"
+  verify_fio_finish "$id" 120 "the server restart"
+}
+
 # fio_background TAG DEV ARGS...: fio in the background on DEV, random reads and writes at QD 32
 # with 2 jobs for up to 120 s (ARGS add e.g. the block size), its output in E2E_LOG_DIR/TAG.fio.
 # Sets E2E_BG_FIO_PID and E2E_BG_FIO_OUT; fio is killed when the test exits.

@@ -223,6 +223,29 @@ struct RawClient {
   wire::Decoded<wire::Response> response(uint64_t i, size_t j = 0) const {
     return wire::decode_response(std::span<const uint8_t>(slot(i) + j * wire::kResponseSize, wire::kResponseSize));
   }
+  // Takes answer messages (a Response each, or with BATCH several) until `want` Responses are
+  // in `got` or 10 s passed, reposting their receives; returns how many messages carried them.
+  size_t collect(size_t want, std::vector<wire::Response>& got) const {
+    size_t messages = 0;
+    auto deadline = Clock::now() + 10s;
+    while (got.size() < want && Clock::now() < deadline) {
+      ibv_wc wc;
+      if (ibv_poll_cq(conn->cq(), 1, &wc) <= 0) continue;
+      EXPECT_EQ(wc.status, IBV_WC_SUCCESS) << ibv_wc_status_str(wc.status);
+      if (wc.wr_id == kSendWrId) continue;
+      EXPECT_EQ(wc.opcode, IBV_WC_RECV);
+      size_t n = wire::messages_in(wc.byte_len, wire::kResponseSize, true);
+      EXPECT_GT(n, 0u) << wc.byte_len << " bytes";
+      for (size_t j = 0; j < n; ++j) {
+        auto d = response(wc.wr_id, j);
+        EXPECT_TRUE(d.ok());
+        got.push_back(d.value);
+      }
+      ++messages;
+      EXPECT_EQ(post_recv(wc.wr_id), 0);
+    }
+    return messages;
+  }
 };
 
 // Connects a RawClient for export vol0 with `req` (name set here) and a receive posted per

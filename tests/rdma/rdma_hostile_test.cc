@@ -117,26 +117,6 @@ std::unique_ptr<RawClient> batch_client(const std::string& addr, uint16_t port) 
   return connect_raw(addr, port, req, 64);
 }
 
-// Every Response until `want` of them came (or 10 s passed).
-std::vector<wire::Response> responses(RawClient& raw, size_t want) {
-  std::vector<wire::Response> got;
-  auto deadline = Clock::now() + 10s;
-  while (got.size() < want && Clock::now() < deadline) {
-    ibv_wc wc;
-    if (ibv_poll_cq(raw.conn->cq(), 1, &wc) <= 0) continue;
-    EXPECT_EQ(wc.status, IBV_WC_SUCCESS) << ibv_wc_status_str(wc.status);
-    if (wc.wr_id == RawClient::kSendWrId) continue;
-    size_t n = wire::messages_in(wc.byte_len, wire::kResponseSize, true);
-    for (size_t j = 0; j < n; ++j) {
-      auto d = raw.response(wc.wr_id, j);
-      EXPECT_TRUE(d.ok());
-      got.push_back(d.value);
-    }
-    EXPECT_EQ(raw.post_recv(wc.wr_id), 0);
-  }
-  return got;
-}
-
 // A file export: a READ waits for the backend, so its tag is still in flight when the second
 // command of the same SEND arrives (a ram export's READ is done within the pass).
 TEST_F(RdmaHostile, TagSentTwiceIsRefusedBusy) {
@@ -155,7 +135,8 @@ TEST_F(RdmaHostile, TagSentTwiceIsRefusedBusy) {
   };
   // One SEND: tag 3 twice. The first is in flight when the second arrives.
   ASSERT_EQ(raw.send_batch({cmd(3, 1), cmd(3, 2)}), 0);
-  auto got = responses(raw, 2);
+  std::vector<wire::Response> got;
+  raw.collect(2, got);
   ASSERT_EQ(got.size(), 2u);
   std::map<uint32_t, int32_t> by_gen;
   for (const auto& r : got) by_gen[r.generation] = r.status;
@@ -180,7 +161,8 @@ TEST_F(RdmaHostile, MessagesOfNoCommandsLengthAreRefused) {
     std::vector<uint8_t> msg(len);
     for (size_t i = 0; i < len; ++i) msg[i] = good[i % wire::kCommandSize];
     ASSERT_EQ(raw.send_bytes(msg), 0);
-    auto got = responses(raw, 1);
+    std::vector<wire::Response> got;
+    raw.collect(1, got);
     ASSERT_EQ(got.size(), 1u);
     EXPECT_NE(got[0].status, 0) << "a malformed message was served";
   }

@@ -365,28 +365,6 @@ TEST_F(RdmaTransport, BatchedCommandsGetBatchedAnswers) {
   RawClient& raw = *client;
   uint64_t buf = raw.data_buffer();
   auto* data = static_cast<uint8_t*>(reinterpret_cast<void*>(buf));
-  // Every answer message until `want` Responses have come: how many messages carried them.
-  auto collect = [&](size_t want, std::vector<wire::Response>& got) {
-    size_t messages = 0;
-    auto deadline = Clock::now() + 10s;
-    while (got.size() < want && Clock::now() < deadline) {
-      ibv_wc wc;
-      if (ibv_poll_cq(raw.conn->cq(), 1, &wc) <= 0) continue;
-      EXPECT_EQ(wc.status, IBV_WC_SUCCESS) << ibv_wc_status_str(wc.status);
-      if (wc.wr_id == RawClient::kSendWrId) continue;
-      EXPECT_EQ(wc.opcode, IBV_WC_RECV);
-      size_t n = wire::messages_in(wc.byte_len, wire::kResponseSize, true);
-      EXPECT_GT(n, 0u) << wc.byte_len << " bytes";
-      for (size_t j = 0; j < n; ++j) {
-        auto d = raw.response(wc.wr_id, j);
-        EXPECT_TRUE(d.ok());
-        got.push_back(d.value);
-      }
-      ++messages;
-      EXPECT_EQ(raw.post_recv(wc.wr_id), 0);
-    }
-    return messages;
-  };
   auto cmd = [&](wire::Opcode op, uint16_t tag, uint32_t gen) {
     return wire::encode(wire::Command{op, 0, tag, gen, uint64_t(tag) * 4096, 4096, raw.mr->rkey, buf + tag * 4096u});
   };
@@ -398,7 +376,7 @@ TEST_F(RdmaTransport, BatchedCommandsGetBatchedAnswers) {
   }
   ASSERT_EQ(raw.send_batch(writes), 0);
   std::vector<wire::Response> got;
-  EXPECT_EQ(collect(4, got), 1u) << "four answers, one message";
+  EXPECT_EQ(raw.collect(4, got), 1u) << "four answers, one message";
   ASSERT_EQ(got.size(), 4u);
   std::set<uint16_t> tags;
   for (const auto& r : got) {
@@ -411,7 +389,7 @@ TEST_F(RdmaTransport, BatchedCommandsGetBatchedAnswers) {
   std::memset(data, 0, 4 * 4096);
   ASSERT_EQ(raw.send_batch(reads), 0);
   got.clear();
-  EXPECT_EQ(collect(4, got), 1u);
+  EXPECT_EQ(raw.collect(4, got), 1u);
   ASSERT_EQ(got.size(), 4u);
   for (const auto& r : got) {
     EXPECT_EQ(r.status, 0);
@@ -422,7 +400,7 @@ TEST_F(RdmaTransport, BatchedCommandsGetBatchedAnswers) {
   std::memset(data, 0x77, 4096);
   ASSERT_EQ(raw.send_batch({cmd(wire::Opcode::kWrite, 5, 30), cmd(wire::Opcode::kWrite, 6, 31)}, 20), 0);
   got.clear();
-  collect(1, got);
+  raw.collect(1, got);
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(wire::status_to_errno(got[0].status), -EINVAL);
   EXPECT_EQ(got[0].tag, 5);
@@ -434,7 +412,7 @@ TEST_F(RdmaTransport, BatchedCommandsGetBatchedAnswers) {
   // Still serving, one command per SEND too.
   ASSERT_EQ(raw.send(cmd(wire::Opcode::kRead, 1, 40)), 0);
   got.clear();
-  collect(1, got);
+  raw.collect(1, got);
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].status, 0);
   EXPECT_EQ(data[4096 + 5], 0x31);

@@ -2,7 +2,8 @@
 // through a memory window bound for one request and invalidated before the request completes.
 // A raw verbs "server" plays the hostile peer: it keeps a request's key and tries it again
 // after the answer, writes into a WRITE's buffer, reads a READ's, and reaches past the
-// request's buffer into the next one; every such access fails with a remote access error and
+// request's buffer into the next one (from a READ's window and from a WRITE's); every such
+// access fails with a remote access error and
 // leaves the client's memory as it was. (rxe checks a window's access against the range of the
 // MR it is bound over, not its own: the client binds over one MR per tag buffer, so on rxe the
 // bound is the request's buffer, on hardware the request's bytes.)
@@ -138,32 +139,53 @@ class HostileServer {
 
 class RdmaWindows : public RdmaTransport {
  protected:
-  // A one-queue, one-connection client of `server` (which accepts it meanwhile), with
-  // --mr-per-io as given, started on `q`.
-  std::unique_ptr<ublk::QueueTarget> connect(HostileServer& server, FakeQueue& q, bool mr_per_io) {
-    port_ = server.port();
+  void TearDown() override {
+    if (hostile_) hostile_->close();  // the client sees the disconnect at once
+    if (target_) target_->stop_st();
+    RdmaTransport::TearDown();
+  }
+  // A one-queue, one-connection client of a hostile server (which accepts it meanwhile), with
+  // --mr-per-io as given: hostile(), queue() and target().
+  void connect(bool mr_per_io) {
+    hostile_ = std::make_unique<HostileServer>(addr_);
+    port_ = hostile_->port();
     auto o = client_opts("vol0", 1, 8, 64 * 1024);
     o.conns_per_queue = 1;
     o.keep_alive_tmo = 0ms;
     o.io_timeout = 0ms;
     o.recovery.ctrl_loss_tmo = 0ms;  // a connection our hostility kills fails its IO, no reconnecting
     o.mr_per_io = mr_per_io;
-    std::thread accepter([&] { server.accept(); });
+    std::thread accepter([&] { hostile_->accept(); });
     auto factory = targets::make_rdma_target_factory(o);
     accepter.join();
-    auto t = factory->make_queue_target(0);
-    t->start_st(q);
-    return t;
+    queue_ = std::make_unique<FakeQueue>(0, 8, 64 * 1024);
+    target_ = factory->make_queue_target(0);
+    target_->start_st(*queue_);
   }
-  // Drives `t` until tag `tag` completed; its result.
-  int complete(ublk::QueueTarget& t, FakeQueue& q, uint16_t tag) {
-    EXPECT_TRUE(drive(t, q, ublk::PollMode::kHybrid, [&] { return q.results.count(tag) > 0; }, 10s));
+  HostileServer& hostile() { return *hostile_; }
+  std::byte* buffer(uint16_t tag) { return queue_->io_buffer(tag); }
+  // Drives the target until tag `tag` completed; its result.
+  int complete(uint16_t tag) {
+    FakeQueue& q = *queue_;
+    EXPECT_TRUE(drive(*target_, q, ublk::PollMode::kHybrid, [&] { return q.results.count(tag) > 0; }, 10s));
     return q.results.count(tag) ? q.results[tag] : INT32_MIN;
   }
-  // Lets the client post what it queued (its command reaches the server).
-  void post(ublk::QueueTarget& t) {
-    for (int i = 0; i < 10; ++i) t.poll_st();
+  // Submits request `tag` (`op`, `len` bytes at offset 0) and returns its command as the
+  // server received it.
+  wire::Command request(uint8_t op, uint16_t tag, uint32_t len) {
+    target_->submit_st(ublk::IoRequest{tag, op, 0, 0, len, buffer(tag)});
+    for (int i = 0; i < 10; ++i) target_->poll_st();  // posts it
+    wire::Command c = hostile_->next_command();
+    EXPECT_EQ(uint8_t(c.opcode), op == ublk::kOpRead ? uint8_t(wire::Opcode::kRead) : uint8_t(wire::Opcode::kWrite));
+    EXPECT_EQ(c.length, len);
+    return c;
   }
+  nlohmann::json stats() { return nlohmann::json::parse(target_->stats_json()); }
+
+ private:
+  std::unique_ptr<HostileServer> hostile_;
+  std::unique_ptr<FakeQueue> queue_;
+  std::unique_ptr<ublk::QueueTarget> target_;
 };
 
 std::vector<std::byte> pattern(uint32_t seed) {
@@ -173,102 +195,82 @@ std::vector<std::byte> pattern(uint32_t seed) {
 }
 
 TEST_F(RdmaWindows, KeyKeptFromAnAnsweredReadReachesNothing) {
-  HostileServer server(addr_);
-  FakeQueue q(0, 8, 64 * 1024);
-  auto t = connect(server, q, true);
-  std::memset(q.io_buffer(0), 0, kLen);
-  t->submit_st(ublk::IoRequest{0, ublk::kOpRead, 0, 0, kLen, q.io_buffer(0)});
-  post(*t);
-  wire::Command c = server.next_command();
-  ASSERT_EQ(c.opcode, wire::Opcode::kRead);
+  connect(true);
+  HostileServer& server = hostile();
+  std::memset(buffer(0), 0, kLen);
+  wire::Command c = request(ublk::kOpRead, 0, kLen);
   EXPECT_NE(c.rkey, 0u);
   // In flight: the window takes the READ's data.
   fill(server.data(), kLen, 1);
   ASSERT_EQ(server.rdma(IBV_WR_RDMA_WRITE, c.addr, c.rkey, kLen), IBV_WC_SUCCESS);
   server.answer(c, 0);
-  ASSERT_EQ(complete(*t, q, 0), int(kLen));
-  EXPECT_TRUE(check(q.io_buffer(0), kLen, 1));
-  auto stats = nlohmann::json::parse(t->stats_json());
-  EXPECT_EQ(stats["window_binds"], 1);
-  EXPECT_EQ(stats["window_invalidations"], 1);
-  EXPECT_EQ(stats["mr_per_io"], true);
+  ASSERT_EQ(complete(0), int(kLen));
+  EXPECT_TRUE(check(buffer(0), kLen, 1));
+  auto st = stats();
+  EXPECT_EQ(st["window_binds"], 1);
+  EXPECT_EQ(st["window_invalidations"], 1);
+  EXPECT_EQ(st["mr_per_io"], true);
   // Answered and completed: the same key writes nothing.
   fill(server.data(), kLen, 2);
   EXPECT_EQ(server.rdma(IBV_WR_RDMA_WRITE, c.addr, c.rkey, kLen), IBV_WC_REM_ACCESS_ERR);
-  EXPECT_TRUE(check(q.io_buffer(0), kLen, 1)) << "a stale key changed the client's buffer";
-  server.close();
-  t->stop_st();
+  EXPECT_TRUE(check(buffer(0), kLen, 1)) << "a stale key changed the client's buffer";
 }
 
-TEST_F(RdmaWindows, WriteBufferIsReadOnlyAndBoundedToTheRequest) {
-  HostileServer server(addr_);
-  FakeQueue q(0, 8, 64 * 1024);
-  auto t = connect(server, q, true);
-  fill(q.io_buffer(1), kLen, 3);
-  fill(q.io_buffer(2), kLen, 4);  // the next tag's buffer, right behind
-  t->submit_st(ublk::IoRequest{1, ublk::kOpWrite, 0, 0, kLen, q.io_buffer(1)});
-  post(*t);
-  wire::Command c = server.next_command();
-  ASSERT_EQ(c.opcode, wire::Opcode::kWrite);
-  ASSERT_EQ(c.length, kLen);
+// One forbidden access per test: the first remote access error ends the connection.
+TEST_F(RdmaWindows, WriteWindowIsNotWritable) {
+  connect(true);
+  HostileServer& server = hostile();
+  fill(buffer(1), kLen, 3);
+  wire::Command c = request(ublk::kOpWrite, 1, kLen);
   // The WRITE's own data: readable, exactly.
   ASSERT_EQ(server.rdma(IBV_WR_RDMA_READ, c.addr, c.rkey, kLen), IBV_WC_SUCCESS);
   EXPECT_EQ(std::memcmp(server.data(), pattern(3).data(), kLen), 0);
-  // Nor anything past its tag's buffer (64 KiB): the next tag's is not.
-  EXPECT_EQ(server.rdma(IBV_WR_RDMA_READ, c.addr + 64 * 1024 - kLen / 2, c.rkey, kLen), IBV_WC_REM_ACCESS_ERR);
-  server.close();
-  t->stop_st();
+  fill(server.data(), kLen, 9);
+  EXPECT_EQ(server.rdma(IBV_WR_RDMA_WRITE, c.addr, c.rkey, kLen), IBV_WC_REM_ACCESS_ERR);
+  EXPECT_TRUE(check(buffer(1), kLen, 3)) << "the server changed a WRITE's data";
 }
 
-TEST_F(RdmaWindows, ReadBufferIsNotReadable) {
-  HostileServer server(addr_);
-  FakeQueue q(0, 8, 64 * 1024);
-  auto t = connect(server, q, true);
-  fill(q.io_buffer(0), kLen, 5);  // what the buffer held before: not the server's to see
-  t->submit_st(ublk::IoRequest{0, ublk::kOpRead, 0, 0, kLen, q.io_buffer(0)});
-  post(*t);
-  wire::Command c = server.next_command();
-  ASSERT_EQ(c.opcode, wire::Opcode::kRead);
+TEST_F(RdmaWindows, WriteWindowStaysInsideItsBuffer) {
+  connect(true);
+  HostileServer& server = hostile();
+  fill(buffer(2), kLen, 4);  // the next tag's buffer, right behind tag 1's 64 KiB
+  wire::Command c = request(ublk::kOpWrite, 1, kLen);
+  EXPECT_EQ(server.rdma(IBV_WR_RDMA_READ, c.addr + 64 * 1024 - kLen / 2, c.rkey, kLen), IBV_WC_REM_ACCESS_ERR);
+  EXPECT_NE(std::memcmp(server.data() + kLen / 2, pattern(4).data(), kLen / 2), 0) << "the next buffer leaked";
+}
+
+TEST_F(RdmaWindows, ReadWindowIsNotReadable) {
+  connect(true);
+  HostileServer& server = hostile();
+  fill(buffer(0), kLen, 5);  // what the buffer held before: not the server's to see
+  wire::Command c = request(ublk::kOpRead, 0, kLen);
   std::memset(server.data(), 0, kLen);
   EXPECT_EQ(server.rdma(IBV_WR_RDMA_READ, c.addr, c.rkey, kLen), IBV_WC_REM_ACCESS_ERR);
   EXPECT_NE(std::memcmp(server.data(), pattern(5).data(), kLen), 0);
-  server.close();
-  t->stop_st();
 }
 
 TEST_F(RdmaWindows, ReadWindowStaysInsideItsBuffer) {
-  HostileServer server(addr_);
-  FakeQueue q(0, 8, 64 * 1024);
-  auto t = connect(server, q, true);
-  fill(q.io_buffer(1), kLen, 6);  // the next tag's buffer, right behind tag 0's 64 KiB
-  t->submit_st(ublk::IoRequest{0, ublk::kOpRead, 0, 0, 64 * 1024, q.io_buffer(0)});
-  post(*t);
-  wire::Command c = server.next_command();
+  connect(true);
+  HostileServer& server = hostile();
+  fill(buffer(1), kLen, 6);  // the next tag's buffer, right behind tag 0's 64 KiB
+  wire::Command c = request(ublk::kOpRead, 0, 64 * 1024);
   fill(server.data(), 2 * kLen, 7);
   EXPECT_EQ(server.rdma(IBV_WR_RDMA_WRITE, c.addr + 64 * 1024 - kLen, c.rkey, 2 * kLen), IBV_WC_REM_ACCESS_ERR);
-  EXPECT_TRUE(check(q.io_buffer(1), kLen, 6)) << "a write past the window reached another buffer";
-  server.close();
-  t->stop_st();
+  EXPECT_TRUE(check(buffer(1), kLen, 6)) << "a write past the window reached another buffer";
 }
 
 // The contrast: without --mr-per-io the key in a command opens the whole slab for the device's
 // lifetime, which is what the option is for.
 TEST_F(RdmaWindows, WithoutMrPerIoTheSlabStaysOpen) {
-  HostileServer server(addr_);
-  FakeQueue q(0, 8, 64 * 1024);
-  auto t = connect(server, q, false);
-  t->submit_st(ublk::IoRequest{0, ublk::kOpRead, 0, 0, kLen, q.io_buffer(0)});
-  post(*t);
-  wire::Command c = server.next_command();
+  connect(false);
+  HostileServer& server = hostile();
+  wire::Command c = request(ublk::kOpRead, 0, kLen);
   server.answer(c, 0);
-  ASSERT_EQ(complete(*t, q, 0), int(kLen));
+  ASSERT_EQ(complete(0), int(kLen));
   fill(server.data(), kLen, 8);
   EXPECT_EQ(server.rdma(IBV_WR_RDMA_WRITE, c.addr + 64 * 1024, c.rkey, kLen), IBV_WC_SUCCESS);
-  EXPECT_TRUE(check(q.io_buffer(1), kLen, 8));
-  auto stats = nlohmann::json::parse(t->stats_json());
-  EXPECT_EQ(stats["window_binds"], 0);
-  server.close();
-  t->stop_st();
+  EXPECT_TRUE(check(buffer(1), kLen, 8));
+  EXPECT_EQ(stats()["window_binds"], 0);
 }
 
 // The real server with --mr-per-io clients: every request the server moves is windowed, in

@@ -182,7 +182,7 @@ class RdmaConnection {
   uint32_t keep_alive_generation_ = 0;
   uint32_t keep_alive_silent_ = 0;  // ticks since the last answer to one (or since the start)
 
-  ConnectionSlots slots_;          // its requests (kQueued or kInFlight), by their wire tag
+  ConnectionSlots slots_;  // its requests (kQueued, kInFlight or kClosing), by their wire tag
   std::vector<uint16_t> pending_;  // tags encoded but not yet posted
   std::vector<uint16_t> closing_;  // answered tags whose windows wait to be invalidated
   transport::SendBudget budget_;

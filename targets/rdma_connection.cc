@@ -437,6 +437,8 @@ bool RdmaConnection::fail_st() {
 std::unique_ptr<transport::Connection> RdmaConnection::release_st(bool device_removed) {
   failed_ = true;
   msgs_mr_ = slab_mr_ = nullptr;
+  windows_.clear();  // owned by conn_, like the MRs: nothing may name them once it goes
+  buffer_mrs_.clear();
   if (conn_ && conn_->disconnect_pending() && !device_removed) {
     conn_->close_st();
     return std::move(conn_);

@@ -394,12 +394,11 @@ Quiesced Connection::close_st() {
   disconnect_st();
   Quiesced q = quiesce_st(nullptr);
   // Windows before the QP: one still bound holds the QP (rxe then takes long to destroy it),
-  // and deallocating it only takes access away.
-  if (q != Quiesced::kLive) mws_.clear();
+  // and deallocating one only takes access away, so they go even if the QP cannot.
+  mws_.clear();
   if (!destroy_qp()) return Quiesced::kLive;  // try again later; the MRs stay registered
   closed_ = true;
-  mws_.clear();  // the device no longer touches them: windows first, they pin their MRs
-  mrs_.clear();
+  mrs_.clear();  // the device no longer touches them
   return q == Quiesced::kLive ? Quiesced::kDestroyed : q;
 }
 

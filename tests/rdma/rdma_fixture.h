@@ -172,6 +172,30 @@ inline bool check(const std::byte* p, size_t n, uint32_t seed) {
   return true;
 }
 
+// Writes a pattern with every tag, reads it back into other tags, for a ram (direct) and a
+// file-less null-free path, in each completion mode.
+inline void write_read_roundtrip(ublk::QueueTarget& t, FakeQueue& q, ublk::PollMode mode, uint16_t depth, uint32_t len) {
+  for (uint16_t tag = 0; tag < depth; ++tag) {
+    fill(q.io_buffer(tag), len, tag + 1);
+    t.submit_st(ublk::IoRequest{tag, ublk::kOpWrite, 0, uint64_t(tag) * len, len, q.io_buffer(tag)});
+  }
+  ASSERT_TRUE(drive(t, q, mode, [&] { return q.results.size() == depth; }));
+  for (auto [tag, res] : q.results) ASSERT_EQ(res, int(len)) << "write tag " << tag;
+  q.results.clear();
+  for (uint16_t tag = 0; tag < depth; ++tag) {
+    std::memset(q.io_buffer(tag), 0, len);
+    // Read back what the mirror tag wrote.
+    uint16_t src = uint16_t(depth - 1 - tag);
+    t.submit_st(ublk::IoRequest{tag, ublk::kOpRead, 0, uint64_t(src) * len, len, q.io_buffer(tag)});
+  }
+  ASSERT_TRUE(drive(t, q, mode, [&] { return q.results.size() == depth; }));
+  for (uint16_t tag = 0; tag < depth; ++tag) {
+    ASSERT_EQ(q.results[tag], int(len)) << "read tag " << tag;
+    ASSERT_TRUE(check(q.io_buffer(tag), len, uint32_t(depth - 1 - tag) + 1)) << "data of tag " << tag;
+  }
+  q.results.clear();
+}
+
 struct RawClient {
   static constexpr uint64_t kSendWrId = 1000;
   MappedRegion mem = MappedRegion::anonymous(1 << 20, true);

@@ -296,24 +296,7 @@ TEST_F(RdmaWindows, RealServerRoundTripsThroughWindows) {
       FakeQueue q(0, 16, 64 * 1024);
       auto t = factory->make_queue_target(0);
       t->start_st(q);
-      for (uint16_t tag = 0; tag < 16; ++tag) {
-        fill(q.io_buffer(tag), 64 * 1024, tag + 11);
-        t->submit_st(ublk::IoRequest{tag, ublk::kOpWrite, 0, uint64_t(tag) * 64 * 1024, 64 * 1024, q.io_buffer(tag)});
-      }
-      ASSERT_TRUE(drive(*t, q, mode, [&] { return q.results.size() == 16; }));
-      for (auto [tag, res] : q.results) ASSERT_EQ(res, 64 * 1024) << "write tag " << tag;
-      q.results.clear();
-      for (uint16_t tag = 0; tag < 16; ++tag) {
-        std::memset(q.io_buffer(tag), 0, 64 * 1024);
-        t->submit_st(ublk::IoRequest{tag, ublk::kOpRead, 0, uint64_t(15 - tag) * 64 * 1024, 64 * 1024,
-                                     q.io_buffer(tag)});
-      }
-      ASSERT_TRUE(drive(*t, q, mode, [&] { return q.results.size() == 16; }));
-      for (uint16_t tag = 0; tag < 16; ++tag) {
-        ASSERT_EQ(q.results[tag], 64 * 1024) << "read tag " << tag;
-        ASSERT_TRUE(check(q.io_buffer(tag), 64 * 1024, uint32_t(15 - tag) + 11)) << "data of tag " << tag;
-      }
-      q.results.clear();
+      write_read_roundtrip(*t, q, mode, 16, 64 * 1024);
       auto stats = nlohmann::json::parse(t->stats_json());
       EXPECT_EQ(stats["window_binds"], 32);
       EXPECT_EQ(stats["window_invalidations"], 32);

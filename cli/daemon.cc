@@ -110,6 +110,13 @@ int serve_until_stopped(ublk::ControlDevice& ctrl, std::unique_ptr<ublk::ServedD
       stop_deadline = std::chrono::steady_clock::time_point::max();
     }
   }
+  // The queues are gone: the application's pages need not stay pinned for the device any longer.
+  if (size_t n = dev->shared_buffers_json().size(); n && dev->done()) {
+    size_t released = dev->unregister_shared_buffers(ctrl);
+    log::cli()->log(released == n || !signalled ? spdlog::level::info : spdlog::level::warn,
+                    "device {}: {} of {} shared buffers unregistered{}", id, released, n,
+                    released == n ? "" : " (the device's deletion releases the rest)");
+  }
   dev.reset();  // joins queue threads, closes /dev/ublkcN
   stats.reset();
   if (signalled) {
@@ -143,7 +150,7 @@ int daemon_main(const DaemonPlan& plan, int report_fd, const std::string& log_pa
     auto factory = make_target_factory(plan.target_args, plan.dev_opts);
     ublk::ControlDevice ctrl;
     std::unique_ptr<ublk::ServedDevice> dev =
-        plan.recover_id ? ublk::ServedDevice::recover(ctrl, *plan.recover_id, plan.dev_opts.poll, *factory)
+        plan.recover_id ? ublk::ServedDevice::recover(ctrl, *plan.recover_id, plan.dev_opts, *factory)
                         : ublk::ServedDevice::create(ctrl, plan.dev_opts, *factory);
     nlohmann::json state = {{"dev_id", dev->dev_id()},
                             {"daemon_pid", ::getpid()},
@@ -153,7 +160,8 @@ int daemon_main(const DaemonPlan& plan, int report_fd, const std::string& log_pa
                             {"hybrid_spin_us", plan.dev_opts.poll.hybrid_spin.count()},
                             {"nr_hw_queues", dev->info().nr_hw_queues},
                             {"queue_depth", dev->info().queue_depth},
-                            {"max_io_buf_bytes", dev->info().max_io_buf_bytes}};
+                            {"max_io_buf_bytes", dev->info().max_io_buf_bytes},
+                            {"shmem_bufs", dev->shared_buffers_json()}};
     if (!log_path.empty()) state["log"] = log_path;
     write_state(dev->dev_id(), state);
     return serve_until_stopped(ctrl, std::move(dev), sfd.get(), report_fd);

@@ -19,6 +19,7 @@
 #include "targets/rdma_target.h"
 #include "transport/auth.h"
 #include "ublk/control_device.h"
+#include "ublk/shared_buffers.h"
 #include "ublk/uapi.h"
 
 namespace ublkrdma::cli {
@@ -84,7 +85,27 @@ struct AddArgs {
   std::string host_id;  // default: the host name
   std::string key_file;
   std::string server_key_file;
+  std::vector<std::string> shmem_bufs;     // zero copy: shared buffers the daemon reads and writes
+  std::vector<std::string> shmem_bufs_ro;  // ... and ones it only reads (WRITEs alone come from them)
 };
+
+// --shmem-buf / --shmem-buf-ro: each file checked (tmpfs or hugetlbfs, whole pages) before
+// anything else is touched; the daemon maps and registers them.
+std::vector<ublk::SharedBufferSpec> shared_buffer_args(const AddArgs& a) {
+  std::vector<ublk::SharedBufferSpec> specs;
+  for (const std::string& p : a.shmem_bufs) specs.push_back({p, false});
+  for (const std::string& p : a.shmem_bufs_ro) specs.push_back({p, true});
+  if (specs.size() > ublk::kMaxSharedBuffers)
+    throw UsageError(fmt::format("--shmem-buf given {} times: at most {}", specs.size(), ublk::kMaxSharedBuffers));
+  for (const ublk::SharedBufferSpec& spec : specs) {
+    try {
+      ublk::SharedBuffers::check(spec);
+    } catch (const SetupError& e) {
+      throw UsageError(fmt::format("{}: {}", spec.read_only ? "--shmem-buf-ro" : "--shmem-buf", e.what()));
+    }
+  }
+  return specs;
+}
 
 // --key-file and friends: checked (readable, private, a key) before anything else is touched;
 // the daemon reads them again when it connects, so that `recover` finds them the same way.
@@ -131,6 +152,7 @@ int cmd_add(const AddArgs& a) {
   if (max_io < 4096 || max_io > (32u << 20) || max_io % 4096)
     throw UsageError(fmt::format("--max-io {}: must be a multiple of 4K between 4K and 32M", a.max_io));
   plan.dev_opts.max_io_bytes = uint32_t(max_io);
+  plan.dev_opts.shared_buffers = shared_buffer_args(a);
 
   if (a.type != "rdma" && (!a.key_file.empty() || !a.host_id.empty() || !a.server_key_file.empty()))
     throw UsageError("--key-file, --host-id and --server-key-file are for -t rdma");
@@ -222,6 +244,7 @@ int cmd_recover(int dev_id, bool foreground) {
   plan.dev_opts.poll.hybrid_spin =
       std::chrono::microseconds(state->value("hybrid_spin_us", int64_t(ublk::kDefaultHybridSpin.count())));
   plan.target_args = state->value("target_args", nlohmann::json::object());
+  plan.dev_opts.shared_buffers = ublk::SharedBuffers::from_description(state->value("shmem_bufs", nlohmann::json()));
   return run_device_daemon(plan);
 }
 
@@ -348,6 +371,12 @@ int run(int argc, char** argv) {
       ->check(CLI::Range(0, 1000000))
       ->capture_default_str();
   add_cmd->add_flag("--buffered", add.buffered, "loop: do not use O_DIRECT");
+  add_cmd->add_option("--shmem-buf", add.shmem_bufs,
+                      "zero copy (kernel 7.1+, SHMEM_ZC): a file on tmpfs or hugetlbfs (or a memfd as "
+                      "/proc/PID/fd/N) that applications map for their O_DIRECT IO; requests whose pages lie in "
+                      "it reach the target without a copy (repeatable)");
+  add_cmd->add_option("--shmem-buf-ro", add.shmem_bufs_ro,
+                      "as --shmem-buf, for a buffer the daemon may only read: WRITEs alone come from it");
   add_cmd->add_option("--traddr", add.traddr,
                       "rdma: server address ADDR[:PORT] ([V6ADDR]:PORT); given more than once, each is a path to "
                       "the same export (one server on two addresses)");

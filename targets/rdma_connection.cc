@@ -66,6 +66,19 @@ void RdmaConnection::start_st(const RdmaQueueSetup& setup, size_t index, RdmaCou
                                                    IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_MW_BIND,
                                                    fmt::format("queue {} IO buffer (connection {})", setup.queue_id,
                                                                index)));
+  }
+  // A read-only buffer only gives WRITE data: the server reads it, no one writes it.
+  shared_mrs_.assign(setup.shared.size(), nullptr);
+  for (size_t i = 0; i < setup.shared.size(); ++i) {
+    const ublk::SharedRegion& r = setup.shared[i];
+    if (!r.base) continue;
+    int shared_access = setup.windows ? IBV_ACCESS_MW_BIND : IBV_ACCESS_REMOTE_READ;
+    if (!r.read_only) shared_access |= IBV_ACCESS_LOCAL_WRITE | (setup.windows ? 0 : IBV_ACCESS_REMOTE_WRITE);
+    shared_mrs_[i] = conn_->register_memory(r.base, r.size, shared_access,
+                                            fmt::format("queue {} shared buffer {} (connection {})", setup.queue_id,
+                                                        i, index));
+  }
+  if (setup.windows) {
     windows_.resize(depth_);
     window_rkeys_.resize(depth_);
     for (uint16_t i = 0; i < depth_; ++i) {
@@ -85,6 +98,12 @@ void RdmaConnection::start_st(const RdmaQueueSetup& setup, size_t index, RdmaCou
   chain_ = transport::SendChain(capacity);
   reposts_ = transport::RecvChain(recv_slots_);
   command_tags_.reserve(depth_);
+}
+
+ibv_mr* RdmaConnection::data_mr(const RdmaRequest& t) const {
+  if (t.shared_buffer >= 0) return shared_mrs_[size_t(t.shared_buffer)];
+  if (!setup_.windows) return slab_mr_;
+  return buffer_mrs_[(t.buffer - reinterpret_cast<uint64_t>(setup_.slab.data())) / setup_.buffer_bytes];
 }
 
 uint32_t RdmaConnection::next_window_rkey_st(uint16_t slot) {
@@ -153,14 +172,13 @@ size_t RdmaConnection::post_st(std::vector<RdmaRequest>& requests, RdmaConnectio
       wr.bind_mw.mw = windows_[t.slot];
       wr.bind_mw.rkey = window_rkeys_[t.slot];
       // A READ's data is the server's to write, a WRITE's to read: never both.
-      size_t buffer = (t.buffer - reinterpret_cast<uint64_t>(setup_.slab.data())) / setup_.buffer_bytes;
-      wr.bind_mw.bind_info = {buffer_mrs_[buffer], t.buffer, t.length,
+      wr.bind_mw.bind_info = {data_mr(t), t.buffer, t.length,
                               t.op == uint8_t(wire::Opcode::kRead) ? IBV_ACCESS_REMOTE_WRITE : IBV_ACCESS_REMOTE_READ};
       ++binds;
       continue;
     }
     if (!t.pushed && !t.pulled) continue;
-    ibv_send_wr& wr = chain_.append(t.buffer, t.length, slab_mr_->lkey);
+    ibv_send_wr& wr = chain_.append(t.buffer, t.length, t.shared_buffer < 0 ? slab_mr_->lkey : data_mr(t)->lkey);
     if (t.pulled) {
       wr.wr_id = WorkId{WorkKind::kRdmaRead, queue_id, tag, t.op, t.generation}.encode();
       wr.opcode = IBV_WR_RDMA_READ;
@@ -439,6 +457,7 @@ std::unique_ptr<transport::Connection> RdmaConnection::release_st(bool device_re
   msgs_mr_ = slab_mr_ = nullptr;
   windows_.clear();  // owned by conn_, like the MRs: nothing may name them once it goes
   buffer_mrs_.clear();
+  shared_mrs_.clear();
   if (conn_ && conn_->disconnect_pending() && !device_removed) {
     conn_->close_st();
     return std::move(conn_);

@@ -29,6 +29,7 @@
 #include "transport/send_budget.h"
 #include "transport/wire_protocol.h"
 #include "transport/work_chain.h"
+#include "ublk/queue_target.h"
 
 namespace ublkrdma::targets {
 
@@ -62,6 +63,9 @@ struct RdmaQueueSetup {
   // add --mr-per-io: the slab is not open to the server; a request it moves gets a memory window
   // over its buffer alone, bound before its command and invalidated before it completes.
   bool windows = false;
+  // add --shmem-buf: the application's buffers, by index, registered on every connection like the
+  // slab: a zero-copy request's data moves straight between them and the server.
+  std::span<const ublk::SharedRegion> shared;
 };
 
 class RdmaConnection {
@@ -88,7 +92,9 @@ class RdmaConnection {
   uint32_t in_use() const { return slots_.in_use(); }
   bool full() const { return slots_.full(); }
   uint16_t tag_of(uint16_t slot) const { return slots_.tag_of(slot); }
-  uint32_t slab_rkey() const { return slab_mr_->rkey; }
+  // The key the server reaches a request's data with, in the slab or shared buffer `shared`
+  // (without windows).
+  uint32_t rkey_for(int16_t shared) const { return (shared < 0 ? slab_mr_ : shared_mrs_[size_t(shared)])->rkey; }
   // Takes a slot for `tag`: its name on the wire. The caller checks !full().
   uint16_t take_slot_st(uint16_t tag) { return slots_.take(tag); }
   void release_slot_st(uint16_t slot) { slots_.release(slot); }
@@ -151,6 +157,8 @@ class RdmaConnection {
 
  private:
   uint8_t* response_slot(uint16_t i) const;
+  // The MR of a request's data: what our own RDMA names it by, and what its window binds over.
+  ibv_mr* data_mr(const RdmaRequest& t) const;
   void handle_receive_st(const ibv_wc& wc, RdmaConnectionEvents& events);
   bool handle_keep_alive_answer_st(const wire::Response& r);
   void handle_fence_done_st(const std::vector<RdmaRequest>& requests, RdmaConnectionEvents& events);
@@ -167,6 +175,7 @@ class RdmaConnection {
   std::vector<ibv_mw*> windows_;
   std::vector<uint32_t> window_rkeys_;
   std::vector<ibv_mr*> buffer_mrs_;
+  std::vector<ibv_mr*> shared_mrs_;  // by shared buffer index (null: none), owned by conn_
   wire::AcceptData accepted_;
   uint16_t depth_ = 0;  // how many of the queue's requests it may hold at once
   uint16_t recv_slots_ = 0;  // receives posted: depth_, and one more where KEEP_ALIVE was asked for

@@ -74,7 +74,8 @@ void RdmaQueueTarget::start_st(ublk::QueueContext& ctx) {
                           accepted_.batch(),
                           accepted_.read_imm(),
                           push_writes_,
-                          opts_.mr_per_io};
+                          opts_.mr_per_io,
+                          ctx.shared_buffers()};
   for (size_t i = 0; i < connections_.size(); ++i) {
     RdmaConnection& c = *connections_[i];
     if (c.depth() > depth_)
@@ -212,7 +213,7 @@ void RdmaQueueTarget::send_on_st(uint16_t tag, size_t index) {
     cmd.addr = reinterpret_cast<uint64_t>(req.buffer);
     // A pushed WRITE's data and a pulled READ's move by our own RDMA: the server needs no key.
     windowed = opts_.mr_per_io && !pulled && !(cmd.flags & wire::kCmdFlagPushed);
-    cmd.rkey = !opts_.mr_per_io ? c.slab_rkey() : windowed ? c.next_window_rkey_st(t.slot) : 0;
+    cmd.rkey = !opts_.mr_per_io ? c.rkey_for(req.shared_buffer) : windowed ? c.next_window_rkey_st(t.slot) : 0;
   }
   next_generation_ = wire::next_generation(next_generation_);
   t.generation = next_generation_;
@@ -225,10 +226,9 @@ void RdmaQueueTarget::send_on_st(uint16_t tag, size_t index) {
   t.pulled = pulled;
   t.fenced = fenced;
   t.windowed = windowed;
-  if (t.pushed || t.pulled || t.windowed) {
-    t.buffer = cmd.addr;
-    t.offset = cmd.offset;
-  }
+  t.shared_buffer = req.shared_buffer;
+  t.buffer = cmd.addr;
+  t.offset = cmd.offset;
   // A pulled READ is our RDMA READ alone, a fenced WRITE our RDMA WRITE alone: the server
   // hears nothing of either.
   if (t.sends_command())

@@ -28,7 +28,9 @@ struct RdmaRequest {
   // The server reaches its buffer through a memory window bound for it alone (add --mr-per-io),
   // invalidated before it completes.
   bool windowed = false;
-  uint64_t buffer = 0;  // pushed or pulled: where its data is in the slab ...
+  // Zero copy (add --shmem-buf): the index of the shared buffer its data is in; -1: the slab.
+  int16_t shared_buffer = -1;
+  uint64_t buffer = 0;  // a READ or WRITE: where its data is (in the slab or a shared buffer) ...
   uint64_t offset = 0;  // ... and where it is in the export
 
   bool sends_command() const { return !pulled && !fenced; }

@@ -76,7 +76,7 @@ ControlDevice::ControlDevice() {
   }
 }
 
-int ControlDevice::execute(uint32_t nr, bool read_only, CtrlCmd cmd) {
+int ControlDevice::execute(uint32_t nr, bool read_only, CtrlCmd cmd, bool value) {
   io_uring* ring = ring_.get();
   io_uring_sqe* sqe = io_uring_get_sqe(ring);
   if (!sqe) return -EBUSY;
@@ -84,7 +84,7 @@ int ControlDevice::execute(uint32_t nr, bool read_only, CtrlCmd cmd) {
   sqe->fd = fd_.get();
   sqe->opcode = IORING_OP_URING_CMD;
   // GET_FEATURES is probed ioctl-encoded before we know the encoding.
-  bool encode = nr == kCmdGetFeatures || kernel_.ioctl_encode();
+  bool encode = nr == kCmdGetFeatures || nr == kCmdRegBuf || nr == kCmdUnregBuf || kernel_.ioctl_encode();
   sqe->cmd_op = encode ? ioctl_ctrl_op(nr, read_only) : nr;
   static_assert(sizeof(CtrlCmd) <= 80, "control command must fit the SQE128 command area");
   std::memcpy(sqe->cmd, &cmd, sizeof(cmd));
@@ -98,7 +98,7 @@ int ControlDevice::execute(uint32_t nr, bool read_only, CtrlCmd cmd) {
   if (rc < 0) return rc;
   int res = cqe->res;
   io_uring_cqe_seen(ring, cqe);
-  return res < 0 ? res : 0;
+  return res < 0 || value ? res : 0;
 }
 
 namespace {
@@ -168,6 +168,20 @@ int ControlDevice::end_user_recovery(uint32_t dev_id, pid_t pid) {
   CtrlCmd c = dev_cmd(dev_id);
   c.data[0] = uint64_t(pid);
   return execute(kCmdEndUserRecovery, false, c);
+}
+
+int ControlDevice::reg_buf(uint32_t dev_id, std::span<const std::byte> buf, bool read_only) {
+  ShmemBufReg reg{reinterpret_cast<uint64_t>(buf.data()), buf.size(), read_only ? kShmemBufReadOnly : 0, 0};
+  CtrlCmd c = dev_cmd(dev_id);
+  c.addr = reinterpret_cast<uint64_t>(&reg);
+  c.len = sizeof(reg);
+  return execute(kCmdRegBuf, false, c, /*value=*/true);
+}
+
+int ControlDevice::unreg_buf(uint32_t dev_id, uint32_t index) {
+  CtrlCmd c = dev_cmd(dev_id);
+  c.data[0] = index;
+  return execute(kCmdUnregBuf, false, c);
 }
 
 std::vector<uint32_t> ControlDevice::list_dev_ids() {

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -45,12 +46,17 @@ class ControlDevice {
   int get_queue_affinity(uint32_t dev_id, uint16_t queue, cpu_set_t& set);
   int start_user_recovery(uint32_t dev_id);
   int end_user_recovery(uint32_t dev_id, pid_t daemon_pid);
+  // SHMEM_ZC: registers `buf` (page aligned, mapped shared) with the device; returns the
+  // buffer's index (>= 0) or -errno. The driver pins its pages until UNREG_BUF or DEL_DEV.
+  int reg_buf(uint32_t dev_id, std::span<const std::byte> buf, bool read_only);
+  int unreg_buf(uint32_t dev_id, uint32_t index);
 
   // Device ids present in the kernel (from /sys/class/ublk-char-dev), sorted.
   static std::vector<uint32_t> list_dev_ids();
 
  private:
-  int execute(uint32_t nr, bool read_only, CtrlCmd cmd);
+  // The command's result: 0 or -errno, or with `value` what the driver answered (>= 0).
+  int execute(uint32_t nr, bool read_only, CtrlCmd cmd, bool value = false);
 
   UniqueFd fd_;
   IoRing ring_;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "ublk/queue_target.h"
+#include "ublk/shared_buffers.h"
 
 namespace ublkrdma::ublk {
 
@@ -52,6 +53,7 @@ struct DeviceOptions {
   RecoveryMode recovery = RecoveryMode::kNone;  // what a daemon crash does to the device
   BatchIoMode batch_io = BatchIoMode::kOff;  // measured: no gain in the emulated guest (yet)
   PollPolicy poll;
+  std::vector<SharedBufferSpec> shared_buffers;  // --shmem-buf: zero copy (SHMEM_ZC, 7.1+)
 };
 
 // Creates the per-queue targets of one device. Lives as long as the device.

@@ -44,7 +44,7 @@ unsigned ring_entries(uint16_t depth) {
 
 QueueLoop::QueueLoop(const QueueLoopConfig& cfg)
     : cfg_(cfg), tags_(cfg.depth),
-      tag_lengths_(cfg.depth, 0), tag_ops_(cfg.depth, 0) {}
+      tag_lengths_(cfg.depth, 0), tag_ops_(cfg.depth, 0), tag_zero_copy_(cfg.depth, 0) {}
 
 QueueLoop::~QueueLoop() { published_target_.store(nullptr); }
 
@@ -271,21 +271,41 @@ void QueueLoop::take_request_st(uint16_t tag) {
   IoRequest req{tag, d.op(), d.flags(), d.start_sector << 9, d.nr_sectors << 9, io_buffer(tag)};
   tag_lengths_[tag] = req.length;
   tag_ops_[tag] = req.op;
+  tag_zero_copy_[tag] = (d.op_flags & kIoFShmemZc) != 0;
+  if (tag_zero_copy_[tag] && !locate_shared_st(d, req)) return complete_st(tag, -EIO);
   counters_.max_inflight.max_st(tags_.in_target());
   SPDLOG_LOGGER_TRACE(log::ublk_io(), "q{} tag {} op {} off {} len {}", cfg_.queue_id, tag, req.op, req.offset,
                       req.length);
   target_->submit_st(req);
 }
 
+// A zero-copy request: its data is the application's, at (index, offset) of a shared buffer. The
+// driver matched the pages to a buffer we registered; we still check that they lie in it.
+bool QueueLoop::locate_shared_st(const IoDesc& d, IoRequest& req) {
+  const uint32_t index = shmem_zc_index(d.addr), offset = shmem_zc_offset(d.addr);
+  const SharedRegion* r = index < cfg_.shared.size() ? &cfg_.shared[index] : nullptr;
+  if (!r || !r->base || uint64_t(offset) + req.length > r->size ||
+      (r->read_only && req.op != kOpWrite)) {
+    log::ublk_io()->error("queue {}: tag {}: zero-copy request (op {}, {} bytes) at offset {} of shared buffer {}, "
+                          "which is not registered here or too small or read-only: failed",
+                          cfg_.queue_id, req.tag, req.op, req.length, offset, index);
+    return false;
+  }
+  req.buffer = r->base + offset;
+  req.shared_buffer = int16_t(index);
+  return true;
+}
+
 void QueueLoop::complete_st(uint16_t tag, int result) {
   if (!move_tag_st(tag, TagState::kInTarget, TagState::kInKernel)) return;
   counters_.ios.add_st();
+  const bool data = tag_ops_[tag] == kOpRead || tag_ops_[tag] == kOpWrite;
   if (result < 0) {
     counters_.errors.add_st();
-  } else if (tag_ops_[tag] == kOpRead) {
-    counters_.bytes_read.add_st(uint64_t(result));
-  } else if (tag_ops_[tag] == kOpWrite) {
-    counters_.bytes_written.add_st(uint64_t(result));
+  } else if (data) {
+    (tag_ops_[tag] == kOpRead ? counters_.bytes_read : counters_.bytes_written).add_st(uint64_t(result));
+    (tag_zero_copy_[tag] ? counters_.zero_copy_ios : counters_.driver_copy_ios).add_st();
+    (tag_zero_copy_[tag] ? counters_.zero_copy_bytes : counters_.driver_copy_bytes).add_st(uint64_t(result));
   }
   if (!cfg_.batch_io) {
     if (!queue_io_cmd_st(kIoCommitAndFetchReq, tag, result)) fail_st("COMMIT_AND_FETCH_REQ");

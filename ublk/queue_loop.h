@@ -32,6 +32,7 @@ struct QueueLoopConfig {
   PollPolicy poll;
   int exit_fd = -1;          // eventfd: readable when the loop must exit now (forced teardown)
   bool batch_io = false;     // the device has UBLK_F_BATCH_IO: PREP / multishot FETCH / COMMIT arrays
+  std::span<const SharedRegion> shared;  // the device's shared buffers by index (SHMEM_ZC), owned by it
 };
 
 class QueueLoop final : public QueueContext {
@@ -56,6 +57,7 @@ class QueueLoop final : public QueueContext {
   std::byte* io_buffer(uint16_t tag) const override {
     return static_cast<std::byte*>(slab_.get()) + size_t(tag) * cfg_.max_io_bytes;
   }
+  std::span<const SharedRegion> shared_buffers() const override { return cfg_.shared; }
   void complete_st(uint16_t tag, int result) override;
   io_uring_sqe* get_sqe_st() override;
   int register_fixed_buffers_st(std::span<const iovec> bufs) override;
@@ -76,6 +78,7 @@ class QueueLoop final : public QueueContext {
   bool queue_io_cmd_st(uint32_t cmd_nr, uint16_t tag, int result);  // false: no room in the SQ
   void fail_st(const char* what);
   void take_request_st(uint16_t tag);
+  bool locate_shared_st(const IoDesc& d, IoRequest& req);
   // Batch IO
   void setup_batch_st();
   void prep_batch_st();
@@ -109,6 +112,7 @@ class QueueLoop final : public QueueContext {
   TagTable tags_;
   std::vector<uint32_t> tag_lengths_;  // length of the request the target holds, for counters
   std::vector<uint8_t> tag_ops_;
+  std::vector<uint8_t> tag_zero_copy_;  // the request the target holds has its data in a shared buffer
   std::vector<FdWatch> watches_;
   bool exiting_ = false;
   bool failed_ = false;  // stopped by fail_st

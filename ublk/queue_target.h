@@ -19,14 +19,24 @@
 
 namespace ublkrdma::ublk {
 
-// One block request as the kernel described it, plus the tag's IO buffer.
+// One block request as the kernel described it, plus where its data is.
 struct IoRequest {
   uint16_t tag;
   uint8_t op;           // kOpRead, kOpWrite, kOpFlush, kOpDiscard, kOpWriteZeroes
   uint32_t flags;       // kIoFFua, kIoFNoUnmap, ...
   uint64_t offset;      // bytes
   uint32_t length;      // bytes (0 for flush)
-  std::byte* buffer;    // this tag's slice of the queue's slab; valid until complete_st(tag)
+  std::byte* buffer;    // the data: this tag's slice of the queue's slab, or the application's pages
+                        // in a shared buffer; valid until complete_st(tag)
+  int16_t shared_buffer = -1;  // zero copy: the index of the shared buffer `buffer` is in; -1: the slab
+};
+
+// A shared buffer registered with the device (add --shmem-buf): the application's O_DIRECT
+// requests whose pages lie in it come with `buffer` pointing into it, copied by no one.
+struct SharedRegion {
+  std::byte* base = nullptr;  // null: no buffer has this index
+  size_t size = 0;
+  bool read_only = false;     // only WRITEs come from it: the daemon maps it read-only
 };
 
 // How a queue thread waits for work. Chosen per device (--poll).
@@ -73,6 +83,12 @@ struct QueueCounters {
   RelaxedCounter commit_cmds;    // batch IO: COMMIT_IO_CMDS sent (ios / commit_cmds = results per command)
   RelaxedCounter fetch_cqes;     // batch IO: completions of FETCH_IO_CMDS (each a batch of new requests)
   RelaxedCounter fetch_rearms;   // batch IO: FETCH_IO_CMDS armed again after it ended (buffers ran out)
+  // READs and WRITEs completed, and their bytes: by zero copy (the data in a shared buffer) or by
+  // the driver's copy to or from the tag's buffer.
+  RelaxedCounter zero_copy_ios;
+  RelaxedCounter zero_copy_bytes;
+  RelaxedCounter driver_copy_ios;
+  RelaxedCounter driver_copy_bytes;
 };
 
 // What the loop offers a target. Implemented by QueueLoop.
@@ -86,6 +102,9 @@ class QueueContext {
   // Registered once (e.g. as one RDMA memory region) by targets that need it.
   virtual std::span<std::byte> io_slab() const = 0;
   virtual std::byte* io_buffer(uint16_t tag) const = 0;
+  // The device's shared buffers by index (IoRequest::shared_buffer), registered once (e.g. as
+  // RDMA memory regions) by targets that need it; fixed while the queue runs.
+  virtual std::span<const SharedRegion> shared_buffers() const { return {}; }
 
   // Reports the result of the request on `tag`: bytes transferred (>= 0) or -errno.
   virtual void complete_st(uint16_t tag, int result) = 0;

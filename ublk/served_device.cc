@@ -78,7 +78,8 @@ void ServedDevice::start_queues(ControlDevice& ctrl, TargetFactory& factory, Pol
     bool pin = rc == 0 && CPU_COUNT(&cpus) > 0;
     if (rc < 0) log::ctrl()->warn("dev {} queue {}: GET_QUEUE_AFFINITY failed: {}", info_.dev_id, q, errno_text(rc));
     QueueLoopConfig cfg{info_.dev_id, q, info_.queue_depth, info_.max_io_buf_bytes, char_fd_.get(),
-                        ctrl.kernel().ioctl_encode(), poll, exit_fd_.get(), (info_.flags & kFBatchIo) != 0};
+                        ctrl.kernel().ioctl_encode(), poll, exit_fd_.get(), (info_.flags & kFBatchIo) != 0,
+                        shared_ ? std::span<const SharedRegion>(shared_->regions()) : std::span<const SharedRegion>()};
     loops_[q] = std::make_unique<QueueLoop>(cfg);
     threads_.emplace_back([&, q, nq, cpus, pin] {
       tids_[q] = pid_t(::syscall(SYS_gettid));
@@ -134,6 +135,13 @@ std::unique_ptr<ServedDevice> ServedDevice::create(ControlDevice& ctrl, const De
                                                               : "USER_RECOVERY");
     info.flags |= want;
   }
+  if (!opts.shared_buffers.empty()) {
+    if (!(ctrl.kernel().features & kFShmemZc))
+      throw_setup("this kernel's ublk driver lacks SHMEM_ZC (Linux 7.1+): --shmem-buf cannot be used here; "
+                  "without it every request is copied");
+    dev->shared_ = std::make_unique<SharedBuffers>(opts.shared_buffers);  // a bad file fails before ADD_DEV
+    info.flags |= kFShmemZc;
+  }
   const bool batch_offered = (ctrl.kernel().features & kFBatchIo) != 0;
   if (opts.batch_io == BatchIoMode::kOn) {
     if (!batch_offered) throw_setup("this kernel's ublk driver lacks BATCH_IO (7.0+): cannot use --batch-io on");
@@ -156,6 +164,11 @@ std::unique_ptr<ServedDevice> ServedDevice::create(ControlDevice& ctrl, const De
       throw_setup("the driver did not grant BATCH_IO for device {}", id);
     }
   }
+  if (dev->shared_ && !(info.flags & kFShmemZc)) {
+    uint32_t id = info.dev_id;
+    ctrl.del_dev(id);
+    throw_setup("the driver did not grant SHMEM_ZC for device {} (needed by --shmem-buf)", id);
+  }
   if (info.nr_hw_queues != opts.nr_queues || info.queue_depth != opts.queue_depth) {
     uint32_t id = info.dev_id;
     ctrl.del_dev(id);
@@ -169,6 +182,8 @@ std::unique_ptr<ServedDevice> ServedDevice::create(ControlDevice& ctrl, const De
     Params params = make_params(geo, info.max_io_buf_bytes);
     rc = ctrl.set_params(id, params);
     if (rc < 0) throw_errno(rc, "SET_PARAMS on device {}", id);
+    // Before START_DEV: no disk yet, so the driver need not freeze its queue.
+    if (dev->shared_) dev->shared_->register_all(ctrl, id);
     dev->open_char_device();
     dev->start_queues(ctrl, factory, opts.poll);
     rc = ctrl.start_dev(id, ::getpid());
@@ -184,13 +199,22 @@ std::unique_ptr<ServedDevice> ServedDevice::create(ControlDevice& ctrl, const De
   return dev;
 }
 
-std::unique_ptr<ServedDevice> ServedDevice::recover(ControlDevice& ctrl, uint32_t dev_id, PollPolicy poll,
+std::unique_ptr<ServedDevice> ServedDevice::recover(ControlDevice& ctrl, uint32_t dev_id, const DeviceOptions& opts,
                                                     TargetFactory& factory) {
   std::unique_ptr<ServedDevice> dev(new ServedDevice());
   int rc = ctrl.get_dev_info(dev_id, dev->info_);
   if (rc < 0) throw_errno(rc, "device {} not found", dev_id);
   if (!(dev->info_.flags & kFUserRecovery))
     throw_setup("device {} was not created with -r 1 (USER_RECOVERY): it cannot be recovered", dev_id);
+  if (!opts.shared_buffers.empty()) {
+    if (!(dev->info_.flags & kFShmemZc))
+      throw_setup("device {} has no SHMEM_ZC, yet shared buffers are recorded for it", dev_id);
+    // The registrations outlived the daemon (the driver keeps the pages pinned until UNREG_BUF or
+    // DEL_DEV), and the queue stays frozen until recovery ends, so they cannot be made again now:
+    // the same files are mapped again under the recorded indices.
+    dev->shared_ = std::make_unique<SharedBuffers>(opts.shared_buffers);
+    dev->shared_->adopt_recorded();
+  }
   // The old daemon's teardown may still be finishing in the kernel: retry while busy.
   for (int i = 0;; ++i) {
     rc = ctrl.start_user_recovery(dev_id);
@@ -202,7 +226,7 @@ std::unique_ptr<ServedDevice> ServedDevice::recover(ControlDevice& ctrl, uint32_
                 device_state_name(dev->info_.state));
   dev->open_char_device();
   try {
-    dev->start_queues(ctrl, factory, poll);
+    dev->start_queues(ctrl, factory, opts.poll);
   } catch (...) {
     dev->force_exit();
     throw;
@@ -237,6 +261,14 @@ void ServedDevice::force_exit() {
   (void)!::write(exit_fd_.get(), &one, sizeof(one));
 }
 
+nlohmann::json ServedDevice::shared_buffers_json() const {
+  return shared_ ? shared_->describe() : nlohmann::json::array();
+}
+
+size_t ServedDevice::unregister_shared_buffers(ControlDevice& ctrl) {
+  return shared_ ? shared_->unregister_all(ctrl, info_.dev_id) : 0;
+}
+
 std::string ServedDevice::stats_json() const {
   nlohmann::json arr = nlohmann::json::array();
   for (size_t q = 0; q < loops_.size(); ++q) {
@@ -256,7 +288,11 @@ std::string ServedDevice::stats_json() const {
                         {"max_batch", c.max_batch.get()},
                         {"commit_cmds", c.commit_cmds.get()},
                         {"fetch_cqes", c.fetch_cqes.get()},
-                        {"fetch_rearms", c.fetch_rearms.get()}};
+                        {"fetch_rearms", c.fetch_rearms.get()},
+                        {"zero_copy_ios", c.zero_copy_ios.get()},
+                        {"zero_copy_bytes", c.zero_copy_bytes.get()},
+                        {"driver_copy_ios", c.driver_copy_ios.get()},
+                        {"driver_copy_bytes", c.driver_copy_bytes.get()}};
     j["target"] = nlohmann::json::parse(loops_[q]->target_stats_json(), nullptr, false);
     arr.push_back(std::move(j));
   }

@@ -18,6 +18,7 @@
 #include "ublk/control_device.h"
 #include "ublk/device.h"
 #include "ublk/queue_loop.h"
+#include "ublk/shared_buffers.h"
 
 namespace ublkrdma::ublk {
 
@@ -28,7 +29,8 @@ class ServedDevice {
   static std::unique_ptr<ServedDevice> create(ControlDevice& ctrl, const DeviceOptions& opts, TargetFactory& factory);
 
   // Takes over a device whose daemon died (state QUIESCED) with a fresh set of queue threads.
-  static std::unique_ptr<ServedDevice> recover(ControlDevice& ctrl, uint32_t dev_id, PollPolicy poll,
+  // Of `opts` it takes the poll policy and the shared buffers (with their recorded registrations).
+  static std::unique_ptr<ServedDevice> recover(ControlDevice& ctrl, uint32_t dev_id, const DeviceOptions& opts,
                                                TargetFactory& factory);
 
   ~ServedDevice();  // joins the queue threads (after asking them to exit) and closes /dev/ublkcN
@@ -49,12 +51,18 @@ class ServedDevice {
   // Per-queue counters and target statistics as a JSON array text.
   std::string stats_json() const;
 
+  // The shared buffers (add --shmem-buf) and their registrations, for the state file.
+  nlohmann::json shared_buffers_json() const;
+  // UNREG_BUF of every shared buffer, once the queues are gone; returns how many were released.
+  size_t unregister_shared_buffers(ControlDevice& ctrl);
+
  private:
   ServedDevice() = default;
   void open_char_device();
   void start_queues(ControlDevice& ctrl, TargetFactory& factory, PollPolicy poll);
 
   CtrlDevInfo info_{};
+  std::unique_ptr<SharedBuffers> shared_;  // mapped before, and unmapped after, the queues that use it
   UniqueFd char_fd_;
   UniqueFd done_fd_;
   UniqueFd exit_fd_;

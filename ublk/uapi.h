@@ -23,6 +23,8 @@ inline constexpr uint32_t kCmdStartUserRecovery = 0x10;
 inline constexpr uint32_t kCmdEndUserRecovery = 0x11;
 inline constexpr uint32_t kCmdGetDevInfo2 = 0x12;
 inline constexpr uint32_t kCmdGetFeatures = 0x13;  // exists only ioctl-encoded
+inline constexpr uint32_t kCmdRegBuf = 0x18;       // UBLK_F_SHMEM_ZC (7.1+), ioctl-encoded only
+inline constexpr uint32_t kCmdUnregBuf = 0x19;
 
 // IO commands.
 inline constexpr uint32_t kIoFetchReq = 0x20;
@@ -82,6 +84,23 @@ inline constexpr uint8_t kOpWriteZeroes = 5;
 inline constexpr uint32_t kIoFFailfastDev = 1u << 8;
 inline constexpr uint32_t kIoFFua = 1u << 13;
 inline constexpr uint32_t kIoFNoUnmap = 1u << 15;
+// The request's pages lie in a registered shared buffer: IoDesc::addr is (index, offset) into
+// it, and the driver copies nothing.
+inline constexpr uint32_t kIoFShmemZc = 1u << 19;
+
+// SHMEM_ZC: IoDesc::addr of a kIoFShmemZc request; bits 0-31 the offset, 32-47 the buffer index.
+constexpr uint32_t shmem_zc_index(uint64_t addr) { return uint32_t(addr >> 32) & 0xffff; }
+constexpr uint32_t shmem_zc_offset(uint64_t addr) { return uint32_t(addr); }
+
+struct ShmemBufReg {  // struct ublk_shmem_buf_reg, at CtrlCmd::addr of REG_BUF
+  uint64_t addr;      // page aligned, in the daemon's address space
+  uint64_t len;       // page aligned, at most kShmemBufMaxBytes
+  uint32_t flags;     // kShmemBufReadOnly
+  uint32_t reserved;
+};
+static_assert(sizeof(ShmemBufReg) == 24);
+inline constexpr uint32_t kShmemBufReadOnly = 1u << 0;  // serves WRITEs only (the driver never writes it)
+inline constexpr uint64_t kShmemBufMaxBytes = 1ull << 32;
 
 struct CtrlCmd {  // struct ublksrv_ctrl_cmd, shipped in sqe->cmd
   uint32_t dev_id;

@@ -42,9 +42,10 @@ UniqueFd open_checked(const SharedBufferSpec& spec, struct stat& st) {
 
 }  // namespace
 
-void SharedBuffers::check(const SharedBufferSpec& spec) {
+std::pair<uint64_t, uint64_t> SharedBuffers::check(const SharedBufferSpec& spec) {
   struct stat st;
   open_checked(spec, st);
+  return {uint64_t(st.st_dev), uint64_t(st.st_ino)};
 }
 
 SharedBuffers::SharedBuffers(std::vector<SharedBufferSpec> specs) {

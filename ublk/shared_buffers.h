@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/mapped_region.h"
@@ -40,8 +41,8 @@ class SharedBuffers {
   SharedBuffers& operator=(const SharedBuffers&) = delete;
 
   // What the constructor checks of one file before it maps it (for the CLI, before anything
-  // else is touched). Throws SetupError.
-  static void check(const SharedBufferSpec& spec);
+  // else is touched); returns the file's identity (device, inode). Throws SetupError.
+  static std::pair<uint64_t, uint64_t> check(const SharedBufferSpec& spec);
 
   bool empty() const { return bufs_.empty(); }
   // REG_BUF of each with device `dev_id`. Throws SetupError (what is registered stays so until

@@ -374,6 +374,20 @@ def main():
     null_vs_kublk = {job: ratio(med("ublk-null", job, "iops"), med("kublk-null", job, "iops"))
                      for job in (RR, RW, SR, SW)}
     null_vs_kublk[QD1 + " latency"] = ratio(med("kublk-null", QD1, "lat_mean_us"), med("ublk-null", QD1, "lat_mean_us"))
+    # Zero copy against the copy path, and our ublk layer against kublk in each of its modes: per
+    # job A's IOPS / B's (QD1: B's mean latency / A's; above 1 = A better), and A's CPU per IO / B's
+    # in the 4k randread QD32 run (below 1 = A cheaper).
+    def pair(a, b):
+        if a not in contenders or b not in contenders:
+            return None
+        r = {job: ratio(med(a, job, "iops"), med(b, job, "iops")) for job in (RR, RW, SR, SW)}
+        r[QD1 + " latency"] = ratio(med(b, QD1, "lat_mean_us"), med(a, QD1, "lat_mean_us"))
+        r["CPU per IO (randread QD32)"] = ratio(med(a, RR, "guest_cpu_s_per_io"), med(b, RR, "guest_cpu_s_per_io"))
+        return {"a": a, "b": b, "ratios": r}
+    pairs = [p for p in (pair("ublk-rdma-shm", "ublk-rdma-file"), pair("ublk-null-shm", "ublk-null"),
+                         pair("ublk-null", "kublk-null"), pair("ublk-null-shm", "kublk-null-shm"),
+                         pair("ublk-null-shm", "kublk-null-zc"), pair("ublk-null-shm", "kublk-null-autozc"))
+             if p is not None]
 
     result = {
         "context": {**ctx, "host": host},
@@ -382,6 +396,8 @@ def main():
         "goals": goals,
         "ublk_null_vs_brd_iops": null_vs_brd,
         "ublk_null_vs_kublk_null": null_vs_kublk,
+        "pairs": pairs,
+        "not_applicable": ctx.get("not_applicable", {}),
         "baseline_twins": twins,
         "baseline": BASELINE,
         "problems": problems,
@@ -475,7 +491,8 @@ def counter_table(res, order):
     """What the ublk daemons counted in the 4k jobs (medians over the rounds of per-run ratios)."""
     cols = [("IOs per loop pass", "ios", "loop_passes"), ("IOs per sleep", "ios", "idle_sleeps"),
             ("IOs per doorbell", "ios", "target.doorbells"), ("IOs per CQ wakeup", "ios", "target.cq_events"),
-            ("commands to the server per IO", "target.commands", "ios")]
+            ("commands to the server per IO", "target.commands", "ios"),
+            ("share zero copy", "zero_copy_ios", "ios")]
     rows = []
     for c in order:
         if not c.startswith("ublk-"):
@@ -494,8 +511,9 @@ def counter_table(res, order):
         return []
     L = ["", "What the ublk daemons counted during the 4k runs (`list --json`, summed over the queues; "
          "median over the rounds): how many requests each pass of a queue's loop, each sleep, each "
-         "ibv_post_send and each completion-channel wakeup served, and how many commands reached the "
-         "server per request (pulled READs and fenced WRITEs send none).", "",
+         "ibv_post_send and each completion-channel wakeup served, how many commands reached the "
+         "server per request (pulled READs and fenced WRITEs send none), and which share of the "
+         "requests was zero copy (data in an add --shmem-buf file; the rest the driver copied).", "",
          "| contender | job | " + " | ".join(h for h, _, _ in cols) + " |",
          "|---|---|" + "---|" * len(cols)]
     for cells in rows:
@@ -607,6 +625,21 @@ def write_markdown(out, res, order, med):
         L.append("Our ublk layer against the kernel's selftest server (ublk-null / kublk-null IOPS; QD1: "
                  "kublk's mean latency / ours, above 1 = ours faster): "
                  + ", ".join(f"{j} {fmt_ratio(v)}" for j, v in nk.items()) + ".")
+    if res.get("pairs"):
+        L.append("")
+        L.append("Side by side (A / B per job: IOPS; QD1: B's mean latency / A's; above 1 = A better. CPU per "
+                 "IO: A's / B's, below 1 = A cheaper):")
+        L.append("")
+        names = list(res["pairs"][0]["ratios"].keys())
+        L.append("| A / B | " + " | ".join(names) + " |")
+        L.append("|---|" + "---|" * len(names))
+        for p in res["pairs"]:
+            L.append(f"| {p['a']} / {p['b']} | " + " | ".join(fmt_ratio(p["ratios"][n]) for n in names) + " |")
+    na = res.get("not_applicable", {})
+    if na:
+        L.append("")
+        L.append("Not applicable on this kernel (not run): "
+                 + "; ".join(f"{c} ({why})" for c, why in sorted(na.items())) + ".")
     L.append("")
     with open(os.path.join(out, "bench.md"), "w") as f:
         f.write("\n".join(L))

@@ -100,9 +100,8 @@ void RdmaConnection::start_st(const RdmaQueueSetup& setup, size_t index, RdmaCou
   command_tags_.reserve(depth_);
 }
 
-ibv_mr* RdmaConnection::data_mr(const RdmaRequest& t) const {
+ibv_mr* RdmaConnection::window_mr(const RdmaRequest& t) const {
   if (t.shared_buffer >= 0) return shared_mrs_[size_t(t.shared_buffer)];
-  if (!setup_.windows) return slab_mr_;
   return buffer_mrs_[(t.buffer - reinterpret_cast<uint64_t>(setup_.slab.data())) / setup_.buffer_bytes];
 }
 
@@ -172,13 +171,13 @@ size_t RdmaConnection::post_st(std::vector<RdmaRequest>& requests, RdmaConnectio
       wr.bind_mw.mw = windows_[t.slot];
       wr.bind_mw.rkey = window_rkeys_[t.slot];
       // A READ's data is the server's to write, a WRITE's to read: never both.
-      wr.bind_mw.bind_info = {data_mr(t), t.buffer, t.length,
+      wr.bind_mw.bind_info = {window_mr(t), t.buffer, t.length,
                               t.op == uint8_t(wire::Opcode::kRead) ? IBV_ACCESS_REMOTE_WRITE : IBV_ACCESS_REMOTE_READ};
       ++binds;
       continue;
     }
     if (!t.pushed && !t.pulled) continue;
-    ibv_send_wr& wr = chain_.append(t.buffer, t.length, t.shared_buffer < 0 ? slab_mr_->lkey : data_mr(t)->lkey);
+    ibv_send_wr& wr = chain_.append(t.buffer, t.length, data_mr(t.shared_buffer)->lkey);
     if (t.pulled) {
       wr.wr_id = WorkId{WorkKind::kRdmaRead, queue_id, tag, t.op, t.generation}.encode();
       wr.opcode = IBV_WR_RDMA_READ;

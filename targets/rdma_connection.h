@@ -94,7 +94,7 @@ class RdmaConnection {
   uint16_t tag_of(uint16_t slot) const { return slots_.tag_of(slot); }
   // The key the server reaches a request's data with, in the slab or shared buffer `shared`
   // (without windows).
-  uint32_t rkey_for(int16_t shared) const { return (shared < 0 ? slab_mr_ : shared_mrs_[size_t(shared)])->rkey; }
+  uint32_t rkey_for(int16_t shared) const { return data_mr(shared)->rkey; }
   // Takes a slot for `tag`: its name on the wire. The caller checks !full().
   uint16_t take_slot_st(uint16_t tag) { return slots_.take(tag); }
   void release_slot_st(uint16_t slot) { slots_.release(slot); }
@@ -157,8 +157,11 @@ class RdmaConnection {
 
  private:
   uint8_t* response_slot(uint16_t i) const;
-  // The MR of a request's data: what our own RDMA names it by, and what its window binds over.
-  ibv_mr* data_mr(const RdmaRequest& t) const;
+  // The MR over all of the slab or of shared buffer `shared` (>= 0): what our own RDMA names a
+  // request's data by, and what the server reaches it through without windows.
+  ibv_mr* data_mr(int16_t shared) const { return shared < 0 ? slab_mr_ : shared_mrs_[size_t(shared)]; }
+  // What a request's window binds over: the MR of its tag buffer alone, or its shared buffer's.
+  ibv_mr* window_mr(const RdmaRequest& t) const;
   void handle_receive_st(const ibv_wc& wc, RdmaConnectionEvents& events);
   bool handle_keep_alive_answer_st(const wire::Response& r);
   void handle_fence_done_st(const std::vector<RdmaRequest>& requests, RdmaConnectionEvents& events);

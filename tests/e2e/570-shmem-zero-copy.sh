@@ -10,7 +10,8 @@
 #   (the driver never writes a read-only buffer);
 # - rdma, ram export with --mr-per-io on: pushed WRITEs, pulled READs and memory windows over the
 #   application's pages verify clean;
-# - null and loop (hugetlbfs buffer): zero copy counted, loop verifies clean; the buffer file
+# - null and loop (hugetlbfs buffer), loop also with --batch-io on: zero copy counted, loop
+#   verifies clean; the buffer file
 #   removed while the device lives keeps its huge pages, and after `del` they are free again
 #   (nothing maps or pins them any more); the daemon logs each buffer unregistered;
 # - -r 1: the daemon SIGKILLed under fio verify and `recover`ed: the new daemon maps the same
@@ -153,11 +154,22 @@ fio_run loop --filename=/dev/ublkb3 --rw=randwrite --bsrange=4k-256k --iodepth=1
 deltas 3
 ((zc == 32 * M)) || fail "loop: zero copy moved $zc bytes, fio $((32 * M))"
 (($(counter 3 errors) == 0)) || fail "loop: the device counted IO errors"
+must "$UBLK" del -n 3
+# The same with UBLK_F_BATCH_IO (7.0+): requests and results in per-queue arrays.
+ublk_add 5 -t loop -f "$backing" --batch-io on --shmem-buf "$htlb/buf"
+no_merges 5
+nap 1
+snapshot 5
+fio_run loop-batch --filename=/dev/ublkb5 --rw=randwrite --bsrange=4k-256k --iodepth=16 --size=16M \
+  --offset=16M --verify=crc32c --verify_fatal=1 --mem=mmaphuge:"$htlb/buf"
+deltas 5
+((zc == 32 * M)) || fail "loop, batch IO: zero copy moved $zc bytes, fio $((32 * M))"
+(($(counter 5 errors) == 0)) || fail "loop, batch IO: the device counted IO errors"
 free_hp() { awk '/^HugePages_Free/ { print $2 }' /proc/meminfo; }
 must rm "$htlb/buf"
 total=$(awk '/^HugePages_Total/ { print $2 }' /proc/meminfo)
 (($(free_hp) < total)) || fail "the removed file's huge pages are free while the device still pins them"
-must "$UBLK" del -n 3
+must "$UBLK" del -n 5
 wait_until 10 "the huge pages to be free again after del" eval "(( \$(free_hp) == $total ))"
 
 log "=== -r 1: daemon killed under fio verify, recovered with its buffers"

@@ -65,15 +65,21 @@ void QueueLoop::setup_st() {
 
   slab_ = MappedRegion::anonymous(size_t(cfg_.depth) * cfg_.max_io_bytes, /*populate=*/true);
   // Only this thread submits, and it runs task work when the kernel flags it (IORING_SQ_TASKRUN)
-  // instead of being interrupted for it: a spinning pass then needs no syscall at all.
-  constexpr unsigned kPreferred = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SINGLE_ISSUER;
+  // instead of being interrupted for it: a spinning pass then needs no syscall at all. With
+  // DEFER_TASKRUN (what kublk uses) that work (the driver handing us requests, our ops'
+  // completions) waits on the ring for the next io_uring_enter that asks for completions, which
+  // every pass that finds the flag makes: no task_work_add and no signal-style wakeup per request.
+  constexpr unsigned kCooperative =
+      IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SINGLE_ISSUER;
   const unsigned entries = ring_entries(cfg_.depth);
-  try {
-    ring_.init(entries, kPreferred, 2 * entries);
-    cooperative_taskrun_ = true;
-  } catch (const SetupError& e) {
-    if (e.errno_value() != EINVAL) throw;  // older kernels refuse the flags: run without them
-    ring_.init(entries, 0, 2 * entries);
+  for (unsigned flags : {kCooperative | IORING_SETUP_DEFER_TASKRUN, kCooperative, 0u}) {
+    try {
+      ring_.init(entries, flags, 2 * entries);
+      cooperative_taskrun_ = flags != 0;
+      break;
+    } catch (const SetupError& e) {
+      if (e.errno_value() != EINVAL || flags == 0) throw;  // older kernels refuse flags: try fewer
+    }
   }
   if (cfg_.batch_io) setup_batch_st();
 }

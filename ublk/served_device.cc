@@ -210,8 +210,9 @@ std::unique_ptr<ServedDevice> ServedDevice::recover(ControlDevice& ctrl, uint32_
     if (!(dev->info_.flags & kFShmemZc))
       throw_setup("device {} has no SHMEM_ZC, yet shared buffers are recorded for it", dev_id);
     // The registrations outlived the daemon (the driver keeps the pages pinned until UNREG_BUF or
-    // DEL_DEV), and the queue stays frozen until recovery ends, so they cannot be made again now:
-    // the same files are mapped again under the recorded indices.
+    // DEL_DEV). They cannot be made again now: (un)registering freezes the queue, which would wait
+    // for the requests the quiesced device holds for us. The same files are mapped again under
+    // the recorded indices instead.
     dev->shared_ = std::make_unique<SharedBuffers>(opts.shared_buffers);
     dev->shared_->adopt_recorded();
   }

@@ -111,7 +111,7 @@ int serve_until_stopped(ublk::ControlDevice& ctrl, std::unique_ptr<ublk::ServedD
     }
   }
   // The queues are gone: the application's pages need not stay pinned for the device any longer.
-  if (size_t n = dev->shared_buffers_json().size(); n && dev->done()) {
+  if (size_t n = dev->shared_buffer_count(); n && dev->done()) {
     size_t released = dev->unregister_shared_buffers(ctrl);
     log::cli()->log(released == n || !signalled ? spdlog::level::info : spdlog::level::warn,
                     "device {}: {} of {} shared buffers unregistered{}", id, released, n,

@@ -53,6 +53,7 @@ class ServedDevice {
 
   // The shared buffers (add --shmem-buf) and their registrations, for the state file.
   nlohmann::json shared_buffers_json() const;
+  size_t shared_buffer_count() const { return shared_ ? shared_->size() : 0; }
   // UNREG_BUF of every shared buffer, once the queues are gone; returns how many were released.
   size_t unregister_shared_buffers(ControlDevice& ctrl);
 

@@ -45,6 +45,7 @@ class SharedBuffers {
   static std::pair<uint64_t, uint64_t> check(const SharedBufferSpec& spec);
 
   bool empty() const { return bufs_.empty(); }
+  size_t size() const { return bufs_.size(); }
   // REG_BUF of each with device `dev_id`. Throws SetupError (what is registered stays so until
   // DEL_DEV, which frees it).
   void register_all(ControlDevice& ctrl, uint32_t dev_id);

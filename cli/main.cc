@@ -95,18 +95,10 @@ std::vector<ublk::SharedBufferSpec> shared_buffer_args(const AddArgs& a) {
   std::vector<ublk::SharedBufferSpec> specs;
   for (const std::string& p : a.shmem_bufs) specs.push_back({p, false});
   for (const std::string& p : a.shmem_bufs_ro) specs.push_back({p, true});
-  if (specs.size() > ublk::kMaxSharedBuffers)
-    throw UsageError(fmt::format("--shmem-buf given {} times: at most {}", specs.size(), ublk::kMaxSharedBuffers));
-  std::vector<std::pair<uint64_t, uint64_t>> files;
-  for (const ublk::SharedBufferSpec& spec : specs) {
-    const char* opt = spec.read_only ? "--shmem-buf-ro" : "--shmem-buf";
-    try {
-      files.push_back(ublk::SharedBuffers::check(spec));
-    } catch (const SetupError& e) {
-      throw UsageError(fmt::format("{}: {}", opt, e.what()));
-    }
-    if (std::count(files.begin(), files.end(), files.back()) > 1)
-      throw UsageError(fmt::format("{} {}: the same file twice", opt, log::escaped(spec.path)));
+  try {
+    ublk::SharedBuffers::check(specs);
+  } catch (const SetupError& e) {
+    throw UsageError(fmt::format("--shmem-buf: {}", e.what()));
   }
   return specs;
 }

@@ -42,15 +42,21 @@ UniqueFd open_checked(const SharedBufferSpec& spec, struct stat& st) {
 
 }  // namespace
 
-std::pair<uint64_t, uint64_t> SharedBuffers::check(const SharedBufferSpec& spec) {
-  struct stat st;
-  open_checked(spec, st);
-  return {uint64_t(st.st_dev), uint64_t(st.st_ino)};
+void SharedBuffers::check(const std::vector<SharedBufferSpec>& specs) {
+  if (specs.size() > kMaxSharedBuffers)
+    throw_setup("{} shared buffers: at most {} per device", specs.size(), kMaxSharedBuffers);
+  std::vector<std::pair<dev_t, ino_t>> files;
+  for (const SharedBufferSpec& spec : specs) {
+    struct stat st;
+    open_checked(spec, st);
+    files.emplace_back(st.st_dev, st.st_ino);
+    if (std::count(files.begin(), files.end(), files.back()) > 1)
+      throw_setup("shared buffer {} is given twice", log::escaped(spec.path));
+  }
 }
 
 SharedBuffers::SharedBuffers(std::vector<SharedBufferSpec> specs) {
-  if (specs.size() > kMaxSharedBuffers)
-    throw_setup("{} shared buffers: at most {} per device", specs.size(), kMaxSharedBuffers);
+  check(specs);
   for (SharedBufferSpec& spec : specs) {
     const std::string& path = spec.path;
     struct stat st;
@@ -67,9 +73,6 @@ SharedBuffers::SharedBuffers(std::vector<SharedBufferSpec> specs) {
     b.map = MappedRegion(p, size);
     b.dev = uint64_t(st.st_dev);
     b.ino = uint64_t(st.st_ino);
-    for (const Buffer& other : bufs_)
-      if (other.dev == b.dev && other.ino == b.ino)
-        throw_setup("shared buffer {} is given twice", log::escaped(path));
     b.spec = std::move(spec);
     bufs_.push_back(std::move(b));
   }

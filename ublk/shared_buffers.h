@@ -10,7 +10,6 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "base/mapped_region.h"
@@ -40,9 +39,9 @@ class SharedBuffers {
   SharedBuffers(const SharedBuffers&) = delete;
   SharedBuffers& operator=(const SharedBuffers&) = delete;
 
-  // What the constructor checks of one file before it maps it (for the CLI, before anything
-  // else is touched); returns the file's identity (device, inode). Throws SetupError.
-  static std::pair<uint64_t, uint64_t> check(const SharedBufferSpec& spec);
+  // What the constructor checks before it maps anything (for the CLI, before anything else is
+  // touched): how many, each file as above, and no file twice. Throws SetupError.
+  static void check(const std::vector<SharedBufferSpec>& specs);
 
   bool empty() const { return bufs_.empty(); }
   size_t size() const { return bufs_.size(); }

@@ -8,6 +8,7 @@
 
 #include "base/errors.h"
 #include "base/host_port.h"
+#include "base/log.h"
 #include "base/size.h"
 #include "server/export_spec.h"
 #include "server/rdma_server.h"
@@ -24,8 +25,7 @@ void on_stop_signal(int) { g_stop.store(true); }
 
 void add_serve_options(CLI::App& cmd, ServeArgs& a) {
   cmd.add_option("--listen", a.listen, fmt::format("ADDR[:PORT] to listen on (port default {})", wire::kDefaultPort))->required();
-  cmd.add_option("--export", a.exports, "NAME=ram:SIZE[,hugepages] | NAME=file:PATH | NAME=null:SIZE (repeatable)")
-      ->required();
+  cmd.add_option("--export", a.exports, std::string(server::kExportSpecHelp) + " (repeatable)")->required();
   cmd.add_option("--read-only", a.read_only, "Export NAME refuses writes (repeatable)");
   cmd.add_option("--allow", a.allow, "Only peers in this CIDR may connect (repeatable)");
   cmd.add_option("--stats", a.stats_path, "Write statistics as JSON to this file (every second and at exit)");
@@ -70,6 +70,15 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
   cmd.add_option("--key-file", a.key_file,
                  "The server's own key, for clients that check it (add --server-key-file); needs --auth-keys");
   cmd.add_option("--server-id", a.server_id, "The identity the server proves to clients (default: the host name)");
+  cmd.add_option("--ceph-conf", a.ceph_conf,
+                 "Ceph configuration for rbd exports without ?conf= (default: librados' search, e.g. "
+                 "/etc/ceph/ceph.conf); the keyring is found through it");
+  cmd.add_option("--ceph-id", a.ceph_id,
+                 "Ceph client name (without \"client.\") for rbd exports without ?id= (default: admin)");
+  cmd.add_option("--export-retry", a.export_retry_s,
+                 "Seconds between attempts to open an rbd export that is unavailable (its cluster down)")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
 }
 
 int run_serve(const ServeArgs& a) {
@@ -79,6 +88,14 @@ int run_serve(const ServeArgs& a) {
   opts.port = listen.port;
   server::ExportConfig cfg = server::build_export_config(a.exports, a.read_only, a.allow);
   opts.exports = cfg.exports;
+  if (!a.ceph_id.empty() && !server::is_valid_ceph_id(a.ceph_id))
+    throw SetupError(fmt::format("invalid --ceph-id '{}': {}", log::escaped(a.ceph_id), server::kCephIdRule), EINVAL);
+  for (server::ExportSpec& e : opts.exports) {
+    if (e.kind != server::BackendKind::kRbd) continue;
+    if (e.rbd.ceph_conf.empty()) e.rbd.ceph_conf = a.ceph_conf;
+    if (e.rbd.ceph_id.empty()) e.rbd.ceph_id = a.ceph_id;
+  }
+  opts.export_retry = std::chrono::seconds(a.export_retry_s);
   opts.allow = cfg.allow;
   opts.stats_path = a.stats_path;
   opts.spin = std::chrono::microseconds(a.spin_us);

@@ -9,7 +9,7 @@ namespace ublkrdma::cli {
 
 struct ServeArgs {
   std::string listen;                  // ADDR[:PORT]
-  std::vector<std::string> exports;    // NAME=ram:SIZE | NAME=file:PATH | NAME=null:SIZE
+  std::vector<std::string> exports;    // NAME=ram:SIZE | NAME=file:PATH | NAME=null:SIZE | NAME=rbd:...
   std::vector<std::string> read_only;  // export names
   std::vector<std::string> allow;      // CIDRs
   std::string stats_path;
@@ -23,6 +23,9 @@ struct ServeArgs {
   std::string auth_keys;  // see ServerOptions::auth_keys_path
   std::string key_file;
   std::string server_id;  // default: the host name
+  std::string ceph_conf;  // rbd exports without ?conf=
+  std::string ceph_id;    // rbd exports without ?id=
+  uint32_t export_retry_s = 10;
 };
 
 void add_serve_options(CLI::App& cmd, ServeArgs& args);

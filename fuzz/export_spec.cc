@@ -22,6 +22,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (spec.kind == BackendKind::kFile) {
     FUZZ_CHECK(!spec.path.empty() && text == spec.name + "=file:" + spec.path);
     FUZZ_CHECK(spec.size == 0 && !spec.hugepages && !spec.populate);
+  } else if (spec.kind == BackendKind::kRbd) {
+    const RbdLocation& at = spec.rbd;
+    FUZZ_CHECK(!at.pool.empty() && !at.image.empty() && spec.size == 0 && spec.path.empty());
+    for (const std::string* part : {&at.pool, &at.rbd_namespace, &at.image, &at.snapshot})
+      FUZZ_CHECK(part->find_first_of("/@?&") == std::string::npos);
+    FUZZ_CHECK(at.ceph_id.empty() || is_valid_ceph_id(at.ceph_id));
+    FUZZ_CHECK(at.ceph_conf.find('\0') == std::string::npos);
   } else {
     FUZZ_CHECK(spec.kind == BackendKind::kRam || spec.kind == BackendKind::kNull);
     FUZZ_CHECK(spec.size > 0 && spec.size % 512 == 0 && spec.path.empty());
@@ -30,5 +37,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   ExportSpec again = parse_export_spec(describe(spec));
   FUZZ_CHECK(again.name == spec.name && again.kind == spec.kind && again.size == spec.size &&
              again.path == spec.path && again.hugepages == spec.hugepages && again.populate == spec.populate);
+  // describe() leaves out conf and id (they may hold secrets' paths); the image is all there.
+  FUZZ_CHECK(again.rbd.pool == spec.rbd.pool && again.rbd.rbd_namespace == spec.rbd.rbd_namespace &&
+             again.rbd.image == spec.rbd.image && again.rbd.snapshot == spec.rbd.snapshot);
   return 0;
 }

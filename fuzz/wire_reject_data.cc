@@ -11,7 +11,7 @@
 namespace ublkrdma::fuzz {
 namespace {
 
-constexpr uint16_t kLastKnownStatus = 8;  // v9's auth backoff
+constexpr uint16_t kLastKnownStatus = 9;  // export unavailable
 
 bool spec_valid(const uint8_t* p, size_t n) {
   return n >= 16 && le(p, 4) == 0x4d445255 && le(p + 6, 2) != 0 && all_zero(p + 10, 6);

@@ -5,6 +5,7 @@
 #include "server/backend_file.h"
 #include "server/backend_null.h"
 #include "server/backend_ram.h"
+#include "server/backend_rbd.h"
 
 namespace ublkrdma::server {
 
@@ -17,6 +18,8 @@ std::unique_ptr<Backend> open_backend(const ExportSpec& spec, bool read_only) {
       return open_null_backend(spec, read_only);
     case BackendKind::kFile:
       return open_file_backend(spec, read_only);
+    case BackendKind::kRbd:
+      return open_rbd_backend(spec, read_only);
   }
   throw SetupError("export '" + spec.name + "': unknown backend kind");
 }

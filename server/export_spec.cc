@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 
 #include "base/errors.h"
@@ -13,7 +14,9 @@
 namespace ublkrdma::server {
 namespace {
 
-constexpr const char* kExportForms = "expected NAME=ram:SIZE[,hugepages][,populate], NAME=file:PATH or NAME=null:SIZE";
+constexpr const char* kExportForms =
+    "expected NAME=ram:SIZE[,hugepages][,populate], NAME=file:PATH, NAME=null:SIZE or "
+    "NAME=rbd:POOL[/NAMESPACE]/IMAGE[@SNAP][?conf=FILE&id=CLIENT]";
 constexpr uint64_t kSizeGranularity = 512;  // the ram and null block size
 
 [[noreturn]] void bad_export(std::string_view text, std::string_view why) {
@@ -34,7 +37,74 @@ uint64_t parse_export_size(std::string_view text, std::string_view size_text) {
   return *size;
 }
 
+// A Ceph pool, namespace, image or snapshot name: what librbd takes, minus the characters that
+// delimit the spec. Control characters are refused: the name goes to logs and C APIs.
+void check_ceph_name(std::string_view text, std::string_view what, std::string_view name) {
+  if (name.empty()) bad_export(text, fmt::format("missing {}", what));
+  for (char c : name) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
+      bad_export(text, fmt::format("{} '{}' contains a control character", what, log::escaped(name)));
+    if (c == '/' || c == '@' || c == '?' || c == '&')
+      bad_export(text, fmt::format("{} '{}' contains '{}'", what, log::escaped(name), c));
+  }
+}
+
+// "POOL[/NAMESPACE]/IMAGE[@SNAP][?conf=FILE&id=CLIENT]"
+RbdLocation parse_rbd_location(std::string_view text, std::string_view arg) {
+  RbdLocation at;
+  std::string_view where = arg.substr(0, arg.find('?'));
+  bool have_query = where.size() < arg.size();
+  std::string_view query = have_query ? arg.substr(where.size() + 1) : std::string_view{};
+  if (size_t a = where.find('@'); a != std::string_view::npos) {
+    at.snapshot = std::string(where.substr(a + 1));
+    check_ceph_name(text, "SNAP", at.snapshot);
+    where = where.substr(0, a);
+  }
+  size_t first = where.find('/');
+  if (first == std::string_view::npos) bad_export(text, "missing '/' between POOL and IMAGE");
+  size_t last = where.rfind('/');
+  at.pool = std::string(where.substr(0, first));
+  check_ceph_name(text, "POOL", at.pool);
+  if (last != first) {
+    at.rbd_namespace = std::string(where.substr(first + 1, last - first - 1));
+    check_ceph_name(text, "NAMESPACE", at.rbd_namespace);
+  }
+  at.image = std::string(where.substr(last + 1));
+  check_ceph_name(text, "IMAGE", at.image);
+
+  if (have_query && query.empty()) bad_export(text, "empty option list after '?'");
+  while (!query.empty()) {
+    std::string_view item = query.substr(0, query.find('&'));
+    bool more = item.size() < query.size();
+    query = more ? query.substr(item.size() + 1) : std::string_view{};
+    if (more && query.empty()) bad_export(text, "empty option after '&'");
+    size_t eq = item.find('=');
+    std::string_view key = item.substr(0, eq);
+    std::string_view value = eq == std::string_view::npos ? std::string_view{} : item.substr(eq + 1);
+    if (eq == std::string_view::npos || value.empty())
+      bad_export(text, fmt::format("option '{}' needs a value (conf=FILE or id=CLIENT)", log::escaped(item)));
+    if (key == "conf") {
+      if (value.find('\0') != std::string_view::npos) bad_export(text, "conf FILE contains a NUL byte");
+      at.ceph_conf = std::string(value);
+    } else if (key == "id") {
+      if (!is_valid_ceph_id(value))
+        bad_export(text, fmt::format("bad id '{}': {}", log::escaped(value), kCephIdRule));
+      at.ceph_id = std::string(value);
+    } else {
+      bad_export(text, fmt::format("unknown option '{}' for rbd (conf=FILE, id=CLIENT)", log::escaped(key)));
+    }
+  }
+  return at;
+}
+
 }  // namespace
+
+bool is_valid_ceph_id(std::string_view id) {
+  if (id.empty() || id.size() > 64 || id.starts_with("client.")) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+  });
+}
 
 bool is_valid_export_name(std::string_view name) {
   if (name.empty() || name.size() > kMaxExportNameLength) return false;
@@ -56,7 +126,7 @@ ExportSpec parse_export_spec(std::string_view text) {
 
   std::string_view rest = text.substr(eq + 1);
   size_t colon = rest.find(':');
-  if (colon == std::string_view::npos) bad_export(text, "missing KIND: (ram:, file: or null:)");
+  if (colon == std::string_view::npos) bad_export(text, "missing KIND: (ram:, file:, null: or rbd:)");
   std::string_view kind = rest.substr(0, colon);
   std::string_view arg = rest.substr(colon + 1);
 
@@ -68,6 +138,11 @@ ExportSpec parse_export_spec(std::string_view text) {
     // The path goes to open(2) as a C string: a NUL in it would open another file.
     if (arg.find('\0') != std::string_view::npos) bad_export(text, "PATH contains a NUL byte");
     spec.path = std::string(arg);
+    return spec;
+  }
+  if (kind == "rbd") {
+    spec.kind = BackendKind::kRbd;
+    spec.rbd = parse_rbd_location(text, arg);
     return spec;
   }
   if (kind == "ram") {
@@ -111,8 +186,19 @@ std::string describe(const ExportSpec& spec) {
     case BackendKind::kFile:
       s = fmt::format("{}=file:{}", spec.name, spec.path);
       break;
+    case BackendKind::kRbd:
+      s = fmt::format("{}=rbd:{}", spec.name, rbd_image_spec(spec.rbd));
+      break;
   }
   if (spec.read_only) s += " (read-only)";
+  return s;
+}
+
+std::string rbd_image_spec(const RbdLocation& at) {
+  std::string s = at.pool + "/";
+  if (!at.rbd_namespace.empty()) s += at.rbd_namespace + "/";
+  s += at.image;
+  if (!at.snapshot.empty()) s += "@" + at.snapshot;
   return s;
 }
 

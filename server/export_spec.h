@@ -6,6 +6,10 @@
 //   --export NAME=null:SIZE                         completes everything, stores nothing
 //   --export NAME=file:PATH                         regular file or block device; PATH is taken
 //                                                   verbatim (it may contain ',' or '=')
+//   --export NAME=rbd:POOL[/NAMESPACE]/IMAGE[@SNAP][?conf=FILE&id=CLIENT]
+//                                                   a Ceph RBD image through librbd (a snapshot is
+//                                                   read-only); conf and id override serve's
+//                                                   --ceph-conf and --ceph-id for this export
 //   --read-only NAME                                refuse writes, discards, write-zeroes
 //   --allow CIDR                                    IPv4 "a.b.c.d/n" or IPv6 "x::y/n"; repeatable;
 //                                                   none given = everyone may connect
@@ -27,10 +31,21 @@ inline constexpr size_t kMaxExportNameLength = 32;
 
 // For the CLI's --export help text.
 inline constexpr const char* kExportSpecHelp =
-    "NAME=ram:SIZE[,hugepages][,populate] | NAME=file:PATH | NAME=null:SIZE "
+    "NAME=ram:SIZE[,hugepages][,populate] | NAME=file:PATH | NAME=null:SIZE | "
+    "NAME=rbd:POOL[/NAMESPACE]/IMAGE[@SNAP][?conf=FILE&id=CLIENT] "
     "(NAME: 1-32 of A-Z a-z 0-9 . _ -; SIZE: e.g. 512M, 4G; PATH: a regular file or block device)";
 
-enum class BackendKind : uint8_t { kRam, kFile, kNull };
+enum class BackendKind : uint8_t { kRam, kFile, kNull, kRbd };
+
+// rbd: where the image is and how to reach its cluster.
+struct RbdLocation {
+  std::string pool;
+  std::string rbd_namespace;  // "" = the pool's default namespace
+  std::string image;
+  std::string snapshot;       // "" = the image's head (writable)
+  std::string ceph_conf;      // "" = serve --ceph-conf, else librados' default search
+  std::string ceph_id;        // client name without "client." ("" = serve --ceph-id, else "admin")
+};
 
 struct ExportSpec {
   std::string name;
@@ -40,13 +55,21 @@ struct ExportSpec {
   bool hugepages = false;  // ram only
   bool populate = false;   // ram only: fault all pages in at open (MAP_POPULATE)
   bool read_only = false;  // set by --read-only NAME
+  RbdLocation rbd;         // rbd only
 };
+
+// A Ceph client name as rbd exports take it: [A-Za-z0-9._-]{1,64}, without "client.".
+bool is_valid_ceph_id(std::string_view id);
+inline constexpr const char* kCephIdRule = "use up to 64 of A-Z a-z 0-9 . _ -, without \"client.\"";
 
 // True if `name` is a valid export name ([A-Za-z0-9._-]{1,32}).
 bool is_valid_export_name(std::string_view name);
 
 // Parses one --export value "NAME=KIND:ARG[,OPTION...]". Throws SetupError.
 ExportSpec parse_export_spec(std::string_view text);
+
+// "POOL[/NAMESPACE]/IMAGE[@SNAP]", as the rbd tool writes it.
+std::string rbd_image_spec(const RbdLocation& at);
 
 // "vol0=ram:4G,hugepages" style description for logs.
 std::string describe(const ExportSpec& spec);

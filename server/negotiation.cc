@@ -55,6 +55,8 @@ Negotiation negotiate(std::span<const uint8_t> private_data, const sockaddr* pee
 
   ExportInfo info;
   int idx = find(n.request.name(), info);
+  if (idx == kExportUnavailable)
+    return refuse(wire::ConnectStatus::kUnavailable, "export unavailable (its storage could not be opened yet)");
   if (idx < 0) return refuse(wire::ConnectStatus::kUnknownExport, "unknown export");
 
   // Before anything divides by it.

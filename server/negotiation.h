@@ -68,7 +68,9 @@ uint64_t connection_memory(uint16_t depth, uint32_t max_io_bytes, bool direct);
 inline constexpr uint64_t kConnectionFixedBytes = 64 * 1024;
 inline constexpr uint64_t kConnectionPerTagBytes = 4096;
 
-// `find` maps an export name to its index and info, or returns -1.
+// `find` maps an export name to its index and info, or returns -1 (no such export) or
+// kExportUnavailable (it exists, but its storage cannot be reached now).
+inline constexpr int kExportUnavailable = -2;
 using ExportLookup = std::function<int(std::string_view name, ExportInfo& info)>;
 
 Negotiation negotiate(std::span<const uint8_t> private_data, const sockaddr* peer, std::span<const Cidr> allow,

@@ -18,6 +18,7 @@
 #include "server/auth_limiter.h"
 #include "server/backend.h"
 #include "server/connection.h"
+#include "server/export_set.h"
 #include "server/negotiation.h"
 #include "transport/auth.h"
 #include "transport/auth_protocol.h"
@@ -48,7 +49,7 @@ struct ExportTotals {
 
 struct RdmaServer::Impl {
   ServerOptions opts;
-  std::vector<std::unique_ptr<Backend>> backends;  // by export index
+  std::unique_ptr<ExportSet> exports;  // destroyed after the connections that use its backends
   std::unique_ptr<transport::Listener> listener;  // none while its RDMA device is removed
   uint16_t port = 0;
   Clock::time_point next_listen{};
@@ -84,7 +85,9 @@ struct RdmaServer::Impl {
   int find_export(std::string_view name, ExportInfo& info) const {
     for (size_t i = 0; i < opts.exports.size(); ++i) {
       if (opts.exports[i].name != name) continue;
-      const Backend& b = *backends[i];
+      const Backend* backend = exports->backend(i);
+      if (!backend) return kExportUnavailable;
+      const Backend& b = *backend;
       info.size = b.size();
       info.block_size = b.block_size();
       info.read_only = b.read_only();
@@ -146,7 +149,7 @@ struct RdmaServer::Impl {
         aa.server_nonce = ca->context.server_nonce;
         wire::set_identity(aa.server_id, opts.server_id);
       }
-      sc = std::make_unique<Connection>(std::move(conn), *backends[size_t(n.export_index)], spec.name, n.accept,
+      sc = std::make_unique<Connection>(std::move(conn), *exports->backend(size_t(n.export_index)), spec.name, n.accept,
                                         reads, n.request.queue_id, opts, std::move(ca));
       sc->set_budget(n.memory_bytes, peer_ip);
       sc->setup();
@@ -213,6 +216,11 @@ struct RdmaServer::Impl {
       jexp[name] = {{"connections", t.connections},   {"commands", t.commands},
                     {"rdma_bytes", t.rdma_bytes},     {"copied_bytes", t.copied_bytes},
                     {"errors", t.errors},             {"rejected_commands", t.rejected_commands}};
+    for (size_t i = 0; i < exports->size(); ++i) {
+      nlohmann::json& e = jexp[exports->spec(i).name];
+      e["available"] = exports->backend(i) != nullptr;
+      if (std::string why = exports->unavailable_reason(i); !why.empty()) e["unavailable_reason"] = why;
+    }
     nlohmann::json j = {{"exports", jexp},
                         {"connections", jconns},
                         {"accepted_connections", accepted_connections.get()},
@@ -241,7 +249,7 @@ struct RdmaServer::Impl {
 
 RdmaServer::RdmaServer(const ServerOptions& opts) : impl_(std::make_unique<Impl>()) {
   impl_->opts = opts;
-  if (opts.exports.empty()) throw_setup("serve: no export given (--export NAME=ram:SIZE|file:PATH|null:SIZE)");
+  if (opts.exports.empty()) throw_setup("serve: no export given (--export NAME=ram:SIZE|file:PATH|null:SIZE|rbd:POOL/IMAGE)");
   // Keys and identities first: a bad configuration opens no export.
   if (!opts.auth_keys_path.empty()) {
     impl_->auth_table = AuthTable::load(opts.auth_keys_path);
@@ -263,11 +271,13 @@ RdmaServer::RdmaServer(const ServerOptions& opts) : impl_(std::make_unique<Impl>
                         "address{} may attach every export; use --auth-keys FILE",
                         opts.allow.empty() ? "" : " and passes --allow");
   }
-  for (const auto& spec : opts.exports) {
-    impl_->backends.push_back(open_backend(spec, spec.read_only));
-    const Backend& b = *impl_->backends.back();
-    log::server()->info("export '{}': {} ({} bytes, {}-byte blocks{})", spec.name, describe(spec), b.size(),
-                        b.block_size(), b.read_only() ? ", read-only" : "");
+  impl_->exports = std::make_unique<ExportSet>(opts.exports, opts.export_retry);
+  for (size_t i = 0; i < impl_->exports->size(); ++i) {
+    const ExportSpec& spec = opts.exports[i];
+    const Backend* b = impl_->exports->backend(i);
+    if (!b) continue;  // unavailable: ExportSet said why
+    log::server()->info("export '{}': {} ({} bytes, {}-byte blocks{})", spec.name, describe(spec), b->size(),
+                        b->block_size(), b->read_only() ? ", read-only" : "");
   }
   if (transport::rdma_device_names().empty())
     throw_setup("no RDMA device found (load a driver, e.g. `modprobe rdma_rxe` and "

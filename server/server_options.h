@@ -14,6 +14,8 @@ struct ServerOptions {
   std::string listen_addr;  // "" or "0.0.0.0" = any
   uint16_t port = wire::kDefaultPort;
   std::vector<ExportSpec> exports;
+  // An rbd export whose image cannot be opened (cluster down) is retried this often.
+  std::chrono::milliseconds export_retry{10000};
   std::vector<Cidr> allow;
   std::string stats_path;  // JSON stats written here periodically and at exit ("" = none)
   std::chrono::milliseconds stats_interval{1000};

@@ -39,6 +39,11 @@ constexpr int kIbCmRejConsumerDefined = 28;  // the server called rdma_reject
                                      "authentications from it: retry in 30 s",
                                      where),
                          EAGAIN);
+      case wire::ConnectStatus::kUnavailable:
+        throw SetupError(fmt::format("export '{}' on server {} is unavailable now (its storage cannot be reached; "
+                                     "the server's log says why)",
+                                     o.export_name, where),
+                         EAGAIN);
       case wire::ConnectStatus::kBadVersion:
         throw SetupError(fmt::format("server {} speaks protocol versions {}..{}, this client {}..{}", where,
                                      r.min_version, r.version, wire::kMinVersion, wire::kVersion),

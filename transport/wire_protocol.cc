@@ -15,6 +15,7 @@ const char* connect_status_text(ConnectStatus s) {
     case ConnectStatus::kInternal: return "server-side setup failure";
     case ConnectStatus::kAuthRequired: return "the server requires authentication";
     case ConnectStatus::kAuthBackoff: return "too many failed authentications from this address: retry later";
+    case ConnectStatus::kUnavailable: return "the export's storage is unavailable on the server now: retry later";
   }
   return "unknown reason";
 }

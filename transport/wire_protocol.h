@@ -120,6 +120,7 @@ enum class ConnectStatus : uint16_t {
   kInternal = 6,       // the server failed to set up the connection
   kAuthRequired = 7,   // v9: the server authenticates every client; this one did not offer to
   kAuthBackoff = 8,    // v9: too many failed authentications from this address lately
+  kUnavailable = 9,    // the export's storage cannot be reached now (an rbd image's cluster); retry later
 };
 const char* connect_status_text(ConnectStatus s);
 
@@ -419,7 +420,7 @@ constexpr Decoded<RejectData> decode_reject_data(std::span<const uint8_t> b) {
   d.value.min_version = detail::get16(b, 8);
   // Unknown reasons from a newer server are still a rejection: report them as kInternal.
   if (s == 0) return {d.value, DecodeError::kBadParams};
-  if (s > uint16_t(ConnectStatus::kAuthBackoff)) d.value.status = ConnectStatus::kInternal;
+  if (s > uint16_t(ConnectStatus::kUnavailable)) d.value.status = ConnectStatus::kInternal;
   for (size_t i = 10; i < kRejectDataSize; ++i)
     if (b[i] != 0) return {d.value, DecodeError::kReservedNonZero};
   return d;

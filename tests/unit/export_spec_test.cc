@@ -23,6 +23,58 @@ void expect_error(F&& parse, std::initializer_list<const char*> needles) {
   }
 }
 
+TEST(ExportSpec, Rbd) {
+  ExportSpec s = parse_export_spec("vol0=rbd:pool/img");
+  EXPECT_EQ(s.kind, BackendKind::kRbd);
+  EXPECT_EQ(s.rbd.pool, "pool");
+  EXPECT_EQ(s.rbd.rbd_namespace, "");
+  EXPECT_EQ(s.rbd.image, "img");
+  EXPECT_EQ(s.rbd.snapshot, "");
+  EXPECT_EQ(s.rbd.ceph_conf, "");
+  EXPECT_EQ(s.rbd.ceph_id, "");
+  EXPECT_EQ(describe(s), "vol0=rbd:pool/img");
+
+  s = parse_export_spec("snap=rbd:my-pool/ns1/image.2@before_upgrade?conf=/etc/ceph/other.conf&id=gw1");
+  EXPECT_EQ(s.rbd.pool, "my-pool");
+  EXPECT_EQ(s.rbd.rbd_namespace, "ns1");
+  EXPECT_EQ(s.rbd.image, "image.2");
+  EXPECT_EQ(s.rbd.snapshot, "before_upgrade");
+  EXPECT_EQ(s.rbd.ceph_conf, "/etc/ceph/other.conf");
+  EXPECT_EQ(s.rbd.ceph_id, "gw1");
+  EXPECT_EQ(describe(s), "snap=rbd:my-pool/ns1/image.2@before_upgrade");
+  EXPECT_EQ(parse_export_spec("v=rbd:p/i?id=x").rbd.ceph_id, "x");
+  EXPECT_EQ(parse_export_spec("v=rbd:p/i@s").rbd.snapshot, "s");
+}
+
+TEST(ExportSpec, RbdErrors) {
+  expect_error([] { parse_export_spec("v=rbd:"); }, {"missing '/' between POOL and IMAGE"});
+  expect_error([] { parse_export_spec("v=rbd:img"); }, {"missing '/' between POOL and IMAGE"});
+  expect_error([] { parse_export_spec("v=rbd:/img"); }, {"missing POOL"});
+  expect_error([] { parse_export_spec("v=rbd:pool/"); }, {"missing IMAGE"});
+  expect_error([] { parse_export_spec("v=rbd:pool//img"); }, {"missing NAMESPACE"});
+  expect_error([] { parse_export_spec("v=rbd:p/n/x/img"); }, {"NAMESPACE 'n/x' contains '/'"});
+  expect_error([] { parse_export_spec("v=rbd:pool/img@"); }, {"missing SNAP"});
+  expect_error([] { parse_export_spec("v=rbd:pool/img@a@b"); }, {"SNAP 'a@b' contains '@'"});
+  expect_error([] { parse_export_spec("v=rbd:pool/im\x01g"); }, {"IMAGE", "control character"});
+  expect_error([] { parse_export_spec("v=rbd:pool/img?"); }, {"empty option list after '?'"});
+  expect_error([] { parse_export_spec("v=rbd:pool/img?id=a&"); }, {"empty option after '&'"});
+  expect_error([] { parse_export_spec("v=rbd:pool/img?conf"); }, {"option 'conf' needs a value"});
+  expect_error([] { parse_export_spec("v=rbd:pool/img?conf="); }, {"option 'conf=' needs a value"});
+  expect_error([] { parse_export_spec("v=rbd:pool/img?user=a"); }, {"unknown option 'user' for rbd"});
+  expect_error([] { parse_export_spec("v=rbd:pool/img?id=client.admin"); }, {"bad id 'client.admin'"});
+  expect_error([] { parse_export_spec("v=rbd:pool/img?id=a b"); }, {"bad id 'a b'"});
+  expect_error([] { parse_export_spec(std::string("v=rbd:pool/img?conf=/a\0b", 24)); }, {"NUL"});
+}
+
+TEST(ExportSpec, CephId) {
+  EXPECT_TRUE(is_valid_ceph_id("admin"));
+  EXPECT_TRUE(is_valid_ceph_id("gw-1.a_b"));
+  EXPECT_FALSE(is_valid_ceph_id(""));
+  EXPECT_FALSE(is_valid_ceph_id("client.admin"));
+  EXPECT_FALSE(is_valid_ceph_id("a/b"));
+  EXPECT_FALSE(is_valid_ceph_id(std::string(65, 'a')));
+}
+
 TEST(ExportSpec, Ram) {
   ExportSpec s = parse_export_spec("vol0=ram:4G");
   EXPECT_EQ(s.name, "vol0");

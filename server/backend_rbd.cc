@@ -1,0 +1,319 @@
+#include "server/backend_rbd.h"
+
+#include <rados/librados.h>
+#include <rbd/librbd.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <string>
+#include <vector>
+
+#include "base/errors.h"
+#include "base/log.h"
+#include "base/size.h"
+#include "base/unique_fd.h"
+
+namespace ublkrdma::server {
+namespace {
+
+constexpr int32_t kNoTag = -1;
+
+// A command's life in a queue.
+enum class RbdStage : uint8_t {
+  kIdle,      // free
+  kRunning,   // the operation is with librbd
+  kFlushing,  // a FUA write's data is written; the flush that makes it durable is with librbd
+};
+
+class RbdQueue;
+
+struct RbdSlot {
+  RbdQueue* queue = nullptr;
+  uint16_t tag = 0;
+  RbdStage stage = RbdStage::kIdle;
+  wire::Opcode op = wire::Opcode::kRead;
+  uint32_t flags = 0;
+  uint32_t length = 0;
+  rbd_completion_t completion = nullptr;
+  // Written by librbd's thread before it publishes the tag (release), read by ours after taking
+  // the list (acquire).
+  int64_t result = 0;
+  int32_t next = kNoTag;  // the finished list's link
+};
+
+// The cluster handle, the pool's I/O context and the image, closed in the reverse order.
+struct RbdHandles {
+  rados_t cluster = nullptr;
+  rados_ioctx_t ioctx = nullptr;
+  rbd_image_t image = nullptr;
+
+  RbdHandles() = default;
+  RbdHandles(const RbdHandles&) = delete;
+  RbdHandles& operator=(const RbdHandles&) = delete;
+  ~RbdHandles() {
+    if (image) rbd_close(image);  // flushes what librbd still caches
+    if (ioctx) rados_ioctx_destroy(ioctx);
+    if (cluster) rados_shutdown(cluster);
+  }
+};
+
+class RbdQueue final : public BackendQueue {
+ public:
+  RbdQueue(rbd_image_t image, std::string_view name, uint64_t size, bool read_only, uint16_t depth)
+      : image_(image), name_(name), size_(size), read_only_(read_only), slots_(depth) {
+    if (depth == 0) throw_setup("export '{}': queue depth 0", name);
+    event_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!event_fd_) throw_errno(errno, "export '{}': eventfd", name);
+    for (uint16_t t = 0; t < depth; ++t) {
+      slots_[t].queue = this;
+      slots_[t].tag = t;
+    }
+    ready_.reserve(depth);
+  }
+
+  // librbd's callbacks point into slots_: every command must have come back first.
+  ~RbdQueue() override {
+    for (RbdSlot& s : slots_) {
+      if (s.completion == nullptr) continue;
+      rbd_aio_wait_for_complete(s.completion);
+      rbd_aio_release(s.completion);
+      s.completion = nullptr;
+    }
+  }
+
+  int event_fd() const override { return event_fd_.get(); }
+  bool busy() const override { return active_ > 0; }
+
+  int submit(uint16_t tag, wire::Opcode op, uint64_t offset, uint32_t length, std::byte* buffer,
+             uint32_t flags) override {
+    if (tag >= slots_.size()) return -EINVAL;
+    RbdSlot& s = slots_[tag];
+    if (s.stage != RbdStage::kIdle) return -EBUSY;
+    bool transfer = op == wire::Opcode::kRead || op == wire::Opcode::kWrite;
+    if (op != wire::Opcode::kFlush && !within_export(size_, offset, length)) return -EINVAL;
+    if (op != wire::Opcode::kRead && op != wire::Opcode::kFlush && read_only_) return -EROFS;
+    if (transfer && (buffer == nullptr || length == 0)) return -EINVAL;
+
+    s.op = op;
+    s.flags = flags;
+    s.length = length;
+    s.result = 0;
+    int rc = rbd_aio_create_completion(&s, &RbdQueue::on_complete, &s.completion);
+    if (rc < 0) return rc;
+    iovec iov{buffer, length};
+    switch (op) {
+      case wire::Opcode::kRead:
+        rc = rbd_aio_readv(image_, &iov, 1, offset, s.completion);
+        break;
+      case wire::Opcode::kWrite:
+        rc = rbd_aio_writev(image_, &iov, 1, offset, s.completion);
+        break;
+      case wire::Opcode::kFlush:
+        rc = rbd_aio_flush(image_, s.completion);
+        break;
+      case wire::Opcode::kDiscard:
+      case wire::Opcode::kWriteZeroes:
+        rc = rbd_aio_write_zeroes(image_, offset, length, s.completion, 0, 0);
+        break;
+      default:
+        rc = -EINVAL;
+    }
+    if (rc < 0) {
+      rbd_aio_release(s.completion);
+      s.completion = nullptr;
+      return rc;
+    }
+    s.stage = RbdStage::kRunning;
+    ++active_;
+    return 0;
+  }
+
+  int poll(std::span<BackendCompletion> out) override {
+    // Read the eventfd before taking the list: a tag pushed after the take has its write still
+    // to come (or already counted), so the fd stays readable for it.
+    uint64_t count;
+    (void)!::read(event_fd_.get(), &count, sizeof(count));
+    int32_t tag = finished_.exchange(kNoTag, std::memory_order_acquire);
+    size_t first_new = ready_.size();
+    for (; tag != kNoTag; tag = slots_[size_t(tag)].next) ready_.push_back(uint16_t(tag));
+    // The list is last-in first-out: answer in completion order.
+    std::reverse(ready_.begin() + ptrdiff_t(first_new), ready_.end());
+
+    size_t n = 0, taken = 0;
+    for (; taken < ready_.size() && n < out.size(); ++taken) {
+      RbdSlot& s = slots_[ready_[taken]];
+      rbd_aio_release(s.completion);
+      s.completion = nullptr;
+      if (advance_st(s)) continue;  // a FUA write's flush is now with librbd
+      out[n++] = BackendCompletion{s.tag, answer(s)};
+      s.stage = RbdStage::kIdle;
+      --active_;
+    }
+    ready_.erase(ready_.begin(), ready_.begin() + ptrdiff_t(taken));
+    if (!ready_.empty()) wake();  // what did not fit in `out` is handed out by the next poll()
+    return int(n);
+  }
+
+ private:
+  // librbd's thread: the result goes into the slot, the tag onto the finished list.
+  static void on_complete(rbd_completion_t completion, void* arg) {
+    auto* s = static_cast<RbdSlot*>(arg);
+    s->result = rbd_aio_get_return_value(completion);
+    RbdQueue* q = s->queue;
+    int32_t head = q->finished_.load(std::memory_order_relaxed);
+    do s->next = head;
+    while (!q->finished_.compare_exchange_weak(head, int32_t(s->tag), std::memory_order_release,
+                                               std::memory_order_relaxed));
+    q->wake();
+  }
+
+  void wake() {
+    uint64_t one = 1;
+    (void)!::write(event_fd_.get(), &one, sizeof(one));
+  }
+
+  // A successful FUA write goes on to its flush; true if that was submitted.
+  bool advance_st(RbdSlot& s) {
+    if (s.stage != RbdStage::kRunning || s.op != wire::Opcode::kWrite || !(s.flags & wire::kCmdFlagFua) ||
+        s.result < 0)
+      return false;
+    s.stage = RbdStage::kFlushing;
+    int rc = rbd_aio_create_completion(&s, &RbdQueue::on_complete, &s.completion);
+    if (rc == 0) rc = rbd_aio_flush(image_, s.completion);
+    if (rc == 0) return true;
+    if (s.completion) rbd_aio_release(s.completion);
+    s.completion = nullptr;
+    s.result = rc;
+    return false;
+  }
+
+  int32_t answer(const RbdSlot& s) const {
+    if (s.result < 0) {
+      log::server()->debug("export '{}': tag {} (opcode {}) failed: {}", name_, s.tag, int(s.op),
+                           errno_text(int(s.result)));
+      return int32_t(s.result);
+    }
+    if (s.op == wire::Opcode::kRead || s.op == wire::Opcode::kWrite) {
+      // librbd answers a write with 0 (or its length), a read with the bytes read.
+      if (s.op == wire::Opcode::kWrite) return int32_t(s.length);
+      return s.result == int64_t(s.length) ? int32_t(s.length) : -EIO;
+    }
+    return 0;
+  }
+
+  rbd_image_t image_;
+  std::string name_;
+  uint64_t size_;
+  bool read_only_;
+  std::vector<RbdSlot> slots_;
+  std::atomic<int32_t> finished_{kNoTag};  // head of the tags librbd finished, linked by next
+  std::vector<uint16_t> ready_;            // taken from finished_, not yet handed out
+  uint32_t active_ = 0;
+  UniqueFd event_fd_;
+};
+
+class RbdBackend final : public Backend {
+ public:
+  RbdBackend(const ExportSpec& spec, bool read_only, RbdBackendOptions options)
+      : name_(spec.name), read_only_(read_only || !spec.rbd.snapshot.empty()) {
+    const RbdLocation& at = spec.rbd;
+    std::string where = rbd_image_spec(at);
+    std::string id = at.ceph_id.empty() ? "admin" : at.ceph_id;
+    auto fail = [&](int rc, std::string_view what, std::string_view hint = {}) {
+      throw SetupError(fmt::format("export '{}' (rbd {} as client.{}): {}: {}{}", name_, where, id, what,
+                                   errno_text(rc), hint),
+                       -rc);
+    };
+
+    int rc = rados_create2(&h_.cluster, "ceph", ("client." + id).c_str(), 0);
+    if (rc < 0) fail(rc, "cannot create a cluster handle");
+    rc = rados_conf_read_file(h_.cluster, at.ceph_conf.empty() ? nullptr : at.ceph_conf.c_str());
+    if (rc < 0)
+      fail(rc, at.ceph_conf.empty() ? std::string("no Ceph configuration found")
+                                    : fmt::format("cannot read the Ceph configuration {}", at.ceph_conf),
+           at.ceph_conf.empty() ? " (give serve --ceph-conf FILE or ?conf=FILE)" : "");
+    rados_conf_parse_env(h_.cluster, nullptr);  // CEPH_ARGS, as the ceph tools read it
+    std::string timeout = std::to_string(options.connect_timeout.count());
+    rados_conf_set(h_.cluster, "client_mount_timeout", timeout.c_str());
+    rados_conf_set(h_.cluster, "rados_mon_op_timeout", timeout.c_str());
+    rc = rados_connect(h_.cluster);
+    if (rc == -ETIMEDOUT || rc == -ENOTCONN)
+      fail(rc, fmt::format("the cluster did not answer within {} s", options.connect_timeout.count()),
+           " (are its monitors up and reachable?)");
+    if (rc == -EACCES || rc == -EPERM) fail(rc, "the cluster refused the key", " (check the keyring of this id)");
+    if (rc < 0) fail(rc, "cannot connect to the cluster");
+
+    rc = rados_ioctx_create(h_.cluster, at.pool.c_str(), &h_.ioctx);
+    if (rc == -ENOENT) fail(rc, fmt::format("no pool '{}'", log::escaped(at.pool)));
+    if (rc < 0) fail(rc, "cannot open the pool");
+    if (!at.rbd_namespace.empty()) rados_ioctx_set_namespace(h_.ioctx, at.rbd_namespace.c_str());
+
+    const char* snap = at.snapshot.empty() ? nullptr : at.snapshot.c_str();
+    rc = read_only_ ? rbd_open_read_only(h_.ioctx, at.image.c_str(), &h_.image, snap)
+                    : rbd_open(h_.ioctx, at.image.c_str(), &h_.image, nullptr);
+    if (rc == -ENOENT)
+      fail(rc, snap ? "no such image or snapshot" : "no such image", " (rbd ls / rbd snap ls show what exists)");
+    if (rc == -EPERM || rc == -EACCES) fail(rc, "not permitted to open the image", " (the id's caps on the pool)");
+    if (rc < 0) fail(rc, "cannot open the image");
+
+    uint64_t features = 0;
+    rc = rbd_get_features(h_.image, &features);
+    if (rc < 0) fail(rc, "cannot read the image's features");
+    if (!read_only_ && !(features & RBD_FEATURE_EXCLUSIVE_LOCK))
+      fail(-EINVAL, "the image lacks the exclusive-lock feature, which keeps two gateways from writing it at once",
+           fmt::format(" (rbd feature enable {} exclusive-lock, or serve --read-only {})", where, name_));
+    rc = rbd_get_size(h_.image, &size_);
+    if (rc < 0) fail(rc, "cannot read the image's size");
+    size_ -= size_ % kBlockSize;
+    if (size_ == 0) fail(-EINVAL, "the image is smaller than one block");
+
+    // The same image (and snapshot) has the same id on every gateway: a client that moves to
+    // another one keeps its data; a recreated image gets a new id.
+    char image_id[64] = {};
+    rc = rbd_get_id(h_.image, image_id, sizeof(image_id));
+    if (rc < 0) fail(rc, "cannot read the image's id");
+    instance_id_ = derive_instance_id(std::string(image_id) + "@" + at.snapshot);
+    log::server()->info("export '{}': rbd {} as client.{}, {}{}", name_, where, id, format_size(size_),
+                        read_only_ ? ", read-only" : ", exclusive lock");
+  }
+
+  uint64_t size() const override { return size_; }
+  uint32_t block_size() const override { return kBlockSize; }
+  bool read_only() const override { return read_only_; }
+  uint32_t supported_ops() const override {
+    return read_only_ ? kSupportsFlush : kSupportsFlush | kSupportsFua | kSupportsDiscard | kSupportsWriteZeroes;
+  }
+  uint32_t instance_id() const override { return instance_id_; }
+  std::span<std::byte> direct_memory() const override { return {}; }
+
+  std::unique_ptr<BackendQueue> open_queue(std::span<std::byte>, uint16_t depth) const override {
+    return std::make_unique<RbdQueue>(h_.image, name_, size_, read_only_, depth);
+  }
+
+ private:
+  static constexpr uint32_t kBlockSize = 512;
+
+  static uint32_t derive_instance_id(const std::string& text) {
+    uint64_t x = 0xcbf29ce484222325ull;  // FNV-1a
+    for (unsigned char c : text) x = (x ^ c) * 0x100000001b3ull;
+    uint32_t id = uint32_t(x ^ (x >> 32));
+    return id ? id : 1;
+  }
+
+  std::string name_;
+  bool read_only_;
+  RbdHandles h_;
+  uint64_t size_ = 0;
+  uint32_t instance_id_ = 1;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> open_rbd_backend(const ExportSpec& spec, bool read_only, RbdBackendOptions options) {
+  return std::make_unique<RbdBackend>(spec, read_only, options);
+}
+
+}  // namespace ublkrdma::server

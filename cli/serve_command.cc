@@ -75,6 +75,10 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
                  "/etc/ceph/ceph.conf); the keyring is found through it");
   cmd.add_option("--ceph-id", a.ceph_id,
                  "Ceph client name (without \"client.\") for rbd exports without ?id= (default: admin)");
+  cmd.add_option("--ceph-timeout", a.ceph_timeout_s,
+                 "Seconds an rbd export may take to reach its cluster before it counts as unavailable")
+      ->check(CLI::Range(1, 600))
+      ->capture_default_str();
   cmd.add_option("--export-retry", a.export_retry_s,
                  "Seconds between attempts to open an rbd export that is unavailable (its cluster down)")
       ->check(CLI::Range(1, 3600))
@@ -94,6 +98,7 @@ int run_serve(const ServeArgs& a) {
     if (e.kind != server::BackendKind::kRbd) continue;
     if (e.rbd.ceph_conf.empty()) e.rbd.ceph_conf = a.ceph_conf;
     if (e.rbd.ceph_id.empty()) e.rbd.ceph_id = a.ceph_id;
+    e.rbd.connect_timeout_s = a.ceph_timeout_s;
   }
   opts.export_retry = std::chrono::seconds(a.export_retry_s);
   opts.allow = cfg.allow;

@@ -26,6 +26,7 @@ struct ServeArgs {
   std::string ceph_conf;  // rbd exports without ?conf=
   std::string ceph_id;    // rbd exports without ?id=
   uint32_t export_retry_s = 10;
+  uint32_t ceph_timeout_s = 20;
 };
 
 void add_serve_options(CLI::App& cmd, ServeArgs& args);

@@ -217,7 +217,7 @@ class RbdQueue final : public BackendQueue {
 
 class RbdBackend final : public Backend {
  public:
-  RbdBackend(const ExportSpec& spec, bool read_only, RbdBackendOptions options)
+  RbdBackend(const ExportSpec& spec, bool read_only)
       : name_(spec.name), read_only_(read_only || !spec.rbd.snapshot.empty()) {
     const RbdLocation& at = spec.rbd;
     std::string where = rbd_image_spec(at);
@@ -236,12 +236,15 @@ class RbdBackend final : public Backend {
                                     : fmt::format("cannot read the Ceph configuration {}", at.ceph_conf),
            at.ceph_conf.empty() ? " (give serve --ceph-conf FILE or ?conf=FILE)" : "");
     rados_conf_parse_env(h_.cluster, nullptr);  // CEPH_ARGS, as the ceph tools read it
-    std::string timeout = std::to_string(options.connect_timeout.count());
+    std::string timeout = std::to_string(at.connect_timeout_s);
     rados_conf_set(h_.cluster, "client_mount_timeout", timeout.c_str());
     rados_conf_set(h_.cluster, "rados_mon_op_timeout", timeout.c_str());
+    // No write-back cache in the gateway: a write is acknowledged once the cluster has it, so a
+    // gateway that dies (or a client that moves to another one) loses no acknowledged write.
+    rados_conf_set(h_.cluster, "rbd_cache", "false");
     rc = rados_connect(h_.cluster);
     if (rc == -ETIMEDOUT || rc == -ENOTCONN)
-      fail(rc, fmt::format("the cluster did not answer within {} s", options.connect_timeout.count()),
+      fail(rc, fmt::format("the cluster did not answer within {} s", at.connect_timeout_s),
            " (are its monitors up and reachable?)");
     if (rc == -EACCES || rc == -EPERM) fail(rc, "the cluster refused the key", " (check the keyring of this id)");
     if (rc < 0) fail(rc, "cannot connect to the cluster");
@@ -312,8 +315,8 @@ class RbdBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> open_rbd_backend(const ExportSpec& spec, bool read_only, RbdBackendOptions options) {
-  return std::make_unique<RbdBackend>(spec, read_only, options);
+std::unique_ptr<Backend> open_rbd_backend(const ExportSpec& spec, bool read_only) {
+  return std::make_unique<RbdBackend>(spec, read_only);
 }
 
 }  // namespace ublkrdma::server

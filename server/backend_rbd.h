@@ -8,6 +8,8 @@
 // callback, on a librbd thread, stores the result in the command's slot and pushes the tag on a
 // lock-free list that the queue's thread takes whole in poll().
 //
+// librbd's write-back cache is off (as Ceph's iSCSI gateways run it): a write is acknowledged
+// when the cluster has it, so a gateway that dies loses no acknowledged write.
 // READ/WRITE/FLUSH as librbd does them; FUA = the write, then a flush of the image; DISCARD and
 // WRITE_ZEROES = rbd write-zeroes (whole objects are discarded, partial ones zeroed), so a
 // discarded range reads back as zeros, as the client's block layer is told.
@@ -18,23 +20,16 @@
 // broken, and the holder blocklisted, once its watch times out), so two servers exporting the
 // same image never write it at the same time. An image without the feature is refused for
 // writing, with the command that enables it.
-#include <chrono>
 #include <memory>
 
 #include "server/backend.h"
 
 namespace ublkrdma::server {
 
-struct RbdBackendOptions {
-  // How long connecting to the cluster (monitors, authentication) may take before open fails:
-  // librados' own default is 5 minutes, too long for a server that should say what is wrong.
-  std::chrono::seconds connect_timeout{20};
-};
-
 // Connects as client.ID (spec.rbd.ceph_id, default "admin") with spec.rbd.ceph_conf (default:
 // librados' search: $CEPH_CONF, /etc/ceph/ceph.conf, ...) and opens the image. Throws SetupError
 // naming the export, the image and what failed (no such pool/image/snapshot, cluster not
-// reachable, permission denied, no exclusive-lock).
-std::unique_ptr<Backend> open_rbd_backend(const ExportSpec& spec, bool read_only, RbdBackendOptions options = {});
+// reachable within spec.rbd.connect_timeout_s, permission denied, no exclusive-lock).
+std::unique_ptr<Backend> open_rbd_backend(const ExportSpec& spec, bool read_only);
 
 }  // namespace ublkrdma::server

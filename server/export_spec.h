@@ -45,6 +45,9 @@ struct RbdLocation {
   std::string snapshot;       // "" = the image's head (writable)
   std::string ceph_conf;      // "" = serve --ceph-conf, else librados' default search
   std::string ceph_id;        // client name without "client." ("" = serve --ceph-id, else "admin")
+  // How long reaching the cluster (monitors, authentication) may take before the open fails:
+  // librados' own default is 5 minutes, too long for a server that should say what is wrong.
+  uint32_t connect_timeout_s = 20;  // serve --ceph-timeout
 };
 
 struct ExportSpec {

@@ -284,7 +284,8 @@ TEST(RbdBackend, ClearErrors) {
   }
   ExportSpec wrong_key = rbd_spec("img");
   wrong_key.rbd.ceph_conf = bad_conf;
-  std::string e = error_of([&] { open_rbd_backend(wrong_key, false, {std::chrono::seconds(10)}); });
+  wrong_key.rbd.connect_timeout_s = 10;
+  std::string e = error_of([&] { open_rbd_backend(wrong_key, false); });
   EXPECT_NE(e.find("client.gw"), std::string::npos) << e;
   EXPECT_TRUE(e.find("refused the key") != std::string::npos || e.find("cannot connect") != std::string::npos) << e;
 
@@ -298,7 +299,8 @@ TEST(RbdBackend, ClearErrors) {
   ExportSpec down = rbd_spec("img");
   down.rbd.ceph_conf = down_conf;
   auto t0 = std::chrono::steady_clock::now();
-  e = error_of([&] { open_rbd_backend(down, false, {std::chrono::seconds(3)}); });
+  down.rbd.connect_timeout_s = 3;
+  e = error_of([&] { open_rbd_backend(down, false); });
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(30));
   EXPECT_NE(e.find("did not answer within 3 s"), std::string::npos) << e;
 

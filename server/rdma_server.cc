@@ -294,7 +294,7 @@ uint16_t RdmaServer::port() const { return impl_->port; }
 std::string RdmaServer::stats_json() const { return impl_->stats(); }
 
 void RdmaServer::run(const std::atomic<bool>& stop) {
-  auto next_stats = Clock::now() + impl_->opts.stats_interval;
+  auto next_stats = Clock::now();  // the first stats right away: a script may wait for the file
   while (!stop.load()) {
     try {
       impl_->keep_listening();

@@ -35,7 +35,7 @@ serve_start --ceph-conf "$conf" --ceph-id gw --export vol=rbd:rbd/img --export s
   --export gone=rbd:rbd/nope --export r=ram:16M
 grep -q "export 'gone' is unavailable: .*no such image" "$E2E_SERVE_LOG" ||
   fail "the server does not say that export 'gone' has no image: $(grep gone "$E2E_SERVE_LOG")"
-serve_stats | jq -e '.exports.gone.available == false and (.exports.gone.unavailable_reason | test("no such image"))' \
+serve_stats wait | jq -e '.exports.gone.available == false and (.exports.gone.unavailable_reason | test("no such image"))' \
   >/dev/null || fail "the stats do not show export 'gone' unavailable: $(serve_stats | jq -c .exports.gone)"
 serve_stats | jq -e '.exports.vol.available and .exports.snap.available and .exports.r.available' >/dev/null ||
   fail "an export that opened is not shown available: $(serve_stats | jq -c .exports)"

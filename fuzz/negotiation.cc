@@ -100,6 +100,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<server::Cidr> allow(in.ConsumeIntegralInRange(0, 3));
   for (auto& c : allow) c = make_cidr(in);
   bool exists = in.ConsumeBool();
+  bool unavailable = in.ConsumeBool();  // when it does not exist: known, but its storage is unreachable
   server::ExportInfo info;
   info.block_size = in.ConsumeBool() ? 512u << in.ConsumeIntegralInRange(0, 3) : in.ConsumeIntegral<uint32_t>();
   info.size = in.ConsumeIntegral<uint64_t>();
@@ -135,7 +136,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FUZZ_CHECK(request.ok() && name == request.value.name());
     looked_up = true;
     out = info;
-    return exists ? 7 : -1;
+    return exists ? 7 : unavailable ? server::kExportUnavailable : -1;
   };
   server::Negotiation n = server::negotiate(private_data, peer.addr(), allow, find, limits);
 
@@ -168,7 +169,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   FUZZ_CHECK(looked_up);
   if (!exists) {
-    FUZZ_CHECK(!n.accepted && n.reject.status == wire::ConnectStatus::kUnknownExport);
+    FUZZ_CHECK(!n.accepted && n.reject.status == (unavailable ? wire::ConnectStatus::kUnavailable
+                                                              : wire::ConnectStatus::kUnknownExport));
     return 0;
   }
 

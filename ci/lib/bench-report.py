@@ -348,7 +348,8 @@ def main():
         return {"a": a, "b": b, "ratios": r}
     pairs = [p for p in (pair("ublk-rdma-shm", "ublk-rdma-file"), pair("ublk-null-shm", "ublk-null"),
                          pair("ublk-null", "kublk-null"), pair("ublk-null-shm", "kublk-null-shm"),
-                         pair("ublk-null-shm", "kublk-null-zc"), pair("ublk-null-shm", "kublk-null-autozc"))
+                         pair("ublk-null-shm", "kublk-null-zc"), pair("ublk-null-shm", "kublk-null-autozc"),
+                         pair("ublk-rdma-rbd", "rbd-nbd"))
              if p is not None]
 
     result = {

@@ -33,6 +33,7 @@ struct Fixture {
       if (name == "file4k") return info = file4k, 1;
       if (name == "ro") return info = ro, 2;
       if (name == "rofile") return info = rofile, 3;
+      if (name == "down") return kExportUnavailable;
       return -1;
     };
   }
@@ -91,6 +92,17 @@ TEST(RdmaNegotiation, UnknownExport) {
   EXPECT_FALSE(n.accepted);
   EXPECT_EQ(n.reject.status, wire::ConnectStatus::kUnknownExport);
   EXPECT_EQ(n.request.name(), "vol1");
+}
+
+TEST(RdmaNegotiation, UnavailableExport) {
+  Fixture f;
+  Negotiation n = f.run(request("down"));
+  EXPECT_FALSE(n.accepted);
+  EXPECT_EQ(n.reject.status, wire::ConnectStatus::kUnavailable);
+  EXPECT_NE(std::string(n.reason).find("unavailable"), std::string::npos);
+  // Not told to a peer outside --allow.
+  f.allow.push_back(parse_cidr("10.0.0.0/8"));
+  EXPECT_EQ(f.run(request("down")).reject.status, wire::ConnectStatus::kAccessDenied);
 }
 
 TEST(RdmaNegotiation, AllowListIsCheckedBeforeTheName) {

@@ -370,7 +370,8 @@ TEST(WireProtocol, AcceptMalformed) {
 
 TEST(WireProtocol, RejectRoundTripAndMalformed) {
   for (auto s : {ConnectStatus::kUnknownExport, ConnectStatus::kAccessDenied, ConnectStatus::kBadVersion,
-                 ConnectStatus::kBusy, ConnectStatus::kBadParams, ConnectStatus::kInternal}) {
+                 ConnectStatus::kBusy, ConnectStatus::kBadParams, ConnectStatus::kInternal,
+                 ConnectStatus::kAuthRequired, ConnectStatus::kAuthBackoff, ConnectStatus::kUnavailable}) {
     auto d = decode_reject_data(encode(RejectData{kVersion, s, kMinVersion}));
     ASSERT_TRUE(d.ok());
     EXPECT_EQ(d.value.status, s);

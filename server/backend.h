@@ -115,6 +115,17 @@ inline bool within_export(uint64_t export_size, uint64_t offset, uint64_t length
   return offset <= export_size && length <= export_size - offset;
 }
 
+// What a queue's submit() refuses whatever the backend (memory safety and read-only, not the
+// validator's checks): -EINVAL for a range beyond the export or a READ/WRITE without a buffer,
+// -EROFS for a writing command on a read-only export; else 0.
+inline int refuse_unsafe(uint64_t export_size, bool read_only, wire::Opcode op, uint64_t offset, uint32_t length,
+                         const std::byte* buffer) {
+  if (op != wire::Opcode::kFlush && !within_export(export_size, offset, length)) return -EINVAL;
+  if (op != wire::Opcode::kRead && op != wire::Opcode::kFlush && read_only) return -EROFS;
+  if ((op == wire::Opcode::kRead || op == wire::Opcode::kWrite) && (buffer == nullptr || length == 0)) return -EINVAL;
+  return 0;
+}
+
 // Opens the storage of `spec`, read-only if `read_only` or spec.read_only. Throws SetupError
 // with the export name and path in the message.
 std::unique_ptr<Backend> open_backend(const ExportSpec& spec, bool read_only = false);

@@ -87,10 +87,7 @@ class FileQueue final : public FileBackendQueue {
     if (tag >= slots_.size()) return -EINVAL;
     Slot& s = slots_[tag];
     if (s.active) return -EBUSY;
-    bool writes = op != wire::Opcode::kRead && op != wire::Opcode::kFlush;
-    if (op != wire::Opcode::kFlush && !within_export(info_.size, offset, length)) return -EINVAL;
-    if (writes && info_.read_only) return -EROFS;
-    if ((op == wire::Opcode::kRead || op == wire::Opcode::kWrite) && (buffer == nullptr || length == 0)) return -EINVAL;
+    if (int rc = refuse_unsafe(info_.size, info_.read_only, op, offset, length, buffer); rc < 0) return rc;
 
     s = Slot{};
     s.op = op;

@@ -92,10 +92,7 @@ class RbdQueue final : public BackendQueue {
     if (tag >= slots_.size()) return -EINVAL;
     RbdSlot& s = slots_[tag];
     if (s.stage != RbdStage::kIdle) return -EBUSY;
-    bool transfer = op == wire::Opcode::kRead || op == wire::Opcode::kWrite;
-    if (op != wire::Opcode::kFlush && !within_export(size_, offset, length)) return -EINVAL;
-    if (op != wire::Opcode::kRead && op != wire::Opcode::kFlush && read_only_) return -EROFS;
-    if (transfer && (buffer == nullptr || length == 0)) return -EINVAL;
+    if (int rc = refuse_unsafe(size_, read_only_, op, offset, length, buffer); rc < 0) return rc;
 
     s.op = op;
     s.flags = flags;

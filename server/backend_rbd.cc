@@ -7,6 +7,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
+#include <map>
+#include <mutex>
 #include <cerrno>
 #include <string>
 #include <vector>
@@ -44,9 +47,68 @@ struct RbdSlot {
   int32_t next = kNoTag;  // the finished list's link
 };
 
-// The cluster handle, the pool's I/O context and the image, closed in the reverse order.
+// One connection to a cluster, shared by the exports that reach it with the same configuration
+// and client id: each connection has messenger threads of its own and a session to every OSD.
+class RbdCluster {
+ public:
+  using Fail = std::function<void(int rc, std::string what, std::string hint)>;  // throws
+
+  // The live connection for this configuration and id, or a new one. Setup path only.
+  static std::shared_ptr<RbdCluster> get(const RbdLocation& at, const std::string& id, const Fail& fail) {
+    std::string key = fmt::format("{}\n{}\n{}", at.ceph_conf, id, at.connect_timeout_s);
+    std::lock_guard lk(mu_);
+    if (auto live = clusters_[key].lock()) return live;
+    auto c = std::shared_ptr<RbdCluster>(new RbdCluster);
+    c->connect(at, id, fail);
+    clusters_[key] = c;
+    return c;
+  }
+  static size_t live() {
+    std::lock_guard lk(mu_);
+    size_t n = 0;
+    for (const auto& [key, weak] : clusters_) n += !weak.expired();
+    return n;
+  }
+
+  ~RbdCluster() {
+    if (cluster_) rados_shutdown(cluster_);
+  }
+  rados_t handle() const { return cluster_; }
+
+ private:
+  RbdCluster() = default;
+
+  void connect(const RbdLocation& at, const std::string& id, const Fail& fail) {
+    int rc = rados_create2(&cluster_, "ceph", ("client." + id).c_str(), 0);
+    if (rc < 0) fail(rc, "cannot create a cluster handle", "");
+    rc = rados_conf_read_file(cluster_, at.ceph_conf.empty() ? nullptr : at.ceph_conf.c_str());
+    if (rc < 0)
+      fail(rc, at.ceph_conf.empty() ? std::string("no Ceph configuration found")
+                                    : fmt::format("cannot read the Ceph configuration {}", at.ceph_conf),
+           at.ceph_conf.empty() ? " (give serve --ceph-conf FILE or ?conf=FILE)" : "");
+    rados_conf_parse_env(cluster_, nullptr);  // CEPH_ARGS, as the ceph tools read it
+    std::string timeout = std::to_string(at.connect_timeout_s);
+    rados_conf_set(cluster_, "client_mount_timeout", timeout.c_str());
+    rados_conf_set(cluster_, "rados_mon_op_timeout", timeout.c_str());
+    // No write-back cache in the gateway: a write is acknowledged once the cluster has it, so a
+    // gateway that dies (or a client that moves to another one) loses no acknowledged write.
+    rados_conf_set(cluster_, "rbd_cache", "false");
+    rc = rados_connect(cluster_);
+    if (rc == -ETIMEDOUT || rc == -ENOTCONN)
+      fail(rc, fmt::format("the cluster did not answer within {} s", at.connect_timeout_s),
+           " (are its monitors up and reachable?)");
+    if (rc == -EACCES || rc == -EPERM) fail(rc, "the cluster refused the key", " (check the keyring of this id)");
+    if (rc < 0) fail(rc, "cannot connect to the cluster", "");
+  }
+
+  rados_t cluster_ = nullptr;
+  static inline std::mutex mu_;
+  static inline std::map<std::string, std::weak_ptr<RbdCluster>> clusters_;
+};
+
+// The cluster connection, the pool's I/O context and the image, closed in the reverse order.
 struct RbdHandles {
-  rados_t cluster = nullptr;
+  std::shared_ptr<RbdCluster> cluster;
   rados_ioctx_t ioctx = nullptr;
   rbd_image_t image = nullptr;
 
@@ -56,7 +118,6 @@ struct RbdHandles {
   ~RbdHandles() {
     if (image) rbd_close(image);  // flushes what librbd still caches
     if (ioctx) rados_ioctx_destroy(ioctx);
-    if (cluster) rados_shutdown(cluster);
   }
 };
 
@@ -225,28 +286,9 @@ class RbdBackend final : public Backend {
                        -rc);
     };
 
-    int rc = rados_create2(&h_.cluster, "ceph", ("client." + id).c_str(), 0);
-    if (rc < 0) fail(rc, "cannot create a cluster handle");
-    rc = rados_conf_read_file(h_.cluster, at.ceph_conf.empty() ? nullptr : at.ceph_conf.c_str());
-    if (rc < 0)
-      fail(rc, at.ceph_conf.empty() ? std::string("no Ceph configuration found")
-                                    : fmt::format("cannot read the Ceph configuration {}", at.ceph_conf),
-           at.ceph_conf.empty() ? " (give serve --ceph-conf FILE or ?conf=FILE)" : "");
-    rados_conf_parse_env(h_.cluster, nullptr);  // CEPH_ARGS, as the ceph tools read it
-    std::string timeout = std::to_string(at.connect_timeout_s);
-    rados_conf_set(h_.cluster, "client_mount_timeout", timeout.c_str());
-    rados_conf_set(h_.cluster, "rados_mon_op_timeout", timeout.c_str());
-    // No write-back cache in the gateway: a write is acknowledged once the cluster has it, so a
-    // gateway that dies (or a client that moves to another one) loses no acknowledged write.
-    rados_conf_set(h_.cluster, "rbd_cache", "false");
-    rc = rados_connect(h_.cluster);
-    if (rc == -ETIMEDOUT || rc == -ENOTCONN)
-      fail(rc, fmt::format("the cluster did not answer within {} s", at.connect_timeout_s),
-           " (are its monitors up and reachable?)");
-    if (rc == -EACCES || rc == -EPERM) fail(rc, "the cluster refused the key", " (check the keyring of this id)");
-    if (rc < 0) fail(rc, "cannot connect to the cluster");
+    h_.cluster = RbdCluster::get(at, id, [&](int rc, std::string what, std::string hint) { fail(rc, what, hint); });
 
-    rc = rados_ioctx_create(h_.cluster, at.pool.c_str(), &h_.ioctx);
+    int rc = rados_ioctx_create(h_.cluster->handle(), at.pool.c_str(), &h_.ioctx);
     if (rc == -ENOENT) fail(rc, fmt::format("no pool '{}'", log::escaped(at.pool)));
     if (rc < 0) fail(rc, "cannot open the pool");
     if (!at.rbd_namespace.empty()) rados_ioctx_set_namespace(h_.ioctx, at.rbd_namespace.c_str());
@@ -315,5 +357,7 @@ class RbdBackend final : public Backend {
 std::unique_ptr<Backend> open_rbd_backend(const ExportSpec& spec, bool read_only) {
   return std::make_unique<RbdBackend>(spec, read_only);
 }
+
+size_t rbd_cluster_connections() { return RbdCluster::live(); }
 
 }  // namespace ublkrdma::server

@@ -1,7 +1,8 @@
 #pragma once
 // rbd:POOL[/NAMESPACE]/IMAGE[@SNAP]: a Ceph RBD image served through librbd's asynchronous C API.
 //
-// One cluster connection and one open image per export, shared by the connection threads
+// One open image per export (one cluster connection per configuration and client id, shared by
+// the exports that use the same), shared by the connection threads
 // (librbd's image handle takes aio calls from any thread). Each queue submits straight from the
 // server's registered buffers (one iovec per command: librbd reads into and writes from them;
 // the server copies nothing) and gets its completions through its own eventfd: librbd's
@@ -31,5 +32,9 @@ namespace ublkrdma::server {
 // naming the export, the image and what failed (no such pool/image/snapshot, cluster not
 // reachable within spec.rbd.connect_timeout_s, permission denied, no exclusive-lock).
 std::unique_ptr<Backend> open_rbd_backend(const ExportSpec& spec, bool read_only);
+
+// The cluster connections the rbd exports of this process hold: one per (configuration,
+// client id, timeout), shared by the exports that use the same.
+size_t rbd_cluster_connections();
 
 }  // namespace ublkrdma::server

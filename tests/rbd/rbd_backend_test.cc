@@ -252,6 +252,24 @@ TEST(RbdBackend, TwoGatewaysTakeTurnsUnderTheExclusiveLock) {
   }
 }
 
+// Exports of one cluster with the same configuration and id share its connection.
+TEST(RbdBackend, ExportsShareAClusterConnection) {
+  ASSERT_EQ(rbd_cluster_connections(), 0u);
+  {
+    auto a = open_rbd_backend(rbd_spec("img"), false);
+    auto b = open_rbd_backend(rbd_spec("ro"), true);
+    EXPECT_EQ(rbd_cluster_connections(), 1u);
+    auto c = open_rbd_backend(rbd_spec("img", "other"), true);
+    EXPECT_EQ(rbd_cluster_connections(), 2u);
+    // Both still serve after the other's handle is gone.
+    c.reset();
+    auto q = b->open_queue({}, 1);
+    std::vector<std::byte> buf(4096);
+    EXPECT_EQ(Runner(*q).one(Op::kRead, 0, 4096, buf.data()), 4096);
+  }
+  EXPECT_EQ(rbd_cluster_connections(), 0u);
+}
+
 template <typename F>
 std::string error_of(F&& open) {
   try {

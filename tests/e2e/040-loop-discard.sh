@@ -12,10 +12,6 @@ ublk_add $id -t loop -f "$img" -q 2
 dev=/dev/ublkb$id
 M=$((1 << 20))
 
-# read_region DEV OFFSET_MIB LEN_MIB: the region's bytes, read with O_DIRECT.
-read_region() { dd if="$1" iflag=direct bs=1M skip="$2" count="$3" status=none; }
-is_zero() { cmp -s -n $(($3 * M)) <(read_region "$1" "$2" "$3") /dev/zero; }
-region_sum() { read_region "$1" "$2" "$3" | sha256sum | cut -d' ' -f1; }
 
 log "fill the device with random data"
 head -c 64M /dev/urandom >"$E2E_WORK/data"

@@ -15,10 +15,6 @@ truncate -s 64M "$img"
 serve_start --export vol0=ram:64M --export f=file:"$img"
 head -c 64M /dev/urandom >"$E2E_WORK/data"
 
-# read_region DEV OFFSET_MIB LEN_MIB: the region's bytes, read with O_DIRECT.
-read_region() { dd if="$1" iflag=direct bs=1M skip="$2" count="$3" status=none; }
-is_zero() { cmp -s -n $(($3 * M)) <(read_region "$1" "$2" "$3") /dev/zero; }
-region_sum() { read_region "$1" "$2" "$3" | sha256sum | cut -d' ' -f1; }
 data_sum() { head -c $((($1 + $2) * M)) "$E2E_WORK/data" | tail -c $(($2 * M)) | sha256sum | cut -d' ' -f1; }
 
 discard_zeroes() {

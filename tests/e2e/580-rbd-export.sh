@@ -57,16 +57,14 @@ fio_run rbd-verify --filename="$dev" --rw=randwrite --bsrange=4k-1m --iodepth=32
 no_io_errors 0
 
 log "=== discard and write zeroes read back as zeros"
-read_region() { dd if="$dev" iflag=direct bs=1M skip="$1" count="$2" status=none; }
-is_zero() { cmp -s -n $(($2 * M)) <(read_region "$1" "$2") /dev/zero; }
 head -c $((32 * M)) /dev/urandom >"$E2E_WORK/data"
 must dd if="$E2E_WORK/data" of="$dev" bs=1M seek=48 oflag=direct status=none
 must blkdiscard -o $((52 * M)) -l $((8 * M)) "$dev"
-is_zero 52 8 || fail "52-60 MiB is not zero after blkdiscard"
+is_zero "$dev" 52 8 || fail "52-60 MiB is not zero after blkdiscard"
 must blkdiscard -z -o $((64 * M + 4096)) -l $((64 * 1024)) "$dev"
 cmp -s -n 65536 <(dd if="$dev" iflag=direct,skip_bytes bs=64k skip=$((64 * M + 4096)) count=1 status=none) /dev/zero ||
   fail "the 64 KiB write-zeroes at 64 MiB + 4 KiB is not zero"
-cmp -s -n $((4 * M)) <(read_region 48 4) "$E2E_WORK/data" || fail "48-52 MiB (before the discard) changed"
+cmp -s -n $((4 * M)) <(read_region "$dev" 48 4) "$E2E_WORK/data" || fail "48-52 MiB (before the discard) changed"
 cmp -s -n 4096 <(dd if="$dev" iflag=direct,skip_bytes bs=4k skip=$((64 * M)) count=1 status=none) \
   <(tail -c +$((16 * M + 1)) "$E2E_WORK/data") || fail "the 4 KiB before the write-zeroes changed"
 ((($(serve_counter vol discards)) > 0)) || fail "no DISCARD reached the server"

@@ -196,6 +196,14 @@ no_ublk_devices() {
   [[ -z $devs ]] || fail "unexpected ublk devices: $devs"
 }
 
+# Regions of a block device, in MiB, read with O_DIRECT (past any page cache).
+# read_region DEV OFFSET_MIB LEN_MIB: the region's bytes.
+read_region() { dd if="$1" iflag=direct bs=1M skip="$2" count="$3" status=none; }
+# is_zero DEV OFFSET_MIB LEN_MIB: true if the region reads back as zeros.
+is_zero() { cmp -s -n $(($3 << 20)) <(read_region "$1" "$2" "$3") /dev/zero; }
+# region_sum DEV OFFSET_MIB LEN_MIB: the region's sha256.
+region_sum() { read_region "$1" "$2" "$3" | sha256sum | cut -d' ' -f1; }
+
 # ---------------------------------------------------------------------------------------------
 # fio
 

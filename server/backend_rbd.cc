@@ -254,11 +254,9 @@ class RbdQueue final : public BackendQueue {
                            errno_text(int(s.result)));
       return int32_t(s.result);
     }
-    if (s.op == wire::Opcode::kRead || s.op == wire::Opcode::kWrite) {
-      // librbd answers a write with 0 (or its length), a read with the bytes read.
-      if (s.op == wire::Opcode::kWrite) return int32_t(s.length);
-      return s.result == int64_t(s.length) ? int32_t(s.length) : -EIO;
-    }
+    // librbd answers a write with 0 (or its length), a read with the bytes read.
+    if (s.op == wire::Opcode::kWrite) return int32_t(s.length);
+    if (s.op == wire::Opcode::kRead) return s.result == int64_t(s.length) ? int32_t(s.length) : -EIO;
     return 0;
   }
 

@@ -4,7 +4,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cstring>
 
 #include "base/errors.h"
@@ -99,22 +98,22 @@ RbdLocation parse_rbd_location(std::string_view text, std::string_view arg) {
 
 }  // namespace
 
-bool is_valid_ceph_id(std::string_view id) {
-  if (id.empty() || id.size() > 64 || id.starts_with("client.")) return false;
-  return std::all_of(id.begin(), id.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+namespace {
+
+// 1 to max_length of A-Z a-z 0-9 . _ - (ASCII, whatever the locale).
+bool is_plain_name(std::string_view name, size_t max_length) {
+  if (name.empty() || name.size() > max_length) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+           c == '-';
   });
 }
 
-bool is_valid_export_name(std::string_view name) {
-  if (name.empty() || name.size() > kMaxExportNameLength) return false;
-  for (char c : name) {
-    bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-              c == '-';
-    if (!ok) return false;
-  }
-  return true;
-}
+}  // namespace
+
+bool is_valid_ceph_id(std::string_view id) { return is_plain_name(id, 64) && !id.starts_with("client."); }
+
+bool is_valid_export_name(std::string_view name) { return is_plain_name(name, kMaxExportNameLength); }
 
 ExportSpec parse_export_spec(std::string_view text) {
   size_t eq = text.find('=');

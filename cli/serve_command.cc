@@ -29,13 +29,18 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
   cmd.add_option("--read-only", a.read_only, "Export NAME refuses writes (repeatable)");
   cmd.add_option("--allow", a.allow, "Only peers in this CIDR may connect (repeatable)");
   cmd.add_option("--stats", a.stats_path, "Write statistics as JSON to this file (every second and at exit)");
+  cmd.add_option("--threads", a.threads,
+                 "Poll group threads that serve all connections between them, each connection on one for "
+                 "its life (0 = one per CPU this process may run on)")
+      ->check(CLI::Range(0, 1024))
+      ->capture_default_str();
   cmd.add_option("--spin-us", a.spin_us,
-                 "Microseconds a connection keeps polling after its last completion before it sleeps "
+                 "Microseconds a poll group keeps polling after its last completion before it sleeps "
                  "(lower latency for more CPU; 0 = sleep at once)")
       ->check(CLI::Range(0, 1000000))
       ->capture_default_str();
   cmd.add_option("--serial-spin-us", a.serial_spin_us,
-                 "Microseconds a connection keeps polling instead while its client sends one command at a "
+                 "Microseconds a poll group keeps polling instead while its client sends one command at a "
                  "time and waits for each answer (QD1); used only if longer than --spin-us")
       ->check(CLI::Range(0, 1000000))
       ->capture_default_str();
@@ -67,6 +72,10 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
                  "Authenticate every client: a file of mode 0600 with lines 'HOST KEY EXPORT[,EXPORT...]' "
                  "(EXPORT '*' = all; keys from `ublk-rdma gen-key`); without it any peer that passes --allow "
                  "may attach every export");
+  cmd.add_option("--auth-backoff", a.auth_backoff_s,
+                 "Seconds an address is refused after 5 failed authentications within that time")
+      ->check(CLI::Range(1, 86400))
+      ->capture_default_str();
   cmd.add_option("--key-file", a.key_file,
                  "The server's own key, for clients that check it (add --server-key-file); needs --auth-keys");
   cmd.add_option("--server-id", a.server_id, "The identity the server proves to clients (default: the host name)");
@@ -103,6 +112,7 @@ int run_serve(const ServeArgs& a) {
   opts.export_retry = std::chrono::seconds(a.export_retry_s);
   opts.allow = cfg.allow;
   opts.stats_path = a.stats_path;
+  opts.threads = a.threads;
   opts.spin = std::chrono::microseconds(a.spin_us);
   opts.serial_spin = std::chrono::microseconds(a.serial_spin_us);
   opts.push_writes = !a.no_push_writes;
@@ -112,6 +122,7 @@ int run_serve(const ServeArgs& a) {
   opts.max_connections = a.max_connections;
   opts.auth_keys_path = a.auth_keys;
   opts.key_file = a.key_file;
+  opts.auth_backoff = std::chrono::seconds(a.auth_backoff_s);
   opts.server_id = a.server_id.empty() ? auth::default_identity() : a.server_id;
   struct sigaction sa {};
   sa.sa_handler = on_stop_signal;

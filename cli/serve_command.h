@@ -13,6 +13,8 @@ struct ServeArgs {
   std::vector<std::string> read_only;  // export names
   std::vector<std::string> allow;      // CIDRs
   std::string stats_path;
+  unsigned threads = 0;
+  uint32_t auth_backoff_s = 30;       // see ServerOptions::auth_backoff               // see ServerOptions::threads
   uint32_t spin_us = 50;               // see ServerOptions::spin
   uint32_t serial_spin_us = 1000;      // see ServerOptions::serial_spin
   bool no_push_writes = false;         // see ServerOptions::push_writes

@@ -4,15 +4,15 @@
 
 namespace ublkrdma::server {
 
-bool AuthLimiter::Entry::expired(Clock::time_point now) const {
-  return now >= blocked_until && now - first >= kWindow;
+bool AuthLimiter::Entry::expired(Clock::time_point now, std::chrono::seconds window) const {
+  return now >= blocked_until && now - first >= window;
 }
 
 bool AuthLimiter::blocked(const std::string& address, Clock::time_point now) {
   std::lock_guard lk(mu_);
   auto it = entries_.find(address);
   if (it == entries_.end()) return false;
-  if (it->second.expired(now)) {
+  if (it->second.expired(now, window_)) {
     entries_.erase(it);
     return false;
   }
@@ -23,13 +23,13 @@ void AuthLimiter::record_failure(const std::string& address, Clock::time_point n
   std::lock_guard lk(mu_);
   ++failures_;
   auto it = entries_.find(address);
-  if (it != entries_.end() && it->second.expired(now)) {
+  if (it != entries_.end() && it->second.expired(now, window_)) {
     entries_.erase(it);
     it = entries_.end();
   }
   if (it == entries_.end()) {
     if (entries_.size() >= kMaxAddresses) {
-      std::erase_if(entries_, [&](const auto& e) { return e.second.expired(now); });
+      std::erase_if(entries_, [&](const auto& e) { return e.second.expired(now, window_); });
       if (entries_.size() >= kMaxAddresses)
         entries_.erase(std::min_element(entries_.begin(), entries_.end(), [](const auto& a, const auto& b) {
           return a.second.first < b.second.first;
@@ -38,7 +38,7 @@ void AuthLimiter::record_failure(const std::string& address, Clock::time_point n
     it = entries_.emplace(address, Entry{now, 0, {}}).first;
   }
   Entry& e = it->second;
-  if (++e.failures >= kMaxFailures) e.blocked_until = now + kWindow;
+  if (++e.failures >= kMaxFailures) e.blocked_until = now + window_;
 }
 
 size_t AuthLimiter::tracked() const {

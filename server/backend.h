@@ -1,10 +1,10 @@
 #pragma once
-// The storage behind one export, as the server's connection threads see it.
+// The storage behind one export, as the server's poll groups see it.
 //
-// Backend: one per export, opened at startup, shared by all connection threads. Immutable after
+// Backend: one per export, opened at startup, shared by all connections. Immutable after
 // open and thread-safe (all accessors const; open_queue may be called from any thread).
 //
-// BackendQueue: one per connection thread (functions run on that thread only; no locks). The
+// BackendQueue: one per connection (functions run on its poll group's thread only; no locks). The
 // server hands it commands that passed validate_command() (command_validator.h). A backend
 // re-checks only what keeps memory safe (tag, buffer, range, read-only), not alignment,
 // limits or flags, so never submit an unvalidated command. A Backend outlives its queues.
@@ -103,7 +103,7 @@ class Backend {
   // The export's own memory when the server may RDMA straight into it (ram), else empty.
   virtual std::span<std::byte> direct_memory() const = 0;
 
-  // A queue for one connection thread. `registered_buffers` is the server's RDMA-registered
+  // A queue for one connection. `registered_buffers` is the server's RDMA-registered
   // memory that will be passed to submit() (file backends register it as io_uring fixed
   // buffers; empty is allowed). `depth` bounds the tags. Throws SetupError.
   virtual std::unique_ptr<BackendQueue> open_queue(std::span<std::byte> registered_buffers,

@@ -5,7 +5,7 @@
 // A command too long for one submit() (a ram export zeroing gigabytes) may be deferred instead:
 // it stays in flight and poll() advances it a bounded piece per call, so the other commands of
 // the connection keep flowing. Such a queue has an event_fd() that is readable while deferred
-// work remains: a connection thread that found nothing to reap and sleeps on it wakes at once
+// work remains: a poll group that found nothing to reap and sleeps on it wakes at once
 // and polls again, so the work never waits for an unrelated event.
 #include <vector>
 

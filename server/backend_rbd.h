@@ -2,7 +2,7 @@
 // rbd:POOL[/NAMESPACE]/IMAGE[@SNAP]: a Ceph RBD image served through librbd's asynchronous C API.
 //
 // One open image per export (one cluster connection per configuration and client id, shared by
-// the exports that use the same), shared by the connection threads
+// the exports that use the same), shared by the poll group threads
 // (librbd's image handle takes aio calls from any thread). Each queue submits straight from the
 // server's registered buffers (one iovec per command: librbd reads into and writes from them;
 // the server copies nothing) and gets its completions through its own eventfd: librbd's

@@ -46,9 +46,11 @@ void CommandPipeline::on_command(const wire::Decoded<wire::Command>& d, bool mal
   Tag& t = tags_[cmd.tag];
   if (t.state != CommandState::kFree) return reject(cmd, kRejectTagBusy, -EBUSY);
   if (draining_) {
-    // Shutting down: answer, do not start new work.
-    stats_.errors.add_st();
-    io_.queue_answer(cmd, -EIO, AnswerKind::kRefusal);
+    // Stopping: no new work, and no answer either. The connection closes once what is in
+    // flight is answered, and the client holds a request left without an answer and reissues
+    // it when it reconnects (to this server restarted, or another path), as after a crash; an
+    // error answer would reach the application instead.
+    stats_.unanswered_at_stop.add_st();
     return;
   }
   t.cmd = cmd;

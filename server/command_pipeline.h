@@ -78,7 +78,7 @@ class CommandPipeline {
   void on_read_done(uint16_t tag, ReadKind kind, bool ok);
   // The backend finished a command. False if that tag was not with the backend.
   bool on_backend_done(uint16_t tag, int result);
-  // Stop taking on work: new commands are answered -EIO.
+  // Stop taking on work: new commands are left unanswered (the client reissues them).
   void start_draining() { draining_ = true; }
   // The connection is unusable: nothing more is queued; commands waiting for a credit are
   // freed now, the others when their RDMA READ or backend completion comes back.

@@ -1,9 +1,6 @@
 #include "server/connection.h"
 
 #include <endian.h>
-#include <poll.h>
-#include <sched.h>
-#include <unistd.h>
 
 #include <array>
 #include <cerrno>
@@ -25,10 +22,9 @@ constexpr size_t kAuthRecvSlot = (wire::kAuthRequestSize + kMsgSlot - 1) / kMsgS
 static_assert(wire::kAuthResultSize <= kMsgSlot, "the AUTH_RESULT goes out of tag 0's answer slot");
 constexpr int kPollBatch = 32;
 constexpr uint32_t kCmCheckEvery = 4096;  // passes between cm-channel checks while spinning
-// Receives in a row that each brought one command, with no other command in flight or in the
-// send queue: the peer waits for every answer before it sends again (QD1), and polling catches
-// its next command one round trip after our answer.
-constexpr uint32_t kSerialStreak = 8;
+constexpr std::chrono::seconds kEstablishTimeout{10};
+// While the port is down, the goodbye is retried this often.
+constexpr std::chrono::milliseconds kGoodbyeEvery{200};
 // A peer silent for this long is probed; a client with keepalive on sends more often than this.
 // One that vanished without a disconnect (host or link gone) fails the probe after the QP's
 // retries (transport/connection.cc: about 2 s), so its connection is freed within ~7.5 s.
@@ -58,9 +54,7 @@ Connection::Connection(std::unique_ptr<transport::Connection> rdma, const Backen
       spin_(opts.spin), serial_spin_(std::max(opts.spin, opts.serial_spin)),
       rdma_(std::move(rdma)), recvs_(recv_slots_) {}
 
-Connection::~Connection() {
-  if (thread_.joinable()) thread_.join();
-}
+Connection::~Connection() = default;
 
 void Connection::fill_window(uint32_t& rkey, uint64_t& addr) const {
   rkey = window_mr_->rkey;
@@ -145,10 +139,6 @@ void Connection::setup() {
   if (failed_) throw_setup("posting {} receives for {} failed", recv_slots_, peer_);
 }
 
-void Connection::start(const std::atomic<bool>& stop) {
-  thread_ = std::thread([this, &stop] { run(stop); });
-}
-
 nlohmann::json Connection::to_json() const {
   nlohmann::json j = stats_.to_json();
   j["peer"] = peer_;
@@ -156,6 +146,7 @@ nlohmann::json Connection::to_json() const {
   j["queue"] = queue_id_;
   j["depth"] = depth_;
   j["memory_bytes"] = memory_bytes_;
+  j["poll_group"] = poll_group_;
   j["max_io_bytes"] = max_io_;
   j["direct"] = !direct_.empty();
   j["read_imm"] = read_imm_;
@@ -190,19 +181,77 @@ std::byte* Connection::data_buffer(const wire::Command& cmd) const {
   return static_cast<std::byte*>(pool_.get()) + size_t(cmd.tag) * max_io_;
 }
 
-// ------------------------------------------------------------------ thread body
+// ------------------------------------------------------------------ phases
 
-void Connection::run(const std::atomic<bool>& stop) {
-  log::server()->debug("{}: serving export '{}' queue {} (depth {}, max IO {}, {} RDMA READs, {})", peer_,
-                       export_name_, queue_id_, depth_, max_io_, max_reads_,
-                       direct_.empty() ? "buffer pool" : "direct to export memory");
-  if (wait_established() && (!auth_ || authenticate())) serve(stop);
-  // Let the backend finish what it holds (its buffers are ours), then tear down in order:
-  // QP drained and destroyed, MRs deregistered, then the backend queue and the buffers.
-  while (bq_->busy()) {
+int Connection::step(bool stopping) {
+  switch (phase_) {
+    case ConnectionPhase::kEstablishing: return establish_step(stopping);
+    case ConnectionPhase::kAuthenticating: return authenticate_step(stopping);
+    case ConnectionPhase::kServing: return serve_step(stopping);
+    case ConnectionPhase::kClosing: return close_step();
+    case ConnectionPhase::kDisconnecting: return disconnect_step(stopping);
+    case ConnectionPhase::kDone: return 0;
+  }
+  return 0;
+}
+
+int Connection::establish_step(bool stopping) {
+  cm_ready_ = false;
+  if (deadline_ == Clock::time_point{}) deadline_ = Clock::now() + kEstablishTimeout;
+  while (auto ev = rdma_->poll_cm_event_st()) {
+    if (ev->type == RDMA_CM_EVENT_ESTABLISHED) {
+      log::server()->debug("{}: serving export '{}' queue {} (depth {}, max IO {}, {} RDMA READs, {})", peer_,
+                           export_name_, queue_id_, depth_, max_io_, max_reads_,
+                           direct_.empty() ? "buffer pool" : "direct to export memory");
+      phase_ = auth_ ? ConnectionPhase::kAuthenticating : ConnectionPhase::kServing;
+      deadline_ = Clock::now() + kAuthTimeout;
+      return 1;
+    }
+    log::server()->warn("{}: connection not established: {} (status {})", peer_, rdma_event_str(ev->type),
+                        ev->status);
+    phase_ = ConnectionPhase::kClosing;
+    return 1;
+  }
+  if (stopping || Clock::now() >= deadline_) {
+    if (!stopping) log::server()->warn("{}: connection not established within {} s", peer_, kEstablishTimeout.count());
+    phase_ = ConnectionPhase::kClosing;
+    return 1;
+  }
+  return 0;
+}
+
+int Connection::serve_step(bool stopping) {
+  if (!draining_ && stopping) {
+    draining_ = true;
+    pipeline_->start_draining();
+    log::server()->debug("{}: stopping: finishing {} commands in flight", peer_, pipeline_->inflight());
+  }
+  if (cm_ready_ || ++passes_ % kCmCheckEvery == 0) {
+    cm_ready_ = false;
+    handle_cm_events();
+  }
+  int work = poll_cq() + poll_backend();
+  flush();
+  work += resume_parked();
+  // Every answer has been posted and every work request has completed: the QP may go. A
+  // failed QP's work requests come back flushed; what the backend still holds waits for it.
+  bool finished = (failed_ && pipeline_->inflight() == 0 && sends_->empty()) ||
+                  (draining_ && pipeline_->inflight() == 0 && sends_->empty() && parked_len_ == 0 && sends_->drained()) ||
+                  (failed_ && !bq_->busy());
+  if (finished) {
+    phase_ = ConnectionPhase::kClosing;
+    return work + 1;
+  }
+  return work;
+}
+
+// Lets the backend finish what it holds (its buffers are ours), then tears down in order: QP
+// drained and destroyed, MRs deregistered, then the backend queue and the buffers.
+int Connection::close_step() {
+  if (bq_ && bq_->busy()) {
     BackendCompletion done[kPollBatch];
-    if (bq_->poll(done) < 0) break;
-    if (bq_->busy()) ::usleep(200);
+    int n = bq_->poll(done);
+    if (n >= 0 && bq_->busy()) return n;
   }
   rdma_->close_st();
   bq_.reset();
@@ -210,81 +259,58 @@ void Connection::run(const std::atomic<bool>& stop) {
   // side may be parked the same way, so whichever comes first after the port is up says goodbye.
   if (rdma_->disconnect_pending())
     log::server()->info("{}: the port of {} is down: disconnecting once it is up", peer_, rdma_->device_name());
-  while (rdma_->disconnect_pending() && !device_removed_ && !stop.load(std::memory_order_relaxed)) {
-    ::usleep(200 * 1000);
+  phase_ = ConnectionPhase::kDisconnecting;
+  deadline_ = Clock::now() + kGoodbyeEvery;
+  return 1;
+}
+
+int Connection::disconnect_step(bool stopping) {
+  if (rdma_->disconnect_pending() && !device_removed_ && !stopping) {
+    if (!cm_ready_ && Clock::now() < deadline_) return 0;
+    cm_ready_ = false;
+    deadline_ = Clock::now() + kGoodbyeEvery;
     handle_cm_events();
     rdma_->disconnect_st();
+    if (rdma_->disconnect_pending() && !device_removed_) return 0;
   }
   log::server()->info("{}: export '{}' queue {} closed ({} commands, {} errors, {} rejected)", peer_, export_name_,
                       queue_id_, stats_.commands.get(), stats_.errors.get(), stats_.rejected.get());
-  done_.store(true, std::memory_order_release);
+  phase_ = ConnectionPhase::kDone;
+  return 1;
 }
 
-bool Connection::wait_established() {
-  auto deadline = Clock::now() + std::chrono::seconds(10);
-  while (Clock::now() < deadline) {
-    auto ev = rdma_->wait_cm_event_st(std::chrono::milliseconds(200));
-    if (!ev) continue;
-    if (ev->type == RDMA_CM_EVENT_ESTABLISHED) return true;
-    log::server()->warn("{}: connection not established: {} (status {})", peer_, rdma_event_str(ev->type),
-                        ev->status);
-    return false;
+bool Connection::ready_to_sleep(bool stopping) {
+  cq_armed_ = false;
+  if (phase_ == ConnectionPhase::kServing) {
+    if (!sends_->empty() || parked_len_ > 0) return false;  // waiting for send-queue room: keep polling
+    probe_peer_if_silent();
+    if (!sends_->empty()) return false;  // the probe goes out with the next pass
   }
-  log::server()->warn("{}: connection not established within 10 s", peer_);
-  return false;
+  if (phase_ == ConnectionPhase::kServing || phase_ == ConnectionPhase::kAuthenticating) {
+    if (int rc = rdma_->arm_cq_st(); rc < 0) {
+      log::server()->error("{}: ibv_req_notify_cq: {}", peer_, errno_text(rc));
+      if (phase_ == ConnectionPhase::kServing) fail("ibv_req_notify_cq failed");
+      return false;
+    }
+    cq_armed_ = true;
+  }
+  if (step(stopping) > 0) return false;  // armed before this look: nothing arriving now is lost
+  if (phase_ == ConnectionPhase::kServing) stats_.sleeps.add_st();
+  return true;
 }
 
-void Connection::serve(const std::atomic<bool>& stop) {
-  auto last_active = Clock::now();
-  uint32_t passes = 0;
-  for (;;) {
-    if (!draining_ && stop.load(std::memory_order_relaxed)) {
-      draining_ = true;
-      pipeline_->start_draining();
-      log::server()->debug("{}: stopping: finishing {} commands in flight", peer_, pipeline_->inflight());
-    }
-    int work = poll_cq() + poll_backend();
-    flush();
-    work += resume_parked();
-    if (failed_ && pipeline_->inflight() == 0 && sends_->empty()) return;
-    // Every answer has been posted and every work request has completed: the QP may go.
-    if (draining_ && pipeline_->inflight() == 0 && sends_->empty() && parked_len_ == 0 && sends_->drained()) return;
-    if (failed_ && !bq_->busy()) return;  // what is left waits on a dead QP
-    if (++passes % kCmCheckEvery == 0) handle_cm_events();
-    if (work > 0) {
-      last_active = Clock::now();
-      continue;
-    }
-    // A serial peer's next command comes one round trip after our answer: polling until then
-    // saves a wake-up per IO. Other peers' commands come in bursts; between them the CPU
-    // is better left to the kernel work that carries them.
-    auto spin = serial_streak_ == kSerialStreak ? serial_spin_ : spin_;
-    if (spin.count() > 0 && Clock::now() - last_active < spin) {
-      ::sched_yield();  // let rxe's kernel work (our packets) run on this CPU while we wait
-      continue;
-    }
-    sleep_once();
-    last_active = Clock::now() - serial_spin_;  // woken: poll, and sleep again at once if idle
-  }
+void Connection::watch(std::vector<pollfd>& fds) const {
+  bool cm = phase_ != ConnectionPhase::kClosing && phase_ != ConnectionPhase::kDone;
+  bool backend = bq_ && bq_->event_fd() >= 0 &&
+                 (phase_ == ConnectionPhase::kServing || phase_ == ConnectionPhase::kClosing);
+  fds.push_back({cq_armed_ ? rdma_->cq_fd() : -1, POLLIN, 0});  // poll() skips a negative fd
+  fds.push_back({cm ? rdma_->cm_fd() : -1, POLLIN, 0});
+  fds.push_back({backend ? bq_->event_fd() : -1, POLLIN, 0});
 }
 
-void Connection::sleep_once() {
-  if (!sends_->empty() || parked_len_ > 0) return;  // waiting for send-queue room: keep polling
-  probe_peer_if_silent();
-  if (!sends_->empty()) return;  // the probe goes out with the next pass
-  if (int rc = rdma_->arm_cq_st(); rc < 0) {
-    log::server()->error("{}: ibv_req_notify_cq: {}", peer_, errno_text(rc));
-    failed_ = true;
-    return;
-  }
-  if (poll_cq() > 0 || poll_backend() > 0) return;  // armed before this poll: nothing lost
-  stats_.sleeps.add_st();
-  pollfd fds[3] = {{rdma_->cq_fd(), POLLIN, 0}, {rdma_->cm_fd(), POLLIN, 0}, {bq_->event_fd(), POLLIN, 0}};
-  int nfds = bq_->event_fd() >= 0 ? 3 : 2;
-  int rc = ::poll(fds, nfds, 100);  // bounded: the stop flag is checked at least 10x/s
-  if (rc < 0 && errno != EINTR) log::server()->warn("{}: poll: {}", peer_, errno_text(errno));
+void Connection::woken(const pollfd* fds) {
   if (fds[0].revents) rdma_->consume_cq_event_st();
-  if (fds[1].revents) handle_cm_events();
+  if (fds[1].revents) cm_ready_ = true;
 }
 
 void Connection::handle_cm_events() {

@@ -1,9 +1,11 @@
 #pragma once
-// One accepted connection (one client queue), served by a thread of its own that owns its
-// CQ, QP, registered buffers and backend queue. The thread waits for the connection to be
-// established, then polls: completions, the backend, the send queue; it spins while work is
-// near and sleeps on the completion channel when idle. At stop it finishes what is in flight,
-// drains the send queue, then closes in order.
+// One accepted connection (one client queue) with its CQ, QP, registered buffers and backend
+// queue, served by the poll group it was assigned to (server/poll_group.h): the group's thread
+// calls step() until the connection is done. A connection waits to be established, takes the
+// client's authentication, then serves: completions, the backend, the send queue. At stop it
+// finishes what is in flight, drains the send queue, then closes in order.
+#include <poll.h>
+
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -11,7 +13,6 @@
 #include <optional>
 #include <span>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "base/mapped_region.h"
@@ -36,6 +37,16 @@ struct ConnectionAuth {
   std::string peer_ip;
 };
 
+// A connection's life; Connection::step() is its one transition function.
+enum class ConnectionPhase : uint8_t {
+  kEstablishing,    // accepted: waiting for rdma_cm's ESTABLISHED (10 s)
+  kAuthenticating,  // waiting for the AUTH_REQUEST, then for the AUTH_RESULT to leave (5 s)
+  kServing,         // commands, until the peer goes, the QP fails or the server stops
+  kClosing,         // the backend finishes what it holds; then the QP is drained and closed
+  kDisconnecting,   // the port is down: the goodbye waits until it is up (or the server stops)
+  kDone,            // its group lets go of it, and the listener destroys it
+};
+
 class Connection final : private CommandIo {
  public:
   // The QP sizes a connection with these accepted parameters needs.
@@ -53,7 +64,23 @@ class Connection final : private CommandIo {
   // memory, or with PUSH_SLOTS this connection's buffer pool (tag t's slot at t * max_io).
   void fill_window(uint32_t& rkey, uint64_t& addr) const;
   transport::Connection& rdma() { return *rdma_; }
-  void start(const std::atomic<bool>& stop);
+
+  // ---- on its poll group's thread
+  // One pass of the current phase; the work found (0 = idle).
+  int step(bool stopping);
+  ConnectionPhase phase() const { return phase_; }
+  // Before the group sleeps: arms the completion channel and looks once more. False when
+  // there is work now (or polling must go on).
+  bool ready_to_sleep(bool stopping);
+  // The fds to sleep on: kWatchFds entries appended (a negative fd is skipped by poll());
+  // after the sleep, woken() gets the same entries back.
+  static constexpr size_t kWatchFds = 3;
+  void watch(std::vector<pollfd>& fds) const;
+  void woken(const pollfd* fds);
+  // How long to keep polling after this connection's last work.
+  std::chrono::microseconds spin() const { return serial_streak_ == kSerialStreak ? serial_spin_ : spin_; }
+  // The group has let go of it (after kDone): the listener may destroy it.
+  void release() { done_.store(true, std::memory_order_release); }
 
   bool done() const { return done_.load(std::memory_order_acquire); }
   // What it counts against the server's memory budget (Negotiation::memory_bytes), and whose.
@@ -62,21 +89,32 @@ class Connection final : private CommandIo {
     peer_ip_ = std::move(peer_ip);
   }
   uint64_t memory_bytes() const { return memory_bytes_; }
+  // The poll group that serves it (set by the listener before the group takes it).
+  void set_poll_group(unsigned index) { poll_group_ = index; }
   const std::string& peer_ip() const { return peer_ip_; }
   const ConnectionStats& stats() const { return stats_; }
   const std::string& export_name() const { return export_name_; }
   nlohmann::json to_json() const;
 
  private:
-  // ------------------------------------------------------------------ thread body
-  void run(const std::atomic<bool>& stop);
-  bool wait_established();
+  // Receives in a row that each brought one command, with no other command in flight or in
+  // the send queue: the peer waits for every answer before it sends again (QD1), and polling
+  // catches its next command one round trip after our answer.
+  static constexpr uint32_t kSerialStreak = 8;
+
+  // A client has this long after establishment to authenticate; a silent one holds a
+  // connection (within --max-connections) no longer than that.
+  static constexpr std::chrono::seconds kAuthTimeout{5};
+
+  // ------------------------------------------------------------------ phases
+  int establish_step(bool stopping);
   // connection_auth.cc: takes the AUTH_REQUEST, answers it, opens the window on success.
-  bool authenticate();
-  bool wait_auth_completion(WorkKind kind, ibv_wc& wc, std::chrono::steady_clock::time_point deadline);
+  int authenticate_step(bool stopping);
+  int auth_failed(std::string_view why);
   void open_window();
-  void serve(const std::atomic<bool>& stop);
-  void sleep_once();
+  int serve_step(bool stopping);
+  int close_step();
+  int disconnect_step(bool stopping);
   void handle_cm_events();
   void fail(const char* why);
   void probe_peer_if_silent();
@@ -133,11 +171,21 @@ class Connection final : private CommandIo {
   const std::chrono::microseconds serial_spin_;  // >= spin_
   uint32_t serial_streak_ = 0;
 
+  ConnectionPhase phase_ = ConnectionPhase::kEstablishing;
+  std::chrono::steady_clock::time_point deadline_;  // of establishing, authenticating, the next goodbye
+  bool cm_ready_ = false;   // the cm channel was readable: look at its events
+  uint32_t passes_ = 0;
+  bool cq_armed_ = false;
+  // Authentication: the AUTH_REQUEST's verdict while its AUTH_RESULT leaves, and its slot.
+  std::optional<AuthVerdict> verdict_;
+  uint16_t auth_slot_ = 0;
+
   // Destruction order matters: the backend queue (fixed buffers) and the transport connection
   // (QP, MRs) go before the memory they point at.
   MappedRegion msgs_;
   MappedRegion pool_;        // depth x max IO, when the export has no direct memory
   uint64_t memory_bytes_ = 0;  // fixed before start (read by the listener thread)
+  unsigned poll_group_ = 0;    // likewise
   std::string peer_ip_;
   std::span<std::byte> direct_;
   std::unique_ptr<transport::Connection> rdma_;
@@ -173,7 +221,6 @@ class Connection final : private CommandIo {
   bool failed_ = false;
   bool device_removed_ = false;  // DEVICE_REMOVAL: everything on the device goes now
   std::atomic<bool> done_{false};
-  std::thread thread_;
 };
 
 }  // namespace ublkrdma::server

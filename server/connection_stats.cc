@@ -37,7 +37,8 @@ nlohmann::json ConnectionStats::to_json() const {
           {"rdma_reads_max", rdma_reads_max.get()},
           {"read_done_imm", read_done_imm.get()},
           {"answer_sends", answer_sends.get()},
-          {"parked_max", parked_max.get()}};
+          {"parked_max", parked_max.get()},
+          {"unanswered_at_stop", unanswered_at_stop.get()}};
 }
 
 }  // namespace ublkrdma::server

@@ -34,6 +34,7 @@ struct ConnectionStats {
   RelaxedCounter read_done_imm;  // READs answered by RDMA WRITE WITH IMMEDIATE alone
   RelaxedCounter answer_sends;   // SENDs carrying Responses to commands (fewer than Responses with BATCH)
   RelaxedCounter parked_max;  // most commands held back at once because answers could not leave
+  RelaxedCounter unanswered_at_stop;  // commands that came while the server stopped (reissued by the client)
 
   nlohmann::json to_json() const;
 };

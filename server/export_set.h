@@ -6,7 +6,7 @@
 // cluster is down for now: it is then *unavailable* (clients are refused with that reason), the
 // other exports serve, and a thread of the set tries again every `retry` until it opens. A
 // backend, once opened, stays until the set is destroyed (after every connection is gone), so
-// connection threads hold plain references to it.
+// connections hold plain references to it.
 #include <atomic>
 #include <chrono>
 #include <condition_variable>

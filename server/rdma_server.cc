@@ -20,6 +20,7 @@
 #include "server/connection.h"
 #include "server/export_set.h"
 #include "server/negotiation.h"
+#include "server/poll_group.h"
 #include "transport/auth.h"
 #include "transport/auth_protocol.h"
 #include "transport/connection.h"
@@ -72,15 +73,17 @@ struct RdmaServer::Impl {
       next_listen = Clock::now() + std::chrono::seconds(1);
     }
   }
-  mutable std::mutex mu;  // guards conns and totals against stats_json() from other threads
+  mutable std::mutex mu;  // guards conns, totals and groups against stats_json() from other threads
   std::vector<std::unique_ptr<Connection>> conns;
+  // Declared after conns: the groups' threads are joined before the connections they step go.
+  std::vector<std::unique_ptr<PollGroup>> groups;
   std::map<std::string, ExportTotals> totals;  // of closed connections
   RelaxedCounter rejected_connections;
   RelaxedCounter accepted_connections;
   // Authentication (serve --auth-keys): none when the table is empty.
   std::optional<AuthTable> auth_table;
   std::optional<auth::Key> server_key;
-  AuthLimiter auth_limiter;
+  std::optional<AuthLimiter> auth_limiter;
 
   int find_export(std::string_view name, ExportInfo& info) const {
     for (size_t i = 0; i < opts.exports.size(); ++i) {
@@ -99,7 +102,7 @@ struct RdmaServer::Impl {
     return -1;
   }
 
-  void handle(transport::IncomingRequest req, const std::atomic<bool>& stop) {
+  void handle(transport::IncomingRequest req) {
     std::string peer = req.peer_address();
     std::string peer_ip = transport::sockaddr_host_text(req.peer());  // what failed authentications count against
     ServerLimits limits;
@@ -113,7 +116,7 @@ struct RdmaServer::Impl {
     limits.pull_reads = opts.pull_reads;
     limits.client_rdma_reads = req.responder_resources();
     limits.auth_required = auth_table.has_value();
-    limits.auth_backoff = auth_table && auth_limiter.blocked(peer_ip, Clock::now());
+    limits.auth_backoff = auth_table && auth_limiter->blocked(peer_ip, Clock::now());
     {
       std::lock_guard lk(mu);  // finished connections not reaped yet still hold their memory
       limits.connections_in_use = uint32_t(conns.size());
@@ -144,7 +147,7 @@ struct RdmaServer::Impl {
         ca.emplace();
         ca->context = AuthContext{&*auth_table, &server_key, auth::random_nonce(), opts.server_id,
                                   n.request.session_id, n.request.queue_id, spec.name};
-        ca->limiter = &auth_limiter;
+        ca->limiter = &*auth_limiter;
         ca->peer_ip = peer_ip;
         aa.server_nonce = ca->context.server_nonce;
         wire::set_identity(aa.server_id, opts.server_id);
@@ -178,8 +181,12 @@ struct RdmaServer::Impl {
     accepted_connections.add_st();
     log::server()->info("accepted {}: export '{}' queue {}, depth {}, max IO {}", peer, spec.name,
                         n.request.queue_id, n.accept.queue_depth, n.accept.max_io_bytes);
-    sc->start(stop);
     std::lock_guard lk(mu);
+    auto group = std::min_element(groups.begin(), groups.end(), [](const auto& a, const auto& b) {
+      return a->connections() < b->connections();
+    });
+    sc->set_poll_group(unsigned(group - groups.begin()));
+    (*group)->add(sc.get());
     conns.push_back(std::move(sc));
   }
 
@@ -191,7 +198,7 @@ struct RdmaServer::Impl {
         continue;
       }
       totals[(*it)->export_name()].add((*it)->stats());
-      it = conns.erase(it);  // joins the finished thread
+      it = conns.erase(it);  // its group has let go of it
     }
   }
 
@@ -221,13 +228,16 @@ struct RdmaServer::Impl {
       e["available"] = exports->backend(i) != nullptr;
       if (std::string why = exports->unavailable_reason(i); !why.empty()) e["unavailable_reason"] = why;
     }
+    nlohmann::json jgroups = nlohmann::json::array();
+    for (const auto& g : groups) jgroups.push_back(g->to_json());
     nlohmann::json j = {{"exports", jexp},
                         {"connections", jconns},
+                        {"poll_groups", jgroups},
                         {"accepted_connections", accepted_connections.get()},
                         {"rejected_connections", rejected_connections.get()},
                         {"memory_bytes", memory_total()},
                         {"authentication", bool(auth_table)},
-                        {"failed_authentications", auth_limiter.failures()}};
+                        {"failed_authentications", auth_limiter->failures()}};
     return j.dump();
   }
 
@@ -249,6 +259,7 @@ struct RdmaServer::Impl {
 
 RdmaServer::RdmaServer(const ServerOptions& opts) : impl_(std::make_unique<Impl>()) {
   impl_->opts = opts;
+  impl_->auth_limiter.emplace(opts.auth_backoff);
   if (opts.exports.empty()) throw_setup("serve: no export given (--export NAME=ram:SIZE|file:PATH|null:SIZE|rbd:POOL/IMAGE)");
   // Keys and identities first: a bad configuration opens no export.
   if (!opts.auth_keys_path.empty()) {
@@ -294,6 +305,12 @@ uint16_t RdmaServer::port() const { return impl_->port; }
 std::string RdmaServer::stats_json() const { return impl_->stats(); }
 
 void RdmaServer::run(const std::atomic<bool>& stop) {
+  unsigned n = impl_->opts.threads ? impl_->opts.threads : default_poll_groups();
+  {
+    std::lock_guard lk(impl_->mu);
+    for (unsigned i = 0; i < n; ++i) impl_->groups.push_back(std::make_unique<PollGroup>(i, stop));
+  }
+  log::server()->info("serving with {} poll group thread(s)", n);
   auto next_stats = Clock::now();  // the first stats right away: a script may wait for the file
   while (!stop.load()) {
     try {
@@ -301,7 +318,7 @@ void RdmaServer::run(const std::atomic<bool>& stop) {
       if (!impl_->listener) {
         ::usleep(100000);
       } else if (auto req = impl_->listener->next_request(std::chrono::milliseconds(100))) {
-        impl_->handle(std::move(*req), stop);
+        impl_->handle(std::move(*req));
       }
     } catch (const SetupError& e) {
       log::server()->error("listener: {}", e.what());
@@ -323,6 +340,10 @@ void RdmaServer::run(const std::atomic<bool>& stop) {
     ::usleep(10000);
   }
   impl_->write_stats();
+  {
+    std::lock_guard lk(impl_->mu);
+    impl_->groups.clear();
+  }
   log::server()->info("stopped");
 }
 

@@ -1,11 +1,9 @@
 #pragma once
 // `ublk-rdma serve`: the target server. A listener thread takes rdma_cm CONNECT requests,
-// negotiates (negotiation.h) and accepts; each accepted connection (one client ublk queue) is
-// then served by a thread of its own that owns its CQ, QP, registered buffers and backend
-// queue: shared nothing, no locks on the IO path, the mirror of the client's queue thread.
-// (A fixed pool of workers each owning several connections would scale past hundreds of
-// connections; with one connection per client queue and a handful of clients, a thread per
-// connection is simpler and as fast.)
+// negotiates (negotiation.h) and accepts; each accepted connection (one client ublk queue, with
+// its own CQ, QP, registered buffers and backend queue) is then served by one of a fixed set of
+// poll groups (poll_group.h), a thread each, for its life: shared nothing between groups, no
+// locks on the IO path, and threads that do not grow with the clients.
 #include <atomic>
 #include <cstdint>
 #include <memory>

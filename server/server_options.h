@@ -25,7 +25,10 @@ struct ServerOptions {
   uint64_t max_memory = 2ull << 30;
   uint64_t max_host_memory = 0;  // 0: half of max_memory
   uint32_t max_connections = 1024;
-  // A connection thread keeps polling this long after its last event before it sleeps on
+  // Poll groups: threads that serve every connection between them (0: one per CPU this
+  // process may run on).
+  unsigned threads = 0;
+  // A poll group keeps polling this long after its last event before it sleeps on
   // the completion channel (0 = sleep at once when idle).
   std::chrono::microseconds spin{50};
   // ... and this long (if longer) while its peer sends one command at a time and waits for
@@ -42,6 +45,8 @@ struct ServerOptions {
   // (serve --auth-keys; empty = trusted-network mode, no authentication), the server's own key
   // for clients that check it (serve --key-file) and the identity it proves (--server-id).
   std::string auth_keys_path;
+  // After 5 failed authentications within this time an address is refused for this time.
+  std::chrono::seconds auth_backoff{30};
   std::string key_file;
   std::string server_id;
 };

@@ -7,8 +7,9 @@
 # export not in the host's list, a server that cannot prove the key the client checks
 # (--server-key-file), a client that wants authentication from a server without it, key files
 # readable by others (on both sides, at start). Failed attempts are logged with the peer's
-# address and the (escaped) host id, counted, and rate-limited per address: after 5 in 30 s the
-# address is refused at CONNECT for 30 s, and a good key works again after that.
+# address and the (escaped) host id, counted, and rate-limited per address: after 5 within
+# --auth-backoff (10 s here; 30 s by default) the address is refused at CONNECT for that long,
+# and a good key works again after that.
 # e2e-timeout: 600
 . "$(dirname "$0")/lib.sh"
 require_ublk
@@ -32,7 +33,7 @@ auth_keys=$keys/auth-keys
   echo "host-b $(cat "$keys/other.key") ram2"
 } >"$auth_keys"
 chmod 600 "$auth_keys"
-serve_args=(--export vol0=ram:32M --export f=file:"$img" --export ram2=ram:8M --auth-keys "$auth_keys"
+serve_args=(--export vol0=ram:32M --export f=file:"$img" --export ram2=ram:8M --auth-keys "$auth_keys" --auth-backoff 10
             --key-file "$keys/server.key" --server-id srv-1)
 auth=(--host-id host-a --key-file "$keys/host-a.key" --server-key-file "$keys/server.key")
 
@@ -94,7 +95,7 @@ out=$(bounded 60 "$UBLK" add "${rdma[@]}" --export vol0 --host-id "$bad_id" --ke
 (($? == 2)) || fail "add with an invalid --host-id did not exit 2: $out"
 grep -q "forged" "$E2E_SERVE_LOG" && fail "an invalid host id reached the server's log"
 
-log "backoff: after 5 failures in 30 s the address is refused at CONNECT, then served again"
+log "backoff: after 5 failures in 10 s the address is refused at CONNECT, then served again"
 for ((i = 0; i < 5; i++)); do
   out=$(bounded 60 "$UBLK" add "${rdma[@]}" --export vol0 --host-id host-a --key-file "$keys/other.key" 2>&1) &&
     fail "a wrong key was accepted"

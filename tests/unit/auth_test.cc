@@ -421,15 +421,27 @@ TEST(AuthLimiter, BlocksAfterRepeatedFailuresThenForgets) {
   l.record_failure("192.0.2.1", t0);
   EXPECT_TRUE(l.blocked("192.0.2.1", t0 + std::chrono::seconds(1)));
   EXPECT_FALSE(l.blocked("192.0.2.2", t0));  // others are not affected
-  EXPECT_FALSE(l.blocked("192.0.2.1", t0 + server::AuthLimiter::kWindow));
+  EXPECT_FALSE(l.blocked("192.0.2.1", t0 + server::AuthLimiter::kDefaultWindow));
   // Blocked for a whole window after the failure that reached the limit.
   auto t1 = t0 + std::chrono::seconds(100);
   for (uint32_t i = 0; i < server::AuthLimiter::kMaxFailures - 1; ++i) l.record_failure("192.0.2.1", t1);
-  auto t2 = t1 + server::AuthLimiter::kWindow - std::chrono::seconds(1);
+  auto t2 = t1 + server::AuthLimiter::kDefaultWindow - std::chrono::seconds(1);
   l.record_failure("192.0.2.1", t2);
-  EXPECT_TRUE(l.blocked("192.0.2.1", t2 + server::AuthLimiter::kWindow - std::chrono::seconds(1)));
-  EXPECT_FALSE(l.blocked("192.0.2.1", t2 + server::AuthLimiter::kWindow));
+  EXPECT_TRUE(l.blocked("192.0.2.1", t2 + server::AuthLimiter::kDefaultWindow - std::chrono::seconds(1)));
+  EXPECT_FALSE(l.blocked("192.0.2.1", t2 + server::AuthLimiter::kDefaultWindow));
   EXPECT_EQ(l.failures(), 2 * server::AuthLimiter::kMaxFailures);
+}
+
+TEST(AuthLimiter, WindowIsConfigurable) {
+  server::AuthLimiter l(std::chrono::seconds(5));  // serve --auth-backoff 5
+  auto t0 = server::AuthLimiter::Clock::now();
+  for (uint32_t i = 0; i < server::AuthLimiter::kMaxFailures; ++i) l.record_failure("192.0.2.1", t0);
+  EXPECT_TRUE(l.blocked("192.0.2.1", t0 + std::chrono::seconds(4)));
+  EXPECT_FALSE(l.blocked("192.0.2.1", t0 + std::chrono::seconds(5)));
+  // Failures further apart than the window do not add up.
+  for (uint32_t i = 0; i < server::AuthLimiter::kMaxFailures; ++i)
+    l.record_failure("192.0.2.3", t0 + std::chrono::seconds(6) * i);
+  EXPECT_FALSE(l.blocked("192.0.2.3", t0 + std::chrono::seconds(6) * server::AuthLimiter::kMaxFailures));
 }
 
 TEST(AuthLimiter, TableIsBounded) {

@@ -15,13 +15,13 @@ require_cmd fio jq rbd rados ceph-mon ceph-osd mkfs.ext4 fsck.ext4 blkdiscard
 setup_rxe
 
 M=$((1 << 20))
-ceph=$E2E_WORK/ceph
-log "+ ci/ceph-up (single-node cluster under $ceph)"
-bounded 400 "$E2E_ROOT/ci/ceph-up" --dir "$ceph" --osd-bytes 400M --image img=96M --client gw \
-  >"$E2E_LOG_DIR/ceph-up.log" 2>&1 || { tail -n 30 "$E2E_LOG_DIR/ceph-up.log" >&2; fail "ci/ceph-up failed"; }
-defer "$E2E_ROOT/ci/ceph-up" --dir "$ceph" --down
-conf=$ceph/ceph.conf
+ceph_cluster
+conf=$CEPH_CONF
+ceph=$(dirname "$conf")
 rbd_() { rbd -c "$conf" "$@"; }
+for image in img snapimg; do rbd_ rm --no-progress rbd/$image >/dev/null 2>&1; done  # a rerun's
+rbd_ snap purge --no-progress rbd/snapimg >/dev/null 2>&1
+must rbd_ create --size 96M rbd/img
 
 # The snapshot's image, with known data, before the server opens it.
 head -c $((16 * M)) /dev/urandom >"$E2E_WORK/snapdata"

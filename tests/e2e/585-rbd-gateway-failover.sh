@@ -11,17 +11,14 @@ require_ublk
 require_cmd fio jq rbd rados ceph-mon ceph-osd
 setup_rxe
 
-ceph=$E2E_WORK/ceph
-log "+ ci/ceph-up (single-node cluster under $ceph)"
-bounded 400 "$E2E_ROOT/ci/ceph-up" --dir "$ceph" --osd-bytes 300M --image img=64M --client gwa --client gwb \
-  --set 'osd client watch timeout = 10' >"$E2E_LOG_DIR/ceph-up.log" 2>&1 ||
-  { tail -n 30 "$E2E_LOG_DIR/ceph-up.log" >&2; fail "ci/ceph-up failed"; }
-defer "$E2E_ROOT/ci/ceph-up" --dir "$ceph" --down
-conf=$ceph/ceph.conf
+ceph_cluster
+conf=$CEPH_CONF
+rbd -c "$conf" rm --no-progress rbd/failover >/dev/null 2>&1  # a rerun's
+must rbd -c "$conf" create --size 64M rbd/failover
 
-E2E_SERVE_LISTEN=$E2E_RDMA_ADDR:18520 serve_start --ceph-conf "$conf" --ceph-id gwa --export vol=rbd:rbd/img
+E2E_SERVE_LISTEN=$E2E_RDMA_ADDR:18520 serve_start --ceph-conf "$conf" --ceph-id gwa --export vol=rbd:rbd/failover
 gw_a=$E2E_SERVE_PID gw_a_log=$E2E_SERVE_LOG
-E2E_SERVE_LISTEN=$E2E_RDMA_ADDR:18521 serve_start --ceph-conf "$conf" --ceph-id gwb --export vol=rbd:rbd/img
+E2E_SERVE_LISTEN=$E2E_RDMA_ADDR:18521 serve_start --ceph-conf "$conf" --ceph-id gwb --export vol=rbd:rbd/failover
 gw_b=$E2E_SERVE_PID
 
 ublk_add 0 -t rdma --traddr "$E2E_RDMA_ADDR:18520" --traddr "$E2E_RDMA_ADDR:18521" --export vol -q 2 -d 32 \
@@ -43,7 +40,7 @@ log "  gateway A's last words: $(tail -n 2 "$gw_a_log" | tr '\n' ' ')"
 [[ $(ublk_json 0 | jq -r .state) == LIVE ]] || fail "the device is not LIVE on gateway B"
 
 log "=== another client reads the image: what the device reads"
-must rbd -c "$conf" export --no-progress rbd/img "$E2E_WORK/img.export"
+must rbd -c "$conf" export --no-progress rbd/failover "$E2E_WORK/img.export"
 cmp -s -n $((48 << 20)) "$E2E_WORK/img.export" <(dd if=/dev/ublkb0 iflag=direct bs=1M count=48 status=none) ||
   fail "the cluster's image differs from what the device reads"
 must bounded 60 "$UBLK" del -n 0

@@ -141,6 +141,29 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---------------------------------------------------------------------------------------------
+# Ceph (the rbd tests)
+
+# ceph_cluster: sets CEPH_CONF to a single-node cluster (ci/ceph-up: a monitor, a memstore OSD,
+# a manager, cephx; clients gw, gwa and gwb with profile rbd) that the tests of one run share,
+# each with images of its own names: the first test that asks starts it (about a minute in the
+# guest), tests/e2e/run stops it after the last of them (its memory is needed by the next). The
+# OSDs forget a dead client's watch after 10 s (30 s would only make the failover test wait).
+E2E_CEPH_DIR=${E2E_CEPH_DIR:-/tmp/e2e-ceph}
+ceph_cluster() {
+  CEPH_CONF=$E2E_CEPH_DIR/ceph.conf
+  if [[ -f $E2E_CEPH_DIR/ready ]] && bounded 30 rados -c "$CEPH_CONF" lspools >/dev/null 2>&1; then
+    log "the Ceph cluster under $E2E_CEPH_DIR (started by an earlier test of this run)"
+    return 0
+  fi
+  [[ -d $E2E_CEPH_DIR ]] && { "$E2E_ROOT/ci/ceph-up" --dir "$E2E_CEPH_DIR" --down >/dev/null 2>&1; rm -rf "$E2E_CEPH_DIR"; }
+  log "+ ci/ceph-up (single-node cluster under $E2E_CEPH_DIR, for this run's rbd tests)"
+  bounded 400 "$E2E_ROOT/ci/ceph-up" --dir "$E2E_CEPH_DIR" --osd-bytes 700M --client gw --client gwa --client gwb \
+    --set 'osd client watch timeout = 10' >"$E2E_LOG_DIR/ceph-up.log" 2>&1 ||
+    { tail -n 30 "$E2E_LOG_DIR/ceph-up.log" >&2; fail "ci/ceph-up failed"; }
+  touch "$E2E_CEPH_DIR/ready"
+}
+
+# ---------------------------------------------------------------------------------------------
 # ublk devices through the CLI
 
 require_ublk() {

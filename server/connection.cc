@@ -254,6 +254,7 @@ int Connection::close_step() {
     if (n >= 0 && bq_->busy()) return n;
   }
   rdma_->close_st();
+  cq_armed_ = false;
   bq_.reset();
   // With the port down the disconnect waits (transport::Connection::disconnect_st); the client's
   // side may be parked the same way, so whichever comes first after the port is up says goodbye.
@@ -280,13 +281,20 @@ int Connection::disconnect_step(bool stopping) {
 }
 
 bool Connection::ready_to_sleep(bool stopping) {
-  cq_armed_ = false;
   if (phase_ == ConnectionPhase::kServing) {
     if (!sends_->empty() || parked_len_ > 0) return false;  // waiting for send-queue room: keep polling
     probe_peer_if_silent();
     if (!sends_->empty()) return false;  // the probe goes out with the next pass
   }
-  if (phase_ == ConnectionPhase::kServing || phase_ == ConnectionPhase::kAuthenticating) {
+  bool cq = phase_ == ConnectionPhase::kServing || phase_ == ConnectionPhase::kAuthenticating;
+  if (cq && cq_armed_) {
+    // Armed at an earlier sleep and no event taken since: a completion since then has raised
+    // one, which poll() sees. (Arming is a system call on rxe; a group would pay it for
+    // every idle connection at every sleep.)
+    if (phase_ == ConnectionPhase::kServing) stats_.sleeps.add_st();
+    return true;
+  }
+  if (cq) {
     if (int rc = rdma_->arm_cq_st(); rc < 0) {
       log::server()->error("{}: ibv_req_notify_cq: {}", peer_, errno_text(rc));
       if (phase_ == ConnectionPhase::kServing) fail("ibv_req_notify_cq failed");
@@ -309,7 +317,10 @@ void Connection::watch(std::vector<pollfd>& fds) const {
 }
 
 void Connection::woken(const pollfd* fds) {
-  if (fds[0].revents) rdma_->consume_cq_event_st();
+  if (fds[0].revents) {
+    rdma_->consume_cq_event_st();
+    cq_armed_ = false;  // the event disarmed it
+  }
   if (fds[1].revents) cm_ready_ = true;
 }
 

@@ -175,7 +175,7 @@ class Connection final : private CommandIo {
   std::chrono::steady_clock::time_point deadline_;  // of establishing, authenticating, the next goodbye
   bool cm_ready_ = false;   // the cm channel was readable: look at its events
   uint32_t passes_ = 0;
-  bool cq_armed_ = false;
+  bool cq_armed_ = false;  // the CQ raises an event on its next completion (none taken since)
   // Authentication: the AUTH_REQUEST's verdict while its AUTH_RESULT leaves, and its slot.
   std::optional<AuthVerdict> verdict_;
   uint16_t auth_slot_ = 0;

@@ -55,6 +55,10 @@ expect_error 1 serve --listen 127.0.0.1 --export vol0=ram:1M --auth-keys "$E2E_W
 (umask 077; echo "h1 $(cat "$E2E_WORK/open.key") vol9" >"$E2E_WORK/auth-keys")
 expect_error 1 serve --listen 127.0.0.1 --export vol0=ram:1M --auth-keys "$E2E_WORK/auth-keys"
 expect_error 2 gen-key extra
+# Poll groups and the authentication backoff: bounded values.
+expect_error 2 serve --listen 127.0.0.1 --export vol0=ram:1M --threads 2000
+expect_error 2 serve --listen 127.0.0.1 --export vol0=ram:1M --threads -1
+expect_error 2 serve --listen 127.0.0.1 --export vol0=ram:1M --auth-backoff 0
 expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --pull-max 1000
 expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --write-ack never
 expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --mr-per-io maybe

@@ -248,17 +248,6 @@ std::optional<CmEventInfo> Connection::poll_cm_event_st() {
   return info_of(*ev);
 }
 
-std::optional<CmEventInfo> Connection::wait_cm_event_st(std::chrono::milliseconds timeout) {
-  try {
-    CmEventPtr ev = wait_event(channel_.get(), Clock::now() + timeout);
-    if (!ev) return std::nullopt;
-    return info_of(*ev);
-  } catch (const SetupError& e) {
-    log::rdma()->warn("waiting for an rdma_cm event from {}: {}", peer_address(), e.what());
-    return std::nullopt;
-  }
-}
-
 bool Connection::port_active() const {
   if (!id_ || !id_->verbs) return true;
   ibv_port_attr attr{};

@@ -90,8 +90,6 @@ class Connection {
   // Next rdma_cm event without blocking, or nullopt. Throws nothing; errors are logged and
   // reported as nullopt.
   std::optional<CmEventInfo> poll_cm_event_st();
-  // Waits up to `timeout` for the next rdma_cm event (nullopt on timeout or error).
-  std::optional<CmEventInfo> wait_cm_event_st(std::chrono::milliseconds timeout);
   // rdma_disconnect (once; sends DREQ and moves the QP to error). Safe to call repeatedly.
   // Not while the port is down: the DREQ would be a send that fails on the spot, and rxe then
   // moves the device's QP1 (all of its rdma_cm traffic) to the error state for good. It then

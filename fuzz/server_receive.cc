@@ -2,8 +2,9 @@
 // commands as the connection splits it (decode_received) and each goes through the real pipeline
 // and validator, against an export and negotiated limits the input chooses, interleaved with the
 // completions the connection reports (RDMA READs, the backend, draining, failure). Properties:
-//  - each command has exactly one outcome: refused, answered as a KEEP_ALIVE, or taken on; it is
-//    taken on exactly when docs/protocol.md's checks pass and its tag is free;
+//  - each command has exactly one outcome: refused, answered as a KEEP_ALIVE, taken on, or (a valid
+//    one while the server stops) left unanswered for the client to reissue; it is taken on exactly
+//    when docs/protocol.md's checks pass, its tag is free and the connection is not draining;
 //  - nothing reaches the backend or RDMA outside the export, the negotiated limits or what the
 //    export supports, and a tag is never taken twice;
 //  - each command taken on is answered exactly once (nothing at all once the connection failed);
@@ -127,7 +128,7 @@ class FakeConnection final : public server::CommandIo {
     bool backend = false;  // with the backend
   };
 
-  explicit FakeConnection(const Setup& s) : s_(s), tags_(s.depth) {}
+  FakeConnection(const Setup& s, const server::ConnectionStats& stats) : s_(s), stats_(stats), tags_(s.depth) {}
   void attach(const CommandPipeline& p) { pipeline_ = &p; }
 
   // Delivers one command as the connection does, and checks its one outcome.
@@ -139,15 +140,15 @@ class FakeConnection final : public server::CommandIo {
       return;
     }
     const Command& c = d.value;
-    enum { kRefused, kKeepAlive, kTaken } expect;
+    enum { kRefused, kKeepAlive, kTaken, kUnanswered } expect;
     bool well_formed = d.ok() && !malformed;
     if (well_formed && c.opcode == Opcode::kKeepAlive)
       expect = is_keep_alive(c, s_) ? kKeepAlive : kRefused;
-    else if (!well_formed || !passes_checks(c, s_) || tags_[c.tag].busy || p.draining())
+    else if (!well_formed || !passes_checks(c, s_) || tags_[c.tag].busy)
       expect = kRefused;
     else
-      expect = kTaken;
-    uint64_t refused = refused_, kept = keep_alives_, taken = taken_;
+      expect = p.draining() ? kUnanswered : kTaken;
+    uint64_t refused = refused_, kept = keep_alives_, taken = taken_, unanswered = stats_.unanswered_at_stop.get();
     current_ = &c;
     p.on_command(d, malformed, byte_len);
     current_ = nullptr;
@@ -157,6 +158,7 @@ class FakeConnection final : public server::CommandIo {
     FUZZ_CHECK(refused_ - refused == (expect == kRefused));
     FUZZ_CHECK(keep_alives_ - kept == (expect == kKeepAlive));
     FUZZ_CHECK(taken_ - taken == (expect == kTaken));
+    FUZZ_CHECK(stats_.unanswered_at_stop.get() - unanswered == (expect == kUnanswered));
     check_counts(p);
   }
 
@@ -270,9 +272,10 @@ class FakeConnection final : public server::CommandIo {
     reading_ += int(v.reading) - int(t.reading);
     t = v;
   }
-  uint64_t outcomes() const { return refused_ + keep_alives_ + taken_; }
+  uint64_t outcomes() const { return refused_ + keep_alives_ + taken_ + stats_.unanswered_at_stop.get(); }
 
   const Setup& s_;
+  const server::ConnectionStats& stats_;
   std::vector<Tag> tags_;
   const CommandPipeline* pipeline_ = nullptr;
   const Command* current_ = nullptr;  // the command being delivered
@@ -301,7 +304,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzedDataProvider in(data, size);
   const Setup s(in);
   server::ConnectionStats stats;
-  FakeConnection conn(s);
+  FakeConnection conn(s, stats);
   server::CommandPipeline pipeline(s.pipeline_config(), conn, stats);
   conn.attach(pipeline);
   auto& tags = conn.tags();

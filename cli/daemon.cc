@@ -163,6 +163,7 @@ int daemon_main(const DaemonPlan& plan, int report_fd, const std::string& log_pa
                             {"max_io_buf_bytes", dev->info().max_io_buf_bytes},
                             {"shmem_bufs", dev->shared_buffers_json()}};
     if (!log_path.empty()) state["log"] = log_path;
+    if (!plan.name.empty()) state["name"] = plan.name;
     write_state(dev->dev_id(), state);
     return serve_until_stopped(ctrl, std::move(dev), sfd.get(), report_fd);
   } catch (const SetupError& e) {

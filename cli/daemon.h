@@ -3,6 +3,7 @@
 // either in the foreground or detached (fork before any io_uring or verbs resource exists).
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <string>
 
 #include "ublk/device.h"
 
@@ -13,6 +14,7 @@ struct DaemonPlan {
   nlohmann::json target_args;            // see target_args.h
   std::optional<uint32_t> recover_id;    // set: take over this device instead of creating one
   bool foreground = false;
+  std::string name;                      // the device table's name for it ("" = none)
 };
 
 // Returns the process exit code. On success prints `list -n ID` for the device once it is live

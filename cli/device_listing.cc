@@ -51,6 +51,7 @@ std::optional<nlohmann::json> describe_device(ublk::ControlDevice& ctrl, uint32_
     j["poll_mode"] = state->value("poll_mode", "");
     if (state->contains("hybrid_spin_us")) j["hybrid_spin_us"] = (*state)["hybrid_spin_us"];
     if (state->contains("log")) j["log"] = (*state)["log"];
+    if (state->contains("name")) j["name"] = (*state)["name"];  // its entry in the device table
   } else {
     j["target"] = nlohmann::json::object();
   }
@@ -101,6 +102,7 @@ std::string format_device_text(const nlohmann::json& d) {
   out += fmt::format("\tmax rq size {} daemon pid {} flags {:#x} state {}{}\n", d.value("max_io_buf_bytes", 0u),
                      d.value("daemon_pid", 0), d.value("flags", uint64_t(0)), d.value("state", std::string("?")),
                      d.contains("io_state") ? fmt::format(" (connections: {})", d.value("io_state", "")) : "");
+  if (d.contains("name")) out += fmt::format("\tname {} (device table)\n", d.value("name", std::string()));
   out += fmt::format("\tublkc: {} ublkb: {} owner: {}\n", d.value("ublkc_devt", std::string("-")),
                      d.value("ublkb_devt", std::string("-")), d.value("owner", std::string("-")));
   for (auto& q : d.value("queues", nlohmann::json::array())) {

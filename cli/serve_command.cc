@@ -10,6 +10,8 @@
 #include "base/host_port.h"
 #include "base/log.h"
 #include "base/size.h"
+#include "cli/config_file.h"
+#include "cli/usage_error.h"
 #include "server/export_spec.h"
 #include "server/rdma_server.h"
 #include "transport/auth.h"
@@ -24,8 +26,12 @@ void on_stop_signal(int) { g_stop.store(true); }
 }  // namespace
 
 void add_serve_options(CLI::App& cmd, ServeArgs& a) {
-  cmd.add_option("--listen", a.listen, fmt::format("ADDR[:PORT] to listen on (port default {})", wire::kDefaultPort))->required();
-  cmd.add_option("--export", a.exports, std::string(server::kExportSpecHelp) + " (repeatable)")->required();
+  cmd.add_option("--config", a.config,
+                 "Read options from this TOML file: keys are the long options without '--' (listen = \"ADDR\", "
+                 "export = [\"NAME=ram:1G\", ...], no-push-writes = true); the command line wins over it");
+  cmd.add_option("--listen", a.listen,
+                 fmt::format("ADDR[:PORT] to listen on (port default {}; required)", wire::kDefaultPort));
+  cmd.add_option("--export", a.exports, std::string(server::kExportSpecHelp) + " (repeatable; at least one)");
   cmd.add_option("--read-only", a.read_only, "Export NAME refuses writes (repeatable)");
   cmd.add_option("--allow", a.allow, "Only peers in this CIDR may connect (repeatable)");
   cmd.add_option("--stats", a.stats_path, "Write statistics as JSON to this file (every second and at exit)");
@@ -94,15 +100,22 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
       ->capture_default_str();
 }
 
-int run_serve(const ServeArgs& a) {
+server::ServerOptions serve_options(const ServeArgs& a) {
   server::ServerOptions opts;
-  HostPort listen = parse_host_port(a.listen, opts.port, "--listen");
-  opts.listen_addr = listen.host;
-  opts.port = listen.port;
-  server::ExportConfig cfg = server::build_export_config(a.exports, a.read_only, a.allow);
+  if (a.listen.empty()) throw UsageError("serve needs an address to listen on: --listen ADDR[:PORT]");
+  if (a.exports.empty()) throw UsageError("serve needs at least one export: --export NAME=KIND:...");
+  server::ExportConfig cfg;
+  try {
+    HostPort listen = parse_host_port(a.listen, opts.port, "--listen");
+    opts.listen_addr = listen.host;
+    opts.port = listen.port;
+    cfg = server::build_export_config(a.exports, a.read_only, a.allow);
+  } catch (const SetupError& e) {
+    throw UsageError(e.what());
+  }
   opts.exports = cfg.exports;
   if (!a.ceph_id.empty() && !server::is_valid_ceph_id(a.ceph_id))
-    throw SetupError(fmt::format("invalid --ceph-id '{}': {}", log::escaped(a.ceph_id), server::kCephIdRule), EINVAL);
+    throw UsageError(fmt::format("invalid --ceph-id '{}': {}", log::escaped(a.ceph_id), server::kCephIdRule));
   for (server::ExportSpec& e : opts.exports) {
     if (e.kind != server::BackendKind::kRbd) continue;
     if (e.rbd.ceph_conf.empty()) e.rbd.ceph_conf = a.ceph_conf;
@@ -124,6 +137,10 @@ int run_serve(const ServeArgs& a) {
   opts.key_file = a.key_file;
   opts.auth_backoff = std::chrono::seconds(a.auth_backoff_s);
   opts.server_id = a.server_id.empty() ? auth::default_identity() : a.server_id;
+  return opts;
+}
+
+int run_serve(const server::ServerOptions& opts) {
   struct sigaction sa {};
   sa.sa_handler = on_stop_signal;
   sigemptyset(&sa.sa_mask);
@@ -131,6 +148,27 @@ int run_serve(const ServeArgs& a) {
   sigaction(SIGINT, &sa, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
   return server::run_server(opts, g_stop);
+}
+
+int cmd_serve(const CLI::App& given, const ServeArgs& a, const std::vector<std::string>& command_line) {
+  if (a.config.empty()) return run_serve(serve_options(a));
+  std::vector<ConfigSetting> settings =
+      parse_config_settings(read_config_text(a.config), a.config, given, {"config", "help"});
+  std::vector<std::string> args = merge_config_args(settings, given, command_line);
+  CLI::App cmd{"", "serve"};
+  ServeArgs merged;
+  add_serve_options(cmd, merged);
+  server::ServerOptions opts;
+  try {
+    std::reverse(args.begin(), args.end());  // CLI11 takes a vector last argument first
+    cmd.parse(args);
+    opts = serve_options(merged);
+  } catch (const CLI::ParseError& e) {
+    throw UsageError(config_origin_prefix(settings, e.what()) + e.what());
+  } catch (const UsageError& e) {
+    throw UsageError(config_origin_prefix(settings, e.what()) + e.what());
+  }
+  return run_serve(opts);
 }
 
 }  // namespace ublkrdma::cli

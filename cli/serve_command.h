@@ -5,16 +5,19 @@
 #include <string>
 #include <vector>
 
+#include "server/server_options.h"
+
 namespace ublkrdma::cli {
 
 struct ServeArgs {
+  std::string config;                  // --config FILE
   std::string listen;                  // ADDR[:PORT]
   std::vector<std::string> exports;    // NAME=ram:SIZE | NAME=file:PATH | NAME=null:SIZE | NAME=rbd:...
   std::vector<std::string> read_only;  // export names
   std::vector<std::string> allow;      // CIDRs
   std::string stats_path;
   unsigned threads = 0;
-  uint32_t auth_backoff_s = 30;       // see ServerOptions::auth_backoff               // see ServerOptions::threads
+  uint32_t auth_backoff_s = 30;        // see ServerOptions::auth_backoff
   uint32_t spin_us = 50;               // see ServerOptions::spin
   uint32_t serial_spin_us = 1000;      // see ServerOptions::serial_spin
   bool no_push_writes = false;         // see ServerOptions::push_writes
@@ -32,6 +35,15 @@ struct ServeArgs {
 };
 
 void add_serve_options(CLI::App& cmd, ServeArgs& args);
-int run_serve(const ServeArgs& args);  // exit code
+
+// Checks every value; throws UsageError before anything touches the network or a file.
+server::ServerOptions serve_options(const ServeArgs& args);
+
+// Runs the server until SIGTERM or SIGINT; returns the exit code.
+int run_serve(const server::ServerOptions& opts);
+
+// `serve`: with --config, the file's options merged with the command line's (`command_line`, the
+// arguments after "serve"; `given`, serve as parsed from them alone), which win.
+int cmd_serve(const CLI::App& given, const ServeArgs& args, const std::vector<std::string>& command_line);
 
 }  // namespace ublkrdma::cli

@@ -67,6 +67,9 @@ inline constexpr uint64_t kFIntegrity = 1ull << 16;
 inline constexpr uint64_t kFSafeStopDev = 1ull << 17;
 inline constexpr uint64_t kFNoAutoPartScan = 1ull << 18;
 inline constexpr uint64_t kFShmemZc = 1ull << 19;
+// The features ServedDevice asks the driver for, where the kernel has them and the options want them.
+inline constexpr uint64_t kFeaturesWeUse =
+    kFCmdIoctlEncode | kFUserRecovery | kFUserRecoveryReissue | kFUserRecoveryFailIo | kFBatchIo | kFShmemZc;
 
 // Device states.
 inline constexpr uint16_t kStateDead = 0;

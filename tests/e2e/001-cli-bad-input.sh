@@ -80,6 +80,40 @@ expect_error 1 list -n 99
 expect_error 1 recover -n 99
 expect_error 2 del
 expect_error 2 frobnicate
+# The contract a script relies on: usage errors exit 2 with a plain message, before anything is
+# touched; sizes are never rounded; options of another target are refused, not ignored.
+expect_says() {  # TEXT ARGS...: fails with 2 and says TEXT
+  local text=$1
+  shift
+  expect_error 2 "$@"
+  "$UBLK" "$@" 2>&1 | grep -qF -- "$text" || fail "'ublk-rdma $*' does not say '$text'"
+}
+expect_says "a command is required"
+expect_says "unknown command 'frobnicate'" frobnicate
+expect_says "not in range 0 to 1048575" del -n -1
+expect_says "positive multiple of the 512-byte block size" add -t null -n 0 --size 0
+expect_says "positive multiple of the 512-byte block size" add -t null -n 0 --size 1000
+expect_says "--traddr is for -t rdma, not -t null" add -t null -n 0 --traddr 192.0.2.1
+expect_says "--size is for -t null" add -t loop -n 0 -f "$E2E_WORK/backing.img" --size 1G
+expect_says "an export name is" add -t rdma -n 0 --traddr 192.0.2.1 --export bad/name
+expect_says "--export 'bad'" serve --listen 127.0.0.1 --export bad
+expect_says "--read-only 'vol9'" serve --listen 127.0.0.1 --export vol0=ram:1M --read-only vol9
+expect_says "--allow '192.0.2.0/99'" serve --listen 127.0.0.1 --export vol0=ram:1M --allow 192.0.2.0/99
+expect_says "not a port" serve --listen 127.0.0.1:0 --export vol0=ram:1M
+expect_says "needs an address to listen on" serve --export vol0=ram:1M
+expect_says "at least one export" serve --listen 127.0.0.1
+expect_error 2 completion zsh
+# Configuration files: a bad line names the file and line, and nothing is attached half-way.
+printf 'listen = "127.0.0.1"\nexport = ["vol0=ram:1M"]\nthreads = 5000\n' >"$E2E_WORK/serve.conf"
+expect_says "serve.conf:3: --threads" serve --config "$E2E_WORK/serve.conf"
+printf 'listen = "127.0.0.1"\nexports = ["vol0=ram:1M"]\n' >"$E2E_WORK/serve.conf"
+expect_says "serve.conf:2: unknown key 'exports'" serve --config "$E2E_WORK/serve.conf"
+expect_says "cannot read configuration file" up --config "$E2E_WORK/none.conf" --all
+printf '[ok]\ntype = "null"\nsize = "16M"\n\n[bad]\ntype = "null"\nsize = "1000"\n' >"$E2E_WORK/devices.conf"
+expect_says "devices.conf:7: --size 1000" up --config "$E2E_WORK/devices.conf" --all
+printf '[ok]\ntype = "null"\nsize = "16M"\n' >"$E2E_WORK/devices.conf"
+expect_says "no device 'vol9'" up --config "$E2E_WORK/devices.conf" vol9
+expect_says "name exactly one" up --config "$E2E_WORK/devices.conf" --foreground --all
 
 [[ $("$UBLK" list --json | jq length) == 0 ]] || fail "list --json is not an empty array"
 log "the backing file is untouched"

@@ -86,7 +86,7 @@ expect_says() {  # TEXT ARGS...: fails with 2 and says TEXT
   local text=$1
   shift
   expect_error 2 "$@"
-  "$UBLK" "$@" 2>&1 | grep -qF -- "$text" || fail "'ublk-rdma $*' does not say '$text'"
+  grep -qF -- "$text" <<<"$("$UBLK" "$@" 2>&1)" || fail "'ublk-rdma $*' does not say '$text'"
 }
 expect_says "a command is required"
 expect_says "unknown command 'frobnicate'" frobnicate

@@ -1,5 +1,7 @@
 #include "cli/device_commands.h"
 
+#include <signal.h>
+
 #include <chrono>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -63,6 +65,20 @@ int delete_device(ublk::ControlDevice& ctrl, uint32_t id) {
   }
   auto state = read_state(id);
   pid_t daemon = state ? pid_t(state->value("daemon_pid", 0)) : info.ublksrv_pid;
+  // A live daemon deletes its device itself on SIGTERM, after telling its queues: requests it
+  // holds for a lost connection then fail at once, where our STOP_DEV would wait for them until
+  // the connection came back or was given up (--ctrl-loss-tmo).
+  if (info.state == ublk::kStateLive && info.ublksrv_pid > 0 && info.ublksrv_pid == daemon && process_alive(daemon) &&
+      ::kill(daemon, SIGTERM) == 0) {
+    for (int i = 0; i < 700 && ctrl.get_dev_info(id, info) == 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (ctrl.get_dev_info(id, info) < 0) {
+      for (int i = 0; i < 100 && process_alive(daemon); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      remove_state(id);
+      return kExitOk;
+    }
+    log::cli()->warn("device {}: its daemon (pid {}) did not delete it within 35 s of SIGTERM; deleting it", id, daemon);
+  }
   int rc = ctrl.stop_dev(id);
   if (rc < 0 && rc != -ENODEV) log::cli()->debug("STOP_DEV {}: {}", id, errno_text(rc));
   rc = ctrl.del_dev(id);

@@ -166,7 +166,13 @@ void RdmaQueueTarget::fail_held_st(const char* why) {
   for (uint16_t tag : tags) complete_tag_st(tag, -EIO);
 }
 
+void RdmaQueueTarget::on_device_stopping_st() {
+  deleting_ = true;
+  if (live_ == 0) fail_held_st("the device is being deleted and no connection is live");
+}
+
 bool RdmaQueueTarget::fails_io_st(RecoveryClock::time_point now) const {
+  if (deleting_) return true;
   for (size_t i = 0; i < connections_.size(); ++i)
     if (!recovery_[i].fails_io(now)) return false;
   return true;

@@ -36,6 +36,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget, private RdmaConnectionEv
   ublk::IdleAdvice idle_advice_st() const override;
   bool prepare_to_sleep_st() override;
   void on_fd_ready_st(uint8_t token) override;
+  void on_device_stopping_st() override;
   void stop_st() override;
   std::string stats_json() const override;
 
@@ -101,6 +102,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget, private RdmaConnectionEv
   bool pull_reads_ = false;    // READ data comes by our RDMA READ from the export (PULL_READS)
   bool fence_writes_ = false;  // pushed WRITEs send no command: an RDMA READ fence completes them
   bool stopped_ = false;
+  bool deleting_ = false;  // the device is being deleted: held requests fail instead of waiting
 
   std::vector<RdmaRequest> requests_;  // by ublk tag
   std::vector<ublk::IoRequest> ios_;   // by ublk tag: what the kernel asked, to send it again

@@ -31,6 +31,8 @@ size_t round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 constexpr uint16_t kFetchBufs = 16;
 // The tag of a POLL_REMOVE's own completion (a watch's polls use tag 0).
 constexpr uint16_t kPollRemoveTag = 1;
+// The control polls' tags: the exit eventfd (forced teardown) and the device's deletion.
+constexpr uint16_t kControlExit = 0, kControlStopping = 1;
 constexpr unsigned kInitialCommitSlots = 4;
 
 unsigned ring_entries(uint16_t depth) {
@@ -136,11 +138,12 @@ void QueueLoop::run_st(std::unique_ptr<QueueTarget> target, const std::function<
       tags_.transition(tag, TagState::kIdle, TagState::kInKernel);
     }
   }
-  if (cfg_.exit_fd >= 0) {
+  for (auto [fd, tag] : {std::pair{cfg_.exit_fd, kControlExit}, std::pair{cfg_.stopping_fd, kControlStopping}}) {
+    if (fd < 0) continue;
     io_uring_sqe* sqe = get_sqe_st();
-    if (!sqe) throw_setup("queue {}: no room in the submission queue for the exit poll", cfg_.queue_id);
-    io_uring_prep_poll_add(sqe, cfg_.exit_fd, POLLIN);
-    sqe->user_data = WorkId{WorkKind::kControl, cfg_.queue_id, 0, 0, 0}.encode();
+    if (!sqe) throw_setup("queue {}: no room in the submission queue for the control polls", cfg_.queue_id);
+    io_uring_prep_poll_add(sqe, fd, POLLIN);
+    sqe->user_data = WorkId{WorkKind::kControl, cfg_.queue_id, tag, 0, 0}.encode();
   }
   int rc = io_uring_submit(ring_.get());
   if (rc < 0)
@@ -243,6 +246,12 @@ void QueueLoop::handle_cqe_st(const io_uring_cqe& cqe) {
       break;
     }
     case WorkKind::kControl:
+      if (id.tag == kControlStopping) {
+        if (cqe.res < 0) break;  // cancelled at teardown
+        log::ublk_io()->debug("queue {}: the device is being deleted", cfg_.queue_id);
+        target_->on_device_stopping_st();
+        break;
+      }
       log::ublk_io()->debug("queue {}: asked to exit with {} tags still in the kernel", cfg_.queue_id,
                             cfg_.depth - tags_.retired());
       exiting_ = true;

@@ -31,6 +31,7 @@ struct QueueLoopConfig {
   bool ioctl_encode = true;  // UBLK_U_IO_* vs legacy opcodes
   PollPolicy poll;
   int exit_fd = -1;          // eventfd: readable when the loop must exit now (forced teardown)
+  int stopping_fd = -1;      // eventfd: readable once the device is being stopped and deleted
   bool batch_io = false;     // the device has UBLK_F_BATCH_IO: PREP / multishot FETCH / COMMIT arrays
   std::span<const SharedRegion> shared;  // the device's shared buffers by index (SHMEM_ZC), owned by it
 };

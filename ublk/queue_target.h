@@ -162,6 +162,11 @@ class QueueTarget {
   // A watched fd became readable.
   virtual void on_fd_ready_st(uint8_t /*token*/) {}
 
+  // The device is being stopped and deleted (the daemon got SIGTERM or `del`): requests that
+  // wait for something that may never come back (a lost connection) should fail now, or the
+  // kernel's deletion waits for them.
+  virtual void on_device_stopping_st() {}
+
   // The queue is shutting down (all tags retired): release per-queue resources in order.
   virtual void stop_st() {}
 

@@ -67,6 +67,7 @@ void ServedDevice::open_char_device() {
 void ServedDevice::start_queues(ControlDevice& ctrl, TargetFactory& factory, PollPolicy poll) {
   done_fd_ = make_eventfd();
   exit_fd_ = make_eventfd();
+  stopping_fd_ = make_eventfd();
   uint16_t nq = info_.nr_hw_queues;
   tids_ = std::vector<std::atomic<pid_t>>(nq);
   for (uint16_t q = 0; q < nq; ++q) loops_.push_back(nullptr);
@@ -78,7 +79,8 @@ void ServedDevice::start_queues(ControlDevice& ctrl, TargetFactory& factory, Pol
     bool pin = rc == 0 && CPU_COUNT(&cpus) > 0;
     if (rc < 0) log::ctrl()->warn("dev {} queue {}: GET_QUEUE_AFFINITY failed: {}", info_.dev_id, q, errno_text(rc));
     QueueLoopConfig cfg{info_.dev_id, q, info_.queue_depth, info_.max_io_buf_bytes, char_fd_.get(),
-                        ctrl.kernel().ioctl_encode(), poll, exit_fd_.get(), (info_.flags & kFBatchIo) != 0,
+                        ctrl.kernel().ioctl_encode(), poll, exit_fd_.get(), stopping_fd_.get(),
+                        (info_.flags & kFBatchIo) != 0,
                         shared_ ? std::span<const SharedRegion>(shared_->regions()) : std::span<const SharedRegion>()};
     loops_[q] = std::make_unique<QueueLoop>(cfg);
     threads_.emplace_back([&, q, nq, cpus, pin] {
@@ -254,7 +256,13 @@ std::vector<pid_t> ServedDevice::queue_tids() const {
   return out;
 }
 
-int ServedDevice::stop(ControlDevice& ctrl) { return ctrl.stop_dev(info_.dev_id); }
+int ServedDevice::stop(ControlDevice& ctrl) {
+  if (stopping_fd_) {
+    uint64_t one = 1;
+    (void)!::write(stopping_fd_.get(), &one, sizeof(one));
+  }
+  return ctrl.stop_dev(info_.dev_id);
+}
 
 void ServedDevice::force_exit() {
   if (!exit_fd_) return;

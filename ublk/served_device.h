@@ -43,6 +43,7 @@ class ServedDevice {
   int done_fd() const { return done_fd_.get(); }
   bool done() const { return exited_.load() == threads_.size(); }
 
+  // Tells the queues the device is being deleted (QueueTarget::on_device_stopping_st), then
   // STOP_DEV: the kernel aborts our commands and the queue threads drain and exit.
   int stop(ControlDevice& ctrl);
   // Makes the queue threads exit now, even with commands still in the kernel.
@@ -67,6 +68,7 @@ class ServedDevice {
   UniqueFd char_fd_;
   UniqueFd done_fd_;
   UniqueFd exit_fd_;
+  UniqueFd stopping_fd_;
   std::vector<std::unique_ptr<QueueLoop>> loops_;
   std::vector<std::thread> threads_;
   std::vector<std::atomic<pid_t>> tids_;

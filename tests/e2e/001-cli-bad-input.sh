@@ -12,6 +12,7 @@ expect_error() {
   err=$(bounded 30 "$UBLK" "$@" 2>&1 >/dev/null)
   rc=$?
   printf '%s\n' "$err" | sed 's/^/    /'
+  E2E_LAST_ERROR=$err
   [[ " $want " == *" $rc "* ]] || fail "'ublk-rdma $*' exited with $rc, expected $want"
   [[ -n $err ]] || fail "'ublk-rdma $*' failed without a message on stderr"
   no_ublk_devices
@@ -86,7 +87,7 @@ expect_says() {  # TEXT ARGS...: fails with 2 and says TEXT
   local text=$1
   shift
   expect_error 2 "$@"
-  grep -qF -- "$text" <<<"$("$UBLK" "$@" 2>&1)" || fail "'ublk-rdma $*' does not say '$text'"
+  grep -qF -- "$text" <<<"$E2E_LAST_ERROR" || fail "'ublk-rdma $*' does not say '$text'"
 }
 expect_says "a command is required"
 expect_says "unknown command 'frobnicate'" frobnicate

@@ -55,9 +55,9 @@ wait_for_blockdev /dev/ublkb1
   fail "device 0 is not the table's vol0 with 2 queues: $(ublk_json 0 | jq -c '{name, nr_hw_queues}')"
 [[ $(ublk_json 1 | jq -r .name) == vol1 ]] || fail "device 1 is not the table's vol1"
 ublk_json 0 | jq -e '.flag_names | index("USER_RECOVERY")' >/dev/null || fail "a table device did not get -r 1"
-fio_write_verify vol0 /dev/ublkb0 48M &
+fio_write_verify vol0 /dev/ublkb0 24M &
 v0=$!
-fio_write_verify vol1 /dev/ublkb1 48M
+fio_write_verify vol1 /dev/ublkb1 24M
 wait "$v0" || fail "fio verify on vol0 failed"
 no_io_errors 0 1
 
@@ -87,7 +87,7 @@ defer kill -9 "$fg"
 wait_for_blockdev /dev/ublkb1 30
 wait_state 1 LIVE 30
 [[ $(ublk_daemon_pid 1) == "$fg" ]] || fail "the device's daemon is not the foreground up process ($fg)"
-fio_write_verify vol1-fg /dev/ublkb1 24M
+fio_write_verify vol1-fg /dev/ublkb1 12M
 must "$UBLK" down "${table[@]}" vol1
 wait_pid_gone "$fg" 20
 wait "$fg" || fail "up --foreground exited with status $? after down"

@@ -14,6 +14,10 @@ set(UBLK_RDMA_MODULES_LOAD_DIR lib/modules-load.d CACHE STRING
 set(UBLK_RDMA_CONFIG_DIR /etc/ublk-rdma CACHE PATH "The configuration directory the units read")
 option(UBLK_RDMA_COMPLETION "Generate and install the bash completion (ublk-rdma completion bash)" ON)
 
+# The installed binary resolves every symbol at start and keeps its relocations read-only
+# (Debian's bindnow/relro hardening); a link option only, so no object is rebuilt for it.
+target_link_options(ublk-rdma PRIVATE LINKER:-z,relro LINKER:-z,now)
+
 set(UBLK_RDMA_DOC_DIR ${CMAKE_INSTALL_DATADIR}/doc/ublk-rdma)
 set(_pkg ${CMAKE_CURRENT_LIST_DIR})
 set(_pkg_out ${CMAKE_BINARY_DIR}/packaging)

@@ -64,8 +64,8 @@ string(TIMESTAMP UBLK_RDMA_CHANGELOG_DATE "%a, %d %b %Y %H:%M:%S +0000" UTC)
 configure_file(${_pkg}/debian/changelog.in ${_pkg_out}/changelog @ONLY)
 ublk_rdma_install_built(${_pkg_out}/changelog ${UBLK_RDMA_DOC_DIR} GZIP)
 
-# Man pages: the lead's `man` target (scdoc sources in docs/man/) writes them to build/man/;
-# installed when they were built (scdoc found), gzipped.
+# Man pages: the `man` target (scdoc sources in docs/man/, where scdoc is found) writes them to
+# build/man/; installed gzipped when they were built.
 ublk_rdma_install_built(${CMAKE_BINARY_DIR}/man/ublk-rdma.8 ${CMAKE_INSTALL_MANDIR}/man8 GZIP OPTIONAL)
 ublk_rdma_install_built(${CMAKE_BINARY_DIR}/man/ublk-rdma.conf.5 ${CMAKE_INSTALL_MANDIR}/man5 GZIP OPTIONAL)
 
@@ -109,8 +109,10 @@ set(UBLK_RDMA_PACKAGE_MAINTAINER "ublk-rdma maintainers <ublk-rdma@example.org>"
     "The Maintainer field of the Debian package")
 set(CPACK_DEBIAN_PACKAGE_MAINTAINER "${UBLK_RDMA_PACKAGE_MAINTAINER}")
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
-# rdma-core loads the RDMA modules and sets up device nodes; fio for trying a device out.
-set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "rdma-core")
+# rdma-core loads the RDMA modules and sets up device nodes; ibverbs-providers holds the
+# userspace drivers (rxe, mlx5, ...) without which libibverbs finds no device (libibverbs1 only
+# recommends it); fio for trying a device out.
+set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "rdma-core, ibverbs-providers")
 set(CPACK_DEBIAN_PACKAGE_SUGGESTS "fio")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 include(CPack)

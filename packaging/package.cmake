@@ -1,0 +1,116 @@
+# Installing ublk-rdma as a system tool, and its Debian package (cpack -G DEB; ci/package).
+# Included from the top-level CMakeLists.txt after the ublk-rdma target exists.
+#
+# Paths relative to the install prefix (/usr in the package): the binary (sbin), modules-load.d,
+# the man pages, the bash completion and /usr/share/doc/ublk-rdma. Absolute ones, because a
+# system reads them there whatever the prefix: the systemd units and /etc/ublk-rdma. Each
+# directory is spelled as the Debian 12 package that owns it spells it (systemd's
+# /usr/lib/modules-load.d, the /lib/systemd/system of most): dpkg does not know that /lib is
+# /usr/lib, and purging a package that named the other spelling would remove the owner's
+# directory (the install test caught that). Other systems set these cache variables.
+set(UBLK_RDMA_SYSTEMD_UNIT_DIR /lib/systemd/system CACHE PATH "Where the systemd units are installed")
+set(UBLK_RDMA_MODULES_LOAD_DIR lib/modules-load.d CACHE STRING
+    "Where the modules-load.d file is installed (relative: to the prefix)")
+set(UBLK_RDMA_CONFIG_DIR /etc/ublk-rdma CACHE PATH "The configuration directory the units read")
+option(UBLK_RDMA_COMPLETION "Generate and install the bash completion (ublk-rdma completion bash)" ON)
+
+# The installed binary resolves every symbol at start and keeps its relocations read-only
+# (Debian's bindnow/relro hardening); a link option only, so no object is rebuilt for it.
+target_link_options(ublk-rdma PRIVATE LINKER:-z,relro LINKER:-z,now)
+
+set(UBLK_RDMA_DOC_DIR ${CMAKE_INSTALL_DATADIR}/doc/ublk-rdma)
+set(_pkg ${CMAKE_CURRENT_LIST_DIR})
+set(_pkg_out ${CMAKE_BINARY_DIR}/packaging)
+
+# ublk_rdma_install_built(FILE DIR [GZIP] [OPTIONAL]): install FILE, which the build makes, into
+# DIR (relative to the prefix); GZIP: as NAME.gz (gzip -9n, as Debian wants man pages and
+# changelogs); OPTIONAL: skip it, without even creating DIR, when the build did not make it.
+function(ublk_rdma_install_built file dir)
+  get_filename_component(name ${file} NAME)
+  set(missing "message(FATAL_ERROR \"${file} was not built\")")
+  if("OPTIONAL" IN_LIST ARGN)
+    set(missing "")
+  endif()
+  set(copy "file(INSTALL \"\${_src}\" DESTINATION \"\${_dir}\" FILE_PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)")
+  if("GZIP" IN_LIST ARGN)
+    set(copy "
+      set(_dir \"\$ENV{DESTDIR}\${_dir}\")
+      file(MAKE_DIRECTORY \"\${_dir}\")
+      message(STATUS \"Installing (gzip): \${_dir}/${name}.gz\")
+      execute_process(COMMAND gzip -9nc \"\${_src}\" OUTPUT_FILE \"\${_dir}/${name}.gz\"
+                      COMMAND_ERROR_IS_FATAL ANY)
+      file(CHMOD \"\${_dir}/${name}.gz\" PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)")
+  endif()
+  install(CODE "
+    set(_src \"${file}\")
+    set(_dir \"\${CMAKE_INSTALL_PREFIX}/${dir}\")  # file(INSTALL) adds DESTDIR itself
+    if(EXISTS \"\${_src}\")
+      ${copy}
+    else()
+      ${missing}
+    endif()")
+endfunction()
+
+install(DIRECTORY ${_pkg}/systemd/ DESTINATION ${UBLK_RDMA_SYSTEMD_UNIT_DIR}
+        FILE_PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
+install(FILES ${_pkg}/modules-load.d/ublk-rdma.conf DESTINATION ${UBLK_RDMA_MODULES_LOAD_DIR})
+# The directory only: no configuration attaches or serves anything until an admin writes one.
+install(DIRECTORY DESTINATION ${UBLK_RDMA_CONFIG_DIR})
+install(FILES ${_pkg}/examples/serve-example.conf ${_pkg}/examples/devices.conf
+        DESTINATION ${UBLK_RDMA_DOC_DIR}/examples)
+install(FILES ${_pkg}/debian/copyright DESTINATION ${UBLK_RDMA_DOC_DIR})
+# The date of the last configure (or SOURCE_DATE_EPOCH, which CMake honours).
+string(TIMESTAMP UBLK_RDMA_CHANGELOG_DATE "%a, %d %b %Y %H:%M:%S +0000" UTC)
+configure_file(${_pkg}/debian/changelog.in ${_pkg_out}/changelog @ONLY)
+ublk_rdma_install_built(${_pkg_out}/changelog ${UBLK_RDMA_DOC_DIR} GZIP)
+
+# Man pages: the `man` target (scdoc sources in docs/man/, where scdoc is found) writes them to
+# build/man/; installed gzipped when they were built.
+ublk_rdma_install_built(${CMAKE_BINARY_DIR}/man/ublk-rdma.8 ${CMAKE_INSTALL_MANDIR}/man8 GZIP OPTIONAL)
+ublk_rdma_install_built(${CMAKE_BINARY_DIR}/man/ublk-rdma.conf.5 ${CMAKE_INSTALL_MANDIR}/man5 GZIP OPTIONAL)
+
+# Bash completion, printed by the built binary from its own command line definition.
+if(UBLK_RDMA_COMPLETION)
+  set(_completion ${CMAKE_BINARY_DIR}/completion/ublk-rdma)
+  add_custom_command(
+    OUTPUT ${_completion}.stamp
+    COMMAND ${CMAKE_COMMAND} -DBIN=$<TARGET_FILE:ublk-rdma> -DOUT=${_completion}
+            -P ${_pkg}/completion.cmake
+    COMMAND ${CMAKE_COMMAND} -E touch ${_completion}.stamp
+    DEPENDS ublk-rdma ${_pkg}/completion.cmake
+    COMMENT "Generating the bash completion (ublk-rdma completion bash)")
+  add_custom_target(bash-completion ALL DEPENDS ${_completion}.stamp)
+  ublk_rdma_install_built(${_completion} ${CMAKE_INSTALL_DATADIR}/bash-completion/completions)
+endif()
+
+# The Debian package: cpack -G DEB (or ci/package) -> ublk-rdma_VERSION_ARCH.deb.
+set(CPACK_GENERATOR DEB)
+set(CPACK_PACKAGE_NAME ublk-rdma)
+set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
+set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
+set(CPACK_PACKAGE_DIRECTORY ${CMAKE_BINARY_DIR}/package)
+set(CPACK_STRIP_FILES ON)
+set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "remote block devices over RDMA with the Linux ublk driver")
+# The extended description; CPack puts the summary above it and indents it.
+set(CPACK_DEBIAN_PACKAGE_DESCRIPTION "ublk-rdma turns a storage server's RAM, files, block devices or Ceph RBD
+images into local block devices (/dev/ublkbN) on its clients. The Linux ublk
+driver hands block requests to a userspace daemon over io_uring; the daemon
+forwards them over RDMA (RoCE, InfiniBand, iWARP or soft-RoCE) to the
+ublk-rdma server on the storage host.
+
+This package contains the ublk-rdma command (client daemons and server),
+systemd units for servers and devices, and example configurations.")
+set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
+set(CPACK_DEBIAN_PACKAGE_SECTION admin)
+set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
+set(UBLK_RDMA_PACKAGE_MAINTAINER "ublk-rdma maintainers <ublk-rdma@example.org>" CACHE STRING
+    "The Maintainer field of the Debian package")
+set(CPACK_DEBIAN_PACKAGE_MAINTAINER "${UBLK_RDMA_PACKAGE_MAINTAINER}")
+set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
+# rdma-core loads the RDMA modules and sets up device nodes; ibverbs-providers holds the
+# userspace drivers (rxe, mlx5, ...) without which libibverbs finds no device (libibverbs1 only
+# recommends it); fio for trying a device out.
+set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "rdma-core, ibverbs-providers")
+set(CPACK_DEBIAN_PACKAGE_SUGGESTS "fio")
+set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
+include(CPack)

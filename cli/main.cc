@@ -1,5 +1,6 @@
 // ublk-rdma: command line. ublksrv-compatible verbs (add, del, list, recover, features) plus
-// `serve`, the RDMA target server. Exit codes: 0 success, 1 failure, 2 usage error.
+// `serve`, the RDMA target server, and `stats`, the devices' metrics. Exit codes: 0 success,
+// 1 failure, 2 usage error.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
@@ -16,6 +17,7 @@
 #include "cli/device_listing.h"
 #include "cli/device_state.h"
 #include "cli/serve_command.h"
+#include "cli/stats_command.h"
 #include "targets/rdma_target.h"
 #include "transport/auth.h"
 #include "ublk/control_device.h"
@@ -467,6 +469,10 @@ int run(int argc, char** argv) {
   rec_cmd->add_option("-n,--number", rec_id, "Device id")->required()->check(CLI::NonNegativeNumber);
   rec_cmd->add_flag("--foreground", rec_fg, "Serve from this process");
 
+  StatsArgs stats;
+  auto* stats_cmd = app.add_subcommand("stats", "Show the devices' metrics: JSON, or --prometheus for node_exporter");
+  add_stats_options(*stats_cmd, stats);
+
   bool feat_json = false;
   auto* feat_cmd = app.add_subcommand("features", "Show what the running kernel's ublk driver supports");
   feat_cmd->add_flag("--json", feat_json, "JSON output");
@@ -521,6 +527,7 @@ int run(int argc, char** argv) {
     }
     if (*list_cmd) return cmd_list(list_id, list_json);
     if (*rec_cmd) return cmd_recover(rec_id, rec_fg);
+    if (*stats_cmd) return run_stats(stats);
     if (*feat_cmd) return cmd_features(feat_json);
     if (*serve_cmd) return run_serve(serve);
     if (*gen_key_cmd) return cmd_gen_key();

@@ -28,7 +28,14 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
   cmd.add_option("--export", a.exports, std::string(server::kExportSpecHelp) + " (repeatable)")->required();
   cmd.add_option("--read-only", a.read_only, "Export NAME refuses writes (repeatable)");
   cmd.add_option("--allow", a.allow, "Only peers in this CIDR may connect (repeatable)");
-  cmd.add_option("--stats", a.stats_path, "Write statistics as JSON to this file (every second and at exit)");
+  auto* stats = cmd.add_option("--stats", a.stats_path,
+                               "Write statistics to this file (every second and at exit), replacing it atomically");
+  cmd.add_option("--stats-format", a.stats_format,
+                 "What --stats writes: json, or prometheus (the text format of node_exporter's textfile "
+                 "collector: name the file *.prom in its directory)")
+      ->check(CLI::IsMember({"json", "prometheus"}))
+      ->needs(stats)
+      ->capture_default_str();
   cmd.add_option("--threads", a.threads,
                  "Poll group threads that serve all connections between them, each connection on one for "
                  "its life (0 = one per CPU this process may run on)")
@@ -112,6 +119,7 @@ int run_serve(const ServeArgs& a) {
   opts.export_retry = std::chrono::seconds(a.export_retry_s);
   opts.allow = cfg.allow;
   opts.stats_path = a.stats_path;
+  opts.stats_format = a.stats_format == "prometheus" ? server::StatsFormat::kPrometheus : server::StatsFormat::kJson;
   opts.threads = a.threads;
   opts.spin = std::chrono::microseconds(a.spin_us);
   opts.serial_spin = std::chrono::microseconds(a.serial_spin_us);

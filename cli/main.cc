@@ -1,6 +1,6 @@
 // ublk-rdma: command line. ublksrv-compatible verbs (add, del, list, recover, features), `serve`
-// (the RDMA target server), `up`/`down` (the device table) and helpers. Exit codes: 0 success,
-// 1 failure, 2 usage error (cli/usage_error.h).
+// (the RDMA target server), `up`/`down` (the device table), `stats` (the devices' metrics) and
+// helpers. Exit codes: 0 success, 1 failure, 2 usage error (cli/usage_error.h).
 #include <CLI/CLI.hpp>
 #include <cstdlib>
 #include <iostream>
@@ -13,6 +13,7 @@
 #include "cli/device_commands.h"
 #include "cli/device_table.h"
 #include "cli/serve_command.h"
+#include "cli/stats_command.h"
 #include "cli/usage_error.h"
 #include "cli/version.h"
 #include "transport/auth.h"
@@ -91,6 +92,10 @@ int run(int argc, char** argv) {
   auto* rec_cmd = app.add_subcommand("recover", "Restart the daemon of a -r 1 device whose daemon died");
   rec_cmd->add_option("-n,--number", rec_id, "Device id")->required()->check(device_id_range());
   rec_cmd->add_flag("--foreground", rec_fg, "Serve from this process");
+
+  StatsArgs stats;
+  auto* stats_cmd = app.add_subcommand("stats", "Show the devices' metrics: JSON, or --prometheus for node_exporter");
+  add_stats_options(*stats_cmd, stats);
 
   bool feat_json = false;
   auto* feat_cmd = app.add_subcommand("features", "Show what the running kernel's ublk driver supports");
@@ -176,6 +181,7 @@ int run(int argc, char** argv) {
     }
     if (*list_cmd) return cmd_list(list_id, list_json);
     if (*rec_cmd) return cmd_recover(rec_id, rec_fg);
+    if (*stats_cmd) return run_stats(stats);
     if (*feat_cmd) return cmd_features(feat_json);
     if (*serve_cmd) return cmd_serve(*serve_cmd, serve, std::vector<std::string>(argv + at + 1, argv + argc));
     if (*up_cmd) return cmd_up(table, up_names, up_all, up_fg);

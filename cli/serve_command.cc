@@ -34,7 +34,13 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
   cmd.add_option("--export", a.exports, std::string(server::kExportSpecHelp) + " (repeatable; at least one)");
   cmd.add_option("--read-only", a.read_only, "Export NAME refuses writes (repeatable)");
   cmd.add_option("--allow", a.allow, "Only peers in this CIDR may connect (repeatable)");
-  cmd.add_option("--stats", a.stats_path, "Write statistics as JSON to this file (every second and at exit)");
+  cmd.add_option("--stats", a.stats_path,
+                               "Write statistics to this file (every second and at exit), replacing it atomically");
+  cmd.add_option("--stats-format", a.stats_format,
+                 "What --stats writes: json, or prometheus (the text format of node_exporter's textfile "
+                 "collector: name the file *.prom in its directory)")
+      ->check(CLI::IsMember({"json", "prometheus"}))
+      ->capture_default_str();
   cmd.add_option("--threads", a.threads,
                  "Poll group threads that serve all connections between them, each connection on one for "
                  "its life (0 = one per CPU this process may run on)")
@@ -104,6 +110,7 @@ server::ServerOptions serve_options(const ServeArgs& a) {
   server::ServerOptions opts;
   if (a.listen.empty()) throw UsageError("serve needs an address to listen on: --listen ADDR[:PORT]");
   if (a.exports.empty()) throw UsageError("serve needs at least one export: --export NAME=KIND:...");
+  if (a.stats_path.empty() && a.stats_format != "json") throw UsageError("--stats-format needs --stats FILE");
   server::ExportConfig cfg;
   try {
     HostPort listen = parse_host_port(a.listen, opts.port, "--listen");
@@ -125,6 +132,7 @@ server::ServerOptions serve_options(const ServeArgs& a) {
   opts.export_retry = std::chrono::seconds(a.export_retry_s);
   opts.allow = cfg.allow;
   opts.stats_path = a.stats_path;
+  opts.stats_format = a.stats_format == "prometheus" ? server::StatsFormat::kPrometheus : server::StatsFormat::kJson;
   opts.threads = a.threads;
   opts.spin = std::chrono::microseconds(a.spin_us);
   opts.serial_spin = std::chrono::microseconds(a.serial_spin_us);

@@ -16,6 +16,7 @@ struct ServeArgs {
   std::vector<std::string> read_only;  // export names
   std::vector<std::string> allow;      // CIDRs
   std::string stats_path;
+  std::string stats_format = "json";  // json | prometheus
   unsigned threads = 0;
   uint32_t auth_backoff_s = 30;        // see ServerOptions::auth_backoff
   uint32_t spin_us = 50;               // see ServerOptions::spin

@@ -3,14 +3,13 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdio>
-#include <fstream>
 #include <algorithm>
 #include <map>
 #include <optional>
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "base/atomic_file.h"
 #include "base/counter.h"
 #include "base/errors.h"
 #include "base/log.h"
@@ -21,6 +20,7 @@
 #include "server/export_set.h"
 #include "server/negotiation.h"
 #include "server/poll_group.h"
+#include "server/server_metrics.h"
 #include "transport/auth.h"
 #include "transport/auth_protocol.h"
 #include "transport/connection.h"
@@ -34,6 +34,8 @@ using Clock = std::chrono::steady_clock;
 struct ExportTotals {
   uint64_t connections = 0;
   uint64_t commands = 0, rdma_bytes = 0, copied_bytes = 0, errors = 0, rejected_commands = 0;
+  uint64_t reads = 0, writes = 0, flushes = 0, discards = 0, write_zeroes = 0;
+  uint64_t keep_alives = 0, backend_errors = 0, unanswered_at_stop = 0, pushed_writes = 0;
 
   // Counts one connection's counters in.
   void add(const ConnectionStats& c) {
@@ -43,6 +45,26 @@ struct ExportTotals {
     copied_bytes += c.copied_bytes.get();
     errors += c.errors.get();
     rejected_commands += c.rejected.get();
+    reads += c.reads.get();
+    writes += c.writes.get();
+    flushes += c.flushes.get();
+    discards += c.discards.get();
+    write_zeroes += c.write_zeroes.get();
+    keep_alives += c.keep_alives.get();
+    backend_errors += c.backend_errors.get();
+    unanswered_at_stop += c.unanswered_at_stop.get();
+    pushed_writes += c.pushed_writes.get();
+  }
+
+  nlohmann::json to_json() const {
+    return {{"connections", connections},     {"commands", commands},
+            {"rdma_bytes", rdma_bytes},       {"copied_bytes", copied_bytes},
+            {"errors", errors},               {"rejected_commands", rejected_commands},
+            {"reads", reads},                 {"writes", writes},
+            {"flushes", flushes},             {"discards", discards},
+            {"write_zeroes", write_zeroes},   {"keep_alives", keep_alives},
+            {"backend_errors", backend_errors}, {"unanswered_at_stop", unanswered_at_stop},
+            {"pushed_writes", pushed_writes}};
   }
 };
 
@@ -209,7 +231,9 @@ struct RdmaServer::Impl {
     return m;
   }
 
-  std::string stats() const {
+  std::string stats() const { return stats_object().dump(); }
+
+  nlohmann::json stats_object() const {
     std::lock_guard lk(mu);
     std::map<std::string, ExportTotals> per = totals;
     for (const auto& spec : opts.exports) per[spec.name];  // every export, even unused
@@ -219,10 +243,7 @@ struct RdmaServer::Impl {
       per[c->export_name()].add(c->stats());
     }
     nlohmann::json jexp = nlohmann::json::object();
-    for (const auto& [name, t] : per)
-      jexp[name] = {{"connections", t.connections},   {"commands", t.commands},
-                    {"rdma_bytes", t.rdma_bytes},     {"copied_bytes", t.copied_bytes},
-                    {"errors", t.errors},             {"rejected_commands", t.rejected_commands}};
+    for (const auto& [name, t] : per) jexp[name] = t.to_json();
     for (size_t i = 0; i < exports->size(); ++i) {
       nlohmann::json& e = jexp[exports->spec(i).name];
       e["available"] = exports->backend(i) != nullptr;
@@ -238,22 +259,19 @@ struct RdmaServer::Impl {
                         {"memory_bytes", memory_total()},
                         {"authentication", bool(auth_table)},
                         {"failed_authentications", auth_limiter->failures()}};
-    return j.dump();
+    return j;
   }
 
+  // Replaced whole (temporary file, then rename): readers, node_exporter's textfile collector
+  // among them, never see half a file.
   void write_stats() const {
     if (opts.stats_path.empty()) return;
-    std::string tmp = opts.stats_path + ".tmp";
-    {
-      std::ofstream f(tmp, std::ios::trunc);
-      if (!f) {
-        log::server()->warn("cannot write stats to {}: {}", tmp, errno_text(errno));
-        return;
-      }
-      f << stats() << "\n";
+    try {
+      const bool prometheus = opts.stats_format == StatsFormat::kPrometheus;
+      write_file_atomically(opts.stats_path, prometheus ? server_metrics_text(stats_object()) : stats() + "\n");
+    } catch (const SetupError& e) {
+      log::server()->warn("cannot write stats: {}", e.what());
     }
-    if (std::rename(tmp.c_str(), opts.stats_path.c_str()) != 0)
-      log::server()->warn("cannot rename {} to {}: {}", tmp, opts.stats_path, errno_text(errno));
   }
 };
 

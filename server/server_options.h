@@ -10,6 +10,9 @@
 
 namespace ublkrdma::server {
 
+// What the stats file holds: the server's JSON, or the Prometheus text format (server_metrics.h).
+enum class StatsFormat : uint8_t { kJson, kPrometheus };
+
 struct ServerOptions {
   std::string listen_addr;  // "" or "0.0.0.0" = any
   uint16_t port = wire::kDefaultPort;
@@ -17,7 +20,8 @@ struct ServerOptions {
   // An rbd export whose image cannot be opened (cluster down) is retried this often.
   std::chrono::milliseconds export_retry{10000};
   std::vector<Cidr> allow;
-  std::string stats_path;  // JSON stats written here periodically and at exit ("" = none)
+  std::string stats_path;  // stats written here periodically and at exit ("" = none)
+  StatsFormat stats_format = StatsFormat::kJson;
   std::chrono::milliseconds stats_interval{1000};
   uint16_t max_queue_depth = 4096;
   uint32_t max_io_bytes = 4u << 20;

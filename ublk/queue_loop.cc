@@ -21,6 +21,13 @@ size_t page_size() {
 
 size_t round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
+// CLOCK_MONOTONIC in ns: a vDSO read, no syscall.
+uint64_t monotonic_ns() {
+  timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+}
+
 #ifndef IORING_URING_CMD_MULTISHOT
 #define IORING_URING_CMD_MULTISHOT (1U << 1)  // 6.19+; older liburing headers lack it
 #endif
@@ -46,7 +53,8 @@ unsigned ring_entries(uint16_t depth) {
 
 QueueLoop::QueueLoop(const QueueLoopConfig& cfg)
     : cfg_(cfg), tags_(cfg.depth),
-      tag_lengths_(cfg.depth, 0), tag_ops_(cfg.depth, 0), tag_zero_copy_(cfg.depth, 0) {}
+      tag_lengths_(cfg.depth, 0), tag_ops_(cfg.depth, 0), tag_zero_copy_(cfg.depth, 0),
+      tag_start_ns_(cfg.depth, 0) {}
 
 QueueLoop::~QueueLoop() { published_target_.store(nullptr); }
 
@@ -214,9 +222,7 @@ void QueueLoop::run_st(std::unique_ptr<QueueTarget> target, const std::function<
 // Called on idle passes only: true until the queue has been idle for the hybrid spin time.
 bool QueueLoop::within_hybrid_spin_st() {
   if (cfg_.poll.hybrid_spin.count() <= 0) return false;
-  timespec ts;
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);  // vDSO: no syscall
-  uint64_t now = uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+  const uint64_t now = monotonic_ns();
   if (idle_since_ns_ == 0) idle_since_ns_ = now;
   return now - idle_since_ns_ < uint64_t(std::chrono::nanoseconds(cfg_.poll.hybrid_spin).count());
 }
@@ -282,6 +288,7 @@ void QueueLoop::handle_ublk_cqe_st(uint16_t tag, int res) {
 // The kernel handed `tag` a request (its descriptor is in the mmap'd array): pass it to the target.
 void QueueLoop::take_request_st(uint16_t tag) {
   if (!move_tag_st(tag, TagState::kInKernel, TagState::kInTarget)) return;
+  tag_start_ns_[tag] = monotonic_ns();
   const IoDesc& d = static_cast<const IoDesc*>(descs_.get())[tag];
   IoRequest req{tag, d.op(), d.flags(), d.start_sector << 9, d.nr_sectors << 9, io_buffer(tag)};
   tag_lengths_[tag] = req.length;
@@ -314,6 +321,8 @@ bool QueueLoop::locate_shared_st(const IoDesc& d, IoRequest& req) {
 void QueueLoop::complete_st(uint16_t tag, int result) {
   if (!move_tag_st(tag, TagState::kInTarget, TagState::kInKernel)) return;
   counters_.ios.add_st();
+  if (int t = timed_op_index(tag_ops_[tag]); t >= 0)
+    counters_.latency[size_t(t)].record_st(monotonic_ns() - tag_start_ns_[tag]);
   const bool data = tag_ops_[tag] == kOpRead || tag_ops_[tag] == kOpWrite;
   if (result < 0) {
     counters_.errors.add_st();

@@ -114,6 +114,7 @@ class QueueLoop final : public QueueContext {
   std::vector<uint32_t> tag_lengths_;  // length of the request the target holds, for counters
   std::vector<uint8_t> tag_ops_;
   std::vector<uint8_t> tag_zero_copy_;  // the request the target holds has its data in a shared buffer
+  std::vector<uint64_t> tag_start_ns_;  // when the queue took the request (CLOCK_MONOTONIC), for its latency
   std::vector<FdWatch> watches_;
   bool exiting_ = false;
   bool failed_ = false;  // stopped by fail_st

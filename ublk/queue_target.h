@@ -8,6 +8,7 @@
 // result with QueueContext::complete_st(tag, result). No locks, no heap allocation per IO.
 #include <liburing.h>
 
+#include <array>
 #include <cstddef>
 #include <chrono>
 #include <cstdint>
@@ -15,7 +16,9 @@
 #include <string>
 
 #include "base/counter.h"
+#include "base/latency_histogram.h"
 #include "base/work_id.h"
+#include "ublk/uapi.h"
 
 namespace ublkrdma::ublk {
 
@@ -66,6 +69,15 @@ constexpr const char* poll_mode_name(PollMode m) {
   return "?";
 }
 
+// The operations whose latency a queue measures, each in a histogram of its own; WRITE_SAME
+// (which the driver never sends us) is not measured.
+inline constexpr size_t kTimedOps = 5;
+inline constexpr const char* kTimedOpNames[kTimedOps] = {"read", "write", "flush", "discard", "write_zeroes"};
+// The histogram of a ublk operation (kOpRead, ...), or -1.
+constexpr int timed_op_index(uint8_t op) {
+  return op <= kOpDiscard ? int(op) : op == kOpWriteZeroes ? 4 : -1;
+}
+
 // Per-queue counters: single writer (the queue thread), read by the stats reporter with
 // relaxed loads. Targets add their own under `target_*` via QueueTarget::stats_json().
 struct QueueCounters {
@@ -89,6 +101,10 @@ struct QueueCounters {
   RelaxedCounter zero_copy_bytes;
   RelaxedCounter driver_copy_ios;
   RelaxedCounter driver_copy_bytes;
+  // Each request's time in this daemon, by operation (timed_op_index): from the moment the queue
+  // takes it from the driver to the moment it hands the driver its result (the commit is queued
+  // then and leaves with the pass's submit). For rdma that includes the round trip to the server.
+  std::array<LatencyHistogram, kTimedOps> latency;
 };
 
 // What the loop offers a target. Implemented by QueueLoop.

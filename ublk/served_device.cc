@@ -278,6 +278,30 @@ size_t ServedDevice::unregister_shared_buffers(ControlDevice& ctrl) {
   return shared_ ? shared_->unregister_all(ctrl, info_.dev_id) : 0;
 }
 
+namespace {
+
+// The queue's latency histograms: the buckets' inclusive upper bounds in microseconds, then per
+// operation the count of each bucket (not cumulative; the last one counts what is above every
+// bound), their total and the sum of the latencies in ns.
+nlohmann::json latency_json(const QueueCounters& c) {
+  nlohmann::json bounds = nlohmann::json::array();
+  for (size_t i = 0; i < LatencyHistogram::kFiniteBuckets; ++i) bounds.push_back(LatencyHistogram::upper_bound_us(i));
+  nlohmann::json j = {{"bucket_le_us", std::move(bounds)}};
+  for (size_t op = 0; op < kTimedOps; ++op) {
+    const LatencyHistogram& h = c.latency[op];
+    nlohmann::json buckets = nlohmann::json::array();
+    uint64_t count = 0;
+    for (size_t i = 0; i < LatencyHistogram::kBuckets; ++i) {
+      buckets.push_back(h.bucket(i));
+      count += h.bucket(i);
+    }
+    j[kTimedOpNames[op]] = {{"buckets", std::move(buckets)}, {"count", count}, {"sum_ns", h.sum_ns()}};
+  }
+  return j;
+}
+
+}  // namespace
+
 std::string ServedDevice::stats_json() const {
   nlohmann::json arr = nlohmann::json::array();
   for (size_t q = 0; q < loops_.size(); ++q) {
@@ -302,6 +326,7 @@ std::string ServedDevice::stats_json() const {
                         {"zero_copy_bytes", c.zero_copy_bytes.get()},
                         {"driver_copy_ios", c.driver_copy_ios.get()},
                         {"driver_copy_bytes", c.driver_copy_bytes.get()}};
+    j["latency"] = latency_json(c);
     j["target"] = nlohmann::json::parse(loops_[q]->target_stats_json(), nullptr, false);
     arr.push_back(std::move(j));
   }

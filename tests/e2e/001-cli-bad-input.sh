@@ -59,6 +59,11 @@ expect_error 2 gen-key extra
 # Poll groups and the authentication backoff: bounded values.
 expect_error 2 serve --listen 127.0.0.1 --export vol0=ram:1M --threads 2000
 expect_error 2 serve --listen 127.0.0.1 --export vol0=ram:1M --threads -1
+# Metrics: a stats format that does not exist, or one without a stats file; stats of a missing device.
+expect_error 2 serve --listen 127.0.0.1 --export vol0=ram:1M --stats "$E2E_WORK/s.prom" --stats-format bogus
+expect_error 2 serve --listen 127.0.0.1 --export vol0=ram:1M --stats-format prometheus
+expect_error 1 stats -n 99999 --prometheus
+expect_error 2 stats --bogus
 expect_error 2 serve --listen 127.0.0.1 --export vol0=ram:1M --auth-backoff 0
 expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --pull-max 1000
 expect_error 2 add -t rdma -n 0 --traddr 192.0.2.1 --export vol0 --write-ack never

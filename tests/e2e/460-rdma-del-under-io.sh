@@ -21,7 +21,9 @@ kill -0 $fio_pid 2>/dev/null || fail "fio ended early: $(tail -n 5 "$out")"
 
 log "+ ublk-rdma del -n $id (fio running)"
 t0=$SECONDS
-bounded 60 "$UBLK" del -n $id || fail "del under IO failed or hung"
+# Under TCG, with fio and the polling queue threads on both vCPUs, starting ublk-rdma alone (its
+# 40-odd libraries, librbd's chain most of them, paged in over 9p) has taken 40 s.
+bounded 150 "$UBLK" del -n $id || fail "del under IO failed or hung"
 log "  del returned after $((SECONDS - t0)) s"
 for ((i = 0; i < 300; i++)); do kill -0 $fio_pid 2>/dev/null || break; nap 0.1; done
 kill -0 $fio_pid 2>/dev/null && fail "fio still runs 30 s after del"
@@ -56,8 +58,8 @@ wait_until 30 "the device to reconnect" eval "[[ \$(ublk_state $id) == RECONNECT
 kill -0 $fio_pid 2>/dev/null || fail "fio ended while the device reconnects: $(tail -n 5 "$out")"
 log "+ ublk-rdma del -n $id (requests held)"
 t0=$SECONDS
-bounded 60 "$UBLK" del -n $id || fail "del of a reconnecting device failed or hung"
-((SECONDS - t0 <= 40)) || fail "del took $((SECONDS - t0)) s: it waited for the held requests"
+bounded 150 "$UBLK" del -n $id || fail "del of a reconnecting device failed or hung"
+((SECONDS - t0 < 150)) || fail "del took $((SECONDS - t0)) s: it waited for the held requests (--ctrl-loss-tmo 600)"
 log "  del returned after $((SECONDS - t0)) s"
 for ((i = 0; i < 300; i++)); do kill -0 $fio_pid 2>/dev/null || break; nap 0.1; done
 kill -0 $fio_pid 2>/dev/null && fail "fio still runs 30 s after del"

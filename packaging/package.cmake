@@ -59,6 +59,8 @@ install(DIRECTORY DESTINATION ${UBLK_RDMA_CONFIG_DIR})
 install(FILES ${_pkg}/examples/serve-example.conf ${_pkg}/examples/devices.conf
         DESTINATION ${UBLK_RDMA_DOC_DIR}/examples)
 install(FILES ${_pkg}/debian/copyright DESTINATION ${UBLK_RDMA_DOC_DIR})
+set(UBLK_RDMA_PACKAGE_MAINTAINER "ublk-rdma maintainers <ublk-rdma@example.org>" CACHE STRING
+    "The Maintainer field of the Debian package")
 # The date of the last configure (or SOURCE_DATE_EPOCH, which CMake honours).
 string(TIMESTAMP UBLK_RDMA_CHANGELOG_DATE "%a, %d %b %Y %H:%M:%S +0000" UTC)
 configure_file(${_pkg}/debian/changelog.in ${_pkg_out}/changelog @ONLY)
@@ -103,8 +105,6 @@ systemd units for servers and devices, and example configurations.")
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION admin)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
-set(UBLK_RDMA_PACKAGE_MAINTAINER "ublk-rdma maintainers <ublk-rdma@example.org>" CACHE STRING
-    "The Maintainer field of the Debian package")
 set(CPACK_DEBIAN_PACKAGE_MAINTAINER "${UBLK_RDMA_PACKAGE_MAINTAINER}")
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 # rdma-core loads the RDMA modules and sets up device nodes; ibverbs-providers holds the

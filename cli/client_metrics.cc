@@ -5,6 +5,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/json_count.h"
 #include "base/prometheus_text.h"
 
 namespace ublkrdma::cli {
@@ -14,13 +15,6 @@ using prom::Labels;
 using prom::MetricType;
 using Json = nlohmann::json;
 
-uint64_t number(const Json& j, std::string_view key) {
-  auto it = j.find(key);
-  if (it == j.end()) return 0;
-  if (it->is_number_unsigned()) return it->get<uint64_t>();
-  if (it->is_number_integer()) return uint64_t(std::max<int64_t>(0, it->get<int64_t>()));
-  return 0;
-}
 
 const Json& object(const Json& j, std::string_view key) {
   static const Json empty = Json::object();
@@ -116,34 +110,34 @@ void latency(prom::TextWriter& w, const Labels& q, const Json& lat) {
     std::vector<uint64_t> counts;
     for (const Json& c : array(h, "buckets")) counts.push_back(c.is_number_unsigned() ? c.get<uint64_t>() : 0);
     if (counts.size() != bounds.size() + 1) continue;
-    w.histogram("ublk_rdma_queue_latency_seconds", with(q, "op", op), bounds, counts, double(number(h, "sum_ns")) / 1e9);
+    w.histogram("ublk_rdma_queue_latency_seconds", with(q, "op", op), bounds, counts, double(json_count(h, "sum_ns")) / 1e9);
   }
 }
 
 void rdma_queue(prom::TextWriter& w, const Labels& q, const Json& t) {
-  for (const CounterSpec& c : kRdmaCounters) w.sample(c.name, q, number(t, c.key));
+  for (const CounterSpec& c : kRdmaCounters) w.sample(c.name, q, json_count(t, c.key));
   uint64_t reconnects = 0;
   std::array<uint64_t, kConnectionStates.size()> by_state{};
   for (const Json& c : array(t, "connection_states")) {
-    reconnects += number(c, "reconnects");
+    reconnects += json_count(c, "reconnects");
     for (size_t i = 0; i < kConnectionStates.size(); ++i)
       by_state[i] += c.value("state", std::string()) == kConnectionStates[i];
   }
   w.sample("ublk_rdma_queue_rdma_reconnects_total", q, reconnects);
-  w.sample("ublk_rdma_queue_rdma_held_requests", q, number(t, "held"));
+  w.sample("ublk_rdma_queue_rdma_held_requests", q, json_count(t, "held"));
   for (size_t i = 0; i < kConnectionStates.size(); ++i)
     w.sample("ublk_rdma_queue_rdma_connections", with(q, "state", kConnectionStates[i]), by_state[i]);
 }
 
 void device(prom::TextWriter& w, const Json& d) {
-  const Labels dev{{"device", std::to_string(number(d, "dev_id"))}};
+  const Labels dev{{"device", std::to_string(json_count(d, "dev_id"))}};
   w.sample("ublk_rdma_device_info",
            with(with(dev, "target", object(d, "target").value("type", std::string())), "state",
                 d.value("state", std::string())),
            1.0);
-  w.sample("ublk_rdma_device_size_bytes", dev, number(d, "dev_size"));
-  w.sample("ublk_rdma_device_queues", dev, number(d, "nr_hw_queues"));
-  w.sample("ublk_rdma_device_queue_depth", dev, number(d, "queue_depth"));
+  w.sample("ublk_rdma_device_size_bytes", dev, json_count(d, "dev_size"));
+  w.sample("ublk_rdma_device_queues", dev, json_count(d, "nr_hw_queues"));
+  w.sample("ublk_rdma_device_queue_depth", dev, json_count(d, "queue_depth"));
   for (const Json& p : array(d, "paths")) {
     const Labels path = with(dev, "path", p.value("path", std::string()));
     w.sample("ublk_rdma_path_state", with(path, "state", p.value("state", std::string())), 1.0);
@@ -152,11 +146,11 @@ void device(prom::TextWriter& w, const Json& d) {
   for (const Json& queue : array(d, "queues")) {
     const Json& s = object(queue, "stats");
     if (s.empty()) continue;  // no daemon answered: no queue statistics
-    const Labels q = with(dev, "queue", std::to_string(number(queue, "queue")));
-    for (const CounterSpec& c : kQueueCounters) w.sample(c.name, q, number(s, c.key));
-    w.sample("ublk_rdma_queue_bytes_total", with(q, "op", "read"), number(s, "bytes_read"));
-    w.sample("ublk_rdma_queue_bytes_total", with(q, "op", "write"), number(s, "bytes_written"));
-    w.sample("ublk_rdma_queue_inflight_max", q, number(s, "max_inflight"));
+    const Labels q = with(dev, "queue", std::to_string(json_count(queue, "queue")));
+    for (const CounterSpec& c : kQueueCounters) w.sample(c.name, q, json_count(s, c.key));
+    w.sample("ublk_rdma_queue_bytes_total", with(q, "op", "read"), json_count(s, "bytes_read"));
+    w.sample("ublk_rdma_queue_bytes_total", with(q, "op", "write"), json_count(s, "bytes_written"));
+    w.sample("ublk_rdma_queue_inflight_max", q, json_count(s, "max_inflight"));
     latency(w, q, object(s, "latency"));
     const Json& t = object(s, "target");
     if (t.contains("commands")) rdma_queue(w, q, t);
@@ -180,10 +174,10 @@ Json client_metrics_json(const Json& devices) {
     Json queues = Json::array();
     for (const Json& q : array(d, "queues"))
       if (q.contains("stats")) queues.push_back(q["stats"]);
-    out.push_back({{"dev_id", number(d, "dev_id")},
+    out.push_back({{"dev_id", json_count(d, "dev_id")},
                    {"state", d.value("state", std::string())},
                    {"target", object(d, "target").value("type", std::string())},
-                   {"dev_size", number(d, "dev_size")},
+                   {"dev_size", json_count(d, "dev_size")},
                    {"queues", std::move(queues)}});
   }
   return out;

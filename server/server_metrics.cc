@@ -4,6 +4,7 @@
 #include <map>
 #include <string_view>
 
+#include "base/json_count.h"
 #include "base/prometheus_text.h"
 
 namespace ublkrdma::server {
@@ -13,13 +14,6 @@ using prom::Labels;
 using prom::MetricType;
 using Json = nlohmann::json;
 
-uint64_t number(const Json& j, std::string_view key) {
-  auto it = j.find(key);
-  if (it == j.end()) return 0;
-  if (it->is_number_unsigned()) return it->get<uint64_t>();
-  if (it->is_number_integer()) return uint64_t(std::max<int64_t>(0, it->get<int64_t>()));
-  return 0;
-}
 
 const Json& member(const Json& j, std::string_view key, const Json& fallback) {
   auto it = j.find(key);
@@ -89,29 +83,29 @@ std::string server_metrics_text(const Json& stats) {
   for (const Json& c : conns) {
     auto& [n, mem] = live[c.value("export", std::string())];
     n += 1;
-    mem += number(c, "memory_bytes");
+    mem += json_count(c, "memory_bytes");
   }
   for (const auto& [name, e] : member(stats, "exports", kNoObject).items()) {
     const Labels ex{{"export", name}};
     w.sample("ublk_rdma_server_export_available", ex, e.value("available", false) ? 1.0 : 0.0);
     w.sample("ublk_rdma_server_export_connections", ex, live[name].first);
     w.sample("ublk_rdma_server_export_memory_granted_bytes", ex, live[name].second);
-    for (const CounterSpec& c : kExportCounters) w.sample(c.name, ex, number(e, c.key));
+    for (const CounterSpec& c : kExportCounters) w.sample(c.name, ex, json_count(e, c.key));
     for (const auto& [key, op] : kOps)
-      w.sample("ublk_rdma_server_accepted_commands_total", {{"export", name}, {"op", op}}, number(e, key));
+      w.sample("ublk_rdma_server_accepted_commands_total", {{"export", name}, {"op", op}}, json_count(e, key));
   }
   w.sample("ublk_rdma_server_connections", {}, uint64_t(conns.size()));
-  w.sample("ublk_rdma_server_memory_granted_bytes", {}, number(stats, "memory_bytes"));
-  w.sample("ublk_rdma_server_accepted_connections_total", {}, number(stats, "accepted_connections"));
-  w.sample("ublk_rdma_server_rejected_connections_total", {}, number(stats, "rejected_connections"));
+  w.sample("ublk_rdma_server_memory_granted_bytes", {}, json_count(stats, "memory_bytes"));
+  w.sample("ublk_rdma_server_accepted_connections_total", {}, json_count(stats, "accepted_connections"));
+  w.sample("ublk_rdma_server_rejected_connections_total", {}, json_count(stats, "rejected_connections"));
   w.sample("ublk_rdma_server_authentication_enabled", {}, stats.value("authentication", false) ? 1.0 : 0.0);
-  w.sample("ublk_rdma_server_failed_authentications_total", {}, number(stats, "failed_authentications"));
+  w.sample("ublk_rdma_server_failed_authentications_total", {}, json_count(stats, "failed_authentications"));
   size_t g = 0;
   for (const Json& group : member(stats, "poll_groups", kNoArray)) {
     const Labels gl{{"group", std::to_string(g++)}};
-    w.sample("ublk_rdma_server_poll_group_connections", gl, number(group, "connections"));
-    w.sample("ublk_rdma_server_poll_group_passes_total", gl, number(group, "passes"));
-    w.sample("ublk_rdma_server_poll_group_sleeps_total", gl, number(group, "sleeps"));
+    w.sample("ublk_rdma_server_poll_group_connections", gl, json_count(group, "connections"));
+    w.sample("ublk_rdma_server_poll_group_passes_total", gl, json_count(group, "passes"));
+    w.sample("ublk_rdma_server_poll_group_sleeps_total", gl, json_count(group, "sleeps"));
   }
   return w.text();
 }

@@ -16,4 +16,11 @@ inline uint64_t json_count(const nlohmann::json& j, std::string_view key) {
   return 0;
 }
 
+// A counter of a stats JSON object exported as a metric: its JSON key, metric name and help.
+struct JsonCounter {
+  const char* key;
+  const char* name;
+  const char* help;
+};
+
 }  // namespace ublkrdma

@@ -144,15 +144,15 @@ void add_add_options(CLI::App& cmd, AddArgs& a) {
   cmd.add_option("-r,--recovery", a.recovery, "1: survive a daemon crash (recover -n ID)")
       ->check(CLI::IsMember({0, 1}));
   cmd.add_option("--recovery-reissue", a.recovery_reissue,
-                   "with -r 1: 1 (default) hands the requests the crashed daemon held to the next one again; "
-                   "0 fails them with EIO (new requests wait for the next daemon)")
+                 "with -r 1: 1 (default) hands the requests the crashed daemon held to the next one again; "
+                 "0 fails them with EIO (new requests wait for the next daemon)")
       ->check(CLI::IsMember({0, 1}));
   cmd.add_flag("--recovery-fail-io", a.recovery_fail_io,
-                    "with -r 1 (kernel 6.13+): while no daemon runs, every request fails at once with EIO "
-                    "instead of waiting");
+                 "with -r 1 (kernel 6.13+): while no daemon runs, every request fails at once with EIO "
+                 "instead of waiting");
   cmd.add_option("--batch-io", a.batch_io,
-                   "UBLK_F_BATCH_IO (kernel 7.0+): requests and results travel in per-queue batches; on = "
-                   "required, auto = when the driver has it (not with -r 1), off = one command per request")
+                 "UBLK_F_BATCH_IO (kernel 7.0+): requests and results travel in per-queue batches; on = "
+                 "required, auto = when the driver has it (not with -r 1), off = one command per request")
       ->check(CLI::IsMember({"auto", "on", "off"}))
       ->capture_default_str();
   cmd.add_flag("--foreground", a.foreground, "Serve from this process instead of a detached daemon");
@@ -160,81 +160,81 @@ void add_add_options(CLI::App& cmd, AddArgs& a) {
   cmd.add_option("--poll", a.poll, "Completion mode: busy, event or hybrid")
       ->check(CLI::IsMember({"busy", "event", "hybrid"}));
   cmd.add_option("--spin-us", a.spin_us,
-                   "hybrid: microseconds a queue keeps polling after its last work before it sleeps "
-                   "(lower latency for more CPU; 0 = sleep at once)")
+                 "hybrid: microseconds a queue keeps polling after its last work before it sleeps "
+                 "(lower latency for more CPU; 0 = sleep at once)")
       ->check(CLI::Range(0, 1000000))
       ->capture_default_str();
   cmd.add_flag("--buffered", a.buffered, "loop: do not use O_DIRECT");
   cmd.add_option("--shmem-buf", a.shmem_bufs,
-                      "zero copy (kernel 7.1+, SHMEM_ZC): a file on tmpfs or hugetlbfs (or a memfd as "
-                      "/proc/PID/fd/N) that applications map for their O_DIRECT IO; requests whose pages lie in "
-                      "it reach the target without a copy (repeatable)");
+                 "zero copy (kernel 7.1+, SHMEM_ZC): a file on tmpfs or hugetlbfs (or a memfd as "
+                 "/proc/PID/fd/N) that applications map for their O_DIRECT IO; requests whose pages lie in "
+                 "it reach the target without a copy (repeatable)");
   cmd.add_option("--shmem-buf-ro", a.shmem_bufs_ro,
-                      "as --shmem-buf, for a buffer the daemon may only read: WRITEs alone come from it");
+                 "as --shmem-buf, for a buffer the daemon may only read: WRITEs alone come from it");
   cmd.add_option("--traddr", a.traddr,
-                      "rdma: server address ADDR[:PORT] ([V6ADDR]:PORT); given more than once, each is a path to "
-                      "the same export (one server on two addresses)");
+                 "rdma: server address ADDR[:PORT] ([V6ADDR]:PORT); given more than once, each is a path to "
+                 "the same export (one server on two addresses)");
   cmd.add_option("--multipath", a.multipath,
-                   "rdma, with more than one --traddr: failover = the first path that works carries the IO, the "
-                   "others stand by connected; round-robin = IO spreads over the connections of every path")
+                 "rdma, with more than one --traddr: failover = the first path that works carries the IO, the "
+                 "others stand by connected; round-robin = IO spreads over the connections of every path")
       ->check(CLI::IsMember({"failover", "round-robin"}))
       ->capture_default_str();
   cmd.add_option("--trsvcid", a.trsvcid, fmt::format("rdma: server port (default {})", wire::kDefaultPort))->check(CLI::Range(1, 65535));
   cmd.add_option("--export", a.export_name, "rdma: export name on the server");
   cmd.add_option("--io-timeout", a.io_timeout_ms,
-                   "rdma: a request with no answer after this many ms makes its connection count as lost "
-                   "(its requests are held and reissued once it is rebuilt)")
+                 "rdma: a request with no answer after this many ms makes its connection count as lost "
+                 "(its requests are held and reissued once it is rebuilt)")
       ->check(CLI::Range(100, 3600000))
       ->capture_default_str();
   cmd.add_option("--keepalive-tmo", a.keep_alive_tmo_s,
-                   "rdma: seconds a connection may go without an answer to a keepalive before it counts as "
-                   "lost: detects a server that stopped or vanished without a disconnect (0 = off)")
+                 "rdma: seconds a connection may go without an answer to a keepalive before it counts as "
+                 "lost: detects a server that stopped or vanished without a disconnect (0 = off)")
       ->check(CLI::Range(0, 3600))
       ->capture_default_str();
   cmd.add_option("--reconnect-delay", a.reconnect_delay_s,
-                   "rdma: seconds between attempts to rebuild a lost connection")
+                 "rdma: seconds between attempts to rebuild a lost connection")
       ->check(CLI::Range(1, 3600))
       ->capture_default_str();
   cmd.add_option("--ctrl-loss-tmo", a.ctrl_loss_tmo_s,
-                   "rdma: seconds after a connection's loss to give up on it: its held and new requests fail "
-                   "with EIO (-1 = never give up, 0 = do not reconnect)")
+                 "rdma: seconds after a connection's loss to give up on it: its held and new requests fail "
+                 "with EIO (-1 = never give up, 0 = do not reconnect)")
       ->check(CLI::Range(-1, 31536000))
       ->capture_default_str();
   cmd.add_option("--fast-io-fail-tmo", a.fast_io_fail_tmo_s,
-                   "rdma: seconds after a connection's loss to fail held and new requests with EIO while "
-                   "reconnecting goes on (-1 = off)")
+                 "rdma: seconds after a connection's loss to fail held and new requests with EIO while "
+                 "reconnecting goes on (-1 = off)")
       ->check(CLI::Range(-1, 31536000))
       ->capture_default_str();
   cmd.add_option("--push-max", a.push_max,
-                      "rdma: largest WRITE whose data we put into the server's memory ourselves (RDMA WRITE, "
-                      "where the export offers it); larger ones the server fetches (RDMA READ); 0 = never")
+                 "rdma: largest WRITE whose data we put into the server's memory ourselves (RDMA WRITE, "
+                 "where the export offers it); larger ones the server fetches (RDMA READ); 0 = never")
       ->capture_default_str();
   cmd.add_option("--pull-max", a.pull_max,
-                      "rdma: largest READ whose data we take from the server's memory ourselves (RDMA READ, "
-                      "where the export offers it: ram); larger ones the server sends (RDMA WRITE); "
-                      "0 = never; default: every READ");
+                 "rdma: largest READ whose data we take from the server's memory ourselves (RDMA READ, "
+                 "where the export offers it: ram); larger ones the server sends (RDMA WRITE); "
+                 "0 = never; default: every READ");
   cmd.add_option("--write-ack", a.write_ack,
-                      "rdma: what completes a WRITE pushed into a ram export: our own RDMA READ fence behind "
-                      "it (no work on the server's CPU) or the server's answer to its command")
+                 "rdma: what completes a WRITE pushed into a ram export: our own RDMA READ fence behind "
+                 "it (no work on the server's CPU) or the server's answer to its command")
       ->check(CLI::IsMember({"fence", "server"}))
       ->capture_default_str();
   cmd.add_option("--mr-per-io", a.mr_per_io,
-                   "rdma: on = the server can reach a request's buffer only while the request is in flight (a "
-                   "memory window bound per request and invalidated before it completes); off = the whole IO "
-                   "buffer area stays open to the server for the device's lifetime (default: off)")
+                 "rdma: on = the server can reach a request's buffer only while the request is in flight (a "
+                 "memory window bound per request and invalidated before it completes); off = the whole IO "
+                 "buffer area stays open to the server for the device's lifetime (default: off)")
       ->check(CLI::IsMember({"on", "off"}));
   cmd.add_option("--conns-per-queue", a.conns_per_queue,
-                   "rdma: RC connections (QPs) per queue; a queue's requests are spread over them, so more "
-                   "of them can be in flight where one QP limits it (soft RDMA)")
+                 "rdma: RC connections (QPs) per queue; a queue's requests are spread over them, so more "
+                 "of them can be in flight where one QP limits it (soft RDMA)")
       ->check(CLI::Range(1, int(targets::kMaxConnsPerQueue)))
       ->capture_default_str();
 
   cmd.add_option("--key-file", a.key_file,
-                      "rdma: this host's key (a file of mode 0600 with one key from `ublk-rdma gen-key`): "
-                      "authenticate to the server, and refuse a server that cannot prove it knows the key");
+                 "rdma: this host's key (a file of mode 0600 with one key from `ublk-rdma gen-key`): "
+                 "authenticate to the server, and refuse a server that cannot prove it knows the key");
   cmd.add_option("--host-id", a.host_id, "rdma: the identity this host authenticates as (default: the host name)");
   cmd.add_option("--server-key-file", a.server_key_file,
-                      "rdma: the server must prove this key of its own (serve --key-file) instead of ours");
+                 "rdma: the server must prove this key of its own (serve --key-file) instead of ours");
 }
 
 ublk::PollMode poll_mode_option(const std::string& s) {

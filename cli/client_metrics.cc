@@ -33,14 +33,7 @@ Labels with(Labels l, std::string key, std::string value) {
   return l;
 }
 
-// A queue counter of list --json's queue stats: its JSON key, metric name and help.
-struct CounterSpec {
-  const char* key;
-  const char* name;
-  const char* help;
-};
-
-constexpr CounterSpec kQueueCounters[] = {
+constexpr JsonCounter kQueueCounters[] = {
     {"ios", "ublk_rdma_queue_ios_total", "Requests the queue completed (any operation, any result)."},
     {"errors", "ublk_rdma_queue_errors_total", "Requests the queue completed with an error."},
     {"zero_copy_ios", "ublk_rdma_queue_zero_copy_ios_total",
@@ -55,7 +48,7 @@ constexpr CounterSpec kQueueCounters[] = {
 };
 
 // The rdma target's counters (queue stats "target").
-constexpr CounterSpec kRdmaCounters[] = {
+constexpr JsonCounter kRdmaCounters[] = {
     {"commands", "ublk_rdma_queue_rdma_commands_total", "Commands sent to the server."},
     {"rdma_bytes", "ublk_rdma_queue_rdma_bytes_total", "READ and WRITE data moved by RDMA, by either side."},
     {"timeouts", "ublk_rdma_queue_rdma_timeouts_total", "Requests without an answer within --io-timeout."},
@@ -86,13 +79,13 @@ void declare_all(prom::TextWriter& w) {
             "An rdma device's path to its server (always 1): its worst state over the queues "
             "(live, degraded, reconnecting, failed).");
   w.declare("ublk_rdma_path_active", MetricType::kGauge, "1 if the path carries IO (multipath), else 0.");
-  for (const CounterSpec& c : kQueueCounters) w.declare(c.name, MetricType::kCounter, c.help);
+  for (const JsonCounter& c : kQueueCounters) w.declare(c.name, MetricType::kCounter, c.help);
   w.declare("ublk_rdma_queue_bytes_total", MetricType::kCounter, "Bytes the queue's READs and WRITEs moved.");
   w.declare("ublk_rdma_queue_inflight_max", MetricType::kGauge, "Most requests the queue held at once since start.");
   w.declare("ublk_rdma_queue_latency_seconds", MetricType::kHistogram,
             "Requests' time in the daemon, from the driver handing the request to the queue to the queue handing "
             "back its result, by operation (for rdma: with the round trip to the server).");
-  for (const CounterSpec& c : kRdmaCounters) w.declare(c.name, MetricType::kCounter, c.help);
+  for (const JsonCounter& c : kRdmaCounters) w.declare(c.name, MetricType::kCounter, c.help);
   w.declare("ublk_rdma_queue_rdma_reconnects_total", MetricType::kCounter,
             "Connections of the queue rebuilt after a loss.");
   w.declare("ublk_rdma_queue_rdma_held_requests", MetricType::kGauge,
@@ -115,7 +108,7 @@ void latency(prom::TextWriter& w, const Labels& q, const Json& lat) {
 }
 
 void rdma_queue(prom::TextWriter& w, const Labels& q, const Json& t) {
-  for (const CounterSpec& c : kRdmaCounters) w.sample(c.name, q, json_count(t, c.key));
+  for (const JsonCounter& c : kRdmaCounters) w.sample(c.name, q, json_count(t, c.key));
   uint64_t reconnects = 0;
   std::array<uint64_t, kConnectionStates.size()> by_state{};
   for (const Json& c : array(t, "connection_states")) {
@@ -147,7 +140,7 @@ void device(prom::TextWriter& w, const Json& d) {
     const Json& s = object(queue, "stats");
     if (s.empty()) continue;  // no daemon answered: no queue statistics
     const Labels q = with(dev, "queue", std::to_string(json_count(queue, "queue")));
-    for (const CounterSpec& c : kQueueCounters) w.sample(c.name, q, json_count(s, c.key));
+    for (const JsonCounter& c : kQueueCounters) w.sample(c.name, q, json_count(s, c.key));
     w.sample("ublk_rdma_queue_bytes_total", with(q, "op", "read"), json_count(s, "bytes_read"));
     w.sample("ublk_rdma_queue_bytes_total", with(q, "op", "write"), json_count(s, "bytes_written"));
     w.sample("ublk_rdma_queue_inflight_max", q, json_count(s, "max_inflight"));

@@ -20,14 +20,7 @@ const Json& member(const Json& j, std::string_view key, const Json& fallback) {
   return it != j.end() && it->type() == fallback.type() ? *it : fallback;
 }
 
-// An export's counter (over its closed and live connections): JSON key, metric name, help.
-struct CounterSpec {
-  const char* key;
-  const char* name;
-  const char* help;
-};
-
-constexpr CounterSpec kExportCounters[] = {
+constexpr JsonCounter kExportCounters[] = {
     {"connections", "ublk_rdma_server_export_connections_total", "Connections accepted to the export."},
     {"commands", "ublk_rdma_server_commands_total",
      "Commands received for the export (keepalives aside), refused ones included."},
@@ -54,7 +47,7 @@ void declare_all(prom::TextWriter& w) {
   w.declare("ublk_rdma_server_export_connections", MetricType::kGauge, "The export's connections now.");
   w.declare("ublk_rdma_server_export_memory_granted_bytes", MetricType::kGauge,
             "Memory granted to the export's connections now (buffer pools, message slots, queue pairs).");
-  for (const CounterSpec& c : kExportCounters) w.declare(c.name, MetricType::kCounter, c.help);
+  for (const JsonCounter& c : kExportCounters) w.declare(c.name, MetricType::kCounter, c.help);
   w.declare("ublk_rdma_server_accepted_commands_total", MetricType::kCounter,
             "Commands accepted for the export, by operation.");
   w.declare("ublk_rdma_server_connections", MetricType::kGauge, "Connections now.");
@@ -90,7 +83,7 @@ std::string server_metrics_text(const Json& stats) {
     w.sample("ublk_rdma_server_export_available", ex, e.value("available", false) ? 1.0 : 0.0);
     w.sample("ublk_rdma_server_export_connections", ex, live[name].first);
     w.sample("ublk_rdma_server_export_memory_granted_bytes", ex, live[name].second);
-    for (const CounterSpec& c : kExportCounters) w.sample(c.name, ex, json_count(e, c.key));
+    for (const JsonCounter& c : kExportCounters) w.sample(c.name, ex, json_count(e, c.key));
     for (const auto& [key, op] : kOps)
       w.sample("ublk_rdma_server_accepted_commands_total", {{"export", name}, {"op", op}}, json_count(e, key));
   }

@@ -5,7 +5,7 @@
 namespace ublkrdma::server {
 
 bool AuthLimiter::Entry::expired(Clock::time_point now, std::chrono::seconds window) const {
-  return now >= blocked_until && now - first >= window;
+  return now >= blocked_until && now - last() >= window;
 }
 
 bool AuthLimiter::blocked(const std::string& address, Clock::time_point now) {
@@ -32,13 +32,15 @@ void AuthLimiter::record_failure(const std::string& address, Clock::time_point n
       std::erase_if(entries_, [&](const auto& e) { return e.second.expired(now, window_); });
       if (entries_.size() >= kMaxAddresses)
         entries_.erase(std::min_element(entries_.begin(), entries_.end(), [](const auto& a, const auto& b) {
-          return a.second.first < b.second.first;
+          return a.second.last() < b.second.last();
         }));
     }
-    it = entries_.emplace(address, Entry{now, 0, {}}).first;
+    it = entries_.emplace(address, Entry{}).first;
   }
   Entry& e = it->second;
-  if (++e.failures >= kMaxFailures) e.blocked_until = now + window_;
+  e.recent[e.failures++ % kMaxFailures] = now;
+  // After the write the slot at failures % kMaxFailures holds the oldest of the last kMaxFailures.
+  if (e.failures >= kMaxFailures && now - e.recent[e.failures % kMaxFailures] < window_) e.blocked_until = now + window_;
 }
 
 size_t AuthLimiter::tracked() const {

@@ -1,9 +1,12 @@
 #pragma once
-// Rate limit on failed authentications, per peer address: kMaxFailures within the window
-// (serve --auth-backoff, default 30 s) of the first and the address is refused at CONNECT
-// (kAuthBackoff) for the window after the last of them. The table is bounded, so a flood from many addresses cannot grow memory: when
-// it is full the oldest entry goes. Called from the listener and the poll group threads (setup
-// path only), hence the mutex.
+// Rate limit on failed authentications, per peer address: when the last kMaxFailures failures
+// fall within one window (serve --auth-backoff, default 30 s), the address is refused at CONNECT
+// (kAuthBackoff) for the window after the last of them. The window slides: a fixed one, counted
+// from a first failure, let a peer spread 2 * kMaxFailures - 1 attempts across its end unblocked.
+// The table is bounded, so a flood from many addresses cannot grow memory: when it is full the
+// entry whose last failure is oldest goes. Called from the listener and the poll group threads
+// (setup path only), hence the mutex.
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -30,9 +33,10 @@ class AuthLimiter {
 
  private:
   struct Entry {
-    Clock::time_point first;  // of the failures counted
-    uint32_t failures = 0;
+    std::array<Clock::time_point, kMaxFailures> recent{};  // a ring of the last failures' times
+    uint32_t failures = 0;                                   // recorded, the ring's next slot mod kMaxFailures
     Clock::time_point blocked_until{};
+    Clock::time_point last() const { return recent[(failures + kMaxFailures - 1) % kMaxFailures]; }
     bool expired(Clock::time_point now, std::chrono::seconds window) const;
   };
   const std::chrono::seconds window_;

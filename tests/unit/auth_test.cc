@@ -444,6 +444,28 @@ TEST(AuthLimiter, WindowIsConfigurable) {
   EXPECT_FALSE(l.blocked("192.0.2.3", t0 + std::chrono::seconds(6) * server::AuthLimiter::kMaxFailures));
 }
 
+TEST(AuthLimiter, WindowSlides) {
+  // Failures counted against a window fixed at the first of them would let the fourth and the
+  // following ones start a new count; the window ends at each failure instead.
+  server::AuthLimiter l;  // 30 s
+  auto t0 = server::AuthLimiter::Clock::now();
+  for (int i = 0; i < 3; ++i) l.record_failure("192.0.2.1", t0);
+  for (int i = 29; i < 34; ++i) {
+    EXPECT_FALSE(l.blocked("192.0.2.1", t0 + std::chrono::seconds(i)));
+    l.record_failure("192.0.2.1", t0 + std::chrono::seconds(i));
+  }
+  // The last five, t0 + 29..33 s, lie within 30 s.
+  EXPECT_TRUE(l.blocked("192.0.2.1", t0 + std::chrono::seconds(34)));
+  EXPECT_TRUE(l.blocked("192.0.2.1", t0 + std::chrono::seconds(62)));
+  EXPECT_FALSE(l.blocked("192.0.2.1", t0 + std::chrono::seconds(63)));
+  // One failure every 8 s: four fit into the window, never five.
+  for (int i = 0; i < 20; ++i) {
+    auto t = t0 + std::chrono::seconds(100 + 8 * i);
+    EXPECT_FALSE(l.blocked("192.0.2.2", t)) << i;
+    l.record_failure("192.0.2.2", t);
+  }
+}
+
 TEST(AuthLimiter, TableIsBounded) {
   server::AuthLimiter l;
   auto t0 = server::AuthLimiter::Clock::now();

@@ -19,6 +19,7 @@
 
 #include "base/errors.h"
 #include "base/log.h"
+#include "base/service_notify.h"
 #include "base/unique_fd.h"
 #include "cli/device_listing.h"
 #include "cli/device_state.h"
@@ -207,7 +208,8 @@ int run_device_daemon(const DaemonPlan& plan) {
       char line[4096];
       if (std::fgets(line, sizeof(line), f)) {
         auto j = nlohmann::json::parse(line, nullptr, false);
-        if (!j.is_discarded() && j.value("ok", false)) print_device(j.value("dev_id", 0u));
+        if (!j.is_discarded() && j.value("ok", false) && print_device(j.value("dev_id", 0u)) == 0)
+          service_ready();  // the device is live: a Type=notify unit (ublk-rdma@NAME) is up
       }
       std::fclose(f);
     });

@@ -13,6 +13,7 @@
 #include "base/counter.h"
 #include "base/errors.h"
 #include "base/log.h"
+#include "base/service_notify.h"
 #include "server/auth_keys.h"
 #include "server/auth_limiter.h"
 #include "server/backend.h"
@@ -368,6 +369,7 @@ void RdmaServer::run(const std::atomic<bool>& stop) {
 int run_server(const ServerOptions& opts, std::atomic<bool>& stop) {
   try {
     RdmaServer server(opts);
+    service_ready();  // listening, the exports open (or retried): a Type=notify unit is up
     server.run(stop);
     return 0;
   } catch (const SetupError& e) {

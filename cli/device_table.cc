@@ -6,6 +6,7 @@
 #include <set>
 
 #include "base/log.h"
+#include "base/plain_name.h"
 #include "cli/add_command.h"
 #include "cli/config_file.h"
 #include "cli/device_commands.h"
@@ -22,18 +23,13 @@ const std::vector<std::string> kRefusedKeys = {"foreground", "help"};
 
 constexpr size_t kMaxNameLength = 32;
 
-bool valid_name(const std::string& n) {
-  if (n.empty() || n.size() > kMaxNameLength) return false;
-  return std::all_of(n.begin(), n.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-'; });
-}
-
 std::vector<ConfigSection> read_sections(const std::string& path) {
   CLI::App cmd{"", "add"};
   AddArgs unused;
   add_add_options(cmd, unused);
   std::vector<ConfigSection> sections = parse_config_sections(read_config_text(path), path, cmd, kRefusedKeys);
   for (const ConfigSection& s : sections)
-    if (!valid_name(s.name))
+    if (!is_plain_name(s.name, kMaxNameLength))
       throw UsageError(fmt::format("{}: [{}]: a device name is 1..{} of [A-Za-z0-9._-]", s.origin,
                                    log::escaped(s.name), kMaxNameLength));
   return sections;

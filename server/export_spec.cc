@@ -8,6 +8,7 @@
 
 #include "base/errors.h"
 #include "base/log.h"
+#include "base/plain_name.h"
 #include "base/size.h"
 
 namespace ublkrdma::server {
@@ -94,19 +95,6 @@ RbdLocation parse_rbd_location(std::string_view text, std::string_view arg) {
     }
   }
   return at;
-}
-
-}  // namespace
-
-namespace {
-
-// 1 to max_length of A-Z a-z 0-9 . _ - (ASCII, whatever the locale).
-bool is_plain_name(std::string_view name, size_t max_length) {
-  if (name.empty() || name.size() > max_length) return false;
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-           c == '-';
-  });
 }
 
 }  // namespace

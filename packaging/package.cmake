@@ -14,9 +14,21 @@ set(UBLK_RDMA_MODULES_LOAD_DIR lib/modules-load.d CACHE STRING
 set(UBLK_RDMA_CONFIG_DIR /etc/ublk-rdma CACHE PATH "The configuration directory the units read")
 option(UBLK_RDMA_COMPLETION "Generate and install the bash completion (ublk-rdma completion bash)" ON)
 
-# The installed binary resolves every symbol at start and keeps its relocations read-only
-# (Debian's bindnow/relro hardening); a link option only, so no object is rebuilt for it.
+# The installed binary and module resolve every symbol at load and keep their relocations
+# read-only (Debian's bindnow/relro hardening); a link option only, so no object is rebuilt for it.
 target_link_options(ublk-rdma PRIVATE LINKER:-z,relro LINKER:-z,now)
+target_link_options(ublk-rdma-rbd PRIVATE LINKER:-z,relro LINKER:-z,now)
+
+# The module, where the binary looks for it (UBLK_RDMA_MODULE_INSTALL_DIR, server/CMakeLists.txt).
+install(TARGETS ublk-rdma-rbd LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}/ublk-rdma COMPONENT rbd
+        PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
+# cpack installs into /usr (CPACK_PACKAGING_INSTALL_PREFIX below): with another prefix, the
+# binary would look for its module elsewhere than the package puts it.
+if(NOT CMAKE_INSTALL_PREFIX STREQUAL "/usr")
+  message(WARNING "CMAKE_INSTALL_PREFIX is ${CMAKE_INSTALL_PREFIX}: the Debian packages made from this build "
+                  "install into /usr, where this binary will not find its rbd module (configure with "
+                  "-DCMAKE_INSTALL_PREFIX=/usr for them; ci/package does)")
+endif()
 
 set(UBLK_RDMA_DOC_DIR ${CMAKE_INSTALL_DATADIR}/doc/ublk-rdma)
 set(_pkg ${CMAKE_CURRENT_LIST_DIR})

@@ -5,7 +5,7 @@
 #include "server/backend_file.h"
 #include "server/backend_null.h"
 #include "server/backend_ram.h"
-#include "server/backend_rbd.h"
+#include "server/rbd_module.h"
 
 namespace ublkrdma::server {
 

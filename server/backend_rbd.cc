@@ -18,6 +18,7 @@
 #include "base/log.h"
 #include "base/size.h"
 #include "base/unique_fd.h"
+#include "server/rbd_module_abi.h"
 
 namespace ublkrdma::server {
 namespace {
@@ -352,10 +353,22 @@ class RbdBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> open_rbd_backend(const ExportSpec& spec, bool read_only) {
+namespace rbd_module {
+
+std::unique_ptr<Backend> open_backend(const ExportSpec& spec, bool read_only) {
   return std::make_unique<RbdBackend>(spec, read_only);
 }
 
-size_t rbd_cluster_connections() { return RbdCluster::live(); }
+size_t cluster_connections() { return RbdCluster::live(); }
 
+}  // namespace rbd_module
 }  // namespace ublkrdma::server
+
+// The module's only exports (rbd_module_abi.h); it is compiled with hidden visibility.
+const char ublk_rdma_rbd_module_stamp[] = UBLK_RDMA_RBD_MODULE_STAMP;
+
+const ublkrdma::server::RbdModuleApi* ublk_rdma_rbd_module() {
+  using namespace ublkrdma::server;
+  static constexpr RbdModuleApi kApi{&rbd_module::open_backend, &rbd_module::cluster_connections};
+  return &kApi;
+}

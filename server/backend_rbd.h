@@ -21,20 +21,24 @@
 // broken, and the holder blocklisted, once its watch times out), so two servers exporting the
 // same image never write it at the same time. An image without the feature is refused for
 // writing, with the command that enables it.
+//
+// backend_rbd.cc is built into the rbd module (ublk-rdma-rbd.so, rbd_module_abi.h), the only
+// code that links librbd and librados; the server reaches it through rbd_module.h, never directly.
+#include <cstddef>
 #include <memory>
 
 #include "server/backend.h"
 
-namespace ublkrdma::server {
+namespace ublkrdma::server::rbd_module {
 
 // Connects as client.ID (spec.rbd.ceph_id, default "admin") with spec.rbd.ceph_conf (default:
 // librados' search: $CEPH_CONF, /etc/ceph/ceph.conf, ...) and opens the image. Throws SetupError
 // naming the export, the image and what failed (no such pool/image/snapshot, cluster not
 // reachable within spec.rbd.connect_timeout_s, permission denied, no exclusive-lock).
-std::unique_ptr<Backend> open_rbd_backend(const ExportSpec& spec, bool read_only);
+std::unique_ptr<Backend> open_backend(const ExportSpec& spec, bool read_only);
 
 // The cluster connections the rbd exports of this process hold: one per (configuration,
 // client id, timeout), shared by the exports that use the same.
-size_t rbd_cluster_connections();
+size_t cluster_connections();
 
-}  // namespace ublkrdma::server
+}  // namespace ublkrdma::server::rbd_module

@@ -21,6 +21,7 @@
 #include "server/export_set.h"
 #include "server/negotiation.h"
 #include "server/poll_group.h"
+#include "server/rbd_module.h"
 #include "server/server_metrics.h"
 #include "transport/auth.h"
 #include "transport/auth_protocol.h"
@@ -301,6 +302,9 @@ RdmaServer::RdmaServer(const ServerOptions& opts) : impl_(std::make_unique<Impl>
                         "address{} may attach every export; use --auth-keys FILE",
                         opts.allow.empty() ? "" : " and passes --allow");
   }
+  // rbd exports need the rbd module (package ublk-rdma-rbd): a server without it is incomplete,
+  // not waiting for a cluster, so it stops here instead of retrying them.
+  require_rbd_module(opts.exports);
   impl_->exports = std::make_unique<ExportSet>(opts.exports, opts.export_retry);
   for (size_t i = 0; i < impl_->exports->size(); ++i) {
     const ExportSpec& spec = opts.exports[i];

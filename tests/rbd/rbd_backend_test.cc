@@ -1,6 +1,7 @@
 // The rbd backend against a real Ceph cluster: ci/ceph-up starts one (monitor, memstore OSD,
 // manager, from Debian's packages) on loopback for this process and tears it down at the end.
-// Everything goes through the BackendQueue interface the server's connection threads use.
+// Everything goes through the BackendQueue interface the server's connection threads use, and
+// the backend through the rbd module the server loads (build/ublk-rdma-rbd.so), as it ships.
 #include <poll.h>
 #include <unistd.h>
 
@@ -17,8 +18,8 @@
 
 #include "base/errors.h"
 #include "server/backend.h"
-#include "server/backend_rbd.h"
 #include "server/export_spec.h"
+#include "server/rbd_module.h"
 
 namespace ublkrdma::server {
 namespace {
@@ -122,7 +123,10 @@ std::vector<std::byte> pattern(size_t n, uint32_t seed) {
 }
 
 TEST(RbdBackend, OpensWithSizeAndOps) {
-  auto b = open_rbd_backend(rbd_spec("img"), false);
+  EXPECT_EQ(rbd_module_path(), "");
+  auto b = open_backend(rbd_spec("img"), false);
+  std::error_code ec;
+  EXPECT_TRUE(fs::equivalent(rbd_module_path(), UBLK_RDMA_RBD_MODULE, ec)) << rbd_module_path();
   EXPECT_EQ(b->size(), kImageBytes);
   EXPECT_EQ(b->block_size(), 512u);
   EXPECT_FALSE(b->read_only());

@@ -156,11 +156,8 @@ set(CPACK_COMPONENT_RBD_DEPENDS main)
 set(CPACK_DEBIAN_MAIN_PACKAGE_RECOMMENDS "rdma-core, ibverbs-providers")
 set(CPACK_DEBIAN_MAIN_PACKAGE_SUGGESTS "fio, ublk-rdma-rbd")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
-# Maintainer scripts: ublk-rdma's do daemon-reload, restart the servers on upgrade, stop the
-# units on removal and remove their enable links on purge; ublk-rdma-rbd's restarts the servers
-# on upgrade once its module is new too (packaging/debian/). The module is no library of the
-# linker's search path, so no ldconfig, which CPack would otherwise run.
+# Maintainer scripts (ublk-rdma only; packaging/debian/): daemon-reload, the units stopped on
+# removal and their enable links removed on purge. Nothing is restarted on upgrade.
 set(CPACK_DEBIAN_MAIN_PACKAGE_CONTROL_EXTRA
     "${_pkg}/debian/postinst;${_pkg}/debian/prerm;${_pkg}/debian/postrm")
-set(CPACK_DEBIAN_RBD_PACKAGE_CONTROL_EXTRA "${_pkg}/debian/rbd/postinst")
 include(CPack)

@@ -11,8 +11,9 @@
 #   3. ublk-rdma@vol1: live when `systemctl start` returns; its process SIGKILLed under fio
 #      verify, systemd restarts it and the restart recovers the device with 0 errors; `stop`
 #      deletes it;
-#   4. poweroff of the container stops the devices first (they were started again), then the
-#      server, with no unit failed.
+#   4. the packages installed again (an upgrade's maintainer scripts): nothing restarts, and
+#      the devices verify clean;
+#   5. poweroff of the container stops the devices first, then the server, with no unit failed.
 . "$(dirname "$0")/lib.sh"
 require_ublk
 require_cmd unshare nsenter pivot_root fio jq
@@ -144,10 +145,26 @@ must in_ctr systemctl stop ublk-rdma@vol1.service
 wait_gone /dev/ublkb1 30
 [[ $(in_ctr systemctl is-failed ublk-rdma@vol1.service) != failed ]] || fail "ublk-rdma@vol1 failed on stop"
 
-log "poweroff: the devices are deleted first, then the server stops"
+log "the packages installed again under the running units (an upgrade): nothing is restarted"
 must in_ctr systemctl start ublk-rdma-devices.service
 wait_state 0 LIVE 20
 wait_state 1 LIVE 20
+debs=("$E2E_ROOT"/build/package/ublk-rdma_*.deb "$E2E_ROOT"/build/package/ublk-rdma-rbd_*.deb)
+[[ -f ${debs[0]} && -f ${debs[1]} ]] || fail "no .debs in build/package (ci/package makes them)"
+cp "${debs[@]}" "$m/tmp/"
+server_pid=$(unit_prop ublk-rdma-serve@test.service MainPID)
+daemons=$(ublk_daemon_pid 0; ublk_daemon_pid 1)
+log "+ dpkg -i ${debs[*]##*/} (in the container)"
+if ! bounded 150 in_ctr dpkg --force-unsafe-io -i "/tmp/${debs[0]##*/}" "/tmp/${debs[1]##*/}"; then
+  journal -n 60 -o short-monotonic | sed 's/^/    journal: /'
+  fail "dpkg -i of the packages failed or hung in the container"
+fi
+[[ $(unit_prop ublk-rdma-serve@test.service MainPID) == "$server_pid" ]] || fail "the upgrade restarted the server"
+[[ $(ublk_daemon_pid 0; ublk_daemon_pid 1) == "$daemons" ]] || fail "the upgrade restarted device daemons"
+fio_write_verify upgrade-vol0 /dev/ublkb0 24M
+no_io_errors 0 1
+
+log "poweroff: the devices are deleted first, then the server stops"
 failed_before=$(in_ctr systemctl --failed --no-legend --no-pager | grep -c ublk-rdma)
 ((failed_before == 0)) || fail "ublk-rdma units failed: $(in_ctr systemctl --failed --no-legend --no-pager)"
 cursor=$(journal -n 0 --show-cursor | sed -n 's/^-- cursor: //p')

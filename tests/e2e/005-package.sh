@@ -3,8 +3,8 @@
 # it at build/package/root with ublk-rdma and ublk-rdma-rbd installed, and has checked there what
 # needs no kernel: the rbd module loads; UBLK_RDMA_PACKAGE_ROOT names another root): its
 # ublk-rdma, run with the root's own libraries, answers --version, reports the same ublk
-# features as build/ublk-rdma, and adds, lists and deletes a null device. The root's /dev, /proc, /sys and a tmpfs /run are
-# mounts of this test's own mount namespace, gone when it ends.
+# features as build/ublk-rdma, and adds, lists and deletes a null device. The root's /dev,
+# /proc, /sys and a tmpfs /run are mounts of this test's own mount namespace, gone when it ends.
 . "$(dirname "$0")/lib.sh"
 require_ublk
 require_cmd unshare chroot

@@ -156,7 +156,7 @@ server_pid=$(unit_prop ublk-rdma-serve@test.service MainPID)
 daemons=$(ublk_daemon_pid 0; ublk_daemon_pid 1)
 log "+ dpkg -i ${debs[*]##*/} (in the container)"
 if ! bounded 150 in_ctr dpkg --force-unsafe-io -i "/tmp/${debs[0]##*/}" "/tmp/${debs[1]##*/}"; then
-  journal -n 60 -o short-monotonic | sed 's/^/    journal: /'
+  journal -n 60 | sed 's/^/    journal: /'
   fail "dpkg -i of the packages failed or hung in the container"
 fi
 [[ $(unit_prop ublk-rdma-serve@test.service MainPID) == "$server_pid" ]] || fail "the upgrade restarted the server"

@@ -104,6 +104,11 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
                  "Seconds between attempts to open an rbd export that is unavailable (its cluster down)")
       ->check(CLI::Range(1, 3600))
       ->capture_default_str();
+  cmd.add_option("--stop-timeout", a.stop_timeout_s,
+                 "Seconds a stopping server waits for the IO its backends hold before it exits without it "
+                 "(status 1)")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
 }
 
 server::ServerOptions serve_options(const ServeArgs& a) {
@@ -130,6 +135,7 @@ server::ServerOptions serve_options(const ServeArgs& a) {
     e.rbd.connect_timeout_s = a.ceph_timeout_s;
   }
   opts.export_retry = std::chrono::seconds(a.export_retry_s);
+  opts.stop_timeout = std::chrono::seconds(a.stop_timeout_s);
   opts.allow = cfg.allow;
   opts.stats_path = a.stats_path;
   opts.stats_format = a.stats_format == "prometheus" ? server::StatsFormat::kPrometheus : server::StatsFormat::kJson;

@@ -33,6 +33,7 @@ struct ServeArgs {
   std::string ceph_id;    // rbd exports without ?id=
   uint32_t export_retry_s = 10;
   uint32_t ceph_timeout_s = 20;
+  uint32_t stop_timeout_s = 30;
 };
 
 void add_serve_options(CLI::App& cmd, ServeArgs& args);

@@ -92,6 +92,7 @@ class Connection final : private CommandIo {
   // The poll group that serves it (set by the listener before the group takes it).
   void set_poll_group(unsigned index) { poll_group_ = index; }
   const std::string& peer_ip() const { return peer_ip_; }
+  const std::string& peer() const { return peer_; }
   const ConnectionStats& stats() const { return stats_; }
   const std::string& export_name() const { return export_name_; }
   nlohmann::json to_json() const;

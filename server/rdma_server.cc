@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <algorithm>
 #include <map>
 #include <optional>
@@ -327,7 +328,7 @@ uint16_t RdmaServer::port() const { return impl_->port; }
 
 std::string RdmaServer::stats_json() const { return impl_->stats(); }
 
-void RdmaServer::run(const std::atomic<bool>& stop) {
+bool RdmaServer::run(const std::atomic<bool>& stop) {
   unsigned n = impl_->opts.threads ? impl_->opts.threads : default_poll_groups();
   {
     std::lock_guard lk(impl_->mu);
@@ -354,27 +355,51 @@ void RdmaServer::run(const std::atomic<bool>& stop) {
     }
   }
   log::server()->info("stopping: draining {} connection(s)", impl_->conns.size());
+  const auto give_up = Clock::now() + impl_->opts.stop_timeout;
   for (;;) {
     impl_->reap_finished();
     {
       std::lock_guard lk(impl_->mu);
       if (impl_->conns.empty()) break;
+      if (Clock::now() >= give_up) {
+        std::string which;
+        for (const auto& c : impl_->conns)
+          which += fmt::format("{}{} (export '{}')", which.empty() ? "" : ", ", c->peer(), c->export_name());
+        log::server()->error("stopping: after {} s (--stop-timeout), {} connection(s) have not finished: {}; "
+                             "abandoning the requests they hold (a backend that does not answer, or a peer "
+                             "that takes no answers); clients reissue what was not answered",
+                             std::chrono::duration_cast<std::chrono::seconds>(impl_->opts.stop_timeout).count(),
+                             impl_->conns.size(), which);
+        break;
+      }
     }
     ::usleep(10000);
   }
+  bool abandoned;
+  {
+    std::lock_guard lk(impl_->mu);
+    abandoned = !impl_->conns.empty();
+  }
   impl_->write_stats();
+  if (abandoned) return false;
   {
     std::lock_guard lk(impl_->mu);
     impl_->groups.clear();
   }
   log::server()->info("stopped");
+  return true;
 }
 
 int run_server(const ServerOptions& opts, std::atomic<bool>& stop) {
   try {
     RdmaServer server(opts);
     service_ready();  // listening, the exports open (or retried): a Type=notify unit is up
-    server.run(stop);
+    if (!server.run(stop)) {
+      // Destroying the server would wait for the backends (librbd completes into our buffers):
+      // the process ends without it, which releases everything they hold.
+      spdlog::shutdown();
+      std::_Exit(1);
+    }
     return 0;
   } catch (const SetupError& e) {
     log::server()->error("{}", e.what());

@@ -25,7 +25,10 @@ class RdmaServer {
 
   // Serves until `stop` becomes true, then drains every connection (in-flight commands
   // finish and are answered), disconnects, joins the threads and writes the stats a last time.
-  void run(const std::atomic<bool>& stop);
+  // False when connections still waited for their backends after opts.stop_timeout: their
+  // buffers are the backends' until then, so the server must not be destroyed; the process
+  // exits without it (run_server does).
+  bool run(const std::atomic<bool>& stop);
 
   // The current statistics as JSON text.
   std::string stats_json() const;
@@ -36,7 +39,8 @@ class RdmaServer {
 };
 
 // Foreground server: logs, serves until `stop`, returns the process exit code (0 clean, 1
-// setup failure, which is logged with its reason).
+// setup failure, which is logged with its reason). When the stop timeout expires it logs what
+// it abandons and ends the process with status 1 itself.
 int run_server(const ServerOptions& opts, std::atomic<bool>& stop);
 
 }  // namespace ublkrdma::server

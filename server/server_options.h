@@ -19,6 +19,9 @@ struct ServerOptions {
   std::vector<ExportSpec> exports;
   // An rbd export whose image cannot be opened (cluster down) is retried this often.
   std::chrono::milliseconds export_retry{10000};
+  // At stop, how long the server waits for what its backends hold (an rbd export's cluster may
+  // not answer at all) before it exits without it.
+  std::chrono::milliseconds stop_timeout{30000};
   std::vector<Cidr> allow;
   std::string stats_path;  // stats written here periodically and at exit ("" = none)
   StatsFormat stats_format = StatsFormat::kJson;

@@ -84,14 +84,18 @@ int serve_until_stopped(ublk::ControlDevice& ctrl, std::unique_ptr<ublk::ServedD
   bool signalled = false;
   auto stop_deadline = std::chrono::steady_clock::time_point::max();
   for (;;) {
-    pollfd fds[3] = {{signal_fd, POLLIN, 0}, {dev->done_fd(), POLLIN, 0}, {stats ? stats.get() : -1, POLLIN, 0}};
-    int rc = ::poll(fds, 3, signalled ? 200 : -1);
+    pollfd fds[4] = {{signal_fd, POLLIN, 0},
+                     {dev->done_fd(), POLLIN, 0},
+                     {stats ? stats.get() : -1, POLLIN, 0},
+                     {dev->capacity_fd(), POLLIN, 0}};
+    int rc = ::poll(fds, 4, signalled ? 200 : -1);
     if (rc < 0 && errno != EINTR) {
       log::cli()->error("device {}: poll: {}", id, errno_text(errno));
       break;
     }
     if (fds[1].revents) break;
     if (fds[2].revents) answer_stats(stats.get(), *dev);
+    if (fds[3].revents && !signalled) dev->apply_capacity(ctrl);
     if (fds[0].revents) {
       signalfd_siginfo si;
       if (::read(signal_fd, &si, sizeof(si)) == sizeof(si) && !signalled) {

@@ -16,7 +16,9 @@ bool spec_valid(const uint8_t* p, size_t n) {
   if (n < 16) return false;
   uint8_t op = p[2];
   bool known_op = op == 0 || op == 1 || op == 2 || op == 3 || op == 5 || op == 0x10;
-  return known_op && p[3] == 0 && int32_t(uint32_t(le(p + 8, 4))) <= 0 && all_zero(p + 12, 4);
+  // Bytes 3 and 12..15: a KEEP_ALIVE answer's export size (v10), zero in any other answer.
+  bool size_ok = op == 0x10 || (p[3] == 0 && all_zero(p + 12, 4));
+  return known_op && size_ok && int32_t(uint32_t(le(p + 8, 4))) <= 0;
 }
 
 }  // namespace
@@ -36,6 +38,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto d = wire::decode_response({data, size});
   FUZZ_CHECK(d.ok() == spec_valid(data, size));
   if (!d.ok()) return 0;
+  FUZZ_CHECK(d.value.export_sectors <= wire::kMaxExportSectors);
+  FUZZ_CHECK(d.value.export_sectors == 0 || d.value.opcode == wire::Opcode::kKeepAlive);
   auto bytes = wire::encode(d.value);
   FUZZ_CHECK(std::memcmp(bytes.data(), data, bytes.size()) == 0);
   // Known codes map to their errno and back; any other negative code is EIO.

@@ -124,7 +124,7 @@ struct RbdHandles {
 
 class RbdQueue final : public BackendQueue {
  public:
-  RbdQueue(rbd_image_t image, std::string_view name, uint64_t size, bool read_only, uint16_t depth)
+  RbdQueue(rbd_image_t image, std::string_view name, const std::atomic<uint64_t>& size, bool read_only, uint16_t depth)
       : image_(image), name_(name), size_(size), read_only_(read_only), slots_(depth) {
     if (depth == 0) throw_setup("export '{}': queue depth 0", name);
     event_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -154,7 +154,8 @@ class RbdQueue final : public BackendQueue {
     if (tag >= slots_.size()) return -EINVAL;
     RbdSlot& s = slots_[tag];
     if (s.stage != RbdStage::kIdle) return -EBUSY;
-    if (int rc = refuse_unsafe(size_, read_only_, op, offset, length, buffer); rc < 0) return rc;
+    if (int rc = refuse_unsafe(size_.load(std::memory_order_relaxed), read_only_, op, offset, length, buffer); rc < 0)
+      return rc;
 
     s.op = op;
     s.flags = flags;
@@ -263,7 +264,7 @@ class RbdQueue final : public BackendQueue {
 
   rbd_image_t image_;
   std::string name_;
-  uint64_t size_;
+  const std::atomic<uint64_t>& size_;  // the backend's: follows a resized image
   bool read_only_;
   std::vector<RbdSlot> slots_;
   std::atomic<int32_t> finished_{kNoTag};  // head of the tags librbd finished, linked by next
@@ -306,10 +307,12 @@ class RbdBackend final : public Backend {
     if (!read_only_ && !(features & RBD_FEATURE_EXCLUSIVE_LOCK))
       fail(-EINVAL, "the image lacks the exclusive-lock feature, which keeps two gateways from writing it at once",
            fmt::format(" (rbd feature enable {} exclusive-lock, or serve --read-only {})", where, name_));
-    rc = rbd_get_size(h_.image, &size_);
+    uint64_t bytes = 0;
+    rc = rbd_get_size(h_.image, &bytes);
     if (rc < 0) fail(rc, "cannot read the image's size");
-    size_ -= size_ % kBlockSize;
-    if (size_ == 0) fail(-EINVAL, "the image is smaller than one block");
+    bytes -= bytes % kBlockSize;
+    if (bytes == 0) fail(-EINVAL, "the image is smaller than one block");
+    size_.store(bytes);
 
     // The same image (and snapshot) has the same id on every gateway: a client that moves to
     // another one keeps its data; a recreated image gets a new id.
@@ -317,12 +320,28 @@ class RbdBackend final : public Backend {
     rc = rbd_get_id(h_.image, image_id, sizeof(image_id));
     if (rc < 0) fail(rc, "cannot read the image's id");
     instance_id_ = derive_instance_id(std::string(image_id) + "@" + at.snapshot);
-    log::server()->info("export '{}': rbd {} as client.{}, {}{}", name_, where, id, format_size(size_),
+    log::server()->info("export '{}': rbd {} as client.{}, {}{}", name_, where, id, format_size(bytes),
                         read_only_ ? ", read-only" : ", exclusive lock");
   }
 
-  uint64_t size() const override { return size_; }
+  uint64_t size() const override { return size_.load(std::memory_order_relaxed); }
   uint32_t block_size() const override { return kBlockSize; }
+
+  // librbd refreshes the image's header when the cluster tells it of a change (its own watch
+  // on the image), so this only reads what it already knows.
+  void refresh_size() const override {
+    uint64_t bytes = 0;
+    if (int rc = rbd_get_size(h_.image, &bytes); rc < 0) {
+      log::server()->warn("export '{}': cannot read the image's size: {}", name_, errno_text(rc));
+      return;
+    }
+    bytes -= bytes % kBlockSize;
+    uint64_t was = size_.load(std::memory_order_relaxed);
+    if (bytes == was || bytes == 0) return;
+    log::server()->info("export '{}': the image was resized from {} to {}", name_, format_size(was),
+                        format_size(bytes));
+    size_.store(bytes, std::memory_order_relaxed);
+  }
   bool read_only() const override { return read_only_; }
   uint32_t supported_ops() const override {
     return read_only_ ? kSupportsFlush : kSupportsFlush | kSupportsFua | kSupportsDiscard | kSupportsWriteZeroes;
@@ -347,7 +366,7 @@ class RbdBackend final : public Backend {
   std::string name_;
   bool read_only_;
   RbdHandles h_;
-  uint64_t size_ = 0;
+  mutable std::atomic<uint64_t> size_{0};  // refresh_size() follows a resize
   uint32_t instance_id_ = 1;
 };
 

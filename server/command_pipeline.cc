@@ -36,8 +36,12 @@ void CommandPipeline::on_command(const wire::Decoded<wire::Command>& d, bool mal
     return reject(cmd, kRejectMalformed, -EINVAL);
   }
   bool moves_data = cmd.opcode == wire::Opcode::kRead || cmd.opcode == wire::Opcode::kWrite;
-  CommandCheck check = validate_command(CommandToValidate{uint8_t(cmd.opcode), cmd.flags, cmd.tag, cmd.offset, cmd.length},
-                                        moves_data ? config_.limits : config_.limits_nodata);
+  CommandToValidate what{uint8_t(cmd.opcode), cmd.flags, cmd.tag, cmd.offset, cmd.length};
+  CommandCheck check = validate_command(what, moves_data ? config_.limits : config_.limits_nodata);
+  // The export may have grown since (a resized image) and the client learned of it on another
+  // connection first.
+  if (check == CommandCheck::kOutOfRange && follow_export_size())
+    check = validate_command(what, moves_data ? config_.limits : config_.limits_nodata);
   if (check != CommandCheck::kOk) {
     SPDLOG_LOGGER_DEBUG(log::server(), "{}: command tag {} refused: {}", config_.peer, cmd.tag,
                         command_check_name(check));
@@ -217,7 +221,16 @@ void CommandPipeline::keep_alive(const wire::Command& cmd) {
     return reject(cmd, kRejectMalformed, -EINVAL);
   }
   stats_.keep_alives.add_st();
+  follow_export_size();  // the answer tells the client the size: ranges are checked against it
   io_.queue_answer(cmd, 0, AnswerKind::kKeepAlive);
+}
+
+bool CommandPipeline::follow_export_size() {
+  uint64_t now = io_.export_size();
+  if (now == 0 || now == config_.limits.export_size) return false;
+  config_.limits.export_size = now;
+  config_.limits_nodata.export_size = now;
+  return true;
 }
 
 void CommandPipeline::reject(const wire::Command& cmd, unsigned reason, int err) {

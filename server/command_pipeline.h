@@ -44,6 +44,9 @@ class CommandIo {
   virtual void queue_answer(const wire::Command& cmd, int err, AnswerKind kind) = 0;
   // Hands the command to the backend; a negative errno if the backend refused it at once.
   virtual int submit_backend(const wire::Command& cmd) = 0;
+  // The export's size now, which a resized rbd image changes (Backend::size()); 0: it stays
+  // what the limits say.
+  virtual uint64_t export_size() const { return 0; }
 };
 
 struct PipelineConfig {
@@ -102,9 +105,11 @@ class CommandPipeline {
   void release(Tag& t);
   void reject(const wire::Command& cmd, unsigned reason, int err);
   void keep_alive(const wire::Command& cmd);
+  // Takes the export's current size into the limits; true if it changed.
+  bool follow_export_size();
   void grant_read_credits();
 
-  const PipelineConfig config_;
+  PipelineConfig config_;  // fixed but for the export size (follow_export_size)
   CommandIo& io_;
   ConnectionStats& stats_;
   std::vector<Tag> tags_;

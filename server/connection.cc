@@ -47,7 +47,7 @@ Connection::Connection(std::unique_ptr<transport::Connection> rdma, const Backen
     : export_name_(std::move(export_name)), queue_id_(queue_id), peer_(rdma->peer_address()), backend_(backend),
       depth_(acc.queue_depth), max_io_(acc.max_io_bytes), max_reads_(max_reads), read_imm_(acc.read_imm()),
       batch_(acc.batch()), push_writes_(acc.push_writes()), push_slots_(acc.push_slots()),
-      pull_reads_(acc.pull_reads()), keep_alive_(acc.keep_alive()), zero_based_window_(acc.version >= 9), recv_slots_(uint16_t(depth_ + (keep_alive_ ? 1 : 0))),
+      pull_reads_(acc.pull_reads()), keep_alive_(acc.keep_alive()), zero_based_window_(acc.version >= 9), size_in_keep_alive_(acc.version >= 10), recv_slots_(uint16_t(depth_ + (keep_alive_ ? 1 : 0))),
       recv_slot_bytes_(std::max(batch_ ? wire::kMaxBatch * wire::kCommandSize : kMsgSlot,
                                 auth ? kAuthRecvSlot : size_t(0))),
       auth_(std::move(auth)),
@@ -537,6 +537,8 @@ void Connection::queue_answer(const wire::Command& cmd, int err, AnswerKind kind
   uint8_t* p = scratch ? scratch_slot() : resp_slot(cmd.tag);
   wire::Response r{cmd.tag, wire::is_known_opcode(uint8_t(cmd.opcode)) ? cmd.opcode : wire::Opcode::kRead,
                    cmd.generation, wire::errno_to_status(err)};
+  if (kind == AnswerKind::kKeepAlive && size_in_keep_alive_)
+    r.export_sectors = std::min<uint64_t>(backend_.size() / 512, wire::kMaxExportSectors);
   wire::encode_into(r, std::span<uint8_t, wire::kResponseSize>(p, wire::kResponseSize));
   switch (kind) {
     case AnswerKind::kAnswer: return sends_->answer(p);

@@ -139,6 +139,7 @@ class Connection final : private CommandIo {
   void queue_rdma_write(const wire::Command& cmd, bool read_done) override;
   void queue_answer(const wire::Command& cmd, int err, AnswerKind kind) override;
   int submit_backend(const wire::Command& cmd) override;
+  uint64_t export_size() const override { return backend_.size(); }
 
   // msgs_: [recv_slots_ receive slots][depth response slots][scratch response slots]
   uint8_t* recv_slot(uint16_t i) const;
@@ -161,6 +162,7 @@ class Connection final : private CommandIo {
   const bool pull_reads_;   // the client RDMA READs READ data from the export (PULL_READS)
   const bool keep_alive_;   // KEEP_ALIVE negotiated: one receive more, for the tag beyond the depth
   const bool zero_based_window_;  // v9: the window is a region of its own, addressed from 0
+  const bool size_in_keep_alive_;  // v10: KEEP_ALIVE answers carry the export's size
   const uint16_t recv_slots_;  // depth_, and one more with keep_alive_
   const size_t recv_slot_bytes_;
   std::optional<ConnectionAuth> auth_;

@@ -79,4 +79,9 @@ void ExportSet::retry_loop() {
   }
 }
 
+void ExportSet::refresh_sizes() const {
+  for (size_t i = 0; i < size(); ++i)
+    if (const Backend* b = backend(i)) b->refresh_size();
+}
+
 }  // namespace ublkrdma::server

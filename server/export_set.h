@@ -38,6 +38,8 @@ class ExportSet {
   const Backend* backend(size_t i) const { return slots_[i].backend.load(std::memory_order_acquire); }
   // Why export i is unavailable ("" once it is available). Any thread.
   std::string unavailable_reason(size_t i) const;
+  // Backend::refresh_size() of every available export. One thread at a time.
+  void refresh_sizes() const;
 
  private:
   struct Slot {

@@ -350,6 +350,7 @@ bool RdmaServer::run(const std::atomic<bool>& stop) {
     }
     impl_->reap_finished();
     if (Clock::now() >= next_stats) {
+      impl_->exports->refresh_sizes();
       impl_->write_stats();
       next_stats = Clock::now() + impl_->opts.stats_interval;
     }

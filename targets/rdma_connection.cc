@@ -358,6 +358,8 @@ void RdmaConnection::handle_receive_st(const ibv_wc& wc, RdmaConnectionEvents& e
       log::rdma()->error("queue {}: KEEP_ALIVE answer (tag {}, generation {}, status {}) not asked for: protocol error",
                          setup_.queue_id, d.value.tag, d.value.generation, d.value.status);
       return events.on_connection_failed_st(*this, "unexpected keepalive answer");
+    } else if (d.value.export_sectors != 0) {
+      events.on_export_size_st(d.value.export_sectors * 512);
     }
   }
 }

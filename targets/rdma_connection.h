@@ -50,6 +50,8 @@ class RdmaConnectionEvents {
   virtual void on_window_closed_st(const WorkId& id) = 0;
   // The connection is unusable (a failed work request, a malformed message, a failed post).
   virtual void on_connection_failed_st(const RdmaConnection& c, const char* why) = 0;
+  // The server says the export is `bytes` long now (v10: in a KEEP_ALIVE answer; it was resized).
+  virtual void on_export_size_st(uint64_t bytes) = 0;
 };
 
 // What a queue's connections share, fixed when the queue starts.

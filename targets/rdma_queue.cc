@@ -367,6 +367,15 @@ void RdmaQueueTarget::answered_st(uint16_t tag, int result) {
   ++pending_;
 }
 
+// Every connection's KEEP_ALIVE answers carry the size: the device hears of a change once.
+void RdmaQueueTarget::on_export_size_st(uint64_t bytes) {
+  if (bytes == accepted_.export_size) return;
+  log::rdma()->info("queue {}: export '{}' is {} bytes now (was {}): resizing the device", queue_id_,
+                    opts_.export_name, bytes, accepted_.export_size);
+  accepted_.export_size = bytes;
+  ctx_->report_capacity_st(bytes);
+}
+
 void RdmaQueueTarget::on_window_closed_st(const WorkId& id) {
   if (id.tag >= depth_ || requests_[id.tag].state != RequestState::kClosing ||
       requests_[id.tag].generation != id.generation) {

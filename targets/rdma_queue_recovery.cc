@@ -253,12 +253,14 @@ void RdmaQueueTarget::handle_reconnected_st() {
     }
     if (!same_export(res.connection->accepted())) {
       r.give_up("the server describes the export differently");
-      log::rdma()->error("queue {}: connection {}: the server now describes export '{}' differently (size, block "
-                         "size, limits or features): not using it",
+      log::rdma()->error("queue {}: connection {}: the server now describes export '{}' differently (block size, "
+                         "limits or features): not using it",
                          queue_id_, i, opts_.export_name);
       continue;
     }
+    uint64_t size = res.connection->accepted().export_size;
     replace_connection_st(i, std::move(res.connection));
+    on_export_size_st(size);  // resized while the connection was down
   }
   drain_held_st();  // out on what came back, or failed if every connection is given up now
 }
@@ -289,7 +291,8 @@ void RdmaQueueTarget::replace_connection_st(size_t index, std::unique_ptr<RdmaCo
 
 bool RdmaQueueTarget::same_export(const wire::AcceptData& a) const {
   const wire::AcceptData& b = accepted_;
-  return a.export_size == b.export_size && a.block_shift == b.block_shift && a.export_flags == b.export_flags &&
+  // The size may differ: the export was resized (an rbd image), and the device follows it.
+  return a.block_shift == b.block_shift && a.export_flags == b.export_flags &&
          a.features == b.features && a.queue_depth == b.queue_depth && a.max_io_bytes == b.max_io_bytes;
 }
 

@@ -64,6 +64,7 @@ class RdmaQueueTarget final : public ublk::QueueTarget, private RdmaConnectionEv
   void on_fenced_write_done_st(uint16_t tag) override;
   void on_window_closed_st(const WorkId& id) override;
   void on_connection_failed_st(const RdmaConnection& c, const char* why) override;
+  void on_export_size_st(uint64_t bytes) override;
 
   // --- rdma_queue_recovery.cc
   void handle_cm_events_st(size_t index);

@@ -24,7 +24,7 @@
 namespace ublkrdma::wire {
 
 inline constexpr uint32_t kMagic = 0x4d445255;  // bytes "URDM" on the wire
-inline constexpr uint16_t kVersion = 9;
+inline constexpr uint16_t kVersion = 10;
 inline constexpr uint16_t kMinVersion = 1;
 
 inline constexpr size_t kConnectRequestSize = 56;
@@ -503,15 +503,20 @@ struct Response {
   Opcode opcode = Opcode::kRead;
   uint32_t generation = 0;
   int32_t status = 0;
+  // v10, KEEP_ALIVE answers only: the export's current size in 512-byte sectors (40 bits: byte 3
+  // holds bits 32..39, bytes 12..15 bits 0..31), so that a client learns of a resize; 0 in
+  // every other answer and before v10.
+  uint64_t export_sectors = 0;
 };
+inline constexpr uint64_t kMaxExportSectors = (uint64_t(1) << 40) - 1;
 
 constexpr void encode_into(const Response& r, std::span<uint8_t, kResponseSize> b) {
   detail::put16(b, 0, r.tag);
   detail::put8(b, 2, uint8_t(r.opcode));
-  detail::put8(b, 3, 0);
+  detail::put8(b, 3, uint8_t(r.export_sectors >> 32));
   detail::put32(b, 4, r.generation);
   detail::put32(b, 8, uint32_t(r.status));
-  detail::put32(b, 12, 0);
+  detail::put32(b, 12, uint32_t(r.export_sectors));
 }
 constexpr std::array<uint8_t, kResponseSize> encode(const Response& r) {
   std::array<uint8_t, kResponseSize> b{};
@@ -528,8 +533,9 @@ constexpr Decoded<Response> decode_response(std::span<const uint8_t> b) {
   r.opcode = Opcode(op);
   r.generation = detail::get32(b, 4);
   r.status = int32_t(detail::get32(b, 8));
+  r.export_sectors = uint64_t(detail::get8(b, 3)) << 32 | detail::get32(b, 12);
   if (!is_known_opcode(op)) return {r, DecodeError::kBadOpcode};
-  if (detail::get8(b, 3) != 0 || detail::get32(b, 12) != 0) return {r, DecodeError::kReservedNonZero};
+  if (r.export_sectors != 0 && r.opcode != Opcode::kKeepAlive) return {r, DecodeError::kReservedNonZero};
   if (r.status > 0) return {r, DecodeError::kBadParams};
   return d;
 }

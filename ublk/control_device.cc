@@ -84,7 +84,8 @@ int ControlDevice::execute(uint32_t nr, bool read_only, CtrlCmd cmd, bool value)
   sqe->fd = fd_.get();
   sqe->opcode = IORING_OP_URING_CMD;
   // GET_FEATURES is probed ioctl-encoded before we know the encoding.
-  bool encode = nr == kCmdGetFeatures || nr == kCmdRegBuf || nr == kCmdUnregBuf || kernel_.ioctl_encode();
+  bool encode = nr == kCmdGetFeatures || nr == kCmdRegBuf || nr == kCmdUnregBuf || nr == kCmdUpdateSize ||
+                kernel_.ioctl_encode();
   sqe->cmd_op = encode ? ioctl_ctrl_op(nr, read_only) : nr;
   static_assert(sizeof(CtrlCmd) <= 80, "control command must fit the SQE128 command area");
   std::memcpy(sqe->cmd, &cmd, sizeof(cmd));
@@ -182,6 +183,12 @@ int ControlDevice::unreg_buf(uint32_t dev_id, uint32_t index) {
   CtrlCmd c = dev_cmd(dev_id);
   c.data[0] = index;
   return execute(kCmdUnregBuf, false, c);
+}
+
+int ControlDevice::update_size(uint32_t dev_id, uint64_t sectors) {
+  CtrlCmd c = dev_cmd(dev_id);
+  c.data[0] = sectors;
+  return execute(kCmdUpdateSize, false, c);
 }
 
 std::vector<uint32_t> ControlDevice::list_dev_ids() {

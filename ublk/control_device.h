@@ -50,6 +50,8 @@ class ControlDevice {
   // buffer's index (>= 0) or -errno. The driver pins its pages until UNREG_BUF or DEL_DEV.
   int reg_buf(uint32_t dev_id, std::span<const std::byte> buf, bool read_only);
   int unreg_buf(uint32_t dev_id, uint32_t index);
+  // UPDATE_SIZE (6.16+): the device's capacity becomes `sectors` (512 bytes), live.
+  int update_size(uint32_t dev_id, uint64_t sectors);
 
   // Device ids present in the kernel (from /sys/class/ublk-char-dev), sorted.
   static std::vector<uint32_t> list_dev_ids();

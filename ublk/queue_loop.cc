@@ -551,6 +551,13 @@ uint64_t QueueLoop::poll_user_data(const FdWatch& w) const {
   return WorkId{WorkKind::kFdPoll, cfg_.queue_id, 0, w.token, w.generation}.encode();
 }
 
+void QueueLoop::report_capacity_st(uint64_t bytes) {
+  if (!cfg_.capacity) return;
+  cfg_.capacity->store(bytes, std::memory_order_relaxed);
+  uint64_t one = 1;
+  (void)!::write(cfg_.capacity_fd, &one, sizeof(one));  // the eventfd orders the store for its reader
+}
+
 void QueueLoop::watch_fd_st(int fd, uint8_t token) {
   auto w = std::find_if(watches_.begin(), watches_.end(), [&](const FdWatch& x) { return x.token == token; });
   if (w == watches_.end()) return watches_.push_back(FdWatch{fd, token, false, 0});

@@ -34,6 +34,8 @@ struct QueueLoopConfig {
   int stopping_fd = -1;      // eventfd: readable once the device is being stopped and deleted
   bool batch_io = false;     // the device has UBLK_F_BATCH_IO: PREP / multishot FETCH / COMMIT arrays
   std::span<const SharedRegion> shared;  // the device's shared buffers by index (SHMEM_ZC), owned by it
+  std::atomic<uint64_t>* capacity = nullptr;  // report_capacity_st stores the size here ...
+  int capacity_fd = -1;                       // ... and makes this eventfd readable (the device's)
 };
 
 class QueueLoop final : public QueueContext {
@@ -63,6 +65,7 @@ class QueueLoop final : public QueueContext {
   io_uring_sqe* get_sqe_st() override;
   int register_fixed_buffers_st(std::span<const iovec> bufs) override;
   void watch_fd_st(int fd, uint8_t token) override;
+  void report_capacity_st(uint64_t bytes) override;
 
  private:
   struct FdWatch {

@@ -140,6 +140,10 @@ class QueueContext {
   // a token in use replaces the old one, and -1 ends the watch; a poll armed on the old fd is
   // removed (it would hold its file open) and its readiness is no longer reported.
   virtual void watch_fd_st(int fd, uint8_t token) = 0;
+
+  // The storage behind the device is `bytes` long now (resized): the daemon's main thread sets
+  // the device's capacity to it where the driver can (UPDATE_SIZE). Any queue may report it.
+  virtual void report_capacity_st(uint64_t bytes) = 0;
 };
 
 // Hybrid polling asks the target, on each pass that found no work, whether waiting by spinning

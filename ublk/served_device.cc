@@ -68,6 +68,7 @@ void ServedDevice::start_queues(ControlDevice& ctrl, TargetFactory& factory, Pol
   done_fd_ = make_eventfd();
   exit_fd_ = make_eventfd();
   stopping_fd_ = make_eventfd();
+  capacity_fd_ = make_eventfd();
   uint16_t nq = info_.nr_hw_queues;
   tids_ = std::vector<std::atomic<pid_t>>(nq);
   for (uint16_t q = 0; q < nq; ++q) loops_.push_back(nullptr);
@@ -81,7 +82,8 @@ void ServedDevice::start_queues(ControlDevice& ctrl, TargetFactory& factory, Pol
     QueueLoopConfig cfg{info_.dev_id, q, info_.queue_depth, info_.max_io_buf_bytes, char_fd_.get(),
                         ctrl.kernel().ioctl_encode(), poll, exit_fd_.get(), stopping_fd_.get(),
                         (info_.flags & kFBatchIo) != 0,
-                        shared_ ? std::span<const SharedRegion>(shared_->regions()) : std::span<const SharedRegion>()};
+                        shared_ ? std::span<const SharedRegion>(shared_->regions()) : std::span<const SharedRegion>(),
+                        &capacity_, capacity_fd_.get()};
     loops_[q] = std::make_unique<QueueLoop>(cfg);
     threads_.emplace_back([&, q, nq, cpus, pin] {
       tids_[q] = pid_t(::syscall(SYS_gettid));
@@ -125,7 +127,9 @@ std::unique_ptr<ServedDevice> ServedDevice::create(ControlDevice& ctrl, const De
   info.queue_depth = opts.queue_depth;
   info.max_io_buf_bytes = opts.max_io_bytes;
   info.dev_id = opts.dev_id < 0 ? UINT32_MAX : uint32_t(opts.dev_id);
-  info.flags = ctrl.kernel().features & kFCmdIoctlEncode;
+  // UPDATE_SIZE where the driver has it: the storage may be resized under the device (an rbd
+  // image), and the device follows (apply_capacity).
+  info.flags = ctrl.kernel().features & (kFCmdIoctlEncode | kFUpdateSize);
   const bool user_recovery = opts.recovery != RecoveryMode::kNone;
   if (user_recovery) {
     uint64_t want = kFUserRecovery | (opts.recovery == RecoveryMode::kReissue ? kFUserRecoveryReissue : 0) |
@@ -276,6 +280,25 @@ nlohmann::json ServedDevice::shared_buffers_json() const {
 
 size_t ServedDevice::unregister_shared_buffers(ControlDevice& ctrl) {
   return shared_ ? shared_->unregister_all(ctrl, info_.dev_id) : 0;
+}
+
+void ServedDevice::apply_capacity(ControlDevice& ctrl) {
+  uint64_t n;
+  (void)!::read(capacity_fd_.get(), &n, sizeof(n));
+  uint64_t bytes = capacity_.load(std::memory_order_relaxed);
+  if (bytes == 0 || bytes == applied_capacity_) return;
+  applied_capacity_ = bytes;
+  if (!(info_.flags & kFUpdateSize)) {
+    log::ctrl()->warn("dev {}: its storage is {} bytes now, but this kernel's ublk driver cannot resize a device "
+                      "(UPDATE_SIZE, Linux 6.16+): it keeps its size until it is deleted and added again",
+                      info_.dev_id, bytes);
+    return;
+  }
+  if (int rc = ctrl.update_size(info_.dev_id, bytes >> 9); rc < 0) {
+    log::ctrl()->error("dev {}: UPDATE_SIZE to {} bytes failed: {}", info_.dev_id, bytes, errno_text(rc));
+    return;
+  }
+  log::ctrl()->info("dev {}: resized to {} bytes (its storage was resized)", info_.dev_id, bytes);
 }
 
 namespace {

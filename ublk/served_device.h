@@ -58,6 +58,12 @@ class ServedDevice {
   // UNREG_BUF of every shared buffer, once the queues are gone; returns how many were released.
   size_t unregister_shared_buffers(ControlDevice& ctrl);
 
+  // Readable (eventfd) when a queue reported that the storage was resized; then call
+  // apply_capacity(), which sets the device's capacity to it (UPDATE_SIZE, 6.16+) or, on a
+  // kernel without it, says once per size that the device keeps its old one.
+  int capacity_fd() const { return capacity_fd_.get(); }
+  void apply_capacity(ControlDevice& ctrl);
+
  private:
   ServedDevice() = default;
   void open_char_device();
@@ -69,6 +75,9 @@ class ServedDevice {
   UniqueFd done_fd_;
   UniqueFd exit_fd_;
   UniqueFd stopping_fd_;
+  UniqueFd capacity_fd_;
+  std::atomic<uint64_t> capacity_{0};  // bytes, as the queues last reported
+  uint64_t applied_capacity_ = 0;      // what apply_capacity() last acted on
   std::vector<std::unique_ptr<QueueLoop>> loops_;
   std::vector<std::thread> threads_;
   std::vector<std::atomic<pid_t>> tids_;

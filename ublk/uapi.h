@@ -23,6 +23,7 @@ inline constexpr uint32_t kCmdStartUserRecovery = 0x10;
 inline constexpr uint32_t kCmdEndUserRecovery = 0x11;
 inline constexpr uint32_t kCmdGetDevInfo2 = 0x12;
 inline constexpr uint32_t kCmdGetFeatures = 0x13;  // exists only ioctl-encoded
+inline constexpr uint32_t kCmdUpdateSize = 0x15;   // UBLK_F_UPDATE_SIZE (6.16+): data[0] = sectors
 inline constexpr uint32_t kCmdRegBuf = 0x18;       // UBLK_F_SHMEM_ZC (7.1+), ioctl-encoded only
 inline constexpr uint32_t kCmdUnregBuf = 0x19;
 
@@ -69,7 +70,8 @@ inline constexpr uint64_t kFNoAutoPartScan = 1ull << 18;
 inline constexpr uint64_t kFShmemZc = 1ull << 19;
 // The features ServedDevice asks the driver for, where the kernel has them and the options want them.
 inline constexpr uint64_t kFeaturesWeUse =
-    kFCmdIoctlEncode | kFUserRecovery | kFUserRecoveryReissue | kFUserRecoveryFailIo | kFBatchIo | kFShmemZc;
+    kFCmdIoctlEncode | kFUserRecovery | kFUserRecoveryReissue | kFUserRecoveryFailIo | kFBatchIo | kFShmemZc |
+    kFUpdateSize;
 
 // Device states.
 inline constexpr uint16_t kStateDead = 0;

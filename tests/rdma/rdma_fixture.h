@@ -82,8 +82,10 @@ class FakeQueue final : public ublk::QueueContext {
       if (w.second == token) return void(w.first = fd);  // replaced (-1: ended; poll skips it)
     watches.push_back({fd, token});
   }
+  void report_capacity_st(uint64_t bytes) override { capacity = bytes; }
 
   std::map<uint16_t, int> results;
+  uint64_t capacity = 0;  // what the target last reported (a resized export)
   std::vector<std::pair<int, uint8_t>> watches;
 
  private:

@@ -44,10 +44,12 @@ class FakeIo : public CommandIo {
     events.push_back(submit_ev(cmd.tag, cmd.opcode));
     return submit_result;
   }
+  uint64_t export_size() const override { return size; }
   std::vector<Event> take() { return std::exchange(events, {}); }
 
   std::vector<Event> events;
   int submit_result = 0;
+  uint64_t size = 0;  // the export's size now (0: as the limits say)
 };
 
 constexpr uint16_t kDepth = 8;
@@ -276,6 +278,35 @@ TEST(CommandPipeline, KeepAliveIsAnsweredAtOnceOnItsOwnTag) {
   EXPECT_EQ(off.io.take(), (std::vector<Event>{answer_ev(kDepth, AnswerKind::kRefusal, -EINVAL)}));
   EXPECT_EQ(h.stats.rejected_by[kRejectMalformed].get(), 2u);
   EXPECT_EQ(off.stats.keep_alives.get(), 0u);
+}
+
+// A resized export (an rbd image): a command beyond the size the connection started with is
+// served once the export has grown, and after a KEEP_ALIVE (whose answer tells the client the
+// size) one beyond a shrunk export's end is refused.
+TEST(CommandPipeline, RangeFollowsTheExportSize) {
+  PipelineConfig c = config();  // 1 MiB
+  c.keep_alive = true;
+  Harness h(c);
+  auto at = [](wire::Opcode op, uint16_t tag, uint64_t offset) {
+    auto d = command(op, tag);
+    d.value.offset = offset;
+    return d;
+  };
+  h.pipeline.on_command(at(wire::Opcode::kWrite, 1, 1 << 20), false, 48);
+  EXPECT_EQ(h.io.take(), (std::vector<Event>{answer_ev(1, AnswerKind::kRefusal, -ERANGE)}));
+  h.io.size = 2 << 20;
+  h.pipeline.on_command(at(wire::Opcode::kRead, 2, 1 << 20), false, 48);
+  h.pipeline.on_command(at(wire::Opcode::kDiscard, 3, (2 << 20) - 4096), false, 48);
+  EXPECT_EQ(h.io.take(), (std::vector<Event>{submit_ev(2, wire::Opcode::kRead), submit_ev(3, wire::Opcode::kDiscard)}));
+  h.io.size = 512 << 10;
+  wire::Decoded<wire::Command> keep_alive;
+  keep_alive.value.opcode = wire::Opcode::kKeepAlive;
+  keep_alive.value.tag = kDepth;
+  h.pipeline.on_command(keep_alive, false, 48);
+  h.pipeline.on_command(at(wire::Opcode::kRead, 4, 768 << 10), false, 48);
+  EXPECT_EQ(h.io.take(), (std::vector<Event>{answer_ev(kDepth, AnswerKind::kKeepAlive),
+                                             answer_ev(4, AnswerKind::kRefusal, -ERANGE)}));
+  EXPECT_EQ(h.stats.rejected_by[unsigned(CommandCheck::kOutOfRange)].get(), 2u);
 }
 
 // The connection fails with a command in every waiting state: each tag is freed exactly once,

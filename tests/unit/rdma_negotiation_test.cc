@@ -262,7 +262,7 @@ TEST(RdmaNegotiation, KeepAliveFromV8WhenAsked) {
 TEST(RdmaNegotiation, NewerClientGetsOurVersion) {
   Fixture f;
   auto r = request("vol0");
-  r.version = 10;
+  r.version = 11;
   r.flags = 0xffff;  // bits we do not know are ignored; those we know are granted as asked
   Negotiation n = f.run(r);
   ASSERT_TRUE(n.accepted);
@@ -270,7 +270,7 @@ TEST(RdmaNegotiation, NewerClientGetsOurVersion) {
   EXPECT_EQ(n.accept.features, wire::kFeatureReadImm | wire::kFeatureBatch | wire::kFeaturePushWrites |
                                     wire::kFeaturePullReads | wire::kFeatureKeepAlive);
   r = request("file4k");
-  r.version = 10;
+  r.version = 11;
   r.flags = 0xffff;
   EXPECT_EQ(f.run(r).accept.features, wire::kFeatureReadImm | wire::kFeatureBatch | wire::kFeaturePushWrites |
                                           wire::kFeaturePushSlots | wire::kFeatureKeepAlive);

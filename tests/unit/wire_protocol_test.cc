@@ -30,7 +30,7 @@ TEST(WireProtocol, ConnectRequestRoundTripAndLayout) {
   EXPECT_EQ(b[1], 'R');
   EXPECT_EQ(b[2], 'D');
   EXPECT_EQ(b[3], 'M');
-  EXPECT_EQ(b[4], 9);  // version
+  EXPECT_EQ(b[4], 10);  // version
   EXPECT_EQ(b[5], 0);
   EXPECT_EQ(b[6], 0);  // flags
   EXPECT_EQ(b[8], 3);     // queue id
@@ -307,10 +307,10 @@ TEST(WireProtocol, AcceptMalformed) {
   EXPECT_EQ(decode_accept_data(std::span(good).first(47)).error, DecodeError::kTooShort);
   EXPECT_EQ(with(1, 0), DecodeError::kBadMagic);
   EXPECT_EQ(with(4, 0), DecodeError::kBadVersion);
-  EXPECT_EQ(with(4, 10), DecodeError::kBadVersion);  // newer than we speak: the server must not pick it
+  EXPECT_EQ(with(4, 11), DecodeError::kBadVersion);  // newer than we speak: the server must not pick it
   EXPECT_EQ(with(6, 1), DecodeError::kBadParams);   // status != ok inside an accept
   EXPECT_EQ(with(19, 1), DecodeError::kReservedNonZero);
-  EXPECT_EQ(with(28, 128), DecodeError::kBadFlags);  // a feature v9 does not know
+  EXPECT_EQ(with(28, 128), DecodeError::kBadFlags);  // a feature v10 does not know
   {
     auto b = good;
     b[28] = kFeatureKeepAlive;
@@ -474,6 +474,23 @@ TEST(WireProtocol, ResponseRoundTripAndMalformed) {
     auto b = encode(Response{5, Opcode::kRead, 1, 7});  // positive status is not a thing
     EXPECT_EQ(decode_response(b).error, DecodeError::kBadParams);
   }
+}
+
+TEST(WireProtocol, KeepAliveAnswerCarriesTheExportSize) {
+  // v10: 40 bits of 512-byte sectors, bits 32..39 in byte 3 and 0..31 in bytes 12..15.
+  Response r{64, Opcode::kKeepAlive, 7, 0, 0x12'3456'789aull};
+  auto b = encode(r);
+  EXPECT_EQ(b[3], 0x12);
+  EXPECT_EQ(b[12], 0x9a);
+  EXPECT_EQ(b[15], 0x34);
+  auto d = decode_response(b);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d.value.export_sectors, 0x12'3456'789aull);
+  d = decode_response(encode(Response{64, Opcode::kKeepAlive, 7, 0, kMaxExportSectors}));
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d.value.export_sectors, kMaxExportSectors);
+  // Any other answer carries none.
+  EXPECT_EQ(decode_response(encode(Response{3, Opcode::kRead, 7, 0, 8})).error, DecodeError::kReservedNonZero);
 }
 
 TEST(WireProtocol, StatusErrnoMapping) {

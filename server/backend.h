@@ -2,7 +2,7 @@
 // The storage behind one export, as the server's poll groups see it.
 //
 // Backend: one per export, opened at startup, shared by all connections. Immutable after
-// open but for an rbd image's size (refresh_size()), and thread-safe (all accessors const;
+// open but for its size (refresh_size()), and thread-safe (all accessors const;
 // open_queue may be called from any thread).
 //
 // BackendQueue: one per connection (functions run on its poll group's thread only; no locks). The
@@ -91,8 +91,8 @@ class Backend {
  public:
   virtual ~Backend() = default;
 
-  // Bytes, a multiple of block_size(). An rbd export's follows its image when it is resized in
-  // the cluster (refresh_size()); every other backend's is fixed at open.
+  // Bytes, a multiple of block_size(). It follows the storage when that is resized (refresh_size():
+  // an rbd image, a file, a block device); a ram or null export's is fixed at open.
   virtual uint64_t size() const = 0;
   virtual uint32_t block_size() const = 0;  // logical block size: 512 or 4096
   virtual bool read_only() const = 0;
@@ -106,9 +106,9 @@ class Backend {
   // The export's own memory when the server may RDMA straight into it (ram), else empty.
   virtual std::span<std::byte> direct_memory() const = 0;
 
-  // Reads the size anew where the storage can change under the server (an rbd image resized
-  // with `rbd resize`); the server calls it every second from one thread. Its queues check
-  // ranges against the new size at once.
+  // Reads the size anew where the storage can change under the server (`rbd resize`, an LV
+  // extended, a file truncated); the server calls it every second from one thread. Its queues
+  // check ranges against the new size at once.
   virtual void refresh_size() const {}
 
   // A queue for one connection. `registered_buffers` is the server's RDMA-registered

@@ -11,6 +11,7 @@
 
 #include <cerrno>
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <fstream>
 #include <vector>
@@ -34,7 +35,7 @@ struct FileInfo {
   int fd = -1;
   bool block_device = false;
   bool read_only = false;
-  uint64_t size = 0;
+  uint64_t size = 0;  // at open; the backend's refresh_size() follows a resize
   uint32_t block_size = 512;
   uint32_t instance_id = 1;  // from the file's identity (device and inode, or the block device)
 };
@@ -55,8 +56,8 @@ uint32_t file_instance_id(const struct stat& st, bool block_device) {
 
 class FileQueue final : public FileBackendQueue {
  public:
-  FileQueue(const FileInfo& info, std::span<std::byte> registered, uint16_t depth)
-      : info_(info), slots_(depth) {
+  FileQueue(const FileInfo& info, const std::atomic<uint64_t>& size, std::span<std::byte> registered, uint16_t depth)
+      : info_(info), size_(size), slots_(depth) {
     if (depth == 0) throw_setup("export '{}': queue depth 0", info.name);
     local_.reserve(depth);
     unsigned entries = std::min<unsigned>(depth, kMaxRingEntries);
@@ -87,7 +88,9 @@ class FileQueue final : public FileBackendQueue {
     if (tag >= slots_.size()) return -EINVAL;
     Slot& s = slots_[tag];
     if (s.active) return -EBUSY;
-    if (int rc = refuse_unsafe(info_.size, info_.read_only, op, offset, length, buffer); rc < 0) return rc;
+    if (int rc = refuse_unsafe(size_.load(std::memory_order_relaxed), info_.read_only, op, offset, length, buffer);
+        rc < 0)
+      return rc;
 
     s = Slot{};
     s.op = op;
@@ -313,6 +316,7 @@ class FileQueue final : public FileBackendQueue {
   }
 
   const FileInfo& info_;
+  const std::atomic<uint64_t>& size_;  // the backend's: follows a resize
   IoRing ring_;
   std::vector<Slot> slots_;
   std::vector<iovec> fixed_;
@@ -327,11 +331,27 @@ class FileQueue final : public FileBackendQueue {
 class FileBackendImpl final : public FileBackend {
  public:
   FileBackendImpl(UniqueFd fd, FileInfo info, bool direct, uint32_t ops)
-      : fd_(std::move(fd)), info_(std::move(info)), direct_(direct), ops_(ops) {
+      : fd_(std::move(fd)), info_(std::move(info)), direct_(direct), ops_(ops), size_(info_.size) {
     info_.fd = fd_.get();
   }
 
-  uint64_t size() const override { return info_.size; }
+  uint64_t size() const override { return size_.load(std::memory_order_relaxed); }
+
+  // An LV extended, a file truncated longer (or shorter): the export follows, in whole blocks.
+  void refresh_size() const override {
+    uint64_t bytes = 0;
+    struct stat st {};
+    if (info_.block_device ? ::ioctl(fd_.get(), BLKGETSIZE64, &bytes) != 0 : ::fstat(fd_.get(), &st) != 0) {
+      log::server()->warn("export '{}': cannot read its size: {}", info_.name, errno_text(errno));
+      return;
+    }
+    if (!info_.block_device) bytes = uint64_t(st.st_size);
+    bytes -= bytes % info_.block_size;
+    uint64_t was = size_.load(std::memory_order_relaxed);
+    if (bytes == was || bytes == 0) return;
+    log::server()->info("export '{}': resized from {} to {}", info_.name, format_size(was), format_size(bytes));
+    size_.store(bytes, std::memory_order_relaxed);
+  }
   uint32_t block_size() const override { return info_.block_size; }
   bool read_only() const override { return info_.read_only; }
   uint32_t supported_ops() const override { return ops_; }
@@ -340,7 +360,7 @@ class FileBackendImpl final : public FileBackend {
   bool direct_io() const override { return direct_; }
   bool block_device() const override { return info_.block_device; }
   std::unique_ptr<BackendQueue> open_queue(std::span<std::byte> registered_buffers, uint16_t depth) const override {
-    return std::make_unique<FileQueue>(info_, registered_buffers, depth);
+    return std::make_unique<FileQueue>(info_, size_, registered_buffers, depth);
   }
 
  private:
@@ -348,6 +368,7 @@ class FileBackendImpl final : public FileBackend {
   FileInfo info_;
   bool direct_;
   uint32_t ops_;
+  mutable std::atomic<uint64_t> size_;  // refresh_size() follows a resize
 };
 
 // Reads discard_max_bytes of a block device (or of its parent disk for a partition).

@@ -100,6 +100,8 @@ void RdmaQueueTarget::start_st(ublk::QueueContext& ctx) {
   recovery_timer_.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
   if (!recovery_timer_) throw_errno(errno, "rdma queue {}: timerfd_create", queue_id_);
   ctx.watch_fd_st(recovery_timer_.get(), kTokenRecoveryTimer);
+  // A recovered device may predate a resize of its export; the device ignores the size it has.
+  ctx.report_capacity_st(accepted_.export_size);
   const RdmaConnection& c0 = *connections_.front();
   log::rdma()->debug("queue {}: {} connection(s) to {} via {} (depth {}, {} per connection, max IO {}, "
                      "inline {} bytes)",

@@ -190,6 +190,7 @@ std::unique_ptr<ServedDevice> ServedDevice::create(ControlDevice& ctrl, const De
     if (rc < 0) throw_errno(rc, "SET_PARAMS on device {}", id);
     // Before START_DEV: no disk yet, so the driver need not freeze its queue.
     if (dev->shared_) dev->shared_->register_all(ctrl, id);
+    dev->applied_capacity_ = params.basic.dev_sectors << 9;
     dev->open_char_device();
     dev->start_queues(ctrl, factory, opts.poll);
     rc = ctrl.start_dev(id, ::getpid());
@@ -231,6 +232,8 @@ std::unique_ptr<ServedDevice> ServedDevice::recover(ControlDevice& ctrl, uint32_
   if (rc < 0)
     throw_errno(rc, "START_USER_RECOVERY on device {} (state {}; is its daemon still alive?)", dev_id,
                 device_state_name(dev->info_.state));
+  // The capacity the device has: the target's storage may have been resized while no daemon ran.
+  if (Params p{}; ctrl.get_params(dev_id, p) == 0) dev->applied_capacity_ = p.basic.dev_sectors << 9;
   dev->open_char_device();
   try {
     dev->start_queues(ctrl, factory, opts.poll);

@@ -3,7 +3,8 @@
 # longer, an LV extended; here a loop device refreshed with `losetup -c` after its file grew):
 # the server reads the size every second, its KEEP_ALIVE answers tell the client (protocol
 # v10), and the client's daemon resizes the device (UPDATE_SIZE, Linux 6.16+). The grown range
-# takes writes that read back, and what was written before is intact. On a kernel without
+# takes writes that read back, and what was written before is intact; a file grown while its
+# device's daemon is dead is taken up by `recover`. On a kernel without
 # UPDATE_SIZE the device keeps its size and the daemon's log says why. (e2e 588 resizes an rbd
 # image, under fio verify and while its gateway is down.)
 . "$(dirname "$0")/lib.sh"
@@ -18,7 +19,7 @@ modprobe loop 2>/dev/null
 loopdev=$(losetup -f --show "$backing") || fail "losetup cannot attach $backing"
 defer losetup -d "$loopdev"
 serve_start --export f=file:"$file" --export b=file:"$loopdev"
-rdma_add 0 f -q 2 -d 32 --reconnect-delay 1
+rdma_add 0 f -q 2 -d 32 --reconnect-delay 1 -r 1
 rdma_add 1 b -q 1 -d 32 --reconnect-delay 1
 for id in 0 1; do defer cp "$(ublk_json $id | jq -r .log)" "$E2E_LOG_DIR/daemon-$id.log"; done
 dev_bytes() { echo $(($(cat /sys/block/ublkb"$1"/size) * 512)); }
@@ -52,6 +53,18 @@ else
   must bounded 60 dd if="$E2E_WORK/tail" of=/dev/ublkb1 bs=1M seek=32 oflag=direct status=none
   cmp -s "$E2E_WORK/tail" <(read_region /dev/ublkb1 32 16) || fail "device 1's grown range does not read back"
   cmp -s -i $((32 * M)):0 -n $((16 * M)) "$backing" "$E2E_WORK/tail" || fail "the loop device's file lacks the grown range's data"
+
+  log "the file grows while device 0's daemon is dead: the recovered device takes the new size"
+  pid=$(ublk_daemon_pid 0)
+  log "+ kill -9 $pid (device 0's daemon)"
+  kill -9 "$pid"
+  wait_pid_gone "$pid" 10
+  wait_state 0 QUIESCED 20
+  must truncate -s 80M "$file"
+  must "$UBLK" recover -n 0
+  wait_state 0 LIVE 20
+  wait_until 30 "device 0 to grow to 80 MiB" eval '[[ $(dev_bytes 0) == $((80 * M)) ]]'
+  log "  /dev/ublkb0 is 80 MiB after recover"
 fi
 for id in 0 1; do
   cmp -s "$E2E_WORK/head" <(read_region /dev/ublkb$id 0 8) || fail "device $id's first 8 MiB changed"

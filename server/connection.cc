@@ -537,8 +537,9 @@ void Connection::queue_answer(const wire::Command& cmd, int err, AnswerKind kind
   uint8_t* p = scratch ? scratch_slot() : resp_slot(cmd.tag);
   wire::Response r{cmd.tag, wire::is_known_opcode(uint8_t(cmd.opcode)) ? cmd.opcode : wire::Opcode::kRead,
                    cmd.generation, wire::errno_to_status(err)};
-  if (kind == AnswerKind::kKeepAlive && size_in_keep_alive_)
-    r.export_sectors = std::min<uint64_t>(backend_.size() / 512, wire::kMaxExportSectors);
+  // An export beyond what the field holds (512 TiB) says nothing: its clients keep their size.
+  if (kind == AnswerKind::kKeepAlive && size_in_keep_alive_ && backend_.size() / 512 <= wire::kMaxExportSectors)
+    r.export_sectors = backend_.size() / 512;
   wire::encode_into(r, std::span<uint8_t, wire::kResponseSize>(p, wire::kResponseSize));
   switch (kind) {
     case AnswerKind::kAnswer: return sends_->answer(p);

@@ -250,6 +250,7 @@ struct RdmaServer::Impl {
     for (size_t i = 0; i < exports->size(); ++i) {
       nlohmann::json& e = jexp[exports->spec(i).name];
       e["available"] = exports->backend(i) != nullptr;
+      if (const Backend* b = exports->backend(i)) e["size_bytes"] = b->size();  // follows a resize
       if (std::string why = exports->unavailable_reason(i); !why.empty()) e["unavailable_reason"] = why;
     }
     nlohmann::json jgroups = nlohmann::json::array();

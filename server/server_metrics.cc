@@ -44,6 +44,8 @@ constexpr std::pair<const char*, const char*> kOps[] = {
 void declare_all(prom::TextWriter& w) {
   w.declare("ublk_rdma_server_export_available", MetricType::kGauge,
             "1 if the export's backend is open (an rbd export whose cluster is down is 0 until it opens).");
+  w.declare("ublk_rdma_server_export_size_bytes", MetricType::kGauge,
+            "The export's size now (it follows a resized file, block device or rbd image; absent while unavailable).");
   w.declare("ublk_rdma_server_export_connections", MetricType::kGauge, "The export's connections now.");
   w.declare("ublk_rdma_server_export_memory_granted_bytes", MetricType::kGauge,
             "Memory granted to the export's connections now (buffer pools, message slots, queue pairs).");
@@ -81,6 +83,7 @@ std::string server_metrics_text(const Json& stats) {
   for (const auto& [name, e] : member(stats, "exports", kNoObject).items()) {
     const Labels ex{{"export", name}};
     w.sample("ublk_rdma_server_export_available", ex, e.value("available", false) ? 1.0 : 0.0);
+    if (e.contains("size_bytes")) w.sample("ublk_rdma_server_export_size_bytes", ex, json_count(e, "size_bytes"));
     w.sample("ublk_rdma_server_export_connections", ex, live[name].first);
     w.sample("ublk_rdma_server_export_memory_granted_bytes", ex, live[name].second);
     for (const JsonCounter& c : kExportCounters) w.sample(c.name, ex, json_count(e, c.key));

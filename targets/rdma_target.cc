@@ -48,6 +48,7 @@ class RdmaTargetFactory final : public ublk::TargetFactory {
     // More connections than requests would carry nothing.
     conns_ = std::min<uint16_t>(o.conns_per_queue, o.queue_depth);
     connections_.resize(o.nr_queues);
+    uint64_t size = 0;
     for (uint16_t q = 0; q < o.nr_queues; ++q) {
       for (size_t p = 0; p < o.paths.size(); ++p) {
         for (uint16_t c = 0; c < conns_; ++c) {
@@ -57,8 +58,12 @@ class RdmaTargetFactory final : public ublk::TargetFactory {
           // Every connection of every queue on every path must be granted alike: a request may
           // go out again on any of them, and the device has one geometry. Paths to different
           // exports (another file, a ram export of another process) differ in their instance.
-          if (a.export_size != a0.export_size || a.block_shift != a0.block_shift ||
-              a.export_flags != a0.export_flags || a.features != a0.features || a.instance_id != a0.instance_id)
+          // The size may differ: the export may be resized meanwhile. The device takes the
+          // latest; a queue whose connections heard another hears the right one in its first
+          // KEEP_ALIVE answer.
+          size = a.export_size;
+          if (a.block_shift != a0.block_shift || a.export_flags != a0.export_flags || a.features != a0.features ||
+              a.instance_id != a0.instance_id)
             throw SetupError(fmt::format("server {} described export '{}' differently on queue {} connection {}{}",
                                          o.paths[p].text(), o.export_name, q, c,
                                          p > 0 ? " than the first path did: the paths do not lead to the same export"
@@ -69,7 +74,7 @@ class RdmaTargetFactory final : public ublk::TargetFactory {
     }
     conn_depth_ = connections_.front().front().depth();  // each one was checked to be granted it
     const wire::AcceptData& a = connections_.front().front().accepted();
-    geo_.size_bytes = a.export_size;
+    geo_.size_bytes = size;
     geo_.logical_bs_shift = a.block_shift;
     geo_.physical_bs_shift = std::max<uint8_t>(a.block_shift, 12);
     geo_.read_only = a.read_only();

@@ -505,7 +505,7 @@ struct Response {
   int32_t status = 0;
   // v10, KEEP_ALIVE answers only: the export's current size in 512-byte sectors (40 bits: byte 3
   // holds bits 32..39, bytes 12..15 bits 0..31), so that a client learns of a resize; 0 in
-  // every other answer and before v10.
+  // every other answer, before v10, and for an export too large for the field.
   uint64_t export_sectors = 0;
 };
 inline constexpr uint64_t kMaxExportSectors = (uint64_t(1) << 40) - 1;

@@ -46,6 +46,9 @@ else
   wait_until 30 "device 1 to grow to 48 MiB" eval '[[ $(dev_bytes 1) == $((48 * M)) ]]'
   grep -q "export 'f': resized from 32M to 64M" "$E2E_SERVE_LOG" || fail "the server does not log the file's resize"
   grep -q "export 'b': resized from 32M to 48M" "$E2E_SERVE_LOG" || fail "the server does not log the device's resize"
+  serve_stats wait | jq -e --argjson f $((64 * M)) --argjson b $((48 * M)) \
+    '.exports.f.size_bytes == $f and .exports.b.size_bytes == $b' >/dev/null ||
+    fail "the server's stats do not show the new sizes: $(serve_stats | jq -c '.exports | map_values(.size_bytes)')"
   log "  /dev/ublkb0 is 64 MiB and /dev/ublkb1 48 MiB"
   fio_run grown-file --filename=/dev/ublkb0 --rw=randwrite --bsrange=4k-256k --offset=32M --size=32M --iodepth=16 \
     --verify=crc32c --verify_fatal=1 --do_verify=1

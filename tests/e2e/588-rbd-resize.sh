@@ -48,6 +48,8 @@ t0=$SECONDS
 wait_until 30 "the device to grow to 64 MiB" eval '[[ $(dev_bytes) == $((64 * M)) ]]'
 log "  /dev/ublkb0 is 64 MiB $((SECONDS - t0)) s after rbd resize"
 grep -q "the image was resized from 48M to 64M" "$E2E_SERVE_LOG" || fail "the server does not log the resize"
+serve_stats wait | jq -e --argjson n $((64 * M)) '.exports.vol.size_bytes == $n' >/dev/null ||
+  fail "the server's stats do not show the new size: $(serve_stats | jq -c .exports.vol)"
 verify_fio_finish 0 120 "the image's growth"
 head -c $((16 * M)) /dev/urandom >"$E2E_WORK/tail"
 must bounded 60 dd if="$E2E_WORK/tail" of=/dev/ublkb0 bs=1M seek=48 oflag=direct status=none

@@ -3,6 +3,7 @@
 // and typed, histograms cumulative.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -151,7 +152,7 @@ TEST(ServerMetrics, ExportsConnectionsAndGroups) {
   Json stats = {
       {"exports",
        {{"vol0", {{"connections", 2}, {"commands", 50}, {"reads", 30}, {"writes", 19}, {"rdma_bytes", 1 << 20},
-                  {"unanswered_at_stop", 1}, {"available", true}}},
+                  {"unanswered_at_stop", 1}, {"available", true}, {"size_bytes", 1 << 26}}},
         {"vol\"1", {{"available", false}}}}},
       {"connections", {{{"export", "vol0"}, {"memory_bytes", 1000}}, {{"export", "vol0"}, {"memory_bytes", 24}}}},
       {"poll_groups", {{{"connections", 2}, {"passes", 7}, {"sleeps", 3}}, {{"connections", 0}, {"passes", 1}}}},
@@ -168,6 +169,10 @@ TEST(ServerMetrics, ExportsConnectionsAndGroups) {
   EXPECT_EQ(find(s, "ublk_rdma_server_export_connections", R"({export="vol0"})"), "2");
   EXPECT_EQ(find(s, "ublk_rdma_server_export_memory_granted_bytes", R"({export="vol0"})"), "1024");
   EXPECT_EQ(find(s, "ublk_rdma_server_export_available", R"({export="vol\"1"})"), "0");
+  EXPECT_EQ(find(s, "ublk_rdma_server_export_size_bytes", R"({export="vol0"})"), "67108864");
+  EXPECT_EQ(std::count_if(s.begin(), s.end(),
+                          [](const Sample& x) { return x.name == "ublk_rdma_server_export_size_bytes"; }),
+            1);  // not for the unavailable export
   EXPECT_EQ(find(s, "ublk_rdma_server_connections", ""), "2");
   EXPECT_EQ(find(s, "ublk_rdma_server_memory_granted_bytes", ""), "1024");
   EXPECT_EQ(find(s, "ublk_rdma_server_rejected_connections_total", ""), "1");

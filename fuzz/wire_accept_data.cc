@@ -11,8 +11,9 @@
 namespace ublkrdma::fuzz {
 namespace {
 
-// The feature bits each version defines (index: version 1..9): the CONNECT flags' bits.
-constexpr uint16_t kDefinedFeatures[] = {0, 0, 0x01, 0x03, 0x07, 0x0f, 0x1f, 0x1f, 0x3f, 0x7f};
+// The feature bits each version defines (index: version 1..10; v10 added none): the CONNECT
+// flags' bits.
+constexpr uint16_t kDefinedFeatures[] = {0, 0, 0x01, 0x03, 0x07, 0x0f, 0x1f, 0x1f, 0x3f, 0x7f, 0x7f};
 constexpr uint16_t kNewestVersion = std::size(kDefinedFeatures) - 1;
 constexpr uint16_t kPushWrites = 1 << 2, kPushSlots = 1 << 3, kPullReads = 1 << 4, kAuth = 1 << 6;
 constexpr uint32_t kReadOnly = 1 << 0, kDiscard = 1 << 3, kWriteZeroes = 1 << 4;

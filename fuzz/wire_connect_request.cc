@@ -26,8 +26,9 @@ bool name_valid(const uint8_t* p) {
   return n > 0 && all_zero(p + n, 32 - n);
 }
 
-// The flag bits each version defines (index: version 1..9); a newer client's are ignored.
-constexpr uint16_t kDefinedFlags[] = {0, 0, 0x01, 0x03, 0x07, 0x0f, 0x1f, 0x1f, 0x3f, 0x7f};
+// The flag bits each version defines (index: version 1..10; v10 added none); a newer client's
+// are ignored.
+constexpr uint16_t kDefinedFlags[] = {0, 0, 0x01, 0x03, 0x07, 0x0f, 0x1f, 0x1f, 0x3f, 0x7f, 0x7f};
 constexpr uint16_t kNewestVersion = std::size(kDefinedFlags) - 1;
 
 bool spec_valid(const uint8_t* p, size_t n) {

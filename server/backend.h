@@ -37,11 +37,15 @@
 // out by poll() and do not make event_fd() readable. Work that only poll() advances (a ram
 // export's large zeroing) keeps event_fd() readable until it is done, so sleeping on it never
 // stalls that work.
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string_view>
 
+#include "base/log.h"
+#include "base/size.h"
 #include "server/export_spec.h"
 #include "transport/protocol.h"
 
@@ -132,6 +136,17 @@ inline int refuse_unsafe(uint64_t export_size, bool read_only, wire::Opcode op, 
   if (op != wire::Opcode::kRead && op != wire::Opcode::kFlush && read_only) return -EROFS;
   if ((op == wire::Opcode::kRead || op == wire::Opcode::kWrite) && (buffer == nullptr || length == 0)) return -EINVAL;
   return 0;
+}
+
+// refresh_size()'s common part: `bytes`, the storage's size as just read, in whole blocks
+// becomes `size` (logged) unless it is what `size` holds or less than one block.
+inline void follow_storage_size(std::atomic<uint64_t>& size, uint64_t bytes, uint32_t block_size,
+                                std::string_view export_name) {
+  bytes -= bytes % block_size;
+  uint64_t was = size.load(std::memory_order_relaxed);
+  if (bytes == was || bytes == 0) return;
+  log::server()->info("export '{}': resized from {} to {}", export_name, format_size(was), format_size(bytes));
+  size.store(bytes, std::memory_order_relaxed);
 }
 
 // Opens the storage of `spec`, read-only if `read_only` or spec.read_only. Throws SetupError

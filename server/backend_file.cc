@@ -346,11 +346,7 @@ class FileBackendImpl final : public FileBackend {
       return;
     }
     if (!info_.block_device) bytes = uint64_t(st.st_size);
-    bytes -= bytes % info_.block_size;
-    uint64_t was = size_.load(std::memory_order_relaxed);
-    if (bytes == was || bytes == 0) return;
-    log::server()->info("export '{}': resized from {} to {}", info_.name, format_size(was), format_size(bytes));
-    size_.store(bytes, std::memory_order_relaxed);
+    follow_storage_size(size_, bytes, info_.block_size, info_.name);
   }
   uint32_t block_size() const override { return info_.block_size; }
   bool read_only() const override { return info_.read_only; }

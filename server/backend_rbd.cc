@@ -335,12 +335,7 @@ class RbdBackend final : public Backend {
       log::server()->warn("export '{}': cannot read the image's size: {}", name_, errno_text(rc));
       return;
     }
-    bytes -= bytes % kBlockSize;
-    uint64_t was = size_.load(std::memory_order_relaxed);
-    if (bytes == was || bytes == 0) return;
-    log::server()->info("export '{}': the image was resized from {} to {}", name_, format_size(was),
-                        format_size(bytes));
-    size_.store(bytes, std::memory_order_relaxed);
+    follow_storage_size(size_, bytes, kBlockSize, name_);
   }
   bool read_only() const override { return read_only_; }
   uint32_t supported_ops() const override {

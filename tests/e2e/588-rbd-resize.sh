@@ -47,7 +47,7 @@ must rbd_ resize --no-progress --size 64M rbd/resize
 t0=$SECONDS
 wait_until 30 "the device to grow to 64 MiB" eval '[[ $(dev_bytes) == $((64 * M)) ]]'
 log "  /dev/ublkb0 is 64 MiB $((SECONDS - t0)) s after rbd resize"
-grep -q "the image was resized from 48M to 64M" "$E2E_SERVE_LOG" || fail "the server does not log the resize"
+grep -q "export 'vol': resized from 48M to 64M" "$E2E_SERVE_LOG" || fail "the server does not log the resize"
 serve_stats wait | jq -e --argjson n $((64 * M)) '.exports.vol.size_bytes == $n' >/dev/null ||
   fail "the server's stats do not show the new size: $(serve_stats | jq -c .exports.vol)"
 verify_fio_finish 0 120 "the image's growth"

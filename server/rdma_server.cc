@@ -358,6 +358,7 @@ bool RdmaServer::run(const std::atomic<bool>& stop) {
   }
   log::server()->info("stopping: draining {} connection(s)", impl_->conns.size());
   const auto give_up = Clock::now() + impl_->opts.stop_timeout;
+  bool abandoned = false;
   for (;;) {
     impl_->reap_finished();
     {
@@ -372,15 +373,11 @@ bool RdmaServer::run(const std::atomic<bool>& stop) {
                              "that takes no answers); clients reissue what was not answered",
                              std::chrono::duration_cast<std::chrono::seconds>(impl_->opts.stop_timeout).count(),
                              impl_->conns.size(), which);
+        abandoned = true;
         break;
       }
     }
     ::usleep(10000);
-  }
-  bool abandoned;
-  {
-    std::lock_guard lk(impl_->mu);
-    abandoned = !impl_->conns.empty();
   }
   impl_->write_stats();
   if (abandoned) return false;

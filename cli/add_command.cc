@@ -164,6 +164,11 @@ void add_add_options(CLI::App& cmd, AddArgs& a) {
                  "(lower latency for more CPU; 0 = sleep at once)")
       ->check(CLI::Range(0, 1000000))
       ->capture_default_str();
+  cmd.add_option("--inflight-spin-us", a.inflight_spin_us,
+                 "hybrid: microseconds a queue keeps polling for an answer while requests are out "
+                 "before it sleeps until one wakes it (0 = sleep at once)")
+      ->check(CLI::Range(0, 1000000))
+      ->capture_default_str();
   cmd.add_flag("--buffered", a.buffered, "loop: do not use O_DIRECT");
   cmd.add_option("--shmem-buf", a.shmem_bufs,
                  "zero copy (kernel 7.1+, SHMEM_ZC): a file on tmpfs or hugetlbfs (or a memfd as "
@@ -265,6 +270,7 @@ DaemonPlan plan_add(const CLI::App& cmd, const AddArgs& a) {
                                                  : ublk::BatchIoMode::kAuto;
   plan.dev_opts.poll.mode = poll_mode_option(a.poll);
   plan.dev_opts.poll.hybrid_spin = std::chrono::microseconds(a.spin_us);
+  plan.dev_opts.poll.inflight_spin = std::chrono::microseconds(a.inflight_spin_us);
   uint64_t max_io = size_option("--max-io", a.max_io);
   if (max_io < 4096 || max_io > (32u << 20) || max_io % 4096)
     throw UsageError(fmt::format("--max-io {}: must be a multiple of 4K between 4K and 32M", a.max_io));

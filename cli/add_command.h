@@ -27,6 +27,7 @@ struct AddArgs {
   std::string max_io = "512K";
   std::string poll = "hybrid";
   int spin_us = int(ublk::kDefaultHybridSpin.count());
+  int inflight_spin_us = int(ublk::kDefaultInflightSpin.count());
   bool buffered = false;
   std::vector<std::string> traddr;  // ADDR[:PORT], one per path
   int trsvcid = wire::kDefaultPort;

@@ -163,6 +163,7 @@ int daemon_main(const DaemonPlan& plan, int report_fd, const std::string& log_pa
                             {"target", nlohmann::json::parse(factory->describe_json())},
                             {"poll_mode", ublk::poll_mode_name(plan.dev_opts.poll.mode)},
                             {"hybrid_spin_us", plan.dev_opts.poll.hybrid_spin.count()},
+                            {"inflight_spin_us", plan.dev_opts.poll.inflight_spin.count()},
                             {"nr_hw_queues", dev->info().nr_hw_queues},
                             {"queue_depth", dev->info().queue_depth},
                             {"max_io_buf_bytes", dev->info().max_io_buf_bytes},

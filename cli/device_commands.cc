@@ -52,6 +52,8 @@ int cmd_recover(int dev_id, bool foreground) {
   plan.dev_opts.poll.mode = poll_mode_option(state->value("poll_mode", std::string("hybrid")));
   plan.dev_opts.poll.hybrid_spin =
       std::chrono::microseconds(state->value("hybrid_spin_us", int64_t(ublk::kDefaultHybridSpin.count())));
+  plan.dev_opts.poll.inflight_spin =
+      std::chrono::microseconds(state->value("inflight_spin_us", int64_t(ublk::kDefaultInflightSpin.count())));
   plan.target_args = state->value("target_args", nlohmann::json::object());
   plan.dev_opts.shared_buffers = ublk::SharedBuffers::from_description(state->value("shmem_bufs", nlohmann::json()));
   return run_device_daemon(plan);

@@ -50,6 +50,7 @@ std::optional<nlohmann::json> describe_device(ublk::ControlDevice& ctrl, uint32_
     j["target_args"] = state->value("target_args", nlohmann::json::object());
     j["poll_mode"] = state->value("poll_mode", "");
     if (state->contains("hybrid_spin_us")) j["hybrid_spin_us"] = (*state)["hybrid_spin_us"];
+    if (state->contains("inflight_spin_us")) j["inflight_spin_us"] = (*state)["inflight_spin_us"];
     if (state->contains("log")) j["log"] = (*state)["log"];
     if (state->contains("name")) j["name"] = (*state)["name"];  // its entry in the device table
   } else {

@@ -184,8 +184,9 @@ void QueueLoop::run_st(std::unique_ptr<QueueTarget> target, const std::function<
     IdleAdvice advice = IdleAdvice::kNothingHeld;
     if (cfg_.poll.mode == PollMode::kHybrid) {
       advice = worked ? IdleAdvice::kSpin : target_->idle_advice_st();
-      if (advice != IdleAdvice::kNothingHeld) idle_since_ns_ = 0;
-      spin = advice == IdleAdvice::kSpin || (advice == IdleAdvice::kNothingHeld && within_hybrid_spin_st());
+      if (worked) idle_since_ns_ = 0;
+      spin = worked || (advice == IdleAdvice::kSpin && within_spin_st(cfg_.poll.inflight_spin)) ||
+             (advice == IdleAdvice::kNothingHeld && within_spin_st(cfg_.poll.hybrid_spin));
     }
     if (spin || worked) {
       counters_.busy_polls.add_st();
@@ -204,7 +205,7 @@ void QueueLoop::run_st(std::unique_ptr<QueueTarget> target, const std::function<
       if (exiting_) continue;  // a watch could not be armed: the queue failed
       if (!target_->prepare_to_sleep_st()) continue;
       counters_.idle_sleeps.add_st();
-      if (advice == IdleAdvice::kSleep) counters_.busy_sleeps.add_st();
+      if (advice != IdleAdvice::kNothingHeld) counters_.busy_sleeps.add_st();
       rc = io_uring_submit_and_wait(ring, 1);
     }
     if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
@@ -219,12 +220,12 @@ void QueueLoop::run_st(std::unique_ptr<QueueTarget> target, const std::function<
                         failed_ ? "failed" : exiting_ ? "told to exit" : "all tags retired");
 }
 
-// Called on idle passes only: true until the queue has been idle for the hybrid spin time.
-bool QueueLoop::within_hybrid_spin_st() {
-  if (cfg_.poll.hybrid_spin.count() <= 0) return false;
+// Called on idle passes only: true until the queue has gone `limit` without work.
+bool QueueLoop::within_spin_st(std::chrono::microseconds limit) {
+  if (limit.count() <= 0) return false;
   const uint64_t now = monotonic_ns();
   if (idle_since_ns_ == 0) idle_since_ns_ = now;
-  return now - idle_since_ns_ < uint64_t(std::chrono::nanoseconds(cfg_.poll.hybrid_spin).count());
+  return now - idle_since_ns_ < uint64_t(std::chrono::nanoseconds(limit).count());
 }
 
 void QueueLoop::handle_cqe_st(const io_uring_cqe& cqe) {

@@ -97,7 +97,7 @@ class QueueLoop final : public QueueContext {
   void handle_ublk_cqe_st(uint16_t tag, int res);
   void arm_watches_st();
   uint64_t poll_user_data(const FdWatch& w) const;
-  bool within_hybrid_spin_st();
+  bool within_spin_st(std::chrono::microseconds limit);
   bool move_tag_st(uint16_t tag, TagState from, TagState to);
 
   QueueLoopConfig cfg_;
@@ -121,7 +121,7 @@ class QueueLoop final : public QueueContext {
   std::vector<FdWatch> watches_;
   bool exiting_ = false;
   bool failed_ = false;  // stopped by fail_st
-  uint64_t idle_since_ns_ = 0;  // hybrid: when the current run of idle passes began (0: busy)
+  uint64_t idle_since_ns_ = 0;  // hybrid: when the current run of passes without work began (0: busy)
   bool cooperative_taskrun_ = false;  // ring set up with COOP_TASKRUN + TASKRUN_FLAG
   // Batch IO state
   io_uring_buf_ring* fetch_ring_ = nullptr;

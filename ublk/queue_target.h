@@ -53,11 +53,16 @@ enum class PollMode : uint8_t {
 // that follows soon (the next IO of a QD1 stream) is then taken without a wake-up. Measured:
 // 100 us cut ublk-rdma's QD1 latency ratio to nvme-rdma by ~13 % in the emulated guest.
 inline constexpr std::chrono::microseconds kDefaultHybridSpin{100};
+// Hybrid mode polls for the answers to requests in flight at most this long without one, then
+// sleeps until an answer wakes it: an export that answers in milliseconds (rbd, a disk) would
+// otherwise keep a CPU busy for the whole wait, which a wake-up would cost a fraction of.
+inline constexpr std::chrono::microseconds kDefaultInflightSpin{1000};
 
 // How a queue thread waits for work.
 struct PollPolicy {
   PollMode mode = PollMode::kHybrid;
   std::chrono::microseconds hybrid_spin = kDefaultHybridSpin;
+  std::chrono::microseconds inflight_spin = kDefaultInflightSpin;
 };
 
 constexpr const char* poll_mode_name(PollMode m) {
@@ -87,7 +92,7 @@ struct QueueCounters {
   RelaxedCounter bytes_written;
   RelaxedCounter loop_passes;    // iterations of the queue loop
   RelaxedCounter idle_sleeps;    // times the loop blocked waiting for events
-  RelaxedCounter busy_sleeps;    // ... of them with many requests out (hybrid: IdleAdvice::kSleep)
+  RelaxedCounter busy_sleeps;    // ... of them with requests out (hybrid: many, or waited for too long)
   RelaxedCounter busy_polls;     // passes that spun without blocking
   RelaxedCounter idle_polls;     // spinning passes that found nothing to do (and yielded)
   RelaxedCounter max_inflight;   // high-water mark of requests held by the target
@@ -150,7 +155,8 @@ class QueueContext {
 // pays off.
 enum class IdleAdvice : uint8_t {
   kNothingHeld,  // the target holds no requests: the queue's hybrid spin time applies
-  kSpin,         // an answer is due shortly (few requests out): keep polling
+  kSpin,         // an answer is due shortly (few requests out): keep polling, up to the
+                 // queue's in-flight spin time without work
   kSleep,        // many requests out: the CPU is better left to the work that answers them;
                  // sleep until the next completion (answers then come in batches)
 };

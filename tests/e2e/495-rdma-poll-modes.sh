@@ -7,7 +7,9 @@
 # time, each after the last answer) from one that batches (QD32), and keeps polling for the former
 # (serial_commands counts what it took that way); random writes, as the ram export's READs are
 # the client's own RDMA READs that the server never sees (PULL_READS), answered by the server
-# (add --write-ack server; a fenced WRITE sends no command either).
+# (add --write-ack server; a fenced WRITE sends no command either). Hybrid polls for the answer
+# to a request that is out for at most --inflight-spin-us: with 0, a QD1 stream sleeps for nearly
+# every answer; with the default (1 ms), for few of them.
 # e2e-timeout: 600
 . "$(dirname "$0")/lib.sh"
 require_ublk
@@ -35,6 +37,27 @@ for variant in busy event hybrid hybrid:0; do
   esac
   ublk_json 0 | jq -e "$want" >/dev/null ||
     fail "--poll $mode: sleeps not as expected ($want): $(ublk_json 0 | jq -c '[.queues[].stats | {busy_sleeps, idle_sleeps}]')"
+  must "$UBLK" del -n 0
+  wait_gone /dev/ublkb0
+done
+
+log "=== hybrid's bound on polling for an answer: QD1 with --inflight-spin-us 0, then the default"
+for inflight in 0 1000; do
+  extra=()
+  ((inflight == 1000)) || extra=(--inflight-spin-us "$inflight")
+  rdma_add 0 vol0 -q 1 -d 64 --write-ack server "${extra[@]}"
+  jq -e --argjson i "$inflight" '.inflight_spin_us == $i' <(ublk_json 0) >/dev/null ||
+    fail "the device does not report an in-flight spin of $inflight us: $(ublk_json 0 | jq -c '{inflight_spin_us}')"
+  fio_run "inflight-$inflight" --filename=/dev/ublkb0 --rw=randwrite --bs=4k --iodepth=1 --size=16M --io_size=2M
+  ios=$(ublk_json 0 | jq '[.queues[].stats.ios] | add') sleeps=$(ublk_json 0 | jq '[.queues[].stats.busy_sleeps] | add')
+  log "  --inflight-spin-us $inflight: $sleeps sleeps with a request out, $ios requests"
+  if ((inflight == 0)); then
+    ((ios >= 512 && sleeps * 10 >= ios * 9)) ||
+      fail "--inflight-spin-us 0: $sleeps sleeps with a request out for $ios requests (want one for nearly each)"
+  else
+    ((ios >= 512 && sleeps * 2 < ios)) ||
+      fail "--inflight-spin-us $inflight: $sleeps sleeps with a request out for $ios requests (want the answer polled for mostly)"
+  fi
   must "$UBLK" del -n 0
   wait_gone /dev/ublkb0
 done

@@ -22,7 +22,7 @@ must rbd -c "$conf" create --size 64M rbd/stalls
 serve_args=(--ceph-conf "$conf" --ceph-id gw --export vol=rbd:rbd/stalls --stop-timeout 5)
 serve_start "${serve_args[@]}"
 
-rdma_add 0 vol -q 2 -d 32 --reconnect-delay 1 --io-timeout 5000 --poll event
+rdma_add 0 vol -q 2 -d 32 --reconnect-delay 1 --io-timeout 5000
 defer cp "$(ublk_json 0 | jq -r .log)" "$E2E_LOG_DIR/daemon-0.log"
 
 log "the OSD stops for 8 s under fio verify (the client's --io-timeout is 5 s)"

@@ -22,7 +22,7 @@ rbd_ rm --no-progress rbd/resize >/dev/null 2>&1  # a rerun's
 must rbd_ create --size 48M rbd/resize
 serve_args=(--ceph-conf "$conf" --ceph-id gw --export vol=rbd:rbd/resize)
 serve_start "${serve_args[@]}"
-rdma_add 0 vol -q 2 -d 32 --reconnect-delay 1 --poll event
+rdma_add 0 vol -q 2 -d 32 --reconnect-delay 1
 daemon_log=$(ublk_json 0 | jq -r .log)
 defer cp "$daemon_log" "$E2E_LOG_DIR/daemon-0.log"
 dev_bytes() { echo $(($(cat /sys/block/ublkb0/size) * 512)); }

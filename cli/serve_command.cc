@@ -53,7 +53,8 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
       ->capture_default_str();
   cmd.add_option("--serial-spin-us", a.serial_spin_us,
                  "Microseconds a poll group keeps polling instead while its client sends one command at a "
-                 "time and waits for each answer (QD1); used only if longer than --spin-us")
+                 "time and waits for each answer (QD1), except while the answer waits on an rbd cluster; used only if "
+                 "longer than --spin-us")
       ->check(CLI::Range(0, 1000000))
       ->capture_default_str();
   cmd.add_flag("--no-push-writes", a.no_push_writes,

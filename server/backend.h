@@ -110,6 +110,11 @@ class Backend {
   // The export's own memory when the server may RDMA straight into it (ram), else empty.
   virtual std::span<std::byte> direct_memory() const = 0;
 
+  // True when a command's completion is a network round trip away (a cluster: milliseconds),
+  // delivered by the backend's own threads. A poll group then does not keep polling for it:
+  // the CPU is better left to those threads.
+  virtual bool completes_remotely() const { return false; }
+
   // Reads the size anew where the storage can change under the server (`rbd resize`, an LV
   // extended, a file truncated); the server calls it every second from one thread. Its queues
   // check ranges against the new size at once.

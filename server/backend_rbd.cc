@@ -343,6 +343,7 @@ class RbdBackend final : public Backend {
   }
   uint32_t instance_id() const override { return instance_id_; }
   std::span<std::byte> direct_memory() const override { return {}; }
+  bool completes_remotely() const override { return true; }
 
   std::unique_ptr<BackendQueue> open_queue(std::span<std::byte>, uint16_t depth) const override {
     return std::make_unique<RbdQueue>(h_.image, name_, size_, read_only_, depth);

@@ -77,8 +77,8 @@ class Connection final : private CommandIo {
   static constexpr size_t kWatchFds = 3;
   void watch(std::vector<pollfd>& fds) const;
   void woken(const pollfd* fds);
-  // How long to keep polling after this connection's last work.
-  std::chrono::microseconds spin() const { return serial_streak_ == kSerialStreak ? serial_spin_ : spin_; }
+  // How long to keep polling after a step() of this connection that found work.
+  std::chrono::microseconds spin() const;
   // The group has let go of it (after kDone): the listener may destroy it.
   void release() { done_.store(true, std::memory_order_release); }
 

@@ -71,11 +71,20 @@ void PollGroup::run() {
   pthread_setname_np(pthread_self(), name);
   log::server()->debug("poll group {} started", index_);
   auto last_work = Clock::now();
+  // How long to poll after last_work: the longest any connection that had work then asked for.
+  // Only those: an idle connection's next event is not near because another one had work.
+  std::chrono::microseconds spin{0};
   while (!quit_.load(std::memory_order_relaxed)) {
     take_new();
     bool stopping = stop_.load(std::memory_order_relaxed);
     int work = 0;
-    for (Connection* c : conns_) work += c->step(stopping);
+    std::chrono::microseconds work_spin{0};
+    for (Connection* c : conns_) {
+      if (int w = c->step(stopping); w > 0) {
+        work += w;
+        work_spin = std::max(work_spin, c->spin());
+      }
+    }
     passes_.add_st();
     if (work > 0) {
       // A connection that is done leaves the group here; the listener destroys it.
@@ -87,13 +96,12 @@ void PollGroup::run() {
       }
       conns_.erase(gone, conns_.end());
       last_work = Clock::now();
+      spin = work_spin;
       continue;
     }
     // Polling catches the next work sooner than a wake-up while it is near (a serial peer's next
     // command is one round trip after our answer); otherwise the CPU is better left to the
     // kernel work that carries the packets.
-    std::chrono::microseconds spin{0};
-    for (Connection* c : conns_) spin = std::max(spin, c->spin());
     if (spin.count() > 0 && Clock::now() - last_work < spin) {
       ::sched_yield();  // let rxe's kernel work (our packets) run on this CPU while we wait
       continue;

@@ -6,6 +6,7 @@
 #  - a FLUSH reaches the server, and what was written is in the cluster (read back with `rbd export`);
 #  - ext4: write files, unmount, fsck clean, mount again and compare;
 #  - a snapshot export is read-only and holds the snapshot's data;
+#  - at QD1 the server does not poll for the cluster's answer (it sleeps once per command);
 #  - an image that does not exist, a wrong key, a cluster that does not answer: that export is
 #    unavailable (stats say why, `add` is refused saying so) and the others serve.
 # e2e-timeout: 900
@@ -104,6 +105,25 @@ cmp -s <(dd if=/dev/ublkb1 iflag=direct bs=1M count=16 status=none) "$E2E_WORK/s
 expect_status "1" dd if=/dev/zero of=/dev/ublkb1 bs=4k count=1 oflag=direct status=none
 must "$UBLK" del -n 1
 wait_gone /dev/ublkb1
+serve_stop
+
+log "=== QD1 with a 1 s serial spin: the server sleeps while the cluster has the command"
+# It polls for a serial client's next command, not for the cluster's answer (milliseconds
+# away, brought by librbd's threads, which need the CPU): one sleep per command. The queue's
+# idle connections (QD1 keeps to one of its 4) have sent a dozen keepalives first: they do not
+# make the group poll either.
+serve_start --ceph-conf "$conf" --ceph-id gw --threads 1 --serial-spin-us 1000000 --export vol=rbd:rbd/img
+rdma_add 0 vol -q 1 --keepalive-tmo 1
+nap 3
+group_sleeps() { serve_stats wait | jq '.poll_groups[0].sleeps'; }
+sleeps0=$(group_sleeps)
+fio_run rbd-qd1 --filename=/dev/ublkb0 --rw=randread --bs=4k --iodepth=1 --size=48M --io_size=1M
+sleeps=$(($(group_sleeps) - sleeps0)) reads=$(serve_counter vol reads) serial=$(serve_counter vol serial_commands)
+log "  $reads reads ($serial of them serial), $sleeps sleeps of the poll group"
+((reads >= 256 && serial * 2 > reads)) || fail "QD1: $serial of $reads reads came as a serial stream (want more than half)"
+((sleeps * 2 > reads)) || fail "QD1: the server slept $sleeps times for $reads reads (want one for most reads)"
+must "$UBLK" del -n 0
+wait_gone /dev/ublkb0
 serve_stop
 
 log "=== a wrong key and a cluster that does not answer: unavailable, the other export serves"

@@ -229,9 +229,11 @@ void RdmaQueueTarget::handle_reconnected_st() {
     ConnectionRecovery& r = recovery_[i];
     if (r.state() != ConnectionState::kConnecting) continue;  // given up meanwhile: it closes with res
     if (!res.connection) {
+      const char* was = r.last_error();
       r.attempt_failed(now, attempt_error(res.errno_value));
-      // The first failure of an outage at warn, the rest at debug: one line per outage.
-      if (r.failed_attempts() == 1) {
+      // The first failure of an outage at warn, and each change of reason (the port came up, but
+      // now the connect times out); the rest at debug.
+      if (r.failed_attempts() == 1 || r.last_error() != was) {
         log::rdma()->warn("queue {}: connection {}: reconnecting failed: {} (trying again every {} ms)", queue_id_,
                           i, res.error, opts_.recovery.reconnect_delay.count());
       } else {

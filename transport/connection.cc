@@ -2,6 +2,8 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <netdb.h>
 #include <poll.h>
 
@@ -35,6 +37,32 @@ CmEventPtr wait_event(rdma_event_channel* ch, Clock::time_point deadline) {
     int rc = ::poll(&pfd, 1, left);
     if (rc < 0 && errno != EINTR) throw_errno(errno, "poll on the rdma_cm event channel");
   }
+}
+
+bool same_ip(const sockaddr* a, const sockaddr* b) {
+  if (a->sa_family != b->sa_family) return false;
+  if (a->sa_family == AF_INET)
+    return reinterpret_cast<const sockaddr_in*>(a)->sin_addr.s_addr ==
+           reinterpret_cast<const sockaddr_in*>(b)->sin_addr.s_addr;
+  return a->sa_family == AF_INET6 && std::memcmp(&reinterpret_cast<const sockaddr_in6*>(a)->sin6_addr,
+                                                 &reinterpret_cast<const sockaddr_in6*>(b)->sin6_addr,
+                                                 sizeof(in6_addr)) == 0;
+}
+
+// Whether the interface holding `local` is up and running (true when that cannot be told).
+bool interface_up(const sockaddr* local) {
+  if (!local || (local->sa_family != AF_INET && local->sa_family != AF_INET6)) return true;
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return true;
+  bool up = true;
+  for (const ifaddrs* a = list; a; a = a->ifa_next) {
+    if (a->ifa_addr && same_ip(a->ifa_addr, local)) {
+      up = (a->ifa_flags & IFF_UP) && (a->ifa_flags & IFF_RUNNING);
+      break;
+    }
+  }
+  freeifaddrs(list);
+  return up;
 }
 
 CmEventInfo info_of(const rdma_cm_event& ev) {
@@ -251,8 +279,10 @@ std::optional<CmEventInfo> Connection::poll_cm_event_st() {
 bool Connection::port_active() const {
   if (!id_ || !id_->verbs) return true;
   ibv_port_attr attr{};
-  if (ibv_query_port(id_->verbs, id_->port_num, &attr) != 0) return true;
-  return attr.state == IBV_PORT_ACTIVE;
+  if (ibv_query_port(id_->verbs, id_->port_num, &attr) == 0 && attr.state != IBV_PORT_ACTIVE) return false;
+  // `ip link set down` takes the interface down (and its routes) before rxe marks its port down:
+  // a CM message sent in between fails all the same.
+  return interface_up(rdma_get_local_addr(id_.get()));
 }
 
 void Connection::disconnect_st() {

@@ -97,7 +97,8 @@ class Connection {
   void disconnect_st();
   // Destroying the connection now would send a DREQ (connected, not yet disconnected).
   bool disconnect_pending() const { return established_ && !disconnected_ && id_; }
-  // Whether the id's RDMA port is ACTIVE (true when it cannot be asked).
+  // Whether the id's RDMA port is ACTIVE and the interface holding its local address up (each
+  // true when it cannot be asked).
   bool port_active() const;
   // Takes the QP out of service (qp_quiesce.h): moves it to error and polls the CQ until the
   // marker work requests posted after the transition come back flushed, or `timeout` passes;

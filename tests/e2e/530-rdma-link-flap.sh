@@ -37,9 +37,13 @@ log "  device 0 with the link down: $state"
 jq -e '.io_state != "live"' <<<"$state" >/dev/null || fail "device 0 is reported live with its link down: $state"
 nap 5
 must ip link set "$E2E_RDMA_IF" up
+t_up=$SECONDS
 wait_until 20 "$E2E_RDMA_DEV to become ACTIVE again" eval "rdma link show $E2E_RDMA_DEV/1 | grep -q 'state ACTIVE'"
+live_again() { ublk_json "$1" | jq -e '.io_state == "live"' >/dev/null; }
 for id in 0 1; do
-  wait_until 60 "device $id to be live again" eval "ublk_json $id | jq -e '.io_state == \"live\"'"
+  for ((i = 0; i < 600 && SECONDS < t_up + 60; i++)); do live_again $id && break; nap 0.1; done
+  live_again $id || fail "device $id is not live 60 s after the link came up; QP1 $(gsi_state); the connections' \
+last errors: $(ublk_json $id | jq -c '[.queues[].stats.target.connection_states[] | .last_error] | unique')"
   log "  device $id after the flap: $(ublk_json $id | jq -c '[.queues[].stats.target | {reissued, connection_lost,
       keep_alive_timeouts, reconnects: ([.connection_states[].reconnects] | add)}]')"
 done

@@ -327,11 +327,15 @@ verify_fio_finish() {
 # serve_restart_under_verify ID TAG SERVE_ARGS...: fio verify on device ID (verify_fio_start)
 # while the server is SIGKILLed and started again 2 s later with SERVE_ARGS; the device must be
 # LIVE again within 30 s and fio must end with no error and no mismatch (verify_fio_finish).
+# The server is SIGSTOPped for 1 s before the kill, so that it dies with requests in flight: the
+# rate-limited fio often has none out at a given instant.
 serve_restart_under_verify() {
   local id=$1 tag=$2
   shift 2
   verify_fio_start "$id" "$tag" 4m
-  log "+ kill -KILL $E2E_SERVE_PID (serve, fio running)"
+  log "+ kill -STOP, 1 s later -KILL $E2E_SERVE_PID (serve, fio running)"
+  kill -STOP "$E2E_SERVE_PID"
+  nap 1
   kill -KILL "$E2E_SERVE_PID"
   wait "$E2E_SERVE_PID" 2>/dev/null
   nap 2

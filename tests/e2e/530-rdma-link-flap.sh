@@ -41,7 +41,7 @@ t_up=$SECONDS
 wait_until 20 "$E2E_RDMA_DEV to become ACTIVE again" eval "rdma link show $E2E_RDMA_DEV/1 | grep -q 'state ACTIVE'"
 live_again() { ublk_json "$1" | jq -e '.io_state == "live"' >/dev/null; }
 for id in 0 1; do
-  for ((i = 0; i < 600 && SECONDS < t_up + 60; i++)); do live_again $id && break; nap 0.1; done
+  while ((SECONDS < t_up + 60)) && ! live_again $id; do nap 0.1; done
   live_again $id || fail "device $id is not live 60 s after the link came up; QP1 $(gsi_state); the connections' \
 last errors: $(ublk_json $id | jq -c '[.queues[].stats.target.connection_states[] | .last_error] | unique')"
   log "  device $id after the flap: $(ublk_json $id | jq -c '[.queues[].stats.target | {reissued, connection_lost,

@@ -20,8 +20,10 @@ namespace ublkrdma::cli {
 namespace {
 
 std::atomic<bool> g_stop{false};
+std::atomic<bool> g_reload{false};
 
 void on_stop_signal(int) { g_stop.store(true); }
+void on_reload_signal(int) { g_reload.store(true); }
 
 }  // namespace
 
@@ -161,8 +163,10 @@ int run_serve(const server::ServerOptions& opts) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
+  sa.sa_handler = on_reload_signal;
+  sigaction(SIGHUP, &sa, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
-  return server::run_server(opts, g_stop);
+  return server::run_server(opts, g_stop, g_reload);
 }
 
 int cmd_serve(const CLI::App& given, const ServeArgs& a, const std::vector<std::string>& command_line) {

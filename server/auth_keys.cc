@@ -91,4 +91,46 @@ const AuthorizedHost* AuthTable::find(std::string_view host_id) const {
   return nullptr;
 }
 
+namespace {
+
+bool same_key(const AuthorizedHost& a, const AuthorizedHost& b) {
+  return CRYPTO_memcmp(a.key.data(), b.key.data(), a.key.size()) == 0;
+}
+
+bool same_grants(const AuthorizedHost& a, const AuthorizedHost& b) {
+  return same_key(a, b) && a.all_exports == b.all_exports && a.exports == b.exports;
+}
+
+}  // namespace
+
+bool still_authorized(const AuthTable& before, const AuthTable& after, std::string_view host_id,
+                      std::string_view export_name) {
+  const AuthorizedHost* was = before.find(host_id);
+  const AuthorizedHost* is = after.find(host_id);
+  return was && is && same_key(*was, *is) && is->may_attach(export_name);
+}
+
+std::string describe_reload(const AuthTable& before, const AuthTable& after) {
+  std::string added, removed, changed;
+  auto append = [](std::string& list, const std::string& host) { list += (list.empty() ? "" : ", ") + host; };
+  for (const AuthorizedHost& h : after.hosts()) {
+    const AuthorizedHost* was = before.find(h.host_id);
+    if (!was) {
+      append(added, h.host_id);
+    } else if (!same_grants(*was, h)) {
+      append(changed, h.host_id);
+    }
+  }
+  for (const AuthorizedHost& h : before.hosts())
+    if (!after.find(h.host_id)) append(removed, h.host_id);
+  std::string out;
+  auto part = [&](const char* what, const std::string& list) {
+    if (!list.empty()) out += fmt::format("{}{} {}", out.empty() ? "" : "; ", what, list);
+  };
+  part("added", added);
+  part("removed", removed);
+  part("changed", changed);
+  return out.empty() ? "no host changed" : out;
+}
+
 }  // namespace ublkrdma::server

@@ -230,6 +230,11 @@ int Connection::serve_step(bool stopping) {
     cm_ready_ = false;
     handle_cm_events();
   }
+  if (revoked_.load(std::memory_order_relaxed) && !failed_) {
+    log::server()->warn("{}: host '{}' may no longer attach export '{}' (--auth-keys reloaded): closing queue {}",
+                        peer_, host_id_, export_name_, queue_id_);
+    fail("access revoked");
+  }
   int work = poll_cq() + poll_backend();
   flush();
   work += resume_parked();

@@ -32,6 +32,7 @@ namespace ublkrdma::server {
 
 // With serve --auth-keys: what a connection needs to authenticate its client (protocol v9).
 struct ConnectionAuth {
+  std::shared_ptr<const AuthKeys> keys;  // what context points into, kept past a reload
   AuthContext context;
   AuthLimiter* limiter = nullptr;  // failed exchanges are counted against the peer's address
   std::string peer_ip;
@@ -95,7 +96,18 @@ class Connection final : private CommandIo {
   const std::string& peer() const { return peer_; }
   const ConnectionStats& stats() const { return stats_; }
   const std::string& export_name() const { return export_name_; }
+  unsigned poll_group() const { return poll_group_; }
   nlohmann::json to_json() const;
+
+  // For a reload of --auth-keys, on the listener thread. The keys it authenticates (or did)
+  // against, null without authentication; the host it authenticated, "" until it has.
+  const AuthKeys* auth_keys() const { return auth_ ? auth_->keys.get() : nullptr; }
+  std::string authenticated_host() const {
+    return authenticated_.load(std::memory_order_acquire) ? host_id_ : std::string();
+  }
+  // The reload took its access away: it closes at its group's next pass (wake the group), and
+  // its client's next attempt authenticates against the new keys.
+  void revoke() { revoked_.store(true, std::memory_order_relaxed); }
 
  private:
   // Receives in a row that each brought one command, with no other command in flight or in
@@ -170,6 +182,7 @@ class Connection final : private CommandIo {
   // authenticated_ for to_json() on other threads.
   std::string host_id_;
   std::atomic<bool> authenticated_{false};
+  std::atomic<bool> revoked_{false};
   const std::chrono::microseconds spin_;
   const std::chrono::microseconds serial_spin_;  // >= spin_
   uint32_t serial_streak_ = 0;

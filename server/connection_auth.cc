@@ -33,7 +33,9 @@ int Connection::authenticate_step(bool stopping) {
     cm_ready_ = false;
     handle_cm_events();
   }
-  if (failed_ || stopping) return auth_failed({});
+  // Revoked: the exchange started against keys a reload replaced; the client's next attempt
+  // meets the new ones.
+  if (failed_ || stopping || revoked_.load(std::memory_order_relaxed)) return auth_failed({});
   const WorkKind want = verdict_ ? WorkKind::kRdmaSend : WorkKind::kRdmaRecv;
   ibv_wc wc{};
   int n = ibv_poll_cq(rdma_->cq(), 1, &wc);

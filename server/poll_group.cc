@@ -40,9 +40,13 @@ PollGroup::PollGroup(unsigned index, const std::atomic<bool>& stop)
 
 PollGroup::~PollGroup() {
   quit_.store(true, std::memory_order_relaxed);
+  wake();
+  thread_.join();
+}
+
+void PollGroup::wake() {
   uint64_t one = 1;
   [[maybe_unused]] ssize_t n = ::write(wake_.get(), &one, sizeof(one));
-  thread_.join();
 }
 
 void PollGroup::add(Connection* conn) {
@@ -51,8 +55,7 @@ void PollGroup::add(Connection* conn) {
     std::lock_guard lk(new_mu_);
     new_.push_back(conn);
   }
-  uint64_t one = 1;
-  [[maybe_unused]] ssize_t n = ::write(wake_.get(), &one, sizeof(one));
+  wake();
 }
 
 nlohmann::json PollGroup::to_json() const {

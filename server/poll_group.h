@@ -37,6 +37,8 @@ class PollGroup {
   void add(Connection* conn);
   // The connections it serves: for balancing, read on the listener thread.
   size_t connections() const { return count_.load(std::memory_order_relaxed); }
+  // From any thread: the group's next pass comes now, not after its sleep (a revoked connection).
+  void wake();
   nlohmann::json to_json() const;
 
  private:

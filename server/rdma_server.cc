@@ -71,6 +71,19 @@ struct ExportTotals {
   }
 };
 
+// --auth-keys and --key-file, checked against the exports. Throws SetupError.
+std::shared_ptr<const AuthKeys> load_auth_keys(const ServerOptions& opts) {
+  auto keys = std::make_shared<AuthKeys>();
+  keys->table = AuthTable::load(opts.auth_keys_path);
+  for (const AuthorizedHost& h : keys->table.hosts())
+    for (const std::string& e : h.exports)
+      if (std::none_of(opts.exports.begin(), opts.exports.end(), [&](const ExportSpec& s) { return s.name == e; }))
+        throw_setup("{}:{}: host '{}' may attach export '{}', which this server does not export", opts.auth_keys_path,
+                    h.line, h.host_id, e);
+  if (!opts.key_file.empty()) keys->server_key = auth::read_key_file(opts.key_file);
+  return keys;
+}
+
 }  // namespace
 
 struct RdmaServer::Impl {
@@ -104,10 +117,10 @@ struct RdmaServer::Impl {
   std::vector<std::unique_ptr<PollGroup>> groups;
   std::map<std::string, ExportTotals> totals;  // of closed connections
   RelaxedCounter rejected_connections;
+  RelaxedCounter auth_reloads, auth_reload_failures, revoked_connections;
   RelaxedCounter accepted_connections;
-  // Authentication (serve --auth-keys): none when the table is empty.
-  std::optional<AuthTable> auth_table;
-  std::optional<auth::Key> server_key;
+  // Authentication (serve --auth-keys): none when null. Replaced by a reload (SIGHUP).
+  std::shared_ptr<const AuthKeys> auth_keys;
   std::optional<AuthLimiter> auth_limiter;
 
   int find_export(std::string_view name, ExportInfo& info) const {
@@ -140,8 +153,8 @@ struct RdmaServer::Impl {
     limits.push_writes = opts.push_writes;
     limits.pull_reads = opts.pull_reads;
     limits.client_rdma_reads = req.responder_resources();
-    limits.auth_required = auth_table.has_value();
-    limits.auth_backoff = auth_table && auth_limiter->blocked(peer_ip, Clock::now());
+    limits.auth_required = auth_keys != nullptr;
+    limits.auth_backoff = auth_keys && auth_limiter->blocked(peer_ip, Clock::now());
     {
       std::lock_guard lk(mu);  // finished connections not reaped yet still hold their memory
       limits.connections_in_use = uint32_t(conns.size());
@@ -170,7 +183,8 @@ struct RdmaServer::Impl {
       wire::AcceptAuth aa;
       if (n.accept.auth()) {
         ca.emplace();
-        ca->context = AuthContext{&*auth_table, &server_key, auth::random_nonce(), opts.server_id,
+        ca->keys = auth_keys;
+        ca->context = AuthContext{&ca->keys->table, &ca->keys->server_key, auth::random_nonce(), opts.server_id,
                                   n.request.session_id, n.request.queue_id, spec.name};
         ca->limiter = &*auth_limiter;
         ca->peer_ip = peer_ip;
@@ -213,6 +227,43 @@ struct RdmaServer::Impl {
     sc->set_poll_group(unsigned(group - groups.begin()));
     (*group)->add(sc.get());
     conns.push_back(std::move(sc));
+  }
+
+  // SIGHUP: reads --auth-keys (and --key-file) again. New connections authenticate against the
+  // new keys; a connection whose host is gone, has another key or lost the export closes, and
+  // so does one still authenticating against the old keys. A file that does not load changes
+  // nothing.
+  void reload_auth_keys() {
+    if (!auth_keys) {
+      log::server()->warn("reload: nothing to reload (serve runs without --auth-keys)");
+      return;
+    }
+    std::shared_ptr<const AuthKeys> next;
+    try {
+      next = load_auth_keys(opts);
+    } catch (const SetupError& e) {
+      auth_reload_failures.add_st();
+      log::server()->error("reload: keeping the keys in use: {}", e.what());
+      return;
+    }
+    std::shared_ptr<const AuthKeys> before = std::exchange(auth_keys, next);
+    auth_reloads.add_st();
+    size_t revoked = 0;
+    std::lock_guard lk(mu);
+    for (const auto& c : conns) {
+      const AuthKeys* theirs = c->auth_keys();
+      if (!theirs || c->done()) continue;
+      std::string host = c->authenticated_host();
+      bool keep = host.empty() ? theirs == next.get()
+                               : still_authorized(theirs->table, next->table, host, c->export_name());
+      if (keep) continue;
+      c->revoke();
+      groups[c->poll_group()]->wake();
+      ++revoked;
+    }
+    revoked_connections.add_st(revoked);
+    log::server()->info("reload: {} host(s) from {} ({}); {} connection(s) closed", next->table.hosts().size(),
+                        opts.auth_keys_path, describe_reload(before->table, next->table), revoked);
   }
 
   void reap_finished() {
@@ -261,8 +312,11 @@ struct RdmaServer::Impl {
                         {"accepted_connections", accepted_connections.get()},
                         {"rejected_connections", rejected_connections.get()},
                         {"memory_bytes", memory_total()},
-                        {"authentication", bool(auth_table)},
-                        {"failed_authentications", auth_limiter->failures()}};
+                        {"authentication", auth_keys != nullptr},
+                        {"failed_authentications", auth_limiter->failures()},
+                        {"auth_reloads", auth_reloads.get()},
+                        {"auth_reload_failures", auth_reload_failures.get()},
+                        {"revoked_connections", revoked_connections.get()}};
     return j;
   }
 
@@ -285,19 +339,13 @@ RdmaServer::RdmaServer(const ServerOptions& opts) : impl_(std::make_unique<Impl>
   if (opts.exports.empty()) throw_setup("serve: no export given (--export NAME=ram:SIZE|file:PATH|null:SIZE|rbd:POOL/IMAGE)");
   // Keys and identities first: a bad configuration opens no export.
   if (!opts.auth_keys_path.empty()) {
-    impl_->auth_table = AuthTable::load(opts.auth_keys_path);
-    for (const AuthorizedHost& h : impl_->auth_table->hosts())
-      for (const std::string& e : h.exports)
-        if (std::none_of(opts.exports.begin(), opts.exports.end(), [&](const ExportSpec& s) { return s.name == e; }))
-          throw_setup("{}:{}: host '{}' may attach export '{}', which this server does not export", opts.auth_keys_path,
-                      h.line, h.host_id, e);
-    if (!opts.key_file.empty()) impl_->server_key = auth::read_key_file(opts.key_file);
+    impl_->auth_keys = load_auth_keys(opts);
     if (!wire::valid_identity(opts.server_id))
       throw_setup("server id '{}' is invalid: use 1..{} of [A-Za-z0-9._:@-] (serve --server-id)",
                   log::escaped(opts.server_id), wire::kIdentityMax);
-    log::server()->info("authentication on: {} host(s) from {}, server id '{}'{}", impl_->auth_table->hosts().size(),
+    log::server()->info("authentication on: {} host(s) from {}, server id '{}'{}", impl_->auth_keys->table.hosts().size(),
                         opts.auth_keys_path, opts.server_id,
-                        impl_->server_key ? ", with a server key of its own" : "");
+                        impl_->auth_keys->server_key ? ", with a server key of its own" : "");
   } else {
     if (!opts.key_file.empty()) throw_setup("serve --key-file needs --auth-keys (the hosts that authenticate)");
     log::server()->warn("connections are NOT authenticated (trusted-network mode): any peer that can reach this "
@@ -329,7 +377,7 @@ uint16_t RdmaServer::port() const { return impl_->port; }
 
 std::string RdmaServer::stats_json() const { return impl_->stats(); }
 
-bool RdmaServer::run(const std::atomic<bool>& stop) {
+bool RdmaServer::run(const std::atomic<bool>& stop, std::atomic<bool>* reload) {
   unsigned n = impl_->opts.threads ? impl_->opts.threads : default_poll_groups();
   {
     std::lock_guard lk(impl_->mu);
@@ -350,6 +398,7 @@ bool RdmaServer::run(const std::atomic<bool>& stop) {
       ::usleep(100000);
     }
     impl_->reap_finished();
+    if (reload && reload->exchange(false)) impl_->reload_auth_keys();
     if (Clock::now() >= next_stats) {
       impl_->exports->refresh_sizes();
       impl_->write_stats();
@@ -389,11 +438,11 @@ bool RdmaServer::run(const std::atomic<bool>& stop) {
   return true;
 }
 
-int run_server(const ServerOptions& opts, std::atomic<bool>& stop) {
+int run_server(const ServerOptions& opts, std::atomic<bool>& stop, std::atomic<bool>& reload) {
   try {
     RdmaServer server(opts);
     service_ready();  // listening, the exports open (or retried): a Type=notify unit is up
-    if (!server.run(stop)) {
+    if (!server.run(stop, &reload)) {
       // Destroying the server would wait for the backends (librbd completes into our buffers):
       // the process ends without it, which releases everything they hold.
       spdlog::shutdown();

@@ -27,8 +27,9 @@ class RdmaServer {
   // finish and are answered), disconnects, joins the threads and writes the stats a last time.
   // False when connections still waited for their backends after opts.stop_timeout: their
   // buffers are the backends' until then, so the server must not be destroyed; the process
-  // exits without it (run_server does).
-  bool run(const std::atomic<bool>& stop);
+  // exits without it (run_server does). Whenever `reload` is set (SIGHUP) it clears it and
+  // reads --auth-keys again (closing the connections whose access that takes away).
+  bool run(const std::atomic<bool>& stop, std::atomic<bool>* reload = nullptr);
 
   // The current statistics as JSON text.
   std::string stats_json() const;
@@ -38,9 +39,9 @@ class RdmaServer {
   std::unique_ptr<Impl> impl_;
 };
 
-// Foreground server: logs, serves until `stop`, returns the process exit code (0 clean, 1
+// Foreground server: logs, serves until `stop` (reloading its keys on `reload`), returns the process exit code (0 clean, 1
 // setup failure, which is logged with its reason). When the stop timeout expires it logs what
 // it abandons and ends the process with status 1 itself.
-int run_server(const ServerOptions& opts, std::atomic<bool>& stop);
+int run_server(const ServerOptions& opts, std::atomic<bool>& stop, std::atomic<bool>& reload);
 
 }  // namespace ublkrdma::server

@@ -60,6 +60,11 @@ void declare_all(prom::TextWriter& w) {
             "Connection requests refused (negotiation, limits, --allow, authentication).");
   w.declare("ublk_rdma_server_authentication_enabled", MetricType::kGauge, "1 if clients must authenticate.");
   w.declare("ublk_rdma_server_failed_authentications_total", MetricType::kCounter, "Failed authentications.");
+  w.declare("ublk_rdma_server_auth_reloads_total", MetricType::kCounter, "Reloads of --auth-keys (SIGHUP) that took effect.");
+  w.declare("ublk_rdma_server_auth_reload_failures_total", MetricType::kCounter,
+            "Reloads of --auth-keys refused (the file did not load; the keys in use stay).");
+  w.declare("ublk_rdma_server_revoked_connections_total", MetricType::kCounter,
+            "Connections closed because a reload took their host's access away.");
   w.declare("ublk_rdma_server_poll_group_connections", MetricType::kGauge, "Connections the poll group serves now.");
   w.declare("ublk_rdma_server_poll_group_passes_total", MetricType::kCounter, "Passes of the poll group's loop.");
   w.declare("ublk_rdma_server_poll_group_sleeps_total", MetricType::kCounter,
@@ -96,6 +101,9 @@ std::string server_metrics_text(const Json& stats) {
   w.sample("ublk_rdma_server_rejected_connections_total", {}, json_count(stats, "rejected_connections"));
   w.sample("ublk_rdma_server_authentication_enabled", {}, stats.value("authentication", false) ? 1.0 : 0.0);
   w.sample("ublk_rdma_server_failed_authentications_total", {}, json_count(stats, "failed_authentications"));
+  w.sample("ublk_rdma_server_auth_reloads_total", {}, json_count(stats, "auth_reloads"));
+  w.sample("ublk_rdma_server_auth_reload_failures_total", {}, json_count(stats, "auth_reload_failures"));
+  w.sample("ublk_rdma_server_revoked_connections_total", {}, json_count(stats, "revoked_connections"));
   size_t g = 0;
   for (const Json& group : member(stats, "poll_groups", kNoArray)) {
     const Labels gl{{"group", std::to_string(g++)}};

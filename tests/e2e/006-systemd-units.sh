@@ -5,7 +5,8 @@
 # namespaces, the root an overlay on tmpfs (the shared root is never written), the guest's /dev
 # and network (rxe). Configured only by files in /etc/ublk-rdma, as an administrator would:
 #   1. at boot, ublk-rdma-serve@test and ublk-rdma-devices come up; the devices wait for the
-#      server to be ready (Type=notify), both are live and verify clean;
+#      server to be ready (Type=notify), both are live and verify clean; `systemctl reload` of
+#      the server reaches it (SIGHUP: this one has no auth-keys to read again, and says so);
 #   2. a device daemon SIGKILLed under fio verify: `systemctl reload ublk-rdma-devices`
 #      recovers it with 0 errors; `systemctl stop` deletes both devices;
 #   3. ublk-rdma@vol1: live when `systemctl start` returns; its process SIGKILLed under fio
@@ -117,6 +118,11 @@ wait_state 1 LIVE 20
   fail "list does not name the devices vol0 and vol1"
 fio_write_verify boot-vol0 /dev/ublkb0 24M
 fio_write_verify boot-vol1 /dev/ublkb1 24M
+server_pid=$(unit_prop ublk-rdma-serve@test.service MainPID)
+must in_ctr systemctl reload ublk-rdma-serve@test.service
+wait_until 20 "the server to log the reload" \
+  eval "journal -u ublk-rdma-serve@test.service -o cat | grep -q 'reload: nothing to reload'"
+[[ $(unit_prop ublk-rdma-serve@test.service MainPID) == "$server_pid" ]] || fail "the reload restarted the server"
 
 log "a device's daemon SIGKILLed under fio verify; systemctl reload recovers it"
 verify_fio_start 0 reload-vol0 2m

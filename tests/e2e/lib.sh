@@ -110,12 +110,25 @@ bounded() {
   return 124
 }
 
-# wait_until SECS WHAT CMD...: poll CMD every 0.1 s until it succeeds; fail after SECS.
+# now_us: wall-clock microseconds, without a fork.
+now_us() { local t=${EPOCHREALTIME/[.,]/}; echo "$((10#$t))"; }
+
+# wait_until SECS WHAT CMD...: run CMD every 0.1 s until it succeeds; fail once SECS seconds of
+# wall-clock time have passed (not SECS*10 tries: under TCG one try of a slow CMD takes seconds).
+# A wait that uses more than half its time is logged, to show which bounds are tight.
 wait_until() {
-  local secs=$1 what=$2 i
+  local secs=$1 what=$2 start end
   shift 2
-  for ((i = 0; i < secs * 10; i++)); do
-    "$@" >/dev/null 2>&1 && return 0
+  start=$(now_us)
+  end=$((start + secs * 1000000))
+  while :; do
+    if "$@" >/dev/null 2>&1; then
+      local took=$(($(now_us) - start))
+      ((took * 2 <= secs * 1000000)) ||
+        log "  waited $((took / 1000)) ms of ${secs}s for $what"
+      return 0
+    fi
+    (($(now_us) < end)) || break
     nap 0.1
   done
   fail "timed out after ${secs}s waiting for $what"
@@ -196,12 +209,14 @@ ublk_json() { "$UBLK" list -n "$1" --json | jq -e '.[0]'; }
 ublk_state() { "$UBLK" list -n "$1" --json 2>/dev/null | jq -r '.[0].state'; }
 ublk_daemon_pid() { "$UBLK" list -n "$1" --json 2>/dev/null | jq -r '.[0].daemon_pid'; }
 
-# wait_state ID STATE [SECS]
+# wait_state ID STATE [SECS]: SECS (default 20) of wall-clock time, like wait_until.
 wait_state() {
-  local id=$1 want=$2 secs=${3:-20} i st=
-  for ((i = 0; i < secs * 10; i++)); do
+  local id=$1 want=$2 secs=${3:-20} st= end
+  end=$(($(now_us) + secs * 1000000))
+  while :; do
     st=$(ublk_state "$id")
     [[ $st == "$want" ]] && return 0
+    (($(now_us) < end)) || break
     nap 0.1
   done
   fail "device $id: state '$st' after ${secs}s, expected $want"

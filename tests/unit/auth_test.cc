@@ -318,6 +318,25 @@ TEST(AuthKeys, BadLinesNameFileAndLine) {
   EXPECT_EQ(e.find('\x1b'), std::string::npos) << e;
 }
 
+TEST(AuthKeys, ReloadKeepsOnlyWhatIsStillGranted) {
+  std::string k1 = auth::format_key(counting_key()), k2 = auth::format_key(auth::Key{});
+  auto before = server::AuthTable::parse("a " + k1 + " vol0,vol1\nb " + k1 + " *\nc " + k1 + " vol0\nd " + k1 +
+                                             " vol0\n",
+                                         "keys");
+  // a loses vol1, b gets another key, c is gone, d is as it was, e is new.
+  auto after = server::AuthTable::parse("a " + k1 + " vol0\nb " + k2 + " *\nd " + k1 + " vol0\ne " + k2 + " *\n",
+                                        "keys");
+  EXPECT_TRUE(server::still_authorized(before, after, "a", "vol0"));
+  EXPECT_FALSE(server::still_authorized(before, after, "a", "vol1"));
+  EXPECT_FALSE(server::still_authorized(before, after, "b", "vol0"));
+  EXPECT_FALSE(server::still_authorized(before, after, "c", "vol0"));
+  EXPECT_TRUE(server::still_authorized(before, after, "d", "vol0"));
+  EXPECT_FALSE(server::still_authorized(before, after, "e", "vol0"));  // not authenticated against `before`
+  EXPECT_TRUE(server::still_authorized(before, before, "b", "anything"));
+  EXPECT_EQ(server::describe_reload(before, after), "added e; removed c; changed a, b");
+  EXPECT_EQ(server::describe_reload(before, before), "no host changed");
+}
+
 struct AuthFixture {
   server::AuthTable table = server::AuthTable::parse(
       "host-a " + auth::format_key(counting_key()) + " vol0\nhost-b " + auth::format_key(auth::Key{}) + " *\n", "keys");

@@ -160,7 +160,10 @@ TEST(ServerMetrics, ExportsConnectionsAndGroups) {
       {"rejected_connections", 1},
       {"memory_bytes", 1024},
       {"authentication", false},
-      {"failed_authentications", 0}};
+      {"failed_authentications", 0},
+      {"auth_reloads", 2},
+      {"auth_reload_failures", 1},
+      {"revoked_connections", 4}};
   auto s = parse(server::server_metrics_text(stats), "ublk_rdma_server_");
   EXPECT_EQ(find(s, "ublk_rdma_server_commands_total", R"({export="vol0"})"), "50");
   EXPECT_EQ(find(s, "ublk_rdma_server_accepted_commands_total", R"({export="vol0",op="read"})"), "30");
@@ -176,6 +179,9 @@ TEST(ServerMetrics, ExportsConnectionsAndGroups) {
   EXPECT_EQ(find(s, "ublk_rdma_server_connections", ""), "2");
   EXPECT_EQ(find(s, "ublk_rdma_server_memory_granted_bytes", ""), "1024");
   EXPECT_EQ(find(s, "ublk_rdma_server_rejected_connections_total", ""), "1");
+  EXPECT_EQ(find(s, "ublk_rdma_server_auth_reloads_total", ""), "2");
+  EXPECT_EQ(find(s, "ublk_rdma_server_auth_reload_failures_total", ""), "1");
+  EXPECT_EQ(find(s, "ublk_rdma_server_revoked_connections_total", ""), "4");
   EXPECT_EQ(find(s, "ublk_rdma_server_poll_group_passes_total", R"({group="0"})"), "7");
   EXPECT_EQ(find(s, "ublk_rdma_server_poll_group_sleeps_total", R"({group="1"})"), "0");
 }

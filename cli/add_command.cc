@@ -1,6 +1,7 @@
 #include "cli/add_command.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -73,7 +74,8 @@ std::vector<ublk::SharedBufferSpec> shared_buffer_args(const AddArgs& a) {
 }
 
 // --key-file and friends: checked (readable, private, a key) before anything else is touched;
-// the daemon reads them again when it connects, so that `recover` finds them the same way.
+// the daemon reads them again at every connection attempt (a rotated key is picked up), from
+// a daemon whose working directory is /, and at `recover`: hence absolute paths.
 nlohmann::json auth_args(const AddArgs& a) {
   if (a.key_file.empty()) {
     if (!a.host_id.empty() || !a.server_key_file.empty())
@@ -86,7 +88,8 @@ nlohmann::json auth_args(const AddArgs& a) {
                                  wire::kIdentityMax, a.host_id.empty() ? " (it is the host name: give --host-id)" : ""));
   auth::read_key_file(a.key_file);  // a missing or open key file is a failure (1), as in serve
   if (!a.server_key_file.empty()) auth::read_key_file(a.server_key_file);
-  return {{"host_id", host}, {"key_file", a.key_file}, {"server_key_file", a.server_key_file}};
+  auto absolute = [](const std::string& p) { return p.empty() ? p : std::filesystem::absolute(p).string(); };
+  return {{"host_id", host}, {"key_file", absolute(a.key_file)}, {"server_key_file", absolute(a.server_key_file)}};
 }
 
 nlohmann::json rdma_target_args(const AddArgs& a, uint32_t max_io) {

@@ -50,9 +50,11 @@ std::unique_ptr<ublk::TargetFactory> make_target_factory(const nlohmann::json& a
       const nlohmann::json& a = args.at("auth");
       o.auth.enabled = true;
       o.auth.host_id = a.at("host_id").get<std::string>();
-      o.auth.key = auth::read_key_file(a.at("key_file").get<std::string>());
-      std::string server_key_file = a.value("server_key_file", std::string());
-      if (!server_key_file.empty()) o.auth.server_key = auth::read_key_file(server_key_file);
+      // Read now, so that a bad file fails the start; then again at every connection attempt.
+      o.auth.key_file = a.at("key_file").get<std::string>();
+      o.auth.key = auth::read_key_file(o.auth.key_file);
+      o.auth.server_key_file = a.value("server_key_file", std::string());
+      if (!o.auth.server_key_file.empty()) o.auth.server_key = auth::read_key_file(o.auth.server_key_file);
     }
     return targets::make_rdma_target_factory(o);
   }

@@ -1,5 +1,6 @@
 #include "targets/rdma_authentication.h"
 
+#include <openssl/crypto.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -39,7 +40,17 @@ using Clock = std::chrono::steady_clock;
 }  // namespace
 
 wire::AuthResult authenticate_connection(transport::Connection& conn, const AuthExchange& x) {
-  const RdmaAuthOptions& o = *x.options;
+  RdmaAuthOptions o = *x.options;
+  if (!o.key_file.empty()) o.key = auth::read_key_file(o.key_file);
+  if (!o.server_key_file.empty()) o.server_key = auth::read_key_file(o.server_key_file);
+  // The copy holds key material: wiped however the exchange ends.
+  struct Wipe {
+    RdmaAuthOptions& o;
+    ~Wipe() {
+      OPENSSL_cleanse(o.key.data(), o.key.size());
+      if (o.server_key) OPENSSL_cleanse(o.server_key->data(), o.server_key->size());
+    }
+  } wipe{o};
   auth::ProofInputs in;
   in.server_nonce = x.accept.server_nonce;
   in.client_nonce = auth::random_nonce();

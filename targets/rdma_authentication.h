@@ -21,6 +21,9 @@ struct RdmaAuthOptions {
   std::string host_id;
   auth::Key key{};
   std::optional<auth::Key> server_key;  // the server must prove this key instead of ours
+  // When set, the keys are read from these files at every connection attempt instead (a key
+  // rotated in the file is used from the next reconnect on, without restarting the device).
+  std::string key_file, server_key_file;
 };
 
 // One exchange: what the proofs cover, and where the messages live (registered memory).

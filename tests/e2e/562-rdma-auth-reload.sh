@@ -3,8 +3,10 @@
 # fio verify: a host added to the file attaches; a file that does not load (a bad line, a mode
 # that others can read) changes nothing and is counted; a host removed from the file loses its
 # connections at once (its device's IO fails after --fast-io-fail-tmo, its reconnects are
-# refused); put back, the same device reconnects and is live again. The other host's device
-# never notices: fio ends with 0 errors and 0 mismatches. A server without --auth-keys ignores
+# refused); put back, the same device reconnects and is live again; its key rotated (the
+# client's key file replaced, then the server's line and SIGHUP), the running device
+# reconnects with the new key, with no IO error and no failed authentication. The other
+# host's device never notices: fio ends with 0 errors and 0 mismatches. A server without --auth-keys ignores
 # SIGHUP with a warning.
 # e2e-timeout: 600
 . "$(dirname "$0")/lib.sh"
@@ -65,7 +67,10 @@ refused "host-b, not in the file yet" -t rdma --traddr "$E2E_RDMA_ADDR" --export
 log "host-b added to the file: attaches after SIGHUP"
 write_keys "$line_a" "$line_b"
 reload "host-b added" "2 host\(s\) .*\(added host-b\); 0 connection\(s\) closed"
-rdma_add 1 vol1 "${auth_b[@]}" -q 1 --reconnect-delay 1 --fast-io-fail-tmo 3
+# A relative key file: the daemon (working directory /) reads it again at every reconnect.
+cd "$keys" || fail "cd $keys"
+rdma_add 1 vol1 --host-id host-b --key-file host-b.key -q 1 --reconnect-delay 1 --fast-io-fail-tmo 3
+cd - >/dev/null || fail "cd -"
 must dd if=/dev/urandom of="$E2E_WORK/pattern" bs=1M count=4 status=none
 must dd if="$E2E_WORK/pattern" of=/dev/ublkb1 bs=1M oflag=direct status=none
 sum=$(sha256sum <"$E2E_WORK/pattern" | cut -d' ' -f1)
@@ -99,9 +104,25 @@ nap 5  # past --auth-backoff: host-b's refused reconnects count as failures agai
 write_keys "$line_a" "$line_b"
 reload "host-b back" "2 host\(s\) .*\(added host-b\); 0 connection\(s\) closed"
 wait_until 60 "host-b's device to be live again" eval "ublk_json 1 | jq -e '.io_state == \"live\"'"
+fails0=$(stat_of failed_authentications)
 [[ $(region_sum /dev/ublkb1 0 4) == "$sum" ]] || fail "host-b's device does not read back its data after the reload"
 
-verify_fio_finish 0 180 "four reloads"
+log "host-b's key rotated: the running device reads its new key file at the reconnect the reload forces"
+(umask 077 && "$UBLK" gen-key >"$keys/host-b.key.new") || fail "gen-key failed"
+line_b="host-b $(cat "$keys/host-b.key.new") vol1"
+must mv -f "$keys/host-b.key.new" "$keys/host-b.key"  # the client's file first: it is read at connection time only
+authenticated_b() { grep -c "host 'host-b' authenticated for export 'vol1'" "$E2E_SERVE_LOG"; }
+n0=$(authenticated_b)
+errors0=$(ublk_json 1 | jq '[.queues[].stats.target.errors] | add')
+write_keys "$line_a" "$line_b"
+reload "host-b's key rotated" "2 host\(s\) .*\(changed host-b\); $conns_b connection\(s\) closed"
+wait_until 60 "host-b's $conns_b connection(s) to authenticate with the new key" eval "(( \$(authenticated_b) >= n0 + conns_b ))"
+wait_until 30 "host-b's device to be live" eval "ublk_json 1 | jq -e '.io_state == \"live\"'"
+[[ $(region_sum /dev/ublkb1 0 4) == "$sum" ]] || fail "host-b's device does not read back its data after the rotation"
+(($(ublk_json 1 | jq '[.queues[].stats.target.errors] | add') == errors0)) || fail "the rotation cost host-b IO errors"
+(($(stat_of failed_authentications) == fails0)) || fail "the rotation cost failed authentications"
+
+verify_fio_finish 0 180 "five reloads"
 must bounded 60 "$UBLK" del -n 1
 must bounded 60 "$UBLK" del -n 0
 serve_stop

@@ -119,8 +119,10 @@ struct RdmaServer::Impl {
   RelaxedCounter rejected_connections;
   RelaxedCounter auth_reloads, auth_reload_failures, revoked_connections;
   RelaxedCounter accepted_connections;
-  // Authentication (serve --auth-keys): none when null. Replaced by a reload (SIGHUP).
+  // Authentication (serve --auth-keys): none when null. Replaced by a reload (SIGHUP), on the
+  // listener thread, which alone reads it; stats from other threads read auth_on.
   std::shared_ptr<const AuthKeys> auth_keys;
+  bool auth_on = false;
   std::optional<AuthLimiter> auth_limiter;
 
   int find_export(std::string_view name, ExportInfo& info) const {
@@ -312,7 +314,7 @@ struct RdmaServer::Impl {
                         {"accepted_connections", accepted_connections.get()},
                         {"rejected_connections", rejected_connections.get()},
                         {"memory_bytes", memory_total()},
-                        {"authentication", auth_keys != nullptr},
+                        {"authentication", auth_on},
                         {"failed_authentications", auth_limiter->failures()},
                         {"auth_reloads", auth_reloads.get()},
                         {"auth_reload_failures", auth_reload_failures.get()},
@@ -340,6 +342,7 @@ RdmaServer::RdmaServer(const ServerOptions& opts) : impl_(std::make_unique<Impl>
   // Keys and identities first: a bad configuration opens no export.
   if (!opts.auth_keys_path.empty()) {
     impl_->auth_keys = load_auth_keys(opts);
+    impl_->auth_on = true;
     if (!wire::valid_identity(opts.server_id))
       throw_setup("server id '{}' is invalid: use 1..{} of [A-Za-z0-9._:@-] (serve --server-id)",
                   log::escaped(opts.server_id), wire::kIdentityMax);

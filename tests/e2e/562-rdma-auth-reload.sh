@@ -6,8 +6,8 @@
 # refused); put back, the same device reconnects and is live again; its key rotated (the
 # client's key file replaced, then the server's line and SIGHUP), the running device
 # reconnects with the new key, with no IO error and no failed authentication. The other
-# host's device never notices: fio ends with 0 errors and 0 mismatches. A server without --auth-keys ignores
-# SIGHUP with a warning.
+# host's device never notices: fio ends with 0 errors and 0 mismatches. A server without
+# --auth-keys ignores SIGHUP with a warning.
 # e2e-timeout: 600
 . "$(dirname "$0")/lib.sh"
 require_ublk
@@ -50,8 +50,8 @@ rdma_add 0 vol0 "${auth_a[@]}" -q 2 -d 32
 conns_a=$(serve_connections vol0)
 verify_fio_start 0 reload-verify 1m
 
-# refused WHAT ARGS...: `add ARGS` exits 1 saying that host-b's authentication is refused (add_refused
-# wants no device at all; device 0 stays here).
+# refused WHAT ARGS...: `add ARGS` exits 1 saying that host-b's authentication is refused
+# (add_refused wants no device at all; device 0 stays here).
 refused() {
   local what=$1 out rc
   shift
@@ -116,7 +116,8 @@ n0=$(authenticated_b)
 errors0=$(ublk_json 1 | jq '[.queues[].stats.target.errors] | add')
 write_keys "$line_a" "$line_b"
 reload "host-b's key rotated" "2 host\(s\) .*\(changed host-b\); $conns_b connection\(s\) closed"
-wait_until 60 "host-b's $conns_b connection(s) to authenticate with the new key" eval "(( \$(authenticated_b) >= n0 + conns_b ))"
+wait_until 60 "host-b's $conns_b connection(s) to authenticate with the new key" \
+  eval "(( \$(authenticated_b) >= n0 + conns_b ))"
 wait_until 30 "host-b's device to be live" eval "ublk_json 1 | jq -e '.io_state == \"live\"'"
 [[ $(region_sum /dev/ublkb1 0 4) == "$sum" ]] || fail "host-b's device does not read back its data after the rotation"
 (($(ublk_json 1 | jq '[.queues[].stats.target.errors] | add') == errors0)) || fail "the rotation cost host-b IO errors"
